@@ -1,0 +1,299 @@
+"""The connector contract: what every search-engine plugin implements, and the records it moves.
+
+A connector is a class registered through the ``register_connectors`` hook (see ``hookspecs.py``).
+The core never imports a backend client; it only speaks the types defined here.
+
+Lifecycle, in the order the pipeline calls it::
+
+    conn = ConnectorClass(**backend_options)     # connect (lazily is fine), validate options
+    conn.ensure_index(spec)                      # create, or check an existing index matches spec
+    conn.write(records)                          # upsert a batch; idempotent by Record.id
+    conn.search(queries, top_k=10, ...)          # one batch request for many queries
+    conn.count(); conn.delete(ids); conn.drop()
+    conn.close()
+
+Rules every connector follows:
+
+* ``write`` is an upsert keyed by ``Record.id``: writing the same record twice leaves one copy, so an
+  interrupted ingest can simply be run again.
+* ``write`` never raises for a bad *item*: it returns a :class:`WriteResult` naming each failed id
+  with its reason, and the rest of the batch still lands. It raises :class:`ConnectorError` only when
+  the whole request cannot be made (unreachable server, wrong mapping, auth).
+* Sparse weights that are zero or negative are never sent (engines reject or ignore them);
+  :class:`SparseVector` already guarantees positive weights.
+* ``ensure_index`` stores ``IndexSpec.metadata`` (model name, vocabulary size and fingerprint) with
+  the index and ``index_metadata()`` reads it back, so a query encoded with another vocabulary can be
+  refused (see :func:`check_vocabulary`).
+* Secrets given as options (``api_key``, ``password``...) never appear in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+
+class ConnectorError(RuntimeError):
+    """A backend request failed as a whole (unreachable, refused, wrong mapping...)."""
+
+
+class IndexMismatchError(ConnectorError):
+    """An existing index does not match the spec (field type, dense size, vocabulary)."""
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """A sparse vector over a model vocabulary.
+
+    ``indices`` are unique vocabulary ids, ``values`` their strictly positive weights and
+    ``tokens`` the vocabulary strings of those ids (engines keyed by token need them).
+    """
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+    tokens: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.indices)
+        if len(self.values) != n or len(self.tokens) != n:
+            raise ValueError(
+                f"SparseVector needs as many values and tokens as indices: got {n} indices, "
+                f"{len(self.values)} values, {len(self.tokens)} tokens"
+            )
+        if len(set(self.indices)) != n:
+            raise ValueError("SparseVector indices must be unique")
+        for i, v in zip(self.indices, self.values):
+            if i < 0:
+                raise ValueError(f"SparseVector index {i} is negative")
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"SparseVector weight for index {i} must be finite and > 0, got {v}")
+
+    @classmethod
+    def from_pairs(cls, items: Iterable[tuple[int, str, float]]) -> SparseVector:
+        """Build from (index, token, weight) triples, dropping weights <= 0, sorted by index."""
+        kept = sorted((int(i), str(t), float(w)) for i, t, w in items if w > 0)
+        return cls(
+            indices=tuple(i for i, _, _ in kept),
+            values=tuple(w for _, _, w in kept),
+            tokens=tuple(t for _, t, _ in kept),
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def as_token_dict(self) -> dict[str, float]:
+        return dict(zip(self.tokens, self.values))
+
+    def as_index_dict(self) -> dict[int, float]:
+        return dict(zip(self.indices, self.values))
+
+
+@dataclass
+class Record:
+    """One document (or passage) on its way into an index."""
+
+    id: str
+    text: str
+    sparse: SparseVector
+    payload: dict[str, Any] = field(default_factory=dict)
+    dense: Sequence[float] | None = None
+
+
+PayloadType = Literal["keyword", "text", "integer", "float", "boolean"]
+PAYLOAD_TYPES: tuple[str, ...] = ("keyword", "text", "integer", "float", "boolean")
+
+
+@dataclass
+class IndexSpec:
+    """What an index must look like, independent of the backend.
+
+    ``payload_fields`` maps payload keys to one of :data:`PAYLOAD_TYPES`; fields named there get a
+    mapping/payload index so filters on them are fast. Other payload keys are still stored.
+    ``options`` carries backend-specific settings (shards, HNSW, SEISMIC parameters...).
+    """
+
+    name: str
+    sparse_field: str = "sparse"
+    dense_field: str | None = None
+    dense_size: int | None = None
+    payload_fields: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("IndexSpec.name must not be empty")
+        if (self.dense_field is None) != (self.dense_size is None):
+            raise ValueError("IndexSpec needs both dense_field and dense_size, or neither")
+        if self.dense_size is not None and self.dense_size <= 0:
+            raise ValueError(f"IndexSpec.dense_size must be positive, got {self.dense_size}")
+        for key, kind in self.payload_fields.items():
+            if kind not in PAYLOAD_TYPES:
+                raise ValueError(
+                    f"payload field {key!r} has type {kind!r}; allowed: {', '.join(PAYLOAD_TYPES)}"
+                )
+
+
+# A backend-neutral metadata filter: every key must match. A scalar value means equality, a
+# list means "any of these values".
+Filter = Mapping[str, Any]
+
+
+@dataclass
+class Query:
+    """One query: its sparse vector, optionally a dense vector for hybrid search, and a filter."""
+
+    sparse: SparseVector | None = None
+    dense: Sequence[float] | None = None
+    filter: Filter | None = None
+
+    def __post_init__(self) -> None:
+        if self.sparse is None and self.dense is None:
+            raise ValueError("a Query needs a sparse vector, a dense vector, or both")
+
+
+@dataclass
+class SearchOptions:
+    """How to run a batch of queries.
+
+    ``fusion`` applies when a query has both vectors: ``"rrf"`` (reciprocal rank fusion with
+    constant ``rrf_k``) or ``"dbsf"`` (distribution-based score fusion). ``prefetch_limit`` is how
+    many candidates each side contributes before fusion (defaults to ``max(top_k, 100)``).
+    """
+
+    top_k: int = 10
+    fusion: Literal["rrf", "dbsf"] = "rrf"
+    rrf_k: int = 60
+    prefetch_limit: int | None = None
+    with_payload: bool = True
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.top_k <= 0:
+            raise ValueError(f"top_k must be positive, got {self.top_k}")
+        if self.fusion not in ("rrf", "dbsf"):
+            raise ValueError(f"fusion must be 'rrf' or 'dbsf', got {self.fusion!r}")
+        if self.rrf_k <= 0:
+            raise ValueError(f"rrf_k must be positive, got {self.rrf_k}")
+
+    @property
+    def candidates(self) -> int:
+        return self.prefetch_limit or max(self.top_k, 100)
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """The hits of one query, best first, plus anything the backend wants the user to know
+    (e.g. that a query was rescaled to fit the engine's weight range)."""
+
+    hits: list[Hit]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WriteResult:
+    """What became of a batch: ids written, ids that failed with their reasons, retries spent."""
+
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+
+    def merge(self, other: WriteResult) -> WriteResult:
+        self.written.extend(other.written)
+        self.failed.update(other.failed)
+        self.retries += other.retries
+        return self
+
+
+class Connector(ABC):
+    """Base class of every backend connector.
+
+    Subclasses set ``name`` (the key users write in their config, e.g. ``"qdrant"``) and accept
+    their connection options as keyword arguments. ``secret_options`` lists option names whose
+    values must never be shown.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    secret_options: ClassVar[tuple[str, ...]] = ("api_key", "password", "token", "basic_auth")
+
+    def __init__(self, **options: Any) -> None:
+        self.options = dict(options)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in self.secret_options else v) for k, v in self.options.items()}
+        args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return f"{type(self).__name__}({args})"
+
+    @abstractmethod
+    def ensure_index(self, spec: IndexSpec) -> None:
+        """Create the index if missing; if it exists, check it matches ``spec`` or raise
+        :class:`IndexMismatchError` with the fix in the message."""
+
+    @abstractmethod
+    def write(self, records: Sequence[Record]) -> WriteResult:
+        """Upsert a batch of records, keyed by id."""
+
+    @abstractmethod
+    def search(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[SearchResult]:
+        """Run a batch of queries in as few requests as the backend allows; one result per query."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of records in the index."""
+
+    @abstractmethod
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete records by id; unknown ids are ignored."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the whole index; a missing index is not an error."""
+
+    @abstractmethod
+    def index_metadata(self) -> dict[str, Any] | None:
+        """The ``IndexSpec.metadata`` stored at creation, or None if the index does not exist."""
+
+    def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored payloads by id (ids not found are absent). Optional; used by tests and eval."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement get()")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most clients need nothing
+        """Release connections and file handles."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_vocabulary(stored: Mapping[str, Any] | None, expected: Mapping[str, Any], index: str) -> None:
+    """Refuse to query or extend an index built with another vocabulary.
+
+    Compares the ``vocab_fingerprint`` (and ``vocab_size``) recorded when the index was created
+    with the current model's. Indexes created without metadata are accepted.
+    """
+    if not stored:
+        return
+    for key in ("vocab_size", "vocab_fingerprint"):
+        have, want = stored.get(key), expected.get(key)
+        if have is not None and want is not None and have != want:
+            raise IndexMismatchError(
+                f"index {index!r} was built with another vocabulary ({key} {have!r}, model "
+                f"{stored.get('model', '?')!r}) than the current model ({key} {want!r}, model "
+                f"{expected.get('model', '?')!r}); query it with the model it was built with, "
+                f"or re-ingest into a new index"
+            )
