@@ -1,0 +1,163 @@
+"""Finding a model (local folder or Hugging Face Hub) and building its modules.
+
+Two layouts are understood:
+
+* the sentence-transformers layout: ``modules.json`` lists the modules in order with their folder
+  and class, ``config_sentence_transformers.json`` holds prompts and the similarity function;
+* a bare masked-LM checkpoint (``*ForMaskedLM`` in ``config.json``), which becomes a masked-LM
+  transformer followed by ``SpladePooling(max, relu)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .modules import MODULE_CLASSES, Module
+from .modules.base import read_json
+from .modules.splade_pooling import SpladePooling
+from .modules.transformer import MLMTransformer, Transformer
+
+MODULES_FILE = "modules.json"
+ST_MODEL_CONFIG = "config_sentence_transformers.json"
+# Weights in formats this library never reads; skipping them keeps Hub downloads small.
+_IGNORED_ON_HUB = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*"]
+# Package prefixes whose module classes we implement ourselves (matched on the class name).
+_KNOWN_PREFIXES = ("sentence_transformers.", "sparsebridge.")
+
+
+class ModelLoadError(OSError):
+    """A model could not be found or read; the message names the model and the cause."""
+
+
+def default_cache_folder() -> str | None:
+    """SENTENCE_TRANSFORMERS_HOME if set, else huggingface_hub's own default (HF_HOME/hub)."""
+    return os.environ.get("SENTENCE_TRANSFORMERS_HOME") or None
+
+
+def resolve_model_path(
+    model_name_or_path: str | os.PathLike,
+    cache_folder: str | None = None,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """A local folder as is; otherwise a Hub repository id, downloaded (or found in the cache)."""
+    path = Path(model_name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(model_name_or_path)
+    if path.exists():
+        raise ModelLoadError(f"model path {name!r} is a file; expected a model folder or a Hub id")
+    if name.startswith((".", "/", "~")) or os.sep in name.replace("/", "", 1):
+        raise ModelLoadError(f"model folder {name!r} does not exist")
+    try:
+        local = snapshot_download(
+            repo_id=name,
+            revision=revision,
+            cache_dir=cache_folder or default_cache_folder(),
+            token=token,
+            local_files_only=local_files_only,
+            ignore_patterns=_IGNORED_ON_HUB,
+        )
+    except HFValidationError as exc:
+        raise ModelLoadError(f"{name!r} is neither a model folder nor a valid Hub id: {exc}") from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelLoadError(f"model {name!r} not found on the Hub (or it is private: pass token=)") from exc
+    except RevisionNotFoundError as exc:
+        raise ModelLoadError(f"model {name!r} has no revision {revision!r}") from exc
+    except LocalEntryNotFoundError as exc:
+        raise ModelLoadError(
+            f"model {name!r} is not in the cache and downloading is off (local_files_only or "
+            f"HF_HUB_OFFLINE=1), or the Hub is unreachable"
+        ) from exc
+    except OSError as exc:  # network errors surface as OSError subclasses
+        raise ModelLoadError(f"could not download model {name!r}: {exc}") from exc
+    return Path(local)
+
+
+def module_class(type_name: str, source: Path, idx: int) -> type[Module]:
+    """The class implementing a modules.json ``type``; unknown types are a clear error."""
+    class_name = type_name.rsplit(".", 1)[-1]
+    if type_name.startswith(_KNOWN_PREFIXES) and class_name in MODULE_CLASSES:
+        return MODULE_CLASSES[class_name]
+    known = ", ".join(sorted(MODULE_CLASSES))
+    raise ValueError(
+        f"{source}: module {idx} has unknown type {type_name!r}; supported module classes: {known}"
+    )
+
+
+def load_modules(
+    path: Path,
+    *,
+    trust_remote_code: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    config_kwargs: dict[str, Any] | None = None,
+    cache_folder: str | None = None,
+) -> tuple[list[Module], dict[str, Any]]:
+    """Build the module list of the model in ``path`` and return it with the model config."""
+    hf_kwargs = {
+        "model_args": {**(model_kwargs or {}), "trust_remote_code": trust_remote_code},
+        "tokenizer_args": {**(tokenizer_kwargs or {}), "trust_remote_code": trust_remote_code},
+        "config_args": {**(config_kwargs or {}), "trust_remote_code": trust_remote_code},
+        "cache_dir": cache_folder,
+    }
+    model_config: dict[str, Any] = {}
+    if (path / ST_MODEL_CONFIG).is_file():
+        model_config = read_json(path / ST_MODEL_CONFIG)
+        if not isinstance(model_config, dict):
+            raise ValueError(f"{path / ST_MODEL_CONFIG}: expected a JSON object")
+
+    modules_file = path / MODULES_FILE
+    if modules_file.is_file():
+        entries = read_json(modules_file)
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"{modules_file}: expected a non-empty JSON list of modules")
+        modules = []
+        for idx, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "type" not in entry:
+                raise ValueError(f"{modules_file}: module {idx} has no 'type'")
+            cls = module_class(entry["type"], modules_file, idx)
+            module_path = path / entry.get("path", "")
+            if not module_path.is_dir():
+                raise FileNotFoundError(
+                    f"{modules_file}: module {idx} ({entry['type']}) points to missing folder {module_path}"
+                )
+            modules.append(cls.load(module_path, **hf_kwargs))
+        return modules, model_config
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{path} holds neither {MODULES_FILE} (sentence-transformers layout) nor config.json "
+            f"(a Hugging Face checkpoint)"
+        )
+    architectures = read_json(config_file).get("architectures") or []
+    if not any(str(a).endswith("ForMaskedLM") for a in architectures):
+        raise ValueError(
+            f"{config_file}: architectures {architectures} has no *ForMaskedLM model, so this is not a "
+            f"SPLADE checkpoint; sparse encoders need a masked-LM head (or a {MODULES_FILE})"
+        )
+    transformer = MLMTransformer(path, **hf_kwargs)
+    pooling = SpladePooling("max", "relu", embedding_dimension=transformer.get_word_embedding_dimension())
+    return [transformer, pooling], model_config
+
+
+__all__ = [
+    "ModelLoadError",
+    "Transformer",
+    "default_cache_folder",
+    "load_modules",
+    "module_class",
+    "resolve_model_path",
+]

@@ -1,0 +1,140 @@
+"""SPLADE pooling: token logits over the vocabulary -> one sparse weight per vocabulary entry.
+
+The textbook formula is ``pool_t(log(1 + relu(logits[t, v])))`` over the real tokens t of a text,
+with ``pool`` = max or sum (``activation_function="log1p_relu"`` applies log1p twice).
+
+When the transformer hands over the projection's input instead of logits (see
+``transformer.Transformer``), the projection runs here on real tokens only, one block of
+vocabulary columns and a bounded group of tokens at a time, so peak memory is
+``token_budget x vocab_block`` floats whatever the batch size. For max pooling the monotone
+activation is applied once per (row, vocabulary entry) after taking the max of raw logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from .base import Module
+
+POOLING_STRATEGIES = ("max", "sum")
+ACTIVATIONS = ("relu", "log1p_relu")
+# Columns of the vocabulary projected per matmul: 2048 keeps a block of logits cache-sized.
+VOCAB_BLOCK = 2048
+# Real tokens projected per matmul when no chunk_size is set.
+TOKEN_BUDGET = 1024
+
+
+class SpladePooling(Module):
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "pooling_strategy",
+        "activation_function",
+        "embedding_dimension",
+    )
+    st_type: ClassVar[str] = "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling"
+
+    def __init__(
+        self,
+        pooling_strategy: Literal["max", "sum"] = "max",
+        activation_function: Literal["relu", "log1p_relu"] = "relu",
+        embedding_dimension: int | None = None,
+        chunk_size: int | None = None,
+        word_embedding_dimension: int | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling_strategy not in POOLING_STRATEGIES:
+            raise ValueError(
+                f"pooling_strategy must be one of {POOLING_STRATEGIES}, got {pooling_strategy!r}"
+            )
+        if activation_function not in ACTIVATIONS:
+            raise ValueError(f"activation_function must be one of {ACTIVATIONS}, got {activation_function!r}")
+        if chunk_size is not None and chunk_size <= 0:
+            chunk_size = None
+        self.pooling_strategy = pooling_strategy
+        self.activation_function = activation_function
+        # Older configs call it word_embedding_dimension.
+        self.embedding_dimension = embedding_dimension or word_embedding_dimension
+        self.chunk_size = chunk_size
+
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.log1p(torch.relu(x))
+        if self.activation_function == "log1p_relu":
+            x = torch.log1p(x)
+        return x
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        mask = features["attention_mask"]
+        if "vocab_projection" in features:
+            pooled = self._pool_projected(features["token_hidden"], mask, features.pop("vocab_projection"))
+            features.pop("token_hidden")
+        else:
+            pooled = self._pool_logits(features["token_embeddings"], mask)
+        if self.embedding_dimension is None:
+            self.embedding_dimension = pooled.shape[-1]
+        features["sentence_embedding"] = pooled
+        return features
+
+    # The textbook path, for models whose logits arrive materialised.
+    def _pool_logits(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, vocab = logits.shape
+        step = self.chunk_size or seq_len
+        pooled = logits.new_zeros(batch, vocab)
+        for start in range(0, seq_len, max(step, 1)):
+            chunk = logits[:, start : start + step] * mask[:, start : start + step, None].to(logits.dtype)
+            act = self.activate(chunk)
+            if self.pooling_strategy == "max":
+                pooled = torch.maximum(pooled, act.amax(dim=1))
+            else:
+                pooled = pooled + act.sum(dim=1)
+        return pooled
+
+    def _pool_projected(
+        self, hidden: torch.Tensor, mask: torch.Tensor, projection: nn.Linear
+    ) -> torch.Tensor:
+        weight, bias = projection.weight, projection.bias
+        batch = hidden.shape[0]
+        vocab = weight.shape[0]
+        lengths = mask.sum(dim=1).tolist()
+        real = hidden[mask.bool()]  # [real tokens, hidden], rows of a text are contiguous
+        is_max = self.pooling_strategy == "max"
+        # Max pooling reduces raw logits (floor 0 = relu); sum pooling reduces activations.
+        out = hidden.new_zeros(batch, vocab) if not is_max else hidden.new_full((batch, vocab), 0.0)
+        budget = self.chunk_size or TOKEN_BUDGET
+        for row0, row1, tok0, tok1 in _groups(lengths, budget):
+            tokens = real[tok0:tok1]
+            seg = lengths[row0:row1]
+            for v0 in range(0, vocab, VOCAB_BLOCK):
+                v1 = min(vocab, v0 + VOCAB_BLOCK)
+                w = weight[v0:v1].t()
+                logits = torch.addmm(bias[v0:v1], tokens, w) if bias is not None else tokens @ w
+                if is_max:
+                    out[row0:row1, v0:v1] = _segment_reduce(logits, seg, "max").clamp_min_(0.0)
+                else:
+                    out[row0:row1, v0:v1] = _segment_reduce(self.activate(logits), seg, "sum")
+        return self.activate(out) if is_max else out
+
+
+def _groups(lengths: list[int], budget: int):
+    """Consecutive rows whose tokens fit the budget; a longer row forms a group of its own."""
+    row0, tok0, acc = 0, 0, 0
+    for i, n in enumerate(lengths):
+        if acc and acc + n > budget:
+            yield row0, i, tok0, tok0 + acc
+            row0, tok0, acc = i, tok0 + acc, 0
+        acc += n
+    if acc or row0 < len(lengths):
+        yield row0, len(lengths), tok0, tok0 + acc
+
+
+def _segment_reduce(values: torch.Tensor, lengths: list[int], reduce: str) -> torch.Tensor:
+    """Reduce contiguous row segments of ``values``; an empty segment gives 0."""
+    if len(lengths) == 1:
+        if lengths[0] == 0:
+            return values.new_zeros(1, values.shape[1])
+        return values.amax(0, keepdim=True) if reduce == "max" else values.sum(0, keepdim=True)
+    result = torch.segment_reduce(
+        values, reduce, lengths=torch.tensor(lengths, device=values.device), axis=0, unsafe=True, initial=0.0
+    )
+    return result
