@@ -132,9 +132,7 @@ class IndexSpec:
             raise ValueError(f"IndexSpec.dense_size must be positive, got {self.dense_size}")
         for key, kind in self.payload_fields.items():
             if kind not in PAYLOAD_TYPES:
-                raise ValueError(
-                    f"payload field {key!r} has type {kind!r}; allowed: {', '.join(PAYLOAD_TYPES)}"
-                )
+                raise ValueError(f"payload field {key!r} has type {kind!r}; allowed: {', '.join(PAYLOAD_TYPES)}")
 
 
 # A backend-neutral metadata filter: every key must match. A scalar value means equality, a

@@ -300,9 +300,7 @@ class SparseEncoder(nn.Sequential):
         for start in tqdm(range(0, len(texts), batch_size), desc="Batches", disable=not show_progress_bar):
             batch = [texts[i] for i in order[start : start + batch_size]]
             features = self.tokenize(batch, **{k: v for k, v in kwargs.items() if k == "task"})
-            features = {
-                k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()
-            }
+            features = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
             with torch.inference_mode():
                 out = self.forward(features, **kwargs)["sentence_embedding"]
             out = _keep_top_k(out, max_active_dims)
@@ -313,9 +311,7 @@ class SparseEncoder(nn.Sequential):
             batches.append(out)
             dim = out.shape[-1]
 
-        result = _assemble(
-            batches, order, len(texts), dim, convert_to_sparse_tensor, self.device, save_to_cpu
-        )
+        result = _assemble(batches, order, len(texts), dim, convert_to_sparse_tensor, self.device, save_to_cpu)
         if not convert_to_tensor:
             rows = list(result.unbind(0)) if len(texts) else []
             return rows[0] if single else rows
@@ -385,9 +381,7 @@ class SparseEncoder(nn.Sequential):
         if embeddings_2.dim() not in (1, 2):
             raise ValueError(f"embeddings_2 must be 1-D or 2-D, got shape {tuple(embeddings_2.shape)}")
         if embeddings_1.shape[-1] != embeddings_2.shape[-1]:
-            raise ValueError(
-                f"vocabulary size mismatch: {embeddings_1.shape[-1]} vs {embeddings_2.shape[-1]}"
-            )
+            raise ValueError(f"vocabulary size mismatch: {embeddings_1.shape[-1]} vs {embeddings_2.shape[-1]}")
         first = embeddings_1.to_dense() if embeddings_1.is_sparse else embeddings_1
         second = (embeddings_2 if embeddings_2.is_sparse else embeddings_2.to_sparse()).coalesce()
         idx = second.indices()
@@ -429,9 +423,7 @@ class SparseEncoder(nn.Sequential):
         entries = []
         for idx, (name, module) in enumerate(self._modules.items()):
             if not isinstance(module, Module) or not module.st_type:
-                raise TypeError(
-                    f"module {idx} ({type(module).__name__}) cannot be saved: not a sparsebridge Module"
-                )
+                raise TypeError(f"module {idx} ({type(module).__name__}) cannot be saved: not a sparsebridge Module")
             rel = "" if idx == 0 and module.save_in_root else f"{idx}_{type(module).__name__}"
             module.save(root / rel, safe_serialization=safe_serialization)
             entries.append({"idx": idx, "name": name, "path": rel, "type": module.st_type})

@@ -91,9 +91,7 @@ def module_class(type_name: str, source: Path, idx: int) -> type[Module]:
     if type_name.startswith(_KNOWN_PREFIXES) and class_name in MODULE_CLASSES:
         return MODULE_CLASSES[class_name]
     known = ", ".join(sorted(MODULE_CLASSES))
-    raise ValueError(
-        f"{source}: module {idx} has unknown type {type_name!r}; supported module classes: {known}"
-    )
+    raise ValueError(f"{source}: module {idx} has unknown type {type_name!r}; supported module classes: {known}")
 
 
 def load_modules(

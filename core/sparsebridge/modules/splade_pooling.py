@@ -45,9 +45,7 @@ class SpladePooling(Module):
     ) -> None:
         super().__init__()
         if pooling_strategy not in POOLING_STRATEGIES:
-            raise ValueError(
-                f"pooling_strategy must be one of {POOLING_STRATEGIES}, got {pooling_strategy!r}"
-            )
+            raise ValueError(f"pooling_strategy must be one of {POOLING_STRATEGIES}, got {pooling_strategy!r}")
         if activation_function not in ACTIVATIONS:
             raise ValueError(f"activation_function must be one of {ACTIVATIONS}, got {activation_function!r}")
         if chunk_size is not None and chunk_size <= 0:
@@ -90,9 +88,7 @@ class SpladePooling(Module):
                 pooled = pooled + act.sum(dim=1)
         return pooled
 
-    def _pool_projected(
-        self, hidden: torch.Tensor, mask: torch.Tensor, projection: nn.Linear
-    ) -> torch.Tensor:
+    def _pool_projected(self, hidden: torch.Tensor, mask: torch.Tensor, projection: nn.Linear) -> torch.Tensor:
         weight, bias = projection.weight, projection.bias
         batch = hidden.shape[0]
         vocab = weight.shape[0]

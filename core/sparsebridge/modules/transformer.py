@@ -98,9 +98,7 @@ class Transformer(Module):
                 self._projection_path = None
 
     # -- tokenization ---------------------------------------------------------------------
-    def tokenize(
-        self, texts: list[str], padding: bool | str = True, **kwargs: Any
-    ) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], padding: bool | str = True, **kwargs: Any) -> dict[str, torch.Tensor]:
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
         return self.tokenizer(
