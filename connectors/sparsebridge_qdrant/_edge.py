@@ -1,0 +1,425 @@
+"""Qdrant Edge backend: the Qdrant engine in-process (``qdrant-edge-py``), persistent in a folder.
+
+Layout of the folder (``path``)::
+
+    <path>/<collection>/sparsebridge.json   what sparsebridge needs: vector names, sizes, IndexSpec.metadata
+    <path>/<collection>/shard/              the Edge shard (segments, WAL, edge_config.json)
+
+The sidecar is written (atomically) before the shard exists, and the shard is created in a
+temporary folder and renamed into place, so a crash at any point leaves a collection that either
+does not exist yet or opens cleanly. Writes go to the shard's write-ahead log before ``write()``
+returns, so a killed process loses nothing it was told was written; with ``flush=True`` (default)
+the segments are also flushed to disk after each write, which makes reopening fast.
+
+Edge allows one open handle per shard folder (the WAL is locked). Connectors of one process share
+the handle; another process gets a clear error while the folder is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sparsebridge.connector import ConnectorError, IndexMismatchError, SearchOptions
+
+from ._common import (
+    Condition,
+    Layout,
+    PlannedQuery,
+    PreparedPoint,
+    check_layout,
+    engine_rrf_k,
+    fsync_dir,
+    one_line,
+    write_json_atomic,
+)
+
+SIDECAR = "sparsebridge.json"
+SHARD_DIR = "shard"
+_TMP_PREFIX = ".shard-new-"
+
+try:  # imported lazily by the connector; kept importable for tools that only read this module
+    import qdrant_edge as qe
+except ImportError:  # pragma: no cover - the extra is not installed
+    qe = None  # type: ignore[assignment]
+
+
+def _require_edge() -> Any:
+    if qe is None:
+        raise ConnectorError("mode='edge' needs the qdrant-edge-py package: pip install 'sparsebridge[qdrant]'")
+    return qe
+
+
+_DISTANCE = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid", "manhattan": "Manhattan"}
+_PAYLOAD_SCHEMA = {
+    "keyword": "Keyword",
+    "text": "Text",
+    "integer": "Integer",
+    "float": "Float",
+    "boolean": "Bool",
+}
+
+
+class _Shared:
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+        self.refs = 0
+
+
+# One open EdgeShard per folder in this process, shared by every connector that opens it.
+_OPEN: dict[str, _Shared] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _acquire(shard_dir: str) -> Any:
+    edge = _require_edge()
+    key = os.path.realpath(shard_dir)
+    with _OPEN_LOCK:
+        entry = _OPEN.get(key)
+        if entry is None:
+            try:
+                shard = edge.EdgeShard.load(shard_dir)
+            except Exception as exc:  # the binding raises plain Exception
+                msg = str(exc)
+                if "WouldBlock" in msg or "lock" in msg.lower():
+                    raise ConnectorError(
+                        f"Qdrant Edge folder {shard_dir} is open in another process (Edge allows one "
+                        f"open handle per folder); close that process first, or use mode='server'"
+                    ) from None
+                raise ConnectorError(f"cannot open Qdrant Edge shard {shard_dir}: {one_line(msg)}") from exc
+            entry = _OPEN[key] = _Shared(shard)
+        entry.refs += 1
+        return entry.shard
+
+
+def _release(shard_dir: str, force: bool = False) -> None:
+    key = os.path.realpath(shard_dir)
+    with _OPEN_LOCK:
+        entry = _OPEN.get(key)
+        if entry is None:
+            return
+        entry.refs -= 1
+        if entry.refs <= 0 or force:
+            del _OPEN[key]
+            try:
+                entry.shard.flush()
+            finally:
+                entry.shard.close()
+
+
+class EdgeBackend:
+    """The Edge engine behind :class:`~sparsebridge_qdrant.QdrantConnector` (``mode="edge"``)."""
+
+    mode = "edge"
+
+    def __init__(self, path: str, flush: bool = True) -> None:
+        _require_edge()
+        self.root = os.path.abspath(os.path.expanduser(str(path)))
+        self.flush = bool(flush)
+        self._held: dict[str, str] = {}  # collection -> shard dir we hold a reference to
+
+    def describe(self) -> str:
+        return f"Qdrant Edge at {self.root}"
+
+    # -- paths ------------------------------------------------------------------------------------
+    def _dir(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def _sidecar(self, name: str) -> str:
+        return os.path.join(self._dir(name), SIDECAR)
+
+    def _shard_dir(self, name: str) -> str:
+        return os.path.join(self._dir(name), SHARD_DIR)
+
+    # -- collection lifecycle ---------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return os.path.isfile(self._sidecar(name)) or os.path.isdir(self._shard_dir(name))
+
+    def read_layout(self, name: str) -> Layout | None:
+        """The stored layout; None when the collection does not exist."""
+        side = self._sidecar(name)
+        if os.path.isfile(side):
+            try:
+                with open(side, encoding="utf-8") as fh:
+                    return Layout.from_json(json.load(fh))
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConnectorError(f"cannot read {side}: {one_line(str(exc))}") from None
+        if os.path.isdir(self._shard_dir(name)):
+            # A shard made by other means: derive what we can from the engine's own config file.
+            return self._layout_from_engine(name, metadata={})
+        return None
+
+    def _engine_vectors(self, name: str) -> tuple[set[str], dict[str, tuple[int, str]]] | None:
+        cfg_path = os.path.join(self._shard_dir(name), "edge_config.json")
+        try:
+            with open(cfg_path, encoding="utf-8") as fh:
+                cfg = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        sparse = set((cfg.get("sparse_vectors") or {}).keys())
+        dense = {
+            k: (int(v.get("size", 0)), str(v.get("distance", "Cosine")).lower())
+            for k, v in (cfg.get("vectors") or {}).items()
+        }
+        return sparse, dense
+
+    def _layout_from_engine(self, name: str, metadata: dict[str, Any]) -> Layout:
+        found = self._engine_vectors(name)
+        if found is None:
+            raise ConnectorError(f"{self._shard_dir(name)} is not a Qdrant Edge shard sparsebridge can read")
+        sparse, dense = found
+        if len(sparse) != 1:
+            raise ConnectorError(
+                f"collection {name!r} in {self.root} has {len(sparse)} sparse vectors and no "
+                f"{SIDECAR}; call ensure_index with the IndexSpec to say which one to use"
+            )
+        layout = Layout(sparse_field=next(iter(sparse)), metadata=metadata)
+        if len(dense) == 1:
+            layout.dense_field, (layout.dense_size, layout.distance) = next(iter(dense.items()))
+        return layout
+
+    def check(self, name: str, want: Layout) -> Layout:
+        """Check an existing collection against ``want``; returns the stored layout."""
+        have = self.read_layout(name)
+        assert have is not None
+        engine = self._engine_vectors(name) if os.path.isdir(self._shard_dir(name)) else None
+        if engine is not None:
+            sparse, dense = engine
+        else:
+            sparse = {have.sparse_field}
+            dense = {have.dense_field: (have.dense_size, have.distance)} if have.dense_field else {}
+        check_layout(name, sparse, dense, want, f"delete the folder {self._dir(name)}")
+        if not os.path.isdir(self._shard_dir(name)):
+            # The sidecar landed but the process died before the shard did: finish the creation.
+            self._create_shard(name, have)
+        self._cleanup_tmp(name)
+        self.ensure_payload_indexes(name, want.payload_fields)
+        return have
+
+    def create(self, name: str, layout: Layout) -> None:
+        os.makedirs(self._dir(name), exist_ok=True)
+        write_json_atomic(self._sidecar(name), layout.to_json())
+        self._create_shard(name, layout)
+        self.ensure_payload_indexes(name, layout.payload_fields)
+
+    def _create_shard(self, name: str, layout: Layout) -> None:
+        edge = _require_edge()
+        vectors = {}
+        if layout.dense_field is not None:
+            vectors[layout.dense_field] = edge.EdgeVectorParams(
+                size=int(layout.dense_size or 0), distance=getattr(edge.Distance, _DISTANCE[layout.distance])
+            )
+        config = edge.EdgeConfig(
+            vectors=vectors or None,
+            sparse_vectors={layout.sparse_field: edge.EdgeSparseVectorParams()},
+        )
+        self._cleanup_tmp(name)
+        tmp = os.path.join(self._dir(name), f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            shard = edge.EdgeShard.create(tmp, config)
+            shard.flush()
+            shard.close()
+            os.rename(tmp, self._shard_dir(name))
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ConnectorError(f"cannot create Qdrant Edge shard for {name!r}: {one_line(str(exc))}") from exc
+        fsync_dir(self._dir(name))
+
+    def _cleanup_tmp(self, name: str) -> None:
+        try:
+            entries = os.listdir(self._dir(name))
+        except OSError:
+            return
+        for entry in entries:
+            if entry.startswith(_TMP_PREFIX):
+                shutil.rmtree(os.path.join(self._dir(name), entry), ignore_errors=True)
+
+    def _shard(self, name: str) -> Any:
+        shard_dir = self._shard_dir(name)
+        if name in self._held:
+            entry = _OPEN.get(os.path.realpath(shard_dir))
+            if entry is not None:
+                return entry.shard
+            del self._held[name]  # dropped meanwhile by another connector of this process
+        if not os.path.isdir(shard_dir):
+            raise ConnectorError(f"collection {name!r} does not exist in {self.root}; run an ingest first")
+        shard = _acquire(shard_dir)
+        self._held[name] = shard_dir
+        return shard
+
+    def ensure_payload_indexes(self, name: str, fields: dict[str, str]) -> None:
+        if not fields:
+            return
+        edge = _require_edge()
+        shard = self._shard(name)
+        schema = shard.info().payload_schema
+        for key, kind in fields.items():
+            want = getattr(edge.PayloadSchemaType, _PAYLOAD_SCHEMA[kind])
+            if key in schema:
+                have = schema[key].data_type
+                if have != want:
+                    raise IndexMismatchError(
+                        f"collection {name!r} indexes payload field {key!r} as {have}, the spec asks for "
+                        f"{kind}; change payload_fields, or drop the collection ({self._dir(name)}) and "
+                        f"ingest again"
+                    )
+                continue
+            shard.update(edge.UpdateOperation.create_field_index(key, want))
+        shard.flush()
+
+    def drop(self, name: str) -> None:
+        shard_dir = self._held.pop(name, None)
+        if shard_dir is not None:
+            _release(shard_dir, force=True)
+        else:
+            key = os.path.realpath(self._shard_dir(name))
+            if key in _OPEN:  # another connector of this process has it open
+                _release(self._shard_dir(name), force=True)
+        if os.path.isdir(self._dir(name)):
+            # Remove the sidecar first: a crash mid-way leaves a shard without sidecar, which
+            # read_layout still understands, rather than a sidecar promising a shard.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._sidecar(name))
+            shutil.rmtree(self._dir(name))
+            fsync_dir(self.root)
+
+    def close(self) -> None:
+        held, self._held = self._held, {}
+        for shard_dir in held.values():
+            _release(shard_dir)
+
+    # -- data ---------------------------------------------------------------------------------------
+    def _point(self, layout: Layout, p: PreparedPoint) -> Any:
+        vector: dict[str, Any] = {
+            layout.sparse_field: qe.SparseVector(indices=p.sparse_indices, values=p.sparse_values)
+        }
+        if p.dense is not None and layout.dense_field is not None:
+            vector[layout.dense_field] = p.dense
+        return qe.Point(id=p.point_id, vector=vector, payload=p.payload)
+
+    def upsert(
+        self, name: str, layout: Layout, points: Sequence[PreparedPoint]
+    ) -> tuple[list[str], dict[str, str], int]:
+        if not points:
+            return [], {}, 0
+        shard = self._shard(name)
+        written: list[str] = []
+        failed: dict[str, str] = {}
+        try:
+            shard.update(qe.UpdateOperation.upsert_points([self._point(layout, p) for p in points]))
+            written = [p.record_id for p in points]
+        except Exception:
+            # One bad point fails the whole operation: retry point by point to name the culprits.
+            for p in points:
+                try:
+                    shard.update(qe.UpdateOperation.upsert_points([self._point(layout, p)]))
+                    written.append(p.record_id)
+                except Exception as exc:
+                    failed[p.record_id] = one_line(str(exc))
+        if self.flush and written:
+            shard.flush()
+        return written, failed, 0
+
+    def delete(self, name: str, point_ids: Sequence[str]) -> None:
+        if not point_ids:
+            return
+        shard = self._shard(name)
+        shard.update(qe.UpdateOperation.delete_points(list(point_ids)))
+        if self.flush:
+            shard.flush()
+
+    def count(self, name: str) -> int:
+        return int(self._shard(name).count(qe.CountRequest(exact=True)))
+
+    def retrieve(self, name: str, point_ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not point_ids:
+            return []
+        recs = self._shard(name).retrieve(list(point_ids), True, False)
+        return [r.payload or {} for r in recs]
+
+    def _condition(self, c: Condition) -> Any:
+        if c.kind == "eq":
+            return qe.FieldCondition(c.key, **_edge_match(c.value))
+        values = c.values
+        if all(isinstance(v, str) for v in values):
+            return qe.FieldCondition(c.key, match=qe.MatchAny(list(values)))
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return qe.FieldCondition(c.key, match=qe.MatchAny([int(v) for v in values]))
+        return qe.Filter(should=[qe.FieldCondition(c.key, **_edge_match(v)) for v in values])
+
+    def _filter(self, conditions: list[Condition]) -> Any:
+        if not conditions:
+            return None
+        return qe.Filter(must=[self._condition(c) for c in conditions])
+
+    def search(
+        self, name: str, layout: Layout, plans: Sequence[PlannedQuery], options: SearchOptions, id_key: str
+    ) -> list[list[tuple[Any, float, dict[str, Any]]]]:
+        shard = self._shard(name)
+        bo = options.backend_options or {}
+        params = None
+        if bo.get("exact") or bo.get("hnsw_ef"):
+            params = qe.SearchParams(hnsw_ef=bo.get("hnsw_ef"), exact=bool(bo.get("exact", False)))
+        with_payload: Any = True if options.with_payload else qe.PayloadSelector.Include([id_key])
+        requests = []
+        for plan in plans:
+            flt = self._filter(plan.conditions)
+            sparse_q = dense_q = None
+            if plan.sparse is not None:
+                sparse_q = qe.Query.Nearest(
+                    qe.SparseVector(indices=plan.sparse[0], values=plan.sparse[1]), using=layout.sparse_field
+                )
+            if plan.dense is not None:
+                dense_q = qe.Query.Nearest(plan.dense, using=layout.dense_field)
+            if plan.hybrid:
+                fusion = qe.Fusion.Rrf(k=engine_rrf_k(options)) if options.fusion == "rrf" else qe.Fusion.Dbsf()
+                prefetches = [
+                    qe.Prefetch(limit=options.candidates, query=q, filter=flt, params=params)
+                    for q in (sparse_q, dense_q)
+                ]
+                req = qe.QueryRequest(
+                    limit=options.top_k,
+                    query=fusion,
+                    prefetches=prefetches,
+                    filter=flt,
+                    with_payload=with_payload,
+                    with_vector=False,
+                )
+            else:
+                req = qe.QueryRequest(
+                    limit=options.top_k,
+                    query=sparse_q or dense_q,
+                    filter=flt,
+                    params=params,
+                    with_payload=with_payload,
+                    with_vector=False,
+                )
+            requests.append(req)
+        try:
+            if len(requests) == 1:
+                batches = [shard.query(requests[0])]
+            else:
+                batches = shard.query_batch(qe.QueryBatchRequest(requests))
+        except Exception as exc:
+            raise ConnectorError(f"Qdrant Edge search in {name!r} failed: {one_line(str(exc))}") from exc
+        return [[(p.id, float(p.score), p.payload or {}) for p in points] for points in batches]
+
+
+def _edge_match(value: Any) -> dict[str, Any]:
+    """Keyword arguments of FieldCondition for equality with ``value``."""
+    if isinstance(value, bool):
+        # qdrant-edge-py 0.9 reads a Python bool given to MatchValue as the integer 0/1, which then
+        # matches no boolean payload; a numpy bool is read as a boolean.
+        import numpy as np
+
+        return {"match": qe.MatchValue(np.bool_(value))}
+    if isinstance(value, float):
+        # MatchValue takes strings, integers and booleans; equality on a float is a closed range.
+        return {"range": qe.RangeFloat(gte=value, lte=value)}
+    return {"match": qe.MatchValue(value)}

@@ -1,0 +1,248 @@
+"""The ``qdrant`` connector: sparse (and optional dense) vectors in Qdrant, three ways to run it.
+
+``mode="edge"`` (default)
+    The Qdrant engine in-process through ``qdrant-edge-py``, persistent in a folder ``path``
+    (default ``./sparsebridge-data/qdrant-edge``). No server; one process opens a folder at a time.
+``mode="local"``
+    ``qdrant-client``'s local mode (pure Python, brute force): ``path=...`` or ``location=":memory:"``
+    (the default). Convenient for tests; about three orders of magnitude slower than Edge.
+``mode="server"``
+    A Qdrant server: ``url``, ``api_key``, ``https``, ``verify`` (TLS certificate check, on by default;
+    or a CA bundle path), ``prefer_grpc``, ``grpc_port``, ``timeout``, ``max_retries``.
+
+Common options: ``collection`` (alias ``index``; the collection used before ``ensure_index`` names
+one), ``id_key`` / ``text_key`` (payload keys holding the record's id and text, default ``"doc_id"``
+and ``"text"``), ``distance`` (dense distance when the IndexSpec does not set ``options["distance"]``:
+cosine, dot, euclid, manhattan).
+
+Points: a record's string id becomes a UUIDv5 point id (re-writes upsert in place), the sparse vector
+goes to the named sparse vector ``IndexSpec.sparse_field``, the dense one (if any) to
+``IndexSpec.dense_field``, and the payload is the record's payload plus its text and its id. Hits
+give back the original id. Hybrid queries prefetch ``SearchOptions.candidates`` hits per vector and
+fuse them with RRF (``rrf_k``, standard 1-based ranks) or DBSF inside the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from sparsebridge.connector import (
+    Connector,
+    ConnectorError,
+    Hit,
+    IndexSpec,
+    Query,
+    Record,
+    SearchOptions,
+    SearchResult,
+    WriteResult,
+    check_vocabulary,
+)
+
+from ._common import (
+    Layout,
+    QdrantOptionError,
+    check_collection_name,
+    clean_payload,
+    hit_id,
+    normalize_distance,
+    plan_queries,
+    point_id,
+    prepare_records,
+    redact_url,
+)
+
+MODES = ("edge", "local", "server")
+DEFAULT_EDGE_PATH = os.path.join(".", "sparsebridge-data", "qdrant-edge")
+
+_COMMON = {"mode", "collection", "index", "id_key", "text_key", "distance"}
+_BY_MODE = {
+    "edge": {"path", "flush"},
+    "local": {"path", "location", "upsert_batch_size"},
+    "server": {
+        "url",
+        "api_key",
+        "https",
+        "verify",
+        "prefer_grpc",
+        "grpc_port",
+        "timeout",
+        "max_retries",
+        "retry_backoff",
+        "upsert_batch_size",
+    },
+}
+
+
+class QdrantConnector(Connector):
+    """Qdrant through the embedded Edge engine (default), qdrant-client's local mode, or a server."""
+
+    name: ClassVar[str] = "qdrant"
+    description: ClassVar[str] = (
+        "Qdrant: embedded Edge engine (default), local mode or server; named sparse vectors, optional "
+        "dense vector, hybrid RRF/DBSF fusion"
+    )
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        mode = str(options.get("mode", "edge")).lower()
+        if mode not in MODES:
+            raise QdrantOptionError(f"unknown Qdrant mode {options.get('mode')!r}; use one of: {', '.join(MODES)}")
+        self.mode = mode
+        allowed = _COMMON | _BY_MODE[mode]
+        for key in options:
+            if key not in allowed:
+                other = [m for m in MODES if key in _BY_MODE[m]]
+                hint = f" (it applies to mode={other[0]!r})" if other else ""
+                raise QdrantOptionError(
+                    f"option {key!r} is not known to the qdrant connector in mode={mode!r}{hint}; "
+                    f"known: {', '.join(sorted(allowed))}"
+                )
+        if "collection" in options and "index" in options and options["collection"] != options["index"]:
+            raise QdrantOptionError("give the collection name once: collection=... or index=..., not both")
+        name = options.get("collection", options.get("index"))
+        self._collection: str | None = check_collection_name(name) if name is not None else None
+        self.id_key = str(options.get("id_key", "doc_id"))
+        self.text_key = str(options.get("text_key", "text"))
+        if not self.id_key or not self.text_key or self.id_key == self.text_key:
+            raise QdrantOptionError("id_key and text_key must be two different non-empty payload keys")
+        self.default_distance = normalize_distance(options.get("distance", "cosine"))
+        self._layout: Layout | None = None
+        self._backend = self._make_backend(options)
+
+    def _make_backend(self, options: dict[str, Any]) -> Any:
+        if self.mode == "edge":
+            from ._edge import EdgeBackend
+
+            return EdgeBackend(path=options.get("path") or DEFAULT_EDGE_PATH, flush=options.get("flush", True))
+        from ._client import ClientBackend
+
+        kwargs = {k: v for k, v in options.items() if k in _BY_MODE[self.mode]}
+        return ClientBackend(self.mode, **kwargs)
+
+    def __repr__(self) -> str:
+        shown = {}
+        for k, v in self.options.items():
+            if k in self.secret_options:
+                shown[k] = "***"
+            elif k == "url" and isinstance(v, str):
+                shown[k] = redact_url(v)
+            else:
+                shown[k] = v
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    # -- helpers ------------------------------------------------------------------------------------
+    @property
+    def collection(self) -> str | None:
+        return self._collection
+
+    def _name(self) -> str:
+        if self._collection is None:
+            raise ConnectorError(
+                "no Qdrant collection selected: pass collection=... to the connector or call ensure_index(spec) first"
+            )
+        return self._collection
+
+    def _current(self) -> tuple[str, Layout]:
+        name = self._name()
+        if self._layout is None:
+            layout = self._backend.read_layout(name)
+            if layout is None:
+                raise ConnectorError(
+                    f"collection {name!r} does not exist in {self._backend.describe()}; run an ingest first"
+                )
+            self._layout = layout
+        return name, self._layout
+
+    # -- contract -----------------------------------------------------------------------------------
+    def ensure_index(self, spec: IndexSpec) -> None:
+        name = check_collection_name(spec.name)
+        want = Layout.from_spec(spec, self.default_distance)
+        have = self._backend.read_layout(name)
+        if have is None:
+            self._backend.create(name, want)
+            layout = want
+        else:
+            check_vocabulary(have.metadata, spec.metadata, name)
+            self._backend.check(name, want)
+            layout = want
+            layout.metadata = dict(have.metadata)
+            if layout.dense_field is None and have.dense_field is not None:
+                layout.dense_field, layout.dense_size, layout.distance = (
+                    have.dense_field,
+                    have.dense_size,
+                    have.distance,
+                )
+        self._collection = name
+        self._layout = layout
+
+    def write(self, records: Sequence[Record]) -> WriteResult:
+        name, layout = self._current()
+        points, failed = prepare_records(records, layout, self.id_key, self.text_key)
+        written, more_failed, retries = self._backend.upsert(name, layout, points)
+        failed.update(more_failed)
+        return WriteResult(written=list(written), failed=failed, retries=retries)
+
+    def search(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[SearchResult]:
+        options = options or SearchOptions()
+        if not queries:
+            return []
+        name, layout = self._current()
+        plans = plan_queries(queries, layout, name)
+        raw = self._backend.search(name, layout, plans, options, self.id_key)
+        results = []
+        for plan, points in zip(plans, raw):
+            notes = list(plan.notes)
+            if plan.sparse is not None and not plan.sparse[0]:
+                notes.append("the sparse query vector is empty (no term kept): it matches nothing")
+            hits = [
+                Hit(
+                    id=hit_id(payload, raw_id, self.id_key),
+                    score=score,
+                    payload=clean_payload(payload, self.id_key) if options.with_payload else {},
+                )
+                for raw_id, score, payload in points
+            ]
+            results.append(SearchResult(hits=hits, notes=notes))
+        return results
+
+    def count(self) -> int:
+        """Number of points in the collection; 0 when it does not exist."""
+        name = self._name()
+        if not self._backend.exists(name):
+            return 0
+        return self._backend.count(name)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        name = self._name()
+        if not ids or not self._backend.exists(name):
+            return
+        self._backend.delete(name, [point_id(str(i)) for i in ids])
+
+    def drop(self) -> None:
+        name = self._name()
+        self._backend.drop(name)
+        self._layout = None
+
+    def index_metadata(self) -> dict[str, Any] | None:
+        name = self._name()
+        layout = self._backend.read_layout(name)
+        return None if layout is None else dict(layout.metadata)
+
+    def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        name = self._name()
+        if not ids or not self._backend.exists(name):
+            return {}
+        payloads = self._backend.retrieve(name, [point_id(str(i)) for i in ids])
+        wanted = {str(i) for i in ids}
+        out = {}
+        for payload in payloads:
+            rid = payload.get(self.id_key)
+            if isinstance(rid, str) and rid in wanted:
+                out[rid] = clean_payload(payload, self.id_key)
+        return out
+
+    def close(self) -> None:
+        self._backend.close()
