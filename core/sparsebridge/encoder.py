@@ -387,7 +387,7 @@ class SparseEncoder(nn.Sequential):
         idx = second.indices()
         values = second.values() * first[idx[-1]]
         keep = values > 0
-        return torch.sparse_coo_tensor(idx[:, keep], values[keep], second.shape).coalesce()
+        return torch.sparse_coo_tensor(idx[:, keep], values[keep], second.shape, check_invariants=False).coalesce()
 
     @staticmethod
     def sparsity(embeddings: torch.Tensor) -> dict[str, float]:
@@ -490,4 +490,4 @@ def _assemble(
         offset += part.shape[0]
     idx = torch.cat(indices, dim=1)
     idx[0] = original_row.to(idx.device)[idx[0]]
-    return torch.sparse_coo_tensor(idx, torch.cat(values), (n, dim)).coalesce()
+    return torch.sparse_coo_tensor(idx, torch.cat(values), (n, dim), check_invariants=False).coalesce()

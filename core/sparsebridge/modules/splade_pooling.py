@@ -24,7 +24,7 @@ ACTIVATIONS = ("relu", "log1p_relu")
 # Columns of the vocabulary projected per matmul: 2048 keeps a block of logits cache-sized.
 VOCAB_BLOCK = 2048
 # Real tokens projected per matmul when no chunk_size is set.
-TOKEN_BUDGET = 1024
+TOKEN_BUDGET = 256
 
 
 class SpladePooling(Module):
@@ -90,26 +90,34 @@ class SpladePooling(Module):
 
     def _pool_projected(self, hidden: torch.Tensor, mask: torch.Tensor, projection: nn.Linear) -> torch.Tensor:
         weight, bias = projection.weight, projection.bias
-        batch = hidden.shape[0]
         vocab = weight.shape[0]
         lengths = mask.sum(dim=1).tolist()
-        real = hidden[mask.bool()]  # [real tokens, hidden], rows of a text are contiguous
+        real = hidden[mask.bool()]  # [real tokens, hidden]; the rows of one text are contiguous
         is_max = self.pooling_strategy == "max"
-        # Max pooling reduces raw logits (floor 0 = relu); sum pooling reduces activations.
-        out = hidden.new_zeros(batch, vocab) if not is_max else hidden.new_full((batch, vocab), 0.0)
-        budget = self.chunk_size or TOKEN_BUDGET
-        for row0, row1, tok0, tok1 in _groups(lengths, budget):
+        # Max pooling keeps raw logit maxima; -inf marks texts without tokens (they pool to 0).
+        out = hidden.new_full((len(lengths), vocab), float("-inf") if is_max else 0.0)
+        for row0, row1, tok0, tok1 in _groups(lengths, self.chunk_size or TOKEN_BUDGET):
             tokens = real[tok0:tok1]
-            seg = lengths[row0:row1]
+            segments = _segments(lengths[row0:row1])
             for v0 in range(0, vocab, VOCAB_BLOCK):
                 v1 = min(vocab, v0 + VOCAB_BLOCK)
-                w = weight[v0:v1].t()
-                logits = torch.addmm(bias[v0:v1], tokens, w) if bias is not None else tokens @ w
+                logits = tokens @ weight[v0:v1].t()
+                target = out[row0:row1, v0:v1]
                 if is_max:
-                    out[row0:row1, v0:v1] = _segment_reduce(logits, seg, "max").clamp_min_(0.0)
+                    # max_t(x_t.w + b) = max_t(x_t.w) + b: the bias is added once, after the max.
+                    for row, (s0, s1) in segments:
+                        torch.amax(logits[s0:s1], dim=0, out=target[row])
                 else:
-                    out[row0:row1, v0:v1] = _segment_reduce(self.activate(logits), seg, "sum")
-        return self.activate(out) if is_max else out
+                    if bias is not None:
+                        logits += bias[v0:v1]
+                    act = self.activate(logits)
+                    for row, (s0, s1) in segments:
+                        torch.sum(act[s0:s1], dim=0, out=target[row])
+        if is_max:
+            if bias is not None:
+                out += bias
+            return self.activate(out)
+        return out
 
 
 def _groups(lengths: list[int], budget: int):
@@ -120,17 +128,15 @@ def _groups(lengths: list[int], budget: int):
             yield row0, i, tok0, tok0 + acc
             row0, tok0, acc = i, tok0 + acc, 0
         acc += n
-    if acc or row0 < len(lengths):
+    if row0 < len(lengths):
         yield row0, len(lengths), tok0, tok0 + acc
 
 
-def _segment_reduce(values: torch.Tensor, lengths: list[int], reduce: str) -> torch.Tensor:
-    """Reduce contiguous row segments of ``values``; an empty segment gives 0."""
-    if len(lengths) == 1:
-        if lengths[0] == 0:
-            return values.new_zeros(1, values.shape[1])
-        return values.amax(0, keepdim=True) if reduce == "max" else values.sum(0, keepdim=True)
-    result = torch.segment_reduce(
-        values, reduce, lengths=torch.tensor(lengths, device=values.device), axis=0, unsafe=True, initial=0.0
-    )
-    return result
+def _segments(lengths: list[int]) -> list[tuple[int, tuple[int, int]]]:
+    """(row, (start, end)) token ranges of the non-empty rows of a group."""
+    spans, start = [], 0
+    for row, n in enumerate(lengths):
+        if n:
+            spans.append((row, (start, start + n)))
+        start += n
+    return spans
