@@ -1,0 +1,216 @@
+"""The ``elasticsearch`` connector: learned sparse vectors in an Elasticsearch ``sparse_vector`` field.
+
+Works with the ``elasticsearch`` Python client 9.x (or 8.x) against Elasticsearch 8.11 and later,
+including 9.x and serverless; older clusters are refused with a clear message when the connector
+first connects.
+
+Index: ``sparse_vector`` field keyed by token (``SparseVector.tokens`` -> weights), the text in a
+``text`` field, the payload in an object whose ``IndexSpec.payload_fields`` are mapped with their
+type, an optional ``dense_vector`` (``IndexSpec.dense_field``/``dense_size``; similarity from
+``IndexSpec.options["dense_similarity"]``, default cosine), and ``IndexSpec.metadata`` in the mapping
+``_meta``. ``IndexSpec.options`` may also set ``number_of_shards``, ``number_of_replicas``,
+``refresh_interval`` and ``sparse_index_options`` (the field's ``index_options``, 8.19+/9.1+).
+
+Token names with dots: ``sparse_vector`` accepts them from 8.16 on. An index created on an 8.11-8.15
+cluster writes its keys with a reversible escape instead (``%`` -> ``%25``, then ``.`` -> ``%2E``;
+see :func:`escape_token`), records that in ``_meta``, and queries are escaped the same way, also
+after the cluster is upgraded.
+
+Query: the ``sparse_vector`` query with ``query_vector``, exact by default (``prune: false``; since
+9.1 a new field prunes query tokens unless told not to). ``SearchOptions.backend_options`` may set
+``prune`` and ``pruning_config`` (a ``pruning_config`` alone turns pruning on). Clusters before 8.15
+have no ``sparse_vector`` query: there the same exact score (sum of query weight x document weight
+over shared tokens) comes from a ``bool`` of ``term`` queries, one per token, boosted by the query
+weight, which is what ``sparse_vector`` itself builds. Filters go into a ``bool`` filter; a batch of
+queries is one ``_msearch``.
+
+Options (besides those of :class:`~sparsebridge_elasticsearch._lucene.LuceneConnector`):
+``api_key`` (an encoded key or ``(id, key)``). Secrets never appear in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
+
+from ._lucene import Layout, LuceneConnector, combine
+
+MIN_VERSION = (8, 11)
+SPARSE_VECTOR_QUERY_SINCE = (8, 15)
+DOTTED_TOKENS_SINCE = (8, 16)
+
+KEYS_PLAIN = "token"
+KEYS_ESCAPED = "token-dot-escaped"
+
+
+def escape_token(token: str) -> str:
+    """Reversible escape for clusters whose ``sparse_vector`` rejects dots in feature names."""
+    return token.replace("%", "%25").replace(".", "%2E")
+
+
+def unescape_token(key: str) -> str:
+    return key.replace("%2E", ".").replace("%25", "%")
+
+
+class ElasticsearchConnector(LuceneConnector):
+    name: ClassVar[str] = "elasticsearch"
+    description: ClassVar[str] = "Elasticsearch 8.11+ / 9.x: sparse_vector field and query"
+    engine: ClassVar[str] = "Elasticsearch"
+    extra_options: ClassVar[frozenset[str]] = frozenset({"api_key"})
+    search_backend_options: ClassVar[frozenset[str]] = frozenset({"prune", "pruning_config"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        api_key = options.get("api_key")
+        if api_key is not None and self.basic_auth is not None:
+            raise ConnectorError("give one kind of credentials: api_key, or username/password (basic_auth)")
+        if api_key is not None and not (
+            isinstance(api_key, str) or (isinstance(api_key, (tuple, list)) and len(api_key) == 2)
+        ):
+            raise ConnectorError("api_key must be the encoded key (a string) or an (id, key) pair")
+        self.api_key = tuple(api_key) if isinstance(api_key, list) else api_key
+
+    # --- client -----------------------------------------------------------------------------------
+
+    def _lib(self) -> Any:
+        try:
+            from . import _client
+        except ImportError as err:
+            raise ConnectorError(
+                f"the elasticsearch connector needs the 'elasticsearch' package ({err}); "
+                f"install it with: pip install 'sparsebridge[elasticsearch]'"
+            ) from None
+        return _client
+
+    def _new_client(self) -> Any:
+        return self._lib().make_client(self)
+
+    def _probe(self, client: Any) -> dict[str, Any]:
+        return self._lib().probe(client)
+
+    def _classify(self, exc: BaseException) -> tuple[str, int | None, Any] | None:
+        return self._lib().classify(exc)
+
+    def _helpers(self) -> Any:
+        return self._lib().helpers
+
+    def _bulk_client(self) -> Any:
+        return self.client
+
+    def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
+        version = info.get("version") or {}
+        number = version.get("number", "?")
+        if version.get("distribution") == "opensearch":
+            raise ConnectorError(f"{self.url} is OpenSearch {number}, not Elasticsearch: use the opensearch connector")
+        if self._serverless:
+            return
+        if self._server_version < MIN_VERSION:
+            raise ConnectorError(
+                f"Elasticsearch {number} at {self.url} is too old: the elasticsearch connector needs "
+                f"8.11 or later (the sparse_vector field type); upgrade the cluster"
+            )
+
+    @property
+    def _serverless(self) -> bool:
+        return (self._server_info.get("version") or {}).get("build_flavor") == "serverless"
+
+    def _has(self, since: tuple[int, int]) -> bool:
+        return self._serverless or self.server_version >= since
+
+    # --- mapping ----------------------------------------------------------------------------------
+
+    def _sparse_property(self, spec: IndexSpec) -> tuple[dict[str, Any], str]:
+        prop: dict[str, Any] = {"type": "sparse_vector"}
+        if spec.options.get("sparse_index_options") is not None:
+            prop["index_options"] = dict(spec.options["sparse_index_options"])
+        return prop, KEYS_PLAIN if self._has(DOTTED_TOKENS_SINCE) else KEYS_ESCAPED
+
+    def _accepted_sparse_types(self) -> tuple[str, ...]:
+        return ("sparse_vector",)
+
+    def _default_keys(self, sparse_type: str) -> str:
+        return KEYS_PLAIN
+
+    def _dense_property(self, spec: IndexSpec) -> dict[str, Any]:
+        return {
+            "type": "dense_vector",
+            "dims": spec.dense_size,
+            "index": True,
+            "similarity": spec.options.get("dense_similarity", "cosine"),
+        }
+
+    def _dense_dims(self, prop: Mapping[str, Any]) -> int | None:
+        return prop.get("dims") if prop.get("type") == "dense_vector" else None
+
+    # --- documents and queries --------------------------------------------------------------------
+
+    @staticmethod
+    def _keyed(layout: Layout, tokens: tuple[str, ...], values: tuple[float, ...]) -> dict[str, float]:
+        escape = layout.sparse_keys == KEYS_ESCAPED
+        out: dict[str, float] = {}
+        for tok, w in zip(tokens, values):
+            key = escape_token(tok) if escape else tok
+            # Two ids with the same token string: keep the larger weight, as the engine would.
+            out[key] = max(float(w), out.get(key, 0.0))
+        return out
+
+    def _encode_sparse(self, layout: Layout, record: Record) -> dict[str, float]:
+        return self._keyed(layout, record.sparse.tokens, record.sparse.values)
+
+    def _sparse_query(
+        self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
+    ) -> tuple[dict[str, Any], float, list[str]]:
+        assert query.sparse is not None
+        vector = self._keyed(layout, query.sparse.tokens, query.sparse.values)
+        backend = options.backend_options
+        notes: list[str] = []
+        if self._has(SPARSE_VECTOR_QUERY_SINCE):
+            inner: dict[str, Any] = {"field": layout.sparse_field, "query_vector": vector}
+            prune = backend.get("prune", "pruning_config" in backend)
+            inner["prune"] = bool(prune)
+            if prune and backend.get("pruning_config") is not None:
+                inner["pruning_config"] = dict(backend["pruning_config"])
+            clause: dict[str, Any] = {"sparse_vector": inner}
+        else:
+            if backend.get("prune") or backend.get("pruning_config"):
+                notes.append(
+                    f"token pruning needs Elasticsearch 8.15+ (this cluster is "
+                    f"{'.'.join(map(str, self.server_version))}); the query ran exact"
+                )
+            clause = {
+                "bool": {
+                    "should": [{"term": {layout.sparse_field: {"value": key, "boost": w}}} for key, w in vector.items()]
+                }
+            }
+        return combine(clause, filters), 1.0, notes
+
+    # --- client calls -----------------------------------------------------------------------------
+
+    def _call_exists(self, index: str) -> bool:
+        return bool(self.client.indices.exists(index=index))
+
+    def _call_create(self, index: str, body: dict[str, Any]) -> None:
+        self.client.indices.create(index=index, **body)
+
+    def _call_get_mapping(self, index: str) -> dict[str, Any]:
+        return dict(self.client.indices.get_mapping(index=index).body)
+
+    def _call_put_mapping(self, index: str, properties: dict[str, Any]) -> None:
+        self.client.indices.put_mapping(index=index, properties=properties)
+
+    def _call_msearch(self, index: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(self.client.msearch(searches=lines).body)
+
+    def _call_mget(self, index: str, ids: list[str]) -> dict[str, Any]:
+        return dict(self.client.mget(index=index, ids=ids).body)
+
+    def _call_count(self, index: str) -> int:
+        return int(self.client.count(index=index)["count"])
+
+    def _call_refresh(self, index: str) -> None:
+        self.client.indices.refresh(index=index)
+
+    def _call_delete_index(self, index: str) -> None:
+        self.client.indices.delete(index=index)

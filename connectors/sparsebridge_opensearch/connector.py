@@ -1,0 +1,271 @@
+"""The ``opensearch`` connector: learned sparse vectors in OpenSearch, searched with ``neural_sparse``.
+
+Needs ``opensearch-py`` and an OpenSearch 2.14+ cluster with the neural-search plugin (part of the
+default distribution) for ``neural_sparse`` with raw ``query_tokens``.
+
+Two sparse field types (connector option ``sparse_field_type``):
+
+``"rank_features"`` (default)
+    Keys are the tokens (``SparseVector.tokens``). ``neural_sparse`` with ``query_tokens`` scores
+    the exact dot product over shared tokens (document weights are stored by Lucene with 9
+    significant bits). Lucene takes query weights only in (0, 64]: a query whose largest weight
+    exceeds 64 is scaled down to fit, which leaves the ranking unchanged; the scores are scaled back
+    and ``SearchResult.notes`` says so.
+``"sparse_vector"`` (OpenSearch 3.3+)
+    The SEISMIC approximate index: keys are token ids as strings (``SparseVector.indices``), the
+    index gets ``index.sparse: true``, and the field's ``method`` is ``seismic`` with the parameters
+    ``n_postings``, ``cluster_ratio``, ``summary_prune_ratio``, ``approximate_threshold``,
+    ``quantization_ceiling_search``, ``quantization_ceiling_ingest`` taken from
+    ``IndexSpec.options`` or the connector options of those names (the spec wins). Queries take
+    ``SearchOptions.backend_options`` ``top_n`` (query tokens kept; default: all of them),
+    ``heap_factor`` and ``k`` (default ``top_k``); filters go into ``method_parameters.filter``
+    so they apply before the top-k cut.
+
+Dense vectors (``IndexSpec.dense_field``) are stored in a ``knn_vector`` field (``index.knn: true``);
+search is sparse only. Options besides the common ones: ``sparse_field_type`` and the SEISMIC
+parameters. OpenSearch has no API keys: use ``username``/``password`` (or ``basic_auth``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
+from sparsebridge_elasticsearch._lucene import Layout, LuceneConnector, OptionError, combine
+
+MIN_VERSION = (2, 14)
+SEISMIC_SINCE = (3, 3)
+MAX_QUERY_WEIGHT = 64.0  # Lucene FeatureField linear queries take weights in (0, 64]
+NEURAL_PLUGIN = "opensearch-neural-search"
+
+KEYS_TOKEN = "token"
+KEYS_INDEX = "index"
+FIELD_TYPES = ("rank_features", "sparse_vector")
+
+
+def _in(lo: float, hi: float, lo_open: bool, hi_open: bool):
+    def check(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            return False
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+    return check
+
+
+def _int_in(lo: int, lo_open: bool):
+    def check(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and (v > lo if lo_open else v >= lo)
+
+    return check
+
+
+# SEISMIC method parameters and their documented ranges (OpenSearch "Sparse vector" field type).
+SEISMIC_PARAMETERS: dict[str, tuple[Any, str]] = {
+    "n_postings": (_int_in(0, True), "an integer > 0"),
+    "cluster_ratio": (_in(0, 1, True, True), "a number in (0, 1)"),
+    "summary_prune_ratio": (_in(0, 1, True, False), "a number in (0, 1]"),
+    "approximate_threshold": (_int_in(0, False), "an integer >= 0"),
+    "quantization_ceiling_search": (_in(0, math.inf, True, True), "a number > 0"),
+    "quantization_ceiling_ingest": (_in(0, math.inf, True, True), "a number > 0"),
+}
+SEISMIC_QUERY_PARAMETERS = ("top_n", "heap_factor", "k")
+
+
+class OpenSearchConnector(LuceneConnector):
+    name: ClassVar[str] = "opensearch"
+    description: ClassVar[str] = "OpenSearch 2.14+: rank_features + neural_sparse, or SEISMIC sparse_vector (3.3+)"
+    engine: ClassVar[str] = "OpenSearch"
+    extra_options: ClassVar[frozenset[str]] = frozenset({"sparse_field_type", *SEISMIC_PARAMETERS})
+    search_backend_options: ClassVar[frozenset[str]] = frozenset(SEISMIC_QUERY_PARAMETERS)
+
+    def __init__(self, **options: Any) -> None:
+        if options.get("api_key") is not None:
+            raise OptionError("OpenSearch has no API keys: use username/password (or basic_auth)")
+        options = {k: v for k, v in options.items() if not (k == "api_key" and v is None)}
+        super().__init__(**options)
+        self.sparse_field_type = options.get("sparse_field_type", "rank_features")
+        if self.sparse_field_type not in FIELD_TYPES:
+            raise OptionError(
+                f"sparse_field_type must be one of {', '.join(FIELD_TYPES)}, got {self.sparse_field_type!r}"
+            )
+        self.seismic_defaults = {k: options[k] for k in SEISMIC_PARAMETERS if k in options}
+        self._check_seismic(self.seismic_defaults)
+
+    @staticmethod
+    def _check_seismic(params: Mapping[str, Any]) -> None:
+        for key, value in params.items():
+            check, wanted = SEISMIC_PARAMETERS[key]
+            if not check(value):
+                raise OptionError(f"SEISMIC parameter {key} must be {wanted}, got {value!r}")
+
+    # --- client -----------------------------------------------------------------------------------
+
+    def _lib(self) -> Any:
+        try:
+            from . import _client
+        except ImportError as err:
+            raise ConnectorError(
+                f"the opensearch connector needs the 'opensearch-py' package ({err}); "
+                f"install it with: pip install 'sparsebridge[opensearch]'"
+            ) from None
+        return _client
+
+    def _new_client(self) -> Any:
+        return self._lib().make_client(self)
+
+    def _probe(self, client: Any) -> dict[str, Any]:
+        return self._lib().probe(client)
+
+    def _classify(self, exc: BaseException) -> tuple[str, int | None, Any] | None:
+        return self._lib().classify(exc)
+
+    def _helpers(self) -> Any:
+        return self._lib().helpers
+
+    def _bulk_client(self) -> Any:
+        return self.client
+
+    def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
+        version = info.get("version") or {}
+        number = version.get("number", "?")
+        if version.get("distribution") != "opensearch":
+            raise ConnectorError(
+                f"{self.url} is not OpenSearch (version {number}, no 'distribution: opensearch'); "
+                f"for Elasticsearch use the elasticsearch connector"
+            )
+        assert self._server_version is not None
+        if self._server_version < MIN_VERSION:
+            raise ConnectorError(
+                f"OpenSearch {number} at {self.url} is too old: the opensearch connector needs 2.14 or "
+                f"later (neural_sparse with raw query_tokens)"
+            )
+        if self.sparse_field_type == "sparse_vector" and self._server_version < SEISMIC_SINCE:
+            raise ConnectorError(
+                f"OpenSearch {number} at {self.url} has no SEISMIC sparse_vector field (3.3+); use "
+                f"sparse_field_type='rank_features' or upgrade"
+            )
+        with self._api("list plugins"):
+            plugins = self._lib().installed_plugins(client)
+        if plugins is not None and NEURAL_PLUGIN not in plugins:
+            raise ConnectorError(
+                f"OpenSearch at {self.url} has no neural-search plugin ({NEURAL_PLUGIN}), which provides "
+                f"the neural_sparse query; use the default OpenSearch distribution or install the plugin"
+            )
+
+    # --- mapping ----------------------------------------------------------------------------------
+
+    def _seismic_parameters(self, spec: IndexSpec) -> dict[str, Any]:
+        params = dict(self.seismic_defaults)
+        params.update({k: v for k, v in spec.options.items() if k in SEISMIC_PARAMETERS})
+        self._check_seismic(params)
+        return params
+
+    def _sparse_property(self, spec: IndexSpec) -> tuple[dict[str, Any], str]:
+        if self.sparse_field_type == "rank_features":
+            return {"type": "rank_features"}, KEYS_TOKEN
+        method: dict[str, Any] = {"name": "seismic"}
+        params = self._seismic_parameters(spec)
+        if params:
+            method["parameters"] = params
+        return {"type": "sparse_vector", "method": method}, KEYS_INDEX
+
+    def _index_settings(self, spec: IndexSpec) -> dict[str, Any]:
+        index = super()._index_settings(spec)
+        if self.sparse_field_type == "sparse_vector":
+            index["sparse"] = True
+        if spec.dense_field:
+            index["knn"] = True
+        return {"index": index} if index else {}
+
+    def _accepted_sparse_types(self) -> tuple[str, ...]:
+        return (self.sparse_field_type,)
+
+    def _default_keys(self, sparse_type: str) -> str:
+        return KEYS_INDEX if sparse_type == "sparse_vector" else KEYS_TOKEN
+
+    def _dense_property(self, spec: IndexSpec) -> dict[str, Any]:
+        return {"type": "knn_vector", "dimension": spec.dense_size}
+
+    def _dense_dims(self, prop: Mapping[str, Any]) -> int | None:
+        return prop.get("dimension") if prop.get("type") == "knn_vector" else None
+
+    # --- documents and queries --------------------------------------------------------------------
+
+    @staticmethod
+    def _keyed(layout: Layout, sparse: Any) -> dict[str, float]:
+        if layout.sparse_keys == KEYS_INDEX:
+            return {str(i): float(w) for i, w in zip(sparse.indices, sparse.values)}
+        out: dict[str, float] = {}
+        for tok, w in zip(sparse.tokens, sparse.values):
+            out[tok] = max(float(w), out.get(tok, 0.0))  # same token for two ids: keep the larger
+        return out
+
+    def _encode_sparse(self, layout: Layout, record: Record) -> dict[str, float]:
+        return self._keyed(layout, record.sparse)
+
+    def _sparse_query(
+        self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
+    ) -> tuple[dict[str, Any], float, list[str]]:
+        assert query.sparse is not None
+        tokens = self._keyed(layout, query.sparse)
+        notes: list[str] = []
+        scale = 1.0
+        top = max(tokens.values())
+        if top > MAX_QUERY_WEIGHT:
+            scale = MAX_QUERY_WEIGHT / top
+            tokens = {k: min(MAX_QUERY_WEIGHT, w * scale) for k, w in tokens.items()}
+            notes.append(
+                f"query weights rescaled by {scale:.6g} (largest {top:.6g} > {MAX_QUERY_WEIGHT:g}, the most "
+                f"OpenSearch accepts); ranking unchanged, scores scaled back"
+            )
+        inner: dict[str, Any] = {"query_tokens": tokens}
+        backend = options.backend_options
+        if layout.sparse_type == "sparse_vector":
+            params: dict[str, Any] = {
+                "top_n": int(backend.get("top_n", len(tokens))),
+                "k": int(backend.get("k", options.top_k)),
+            }
+            if "heap_factor" in backend:
+                params["heap_factor"] = float(backend["heap_factor"])
+            if filters:
+                params["filter"] = {"bool": {"filter": filters}}
+            inner["method_parameters"] = params
+            return {"neural_sparse": {layout.sparse_field: inner}}, scale, notes
+        if backend:
+            raise OptionError(
+                f"search options {', '.join(sorted(backend))} apply to SEISMIC sparse_vector fields only; "
+                f"index {layout.index!r} uses rank_features"
+            )
+        return combine({"neural_sparse": {layout.sparse_field: inner}}, filters), scale, notes
+
+    # --- client calls -----------------------------------------------------------------------------
+
+    def _call_exists(self, index: str) -> bool:
+        return bool(self.client.indices.exists(index=index))
+
+    def _call_create(self, index: str, body: dict[str, Any]) -> None:
+        self.client.indices.create(index=index, body=body)
+
+    def _call_get_mapping(self, index: str) -> dict[str, Any]:
+        return dict(self.client.indices.get_mapping(index=index))
+
+    def _call_put_mapping(self, index: str, properties: dict[str, Any]) -> None:
+        self.client.indices.put_mapping(index=index, body={"properties": properties})
+
+    def _call_msearch(self, index: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(self.client.msearch(body=lines))
+
+    def _call_mget(self, index: str, ids: list[str]) -> dict[str, Any]:
+        return dict(self.client.mget(index=index, body={"ids": ids}))
+
+    def _call_count(self, index: str) -> int:
+        return int(self.client.count(index=index)["count"])
+
+    def _call_refresh(self, index: str) -> None:
+        self.client.indices.refresh(index=index)
+
+    def _call_delete_index(self, index: str) -> None:
+        self.client.indices.delete(index=index)

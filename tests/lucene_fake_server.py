@@ -1,0 +1,511 @@
+"""A stand-in Elasticsearch / OpenSearch REST server on 127.0.0.1, for tests that cannot run a real one.
+
+The real ``elasticsearch`` / ``opensearch-py`` clients talk to it over HTTP through their own
+transports and bulk helpers, so what it records is exactly what the clients would send to an engine.
+It answers the handful of APIs the connectors use the way the engines document them (response
+shapes, error objects, status codes), keeps documents in memory and scores the sparse queries it
+knows (``sparse_vector``, ``neural_sparse`` with ``query_tokens``, ``bool`` of boosted ``term``
+queries on a sparse field) by the exact dot product, with ``term``/``terms`` filters. It also
+behaves like the versions it claims to be where the connectors care: an 8.x Elasticsearch refuses
+the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vector`` query before 8.15 and
+no dots in ``sparse_vector`` keys before 8.16; OpenSearch refuses ``neural_sparse`` weights outside
+(0, 64] on ``rank_features``. Fault injection: whole-request error statuses and per-item bulk
+failures, scripted per test.
+
+It is a test double, not an engine: no analysis, no relevance beyond the dot product, one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def lines(self) -> list[Any]:
+        return [json.loads(x) for x in self.body.splitlines() if x.strip()]
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body.strip() else None
+
+
+def _version_tuple(number: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", number)[:3])
+
+
+def _error(status: int, etype: str, reason: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    err = {"type": etype, "reason": reason, **extra}
+    return status, {"error": {"root_cause": [err], **err}, "status": status}
+
+
+class _RequestError(Exception):
+    def __init__(self, status: int, etype: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.etype, self.reason = status, etype, reason
+
+
+@dataclass
+class FakeEngine:
+    flavor: str = "elasticsearch"  # or "opensearch"
+    version: str = "9.1.0"
+    plugins: tuple[str, ...] = ("opensearch-neural-search", "opensearch-knn")
+    build_flavor: str = "default"
+    # Whole-request faults: path regex -> deque of statuses to answer with, one per matching request.
+    request_faults: dict[str, deque] = field(default_factory=dict)
+    # Per-item bulk faults: document id -> deque of (status, error type), one per attempt.
+    item_faults: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
+    require_auth: str | None = None  # the exact Authorization header value to accept
+
+    def __post_init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.indices: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    # --- test helpers ---
+
+    @property
+    def is_es(self) -> bool:
+        return self.flavor == "elasticsearch"
+
+    @property
+    def vtuple(self) -> tuple[int, ...]:
+        return _version_tuple(self.version)
+
+    def fail_requests(self, path_regex: str, *statuses: int) -> None:
+        self.request_faults.setdefault(path_regex, deque()).extend(statuses)
+
+    def fail_items(self, doc_id: str, *faults: tuple[int, str]) -> None:
+        self.item_faults[doc_id].extend(faults)
+
+    def calls(self, path_regex: str, method: str | None = None) -> list[Recorded]:
+        return [r for r in self.requests if re.search(path_regex, r.path) and (method is None or r.method == method)]
+
+    def add_index(self, name: str, mappings: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
+        self.indices[name] = {"mappings": mappings, "settings": settings or {}, "docs": {}}
+
+    # --- HTTP ---
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, Any]:
+        parts = urlsplit(target)
+        path, query = parts.path, parse_qs(parts.query)
+        with self.lock:
+            self.requests.append(Recorded(method, path, query, dict(headers), body))
+        resp_headers = {"content-type": "application/json"}
+        if self.is_es:
+            resp_headers["x-elastic-product"] = "Elasticsearch"
+        if self.require_auth is not None and headers.get("authorization") != self.require_auth:
+            status, payload = _error(401, "security_exception", "missing authentication credentials for REST request")
+            return status, resp_headers, payload
+        bad = self._check_media_types(headers)
+        if bad:
+            return bad[0], resp_headers, bad[1]
+        for regex, statuses in self.request_faults.items():
+            if statuses and re.search(regex, path):
+                status = statuses.popleft()
+                etype = "es_rejected_execution_exception" if status == 429 else "unavailable_shards_exception"
+                s, payload = _error(status, etype, f"injected fault {status}")
+                return s, resp_headers, payload
+        try:
+            status, payload = self._route(method, path, query, body)
+        except _RequestError as err:
+            status, payload = _error(err.status, err.etype, err.reason)
+        return status, resp_headers, payload
+
+    def _check_media_types(self, headers: dict[str, str]) -> tuple[int, dict] | None:
+        if not self.is_es:
+            return None
+        for name in ("accept", "content-type"):
+            value = headers.get(name, "")
+            m = re.search(r"compatible-with=(\d+)", value)
+            if m and int(m.group(1)) > self.vtuple[0]:
+                return _error(
+                    400,
+                    "media_type_header_exception",
+                    "Invalid media-type value on headers [Accept, Content-Type]",
+                    caused_by={
+                        "type": "status_exception",
+                        "reason": f"Accept version must be either version {self.vtuple[0]} or "
+                        f"{self.vtuple[0] - 1}, but found {m.group(1)}. Accept={value}",
+                    },
+                )
+        return None
+
+    def _route(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any]:
+        segs = [s for s in path.split("/") if s]
+        if method == "GET" and not segs:
+            return 200, self._info()
+        if segs[:2] == ["_cat", "plugins"]:
+            return 200, [{"name": "node-1", "component": p, "version": self.version} for p in self.plugins]
+        if segs == ["_bulk"] or segs[-1:] == ["_bulk"]:
+            return self._bulk(body, segs[0] if len(segs) == 2 else None)
+        if segs == ["_msearch"] or segs[-1:] == ["_msearch"]:
+            return self._msearch(body, segs[0] if len(segs) == 2 else None)
+        index = segs[0]
+        if len(segs) == 1:
+            if method == "HEAD":
+                return (200 if index in self.indices else 404), None
+            if method == "PUT":
+                return self._create(index, json.loads(body or b"{}"))
+            if method == "DELETE":
+                if index not in self.indices:
+                    return self._missing(index)
+                del self.indices[index]
+                return 200, {"acknowledged": True}
+        if index not in self.indices:
+            return self._missing(index)
+        idx = self.indices[index]
+        op = segs[1]
+        if op == "_mapping" and method == "GET":
+            return 200, {index: {"mappings": idx["mappings"]}}
+        if op == "_mapping":
+            new = json.loads(body)
+            _merge_properties(idx["mappings"].setdefault("properties", {}), new.get("properties", {}))
+            return 200, {"acknowledged": True}
+        if op == "_refresh":
+            return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
+        if op == "_count":
+            return 200, {"count": len(idx["docs"]), "_shards": {"total": 1, "successful": 1, "failed": 0}}
+        if op == "_mget":
+            ids = json.loads(body)["ids"]
+            docs = []
+            for i in ids:
+                if i in idx["docs"]:
+                    docs.append({"_index": index, "_id": i, "_version": 1, "found": True, "_source": idx["docs"][i]})
+                else:
+                    docs.append({"_index": index, "_id": i, "found": False})
+            return 200, {"docs": docs}
+        raise _RequestError(400, "illegal_argument_exception", f"fake server: no handler for {method} {path}")
+
+    def _missing(self, index: str) -> tuple[int, Any]:
+        return _error(404, "index_not_found_exception", f"no such index [{index}]", index=index)
+
+    def _info(self) -> dict[str, Any]:
+        version: dict[str, Any] = {"number": self.version, "build_type": "docker", "lucene_version": "10.2.2"}
+        if self.is_es:
+            version["build_flavor"] = self.build_flavor
+            return {"name": "node-1", "cluster_name": "fake", "version": version, "tagline": "You Know, for Search"}
+        version["distribution"] = "opensearch"
+        return {"name": "node-1", "cluster_name": "fake", "version": version, "tagline": "The OpenSearch Project"}
+
+    # --- index creation ---
+
+    def _create(self, index: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if index in self.indices:
+            return _error(400, "resource_already_exists_exception", f"index [{index}] already exists", index=index)
+        mappings = body.get("mappings", {})
+        for name, prop in mappings.get("properties", {}).items():
+            kind = prop.get("type", "object")
+            if kind == "sparse_vector" and self.is_es and self.vtuple < (8, 11):
+                raise _RequestError(
+                    400, "mapper_parsing_exception", "The [sparse_vector] field type is no longer supported."
+                )
+            if kind == "sparse_vector" and not self.is_es:
+                if self.vtuple < (3, 3):
+                    raise _RequestError(
+                        400,
+                        "mapper_parsing_exception",
+                        f"No handler for type [sparse_vector] declared on field [{name}]",
+                    )
+                if not (body.get("settings", {}).get("index", {}).get("sparse")):
+                    raise _RequestError(
+                        400, "illegal_argument_exception", "sparse_vector field requires index.sparse: true"
+                    )
+        self.indices[index] = {
+            "mappings": json.loads(json.dumps(mappings)),
+            "settings": body.get("settings", {}),
+            "docs": {},
+        }
+        return 200, {"acknowledged": True, "shards_acknowledged": True, "index": index}
+
+    # --- bulk ---
+
+    def _bulk(self, body: bytes, path_index: str | None) -> tuple[int, Any]:
+        lines = [json.loads(x) for x in body.splitlines() if x.strip()]
+        items = []
+        errors = False
+        i = 0
+        while i < len(lines):
+            action = lines[i]
+            op, meta = next(iter(action.items()))
+            i += 1
+            source = None
+            if op in ("index", "create", "update"):
+                source = lines[i]
+                i += 1
+            index = meta.get("_index") or path_index
+            doc_id = meta.get("_id")
+            item = {"_index": index, "_id": doc_id}
+            faults = self.item_faults.get(doc_id)
+            if faults:
+                status, etype = faults.popleft()
+                item.update(
+                    status=status, error={"type": etype, "reason": f"injected item fault {status}", "index": index}
+                )
+                errors = True
+            elif index not in self.indices:
+                item.update(
+                    status=404, error={"type": "index_not_found_exception", "reason": f"no such index [{index}]"}
+                )
+                errors = True
+            elif op == "delete":
+                found = self.indices[index]["docs"].pop(doc_id, None) is not None
+                item.update(status=200 if found else 404, result="deleted" if found else "not_found", _version=1)
+                errors = errors or not found
+            else:
+                problem = self._check_doc(self.indices[index]["mappings"], source)
+                if problem:
+                    etype = (
+                        "document_parsing_exception"
+                        if self.is_es and self.vtuple >= (8, 8)
+                        else "mapper_parsing_exception"
+                    )
+                    item.update(status=400, error={"type": etype, "reason": problem, "index": index})
+                    errors = True
+                else:
+                    existed = doc_id in self.indices[index]["docs"]
+                    self.indices[index]["docs"][doc_id] = source
+                    item.update(status=200 if existed else 201, result="updated" if existed else "created", _version=1)
+            items.append({op: item})
+        return 200, {"took": 1, "errors": errors, "items": items}
+
+    def _check_doc(self, mappings: dict[str, Any], source: dict[str, Any]) -> str | None:
+        props = mappings.get("properties", {})
+        for name, value in source.items():
+            prop = props.get(name)
+            if prop is None:
+                continue
+            kind = prop.get("type", "object")
+            if kind in ("sparse_vector", "rank_features"):
+                if not isinstance(value, dict):
+                    return f"[{kind}] fields must be json objects"
+                for key, w in value.items():
+                    if not isinstance(w, (int, float)) or w <= 0:
+                        return (
+                            f"[{kind}] fields take hashes that map a feature to a strictly positive "
+                            f"float, but got [{w}] for [{key}]"
+                        )
+                    if kind == "sparse_vector" and self.is_es and "." in key and self.vtuple < (8, 16):
+                        return f"[sparse_vector] fields do not support dots in feature names but found [{key}]"
+                    if kind == "sparse_vector" and not self.is_es and not key.isdigit():
+                        return (
+                            f"failed to parse field [{name}] of type [sparse_vector]: token [{key}] is not an integer"
+                        )
+            elif kind == "dense_vector" and len(value) != prop.get("dims"):
+                return (
+                    f"The [dense_vector] field [{name}] in doc has a different number of dimensions "
+                    f"[{len(value)}] than defined in the mapping [{prop.get('dims')}]"
+                )
+            elif kind == "knn_vector" and len(value) != prop.get("dimension"):
+                return f"Vector dimension mismatch. Expected: {prop.get('dimension')}, Given: {len(value)}"
+            elif kind == "object" and isinstance(value, dict):
+                problem = self._check_doc(prop, value)
+                if problem:
+                    return problem
+            elif kind == "integer" and not (isinstance(value, int) and not isinstance(value, bool)):
+                if not (isinstance(value, str) and value.lstrip("-").isdigit()):
+                    return f'failed to parse field [{name}] of type [integer]: For input string: "{value}"'
+            elif kind == "float" and not isinstance(value, (int, float)):
+                return f"failed to parse field [{name}] of type [float]"
+            elif kind == "boolean" and not isinstance(value, bool):
+                return f"failed to parse field [{name}] of type [boolean]"
+        return None
+
+    # --- search ---
+
+    def _msearch(self, body: bytes, path_index: str | None) -> tuple[int, Any]:
+        lines = [json.loads(x) for x in body.splitlines() if x.strip()]
+        responses = []
+        for header, search in zip(lines[::2], lines[1::2]):
+            index = header.get("index") or path_index
+            try:
+                if index not in self.indices:
+                    raise _RequestError(404, "index_not_found_exception", f"no such index [{index}]")
+                responses.append(self._search(self.indices[index], index, search))
+            except _RequestError as err:
+                status, payload = _error(err.status, err.etype, err.reason)
+                responses.append({**payload, "status": status})
+        return 200, {"took": 1, "responses": responses}
+
+    def _search(self, idx: dict[str, Any], index: str, body: dict[str, Any]) -> dict[str, Any]:
+        size = body.get("size", 10)
+        scored = []
+        for doc_id, src in idx["docs"].items():
+            matched, score = self._eval(idx, body.get("query", {"match_all": {}}), src)
+            if matched:
+                scored.append((score, doc_id))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        hits = []
+        for score, doc_id in scored[:size]:
+            hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
+            src_filter = body.get("_source", True)
+            if src_filter is not False:
+                src = idx["docs"][doc_id]
+                if isinstance(src_filter, dict):
+                    src = {k: v for k, v in src.items() if k in src_filter.get("includes", src)}
+                hit["_source"] = src
+            hits.append(hit)
+        result: dict[str, Any] = {
+            "took": 1,
+            "timed_out": False,
+            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+            "hits": {"max_score": hits[0]["_score"] if hits else None, "hits": hits},
+            "status": 200,
+        }
+        if body.get("track_total_hits", True) is not False:
+            result["hits"]["total"] = {"value": len(scored), "relation": "eq"}
+        return result
+
+    def _field_type(self, idx: dict[str, Any], path: str) -> str | None:
+        props = idx["mappings"].get("properties", {})
+        parts = path.split(".")
+        for p in parts[:-1]:
+            props = (props.get(p) or {}).get("properties", {})
+        return (props.get(parts[-1]) or {}).get("type")
+
+    @staticmethod
+    def _get(src: dict[str, Any], path: str) -> Any:
+        cur: Any = src
+        for p in path.split("."):
+            if not isinstance(cur, dict) or p not in cur:
+                return None
+            cur = cur[p]
+        return cur
+
+    def _eval(self, idx: dict[str, Any], q: dict[str, Any], src: dict[str, Any]) -> tuple[bool, float]:
+        ((kind, spec),) = q.items()
+        if kind == "match_all":
+            return True, 1.0
+        if kind == "sparse_vector":
+            if not self.is_es or self.vtuple < (8, 15):
+                raise _RequestError(400, "parsing_exception", "unknown query [sparse_vector]")
+            return self._dot(src.get(spec["field"]) or {}, spec["query_vector"])
+        if kind == "neural_sparse":
+            if self.is_es or "opensearch-neural-search" not in self.plugins:
+                raise _RequestError(400, "parsing_exception", "unknown query [neural_sparse]")
+            ((fname, inner),) = spec.items()
+            tokens = inner["query_tokens"]
+            if self._field_type(idx, fname) == "rank_features":
+                for w in tokens.values():
+                    if not 0 < w <= 64:
+                        raise _RequestError(400, "illegal_argument_exception", f"weight must be in (0, 64], got: {w}")
+            flt = (inner.get("method_parameters") or {}).get("filter")
+            if flt is not None and not self._eval(idx, flt, src)[0]:
+                return False, 0.0
+            return self._dot(src.get(fname) or {}, tokens)
+        if kind == "term":
+            ((fname, inner),) = spec.items()
+            value = inner["value"] if isinstance(inner, dict) else inner
+            ftype = self._field_type(idx, fname)
+            if ftype == "sparse_vector" and self.is_es:
+                w = (src.get(fname) or {}).get(value)
+                boost = inner.get("boost", 1.0) if isinstance(inner, dict) else 1.0
+                return (w is not None), (boost * w if w is not None else 0.0)
+            return self._get(src, fname) == value, 1.0
+        if kind == "terms":
+            ((fname, values),) = spec.items()
+            have = self._get(src, fname)
+            return have in values, 1.0
+        if kind == "bool":
+            score = 0.0
+            for clause in _as_list(spec.get("must")):
+                ok, s = self._eval(idx, clause, src)
+                if not ok:
+                    return False, 0.0
+                score += s
+            for clause in _as_list(spec.get("filter")):
+                if not self._eval(idx, clause, src)[0]:
+                    return False, 0.0
+            should = [self._eval(idx, c, src) for c in _as_list(spec.get("should"))]
+            if should and not spec.get("must") and not spec.get("filter") and not any(ok for ok, _ in should):
+                return False, 0.0
+            score += sum(s for ok, s in should if ok)
+            return True, score
+        raise _RequestError(400, "parsing_exception", f"unknown query [{kind}]")
+
+    @staticmethod
+    def _dot(doc: dict[str, float], query: dict[str, float]) -> tuple[bool, float]:
+        shared = [k for k in query if k in doc]
+        return bool(shared), float(sum(query[k] * doc[k] for k in shared))
+
+
+def _as_list(x: Any) -> list:
+    return [] if x is None else x if isinstance(x, list) else [x]
+
+
+def _merge_properties(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for name, prop in new.items():
+        if name in into and "properties" in prop:
+            _merge_properties(into[name].setdefault("properties", {}), prop["properties"])
+        else:
+            into[name] = prop
+
+
+class FakeServer:
+    """Runs a :class:`FakeEngine` behind ``http.server`` on 127.0.0.1 in a thread."""
+
+    def __init__(self, engine: FakeEngine, keep_alive: bool = True) -> None:
+        self.engine = engine
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _do(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, resp_headers, payload = outer.engine.handle(self.command, self.path, headers, body)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                for k, v in resp_headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                if not keep_alive:
+                    self.send_header("connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _do
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> FakeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (bound then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,499 @@
+"""Validate request bodies against the engines' official API specifications (offline copies in
+``shared/specs``, see its README and PROVENANCE files).
+
+* Elasticsearch: ``elasticsearch/elasticsearch-serverless-openapi.json`` (OpenAPI 3.0.3). Stack-only
+  fields the serverless subset lacks are taken from the TypeScript source of the spec
+  (``elasticsearch/ts/output/typescript/types.ts``) — see :data:`ES_STACK_OVERLAYS`.
+* OpenSearch: the multi-file OpenAPI 3.1 YAML under ``opensearch/spec/``; cross-file refs
+  (``_common.yaml#/components/schemas/Field``) resolve against each file's own location. The SEISMIC
+  ``sparse_vector`` field and the ``neural_sparse`` ``method_parameters`` (OpenSearch 3.3+) are not in
+  that spec; :data:`OS_DOC_OVERLAYS` adds them as transcribed from the OpenSearch documentation
+  ("Sparse vector" field type, "Neural sparse query") — and only them.
+
+Schemas are checked with ``jsonschema`` (Draft 2020-12, the dialect of OpenAPI 3.1; OpenAPI 3.0's
+schema objects are read the same way after two rewrites):
+
+* OpenAPI 3.0 ``nullable: true`` becomes a ``"null"`` alternative of the type.
+* The Elasticsearch spec writes "exactly one of ``query_vector`` / ``inference_id``" as a member of
+  an ``allOf`` with ``properties`` plus ``minProperties``/``maxProperties`` (see the specs README). In
+  JSON Schema those counts would apply to the whole object, so such members get the counts
+  rewritten to range over their own listed properties only.
+
+Bulk and msearch bodies are NDJSON on the wire while the specs model them as one JSON array; they are
+checked line by line: each bulk action line against ``OperationContainer`` (its source line, for
+``index``/``create``, must be a JSON object, as the spec's array member says), each msearch header
+against ``MultisearchHeader`` and each search body against the search request body schema.
+
+Use :func:`elasticsearch_validator` / :func:`opensearch_validator` (cached), then
+``validate(instance, name)`` with a schema name (``"_types.query_dsl.SparseVectorQuery"`` for
+Elasticsearch, ``"_common.query_dsl:NeuralSparseQuery"`` — file stem, colon, schema — for
+OpenSearch), or ``validate_request(method, path, raw_body)`` to route a captured HTTP request to the
+schema of its API.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+DEFAULT_SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+
+
+class SpecViolation(AssertionError):
+    """A body does not match the engine's specification."""
+
+
+# --- generic schema rewrites ---------------------------------------------------------------------
+
+
+def _walk(node: Any) -> Iterable[dict[str, Any]]:
+    stack = [node]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, dict):
+            yield cur
+            stack.extend(cur.values())
+        elif isinstance(cur, list):
+            stack.extend(cur)
+
+
+def openapi30_nullable(doc: Any) -> int:
+    """Rewrite OpenAPI 3.0 ``nullable: true`` into JSON Schema; returns how many were rewritten.
+
+    The Elasticsearch generator writes a ``null`` alternative of a ``oneOf`` as
+    ``{"nullable": true, "type": "string"}`` next to a plain ``{"type": "string"}`` branch (e.g.
+    ``_types.FieldValue``); read literally, every string would then match two branches and fail the
+    ``oneOf``, so such a branch becomes ``{"type": "null"}``, which is what it stands for.
+    """
+    count = 0
+    for node in list(_walk(doc)):
+        branches = node.get("oneOf")
+        if isinstance(branches, list):
+            plain = {b.get("type") for b in branches if isinstance(b, dict) and not b.get("nullable")}
+            for i, b in enumerate(branches):
+                if isinstance(b, dict) and b.get("nullable") is True and b.get("type") in plain:
+                    branches[i] = {"type": "null"}
+                    count += 1
+    for node in list(_walk(doc)):
+        if node.get("nullable") is True:
+            count += 1
+            del node["nullable"]
+            if isinstance(node.get("type"), str):
+                node["type"] = [node["type"], "null"]
+                if isinstance(node.get("enum"), list) and None not in node["enum"]:
+                    node["enum"].append(None)
+            else:
+                inner = {k: node.pop(k) for k in list(node) if not k.startswith("x-") and k != "description"}
+                node["anyOf"] = [inner, {"type": "null"}]
+    return count
+
+
+def scoped_property_counts(doc: Any) -> int:
+    """Rewrite min/maxProperties of ``allOf`` members so they count only the member's own properties."""
+    count = 0
+    for node in list(_walk(doc)):
+        for member in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
+            if not (isinstance(member, dict) and isinstance(member.get("properties"), dict)):
+                continue
+            lo, hi = member.pop("minProperties", None), member.pop("maxProperties", None)
+            if lo is None and hi is None:
+                continue
+            count += 1
+            names = list(member["properties"])
+            rules = []
+            if lo:
+                rules.append({"anyOf": [{"required": [n]} for n in names]} if lo == 1 else _at_least(names, lo))
+            if hi is not None:
+                rules.append({"not": _at_least(names, hi + 1)})
+            member.setdefault("allOf", []).extend(rules)
+    return count
+
+
+def discriminated_oneof(doc: Any, local: dict[str, Any]) -> int:
+    """Give ``oneOf`` + ``discriminator`` its OpenAPI meaning: the branch is chosen by the value of
+    the discriminator property, not by trying every branch (``jsonschema`` ignores ``discriminator``,
+    and trying the ~60 mapping property types for every field is both slow and, where branches
+    overlap, wrong). The value -> branch mapping is the discriminator's own ``mapping``, or else the
+    single ``enum`` value each branch gives the property; a value no branch names is refused, and
+    ``x-default`` names the branch used when the property is absent. ``local`` holds the document's
+    ``components/schemas`` for reading branches. Returns how many were rewritten."""
+    count = 0
+    for node in list(_walk(doc)):
+        disc, branches = node.get("discriminator"), node.get("oneOf")
+        if not (isinstance(disc, dict) and isinstance(branches, list)):
+            continue
+        prop = disc.get("propertyName")
+        mapping: dict[str, str] = dict(disc.get("mapping") or {})
+        if not mapping:
+            for branch in branches:
+                ref = branch.get("$ref", "") if isinstance(branch, dict) else ""
+                values = _enum_of(local.get(ref.rsplit("/", 1)[-1], {}), prop, local) if ref.startswith("#/") else None
+                if not values:
+                    mapping = {}
+                    break
+                mapping.update({v: ref for v in values})
+        if not mapping:
+            continue
+        rules: list[dict[str, Any]] = [
+            {"if": {"properties": {prop: {"const": v}}, "required": [prop]}, "then": {"$ref": ref}}
+            for v, ref in mapping.items()
+        ]
+        rules.append({"properties": {prop: {"enum": sorted(mapping)}}})
+        default = disc.get("x-default")
+        if default in mapping:
+            rules.append({"if": {"not": {"required": [prop]}}, "then": {"$ref": mapping[default]}})
+        del node["oneOf"]
+        node.setdefault("allOf", []).extend(rules)
+        count += 1
+    return count
+
+
+def _enum_of(schema: Any, prop: str, local: dict[str, Any], depth: int = 0) -> list[str] | None:
+    """The enum a schema (through its ``allOf`` members and local refs) gives ``prop``."""
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    enum = ((schema.get("properties") or {}).get(prop) or {}).get("enum")
+    if enum:
+        return list(enum)
+    for member in schema.get("allOf", []):
+        if isinstance(member, dict) and str(member.get("$ref", "")).startswith("#/"):
+            member = local.get(member["$ref"].rsplit("/", 1)[-1])
+        found = _enum_of(member, prop, local, depth + 1)
+        if found:
+            return found
+    return None
+
+
+def _at_least(names: list[str], k: int) -> dict[str, Any]:
+    if k > len(names):
+        return {"not": {}}
+    return {"anyOf": [{"required": list(c)} for c in itertools.combinations(names, k)]}
+
+
+# --- TypeScript (Elasticsearch stack) overlays ---------------------------------------------------
+
+_TS_PRIMITIVES = {
+    "integer": {"type": "integer"},
+    "long": {"type": "integer"},
+    "short": {"type": "integer"},
+    "byte": {"type": "integer"},
+    "uint": {"type": "integer"},
+    "ulong": {"type": "integer"},
+    "float": {"type": "number"},
+    "double": {"type": "number"},
+    "number": {"type": "number"},
+    "string": {"type": "string"},
+    "boolean": {"type": "boolean"},
+    "null": {"type": "null"},
+}
+
+
+def _ts_aliases(source: str) -> dict[str, str]:
+    return dict(re.findall(r"^export type (\w+) = ([^\n{}]+)$", source, flags=re.M))
+
+
+def ts_type_schema(ts_type: str, aliases: dict[str, str], depth: int = 0) -> dict[str, Any]:
+    """JSON schema of a simple TypeScript type: primitives, literals, unions, simple aliases."""
+    ts_type = ts_type.strip()
+    parts = [p.strip() for p in ts_type.split("|")]
+    if len(parts) > 1:
+        return {"anyOf": [ts_type_schema(p, aliases, depth + 1) for p in parts]}
+    if ts_type in ("any", "unknown"):
+        return {}
+    if re.fullmatch(r"Record<string, (any|unknown)>", ts_type):
+        return {"type": "object"}
+    if ts_type in _TS_PRIMITIVES:
+        return dict(_TS_PRIMITIVES[ts_type])
+    if re.fullmatch(r"-?\d+(\.\d+)?", ts_type):
+        return {"const": json.loads(ts_type)}
+    if re.fullmatch(r"'[^']*'", ts_type):
+        return {"const": ts_type[1:-1]}
+    if ts_type in aliases and depth < 10:
+        return ts_type_schema(aliases[ts_type], aliases, depth + 1)
+    raise ValueError(f"TypeScript type {ts_type!r} is not simple enough for an overlay")
+
+
+def ts_interface_fields(source: str, interface: str, fields: Iterable[str]) -> dict[str, dict[str, Any]]:
+    match = re.search(rf"^export interface {re.escape(interface)}\b[^{{]*\{{(.*?)^\}}", source, flags=re.M | re.S)
+    if not match:
+        raise ValueError(f"interface {interface} not found in types.ts")
+    aliases = _ts_aliases(source)
+    found = dict(re.findall(r"^\s+(\w+)\??: ([^\n]+)$", match.group(1), flags=re.M))
+    out = {}
+    for name in fields:
+        if name not in found:
+            raise ValueError(f"{interface} has no field {name}")
+        out[name] = ts_type_schema(found[name], aliases)
+    return out
+
+
+# (schema in the serverless OpenAPI, TypeScript interface of the stack spec, fields to take from it)
+ES_STACK_OVERLAYS = [
+    (
+        "indices._types.IndexSettings",
+        "IndicesIndexSettingsKeys",
+        ("number_of_shards", "number_of_replicas", "refresh_interval"),
+    ),
+]
+
+# (schema in the serverless OpenAPI, TypeScript type alias of the stack spec that replaces it).
+# ``Metadata`` is ``Record<string, any>`` in the TypeScript source; the serverless OpenAPI renders
+# its values as ``{"type": "object"}``, which would refuse ``_meta: {"model": "name"}``.
+# ``FieldValue`` is ``long | double | string | boolean | null``; the OpenAPI renders both ``long``
+# and ``double`` as ``{"type": "number"}`` inside a ``oneOf``, so no number could ever match once.
+ES_STACK_TYPE_OVERLAYS = [("_types.Metadata", "Metadata"), ("_types.FieldValue", "FieldValue")]
+
+# --- OpenSearch overlays from the documentation --------------------------------------------------
+
+# "Sparse vector" field type (OpenSearch 3.3+): https://docs.opensearch.org/latest/mappings/supported-field-types/sparse-vector/
+OS_SPARSE_VECTOR_PROPERTY = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["sparse_vector"]},
+        "method": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": ["seismic"]},
+                "engine": {"type": "string"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "n_postings": {"type": "integer", "exclusiveMinimum": 0},
+                        "cluster_ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                        "summary_prune_ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                        "approximate_threshold": {"type": "integer", "minimum": 0},
+                        "quantization_ceiling_search": {"type": "number", "exclusiveMinimum": 0},
+                        "quantization_ceiling_ingest": {"type": "number", "exclusiveMinimum": 0},
+                    },
+                    "additionalProperties": False,
+                },
+            },
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["type", "method"],
+}
+
+# "Neural sparse query", fields for sparse_vector only: method_parameters.top_n / heap_factor / k / filter.
+OS_NEURAL_SPARSE_METHOD_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "top_n": {"type": "integer", "minimum": 1},
+        "heap_factor": {"type": "number", "exclusiveMinimum": 0},
+        "k": {"type": "integer", "minimum": 1},
+        "filter": {"$ref": "#/components/schemas/QueryContainer"},
+    },
+    "additionalProperties": False,
+}
+
+
+# --- the validator -------------------------------------------------------------------------------
+
+
+class SpecValidator:
+    """Validates JSON bodies against named schemas of one engine's spec."""
+
+    def __init__(self, engine: str, registry: Registry, schema_uri: Any, routes: list[tuple[str, str, Any]]):
+        self.engine = engine
+        self.registry = registry
+        self._schema_uri = schema_uri
+        self._routes = routes  # (METHOD regex, path regex, schema name | "bulk" | "msearch" | None)
+        self.rewrites: dict[str, int] = {}
+
+    def schema_ref(self, name: str) -> str:
+        return self._schema_uri(name)
+
+    def errors(self, instance: Any, name: str) -> list[str]:
+        schema = {"$ref": self.schema_ref(name)}
+        validator = jsonschema.Draft202012Validator(schema, registry=self.registry)
+        out = []
+        for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+            where = "/".join(map(str, err.absolute_path)) or "(root)"
+            out.append(f"{where}: {err.message[:300]}")
+        return out
+
+    def validate(self, instance: Any, name: str) -> None:
+        errs = self.errors(instance, name)
+        if errs:
+            raise SpecViolation(f"{self.engine} {name}: " + " | ".join(errs[:5]))
+
+    # --- NDJSON bodies ---
+
+    def validate_bulk(self, lines: list[Any]) -> int:
+        ops = 0
+        i = 0
+        while i < len(lines):
+            action = lines[i]
+            self.validate(action, self.names["bulk_action"])
+            op = next(iter(action))
+            i += 1
+            if op in ("index", "create", "update"):
+                if i >= len(lines) or not isinstance(lines[i], dict):
+                    raise SpecViolation(f"{self.engine} bulk: {op} action without a JSON object source line")
+                i += 1
+            ops += 1
+        return ops
+
+    def validate_msearch(self, lines: list[Any]) -> int:
+        if len(lines) % 2:
+            raise SpecViolation(f"{self.engine} msearch: odd number of lines (header/body pairs expected)")
+        for header, body in zip(lines[::2], lines[1::2]):
+            self.validate(header, self.names["msearch_header"])
+            self.validate(body, self.names["search_body"])
+        return len(lines) // 2
+
+    def validate_request(self, method: str, path: str, body: bytes | None) -> str:
+        """Validate one captured request by its API; returns the API name it was checked as."""
+        path = path.split("?", 1)[0]
+        targets = [t for m, p, t in self._routes if re.fullmatch(m, method) and re.fullmatch(p, path)]
+        if not targets:
+            raise SpecViolation(f"{self.engine}: no spec route for {method} {path}")
+        target = targets[0]
+        raw = (body or b"").strip()
+        if target is None:
+            if raw:
+                raise SpecViolation(f"{self.engine}: {method} {path} takes no body, got {raw[:80]!r}")
+            return "no body"
+        if target in ("bulk", "msearch"):
+            lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
+            (self.validate_bulk if target == "bulk" else self.validate_msearch)(lines)
+            return target
+        self.validate(json.loads(raw) if raw else {}, target)
+        return target
+
+    names: dict[str, str] = {}
+
+
+_INDEX = r"/[^/_][^/]*"
+
+
+@functools.cache
+def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator:
+    base = Path(specs_dir) / "elasticsearch"
+    doc = json.loads((base / "elasticsearch-serverless-openapi.json").read_text(encoding="utf-8"))
+    rewrites = {
+        "nullable": openapi30_nullable(doc),
+        "scoped_property_counts": scoped_property_counts(doc),
+        "discriminated_oneof": discriminated_oneof(doc, doc["components"]["schemas"]),
+    }
+    source = (base / "ts" / "output" / "typescript" / "types.ts").read_text(encoding="utf-8")
+    schemas = doc["components"]["schemas"]
+    for schema_name, interface, fields in ES_STACK_OVERLAYS:
+        props = schemas[schema_name].setdefault("properties", {})
+        for field_name, sub in ts_interface_fields(source, interface, fields).items():
+            props.setdefault(field_name, sub)  # the serverless definition wins where it exists
+    aliases = _ts_aliases(source)
+    for schema_name, alias in ES_STACK_TYPE_OVERLAYS:
+        schemas[schema_name] = ts_type_schema(aliases[alias], aliases)
+    # Request bodies that are defined inline on a path, under a stable name.
+    bodies = doc["components"].setdefault("requestBodies", {})
+    bodies["indices.create"] = doc["paths"]["/{index}"]["put"]["requestBody"]
+    uri = "urn:sparsebridge:elasticsearch-serverless-openapi"
+    registry = Registry().with_resource(uri, Resource.from_contents(doc, default_specification=DRAFT202012))
+
+    def schema_uri(name: str) -> str:
+        if name.startswith("request:"):
+            key = name.split(":", 1)[1]
+            return f"{uri}#/components/requestBodies/{key}/content/application~1json/schema"
+        if name not in schemas:
+            raise KeyError(f"no schema {name!r} in the Elasticsearch spec")
+        return f"{uri}#/components/schemas/{name}"
+
+    routes = [
+        ("GET", r"/", None),
+        ("HEAD|DELETE", _INDEX, None),
+        ("PUT", _INDEX, "request:indices.create"),
+        ("GET", _INDEX + r"/_mapping", None),
+        ("PUT|POST", _INDEX + r"/_mapping", "request:indices.put_mapping"),
+        ("POST|PUT", r"(" + _INDEX + r")?/_bulk", "bulk"),
+        ("POST|GET", r"(" + _INDEX + r")?/_msearch", "msearch"),
+        ("POST|GET", r"(" + _INDEX + r")?/_search", "request:search"),
+        ("POST|GET", r"(" + _INDEX + r")?/_mget", "request:mget"),
+        ("POST|GET", _INDEX + r"/_count", None),
+        ("POST|GET", _INDEX + r"/_refresh", None),
+    ]
+    v = SpecValidator("Elasticsearch", registry, schema_uri, routes)
+    v.names = {
+        "bulk_action": "_global.bulk.OperationContainer",
+        "msearch_header": "_global.msearch.MultisearchHeader",
+        "search_body": "_global.search._types.SearchRequestBody",
+    }
+    v.rewrites = rewrites
+    return v
+
+
+def _load_yaml(path: Path) -> Any:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=loader)  # noqa: S506 - a safe loader
+
+
+@functools.cache
+def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator:
+    root = (Path(specs_dir) / "opensearch" / "spec").resolve()
+    docs: dict[Path, Any] = {p: _load_yaml(p) for p in sorted(root.rglob("*.yaml"))}
+    mapping = docs[root / "schemas" / "_common.mapping.yaml"]["components"]["schemas"]
+    mapping["SparseVectorProperty"] = copy.deepcopy(OS_SPARSE_VECTOR_PROPERTY)
+    mapping["Property"]["oneOf"].append({"$ref": "#/components/schemas/SparseVectorProperty"})
+    query_dsl = docs[root / "schemas" / "_common.query_dsl.yaml"]["components"]["schemas"]
+    ns_members = query_dsl["NeuralSparseQuery"]["allOf"]
+    ns_members[1]["properties"]["method_parameters"] = copy.deepcopy(OS_NEURAL_SPARSE_METHOD_PARAMETERS)
+    settings = docs[root / "schemas" / "indices._common.yaml"]["components"]["schemas"]["IndexSettings"]
+    settings["properties"].setdefault("sparse", {"type": "boolean"})  # index.sparse, for SEISMIC fields
+    rewrites = {
+        "scoped_property_counts": sum(scoped_property_counts(d) for d in docs.values()),
+        "discriminated_oneof": sum(
+            discriminated_oneof(d, (d.get("components") or {}).get("schemas") or {}) for d in docs.values()
+        ),
+    }
+    registry = Registry().with_resources(
+        (p.as_uri(), Resource.from_contents(d, default_specification=DRAFT202012)) for p, d in docs.items()
+    )
+
+    def schema_uri(name: str) -> str:
+        if name.startswith("request:"):
+            group, key = name.split(":", 1)[1].split("/", 1) if "/" in name else ("", "")
+            ns = (root / "namespaces" / f"{group}.yaml").as_uri()
+            body = docs[root / "namespaces" / f"{group}.yaml"]["components"]["requestBodies"][key]
+            ctype = next(iter(body["content"]))
+            return f"{ns}#/components/requestBodies/{key}/content/{ctype.replace('/', '~1')}/schema"
+        stem, _, schema = name.partition(":")
+        path = root / "schemas" / f"{stem}.yaml"
+        if path not in docs or schema not in docs[path]["components"]["schemas"]:
+            raise KeyError(f"no schema {name!r} in the OpenSearch spec")
+        return f"{path.as_uri()}#/components/schemas/{schema}"
+
+    routes = [
+        ("GET", r"/", None),
+        ("GET", r"/_cat/plugins", None),
+        ("HEAD|DELETE", _INDEX, None),
+        ("PUT", _INDEX, "request:indices/indices.create"),
+        ("GET", _INDEX + r"/_mapping", None),
+        ("PUT|POST", _INDEX + r"/_mapping", "request:indices/indices.put_mapping"),
+        ("POST|PUT", r"(" + _INDEX + r")?/_bulk", "bulk"),
+        ("POST|GET", r"(" + _INDEX + r")?/_msearch", "msearch"),
+        ("POST|GET", r"(" + _INDEX + r")?/_search", "request:_core/search"),
+        ("POST|GET", r"(" + _INDEX + r")?/_mget", "request:_core/mget"),
+        ("POST|GET", _INDEX + r"/_count", None),
+        ("POST|GET", _INDEX + r"/_refresh", None),
+    ]
+    v = SpecValidator("OpenSearch", registry, schema_uri, routes)
+    v.names = {
+        "bulk_action": "_core.bulk:OperationContainer",
+        "msearch_header": "_core.msearch:MultisearchHeader",
+        "search_body": "_core.msearch:MultisearchBody",
+    }
+    v.rewrites = rewrites
+    return v

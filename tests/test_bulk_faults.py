@@ -1,0 +1,247 @@
+"""Fault injection for the Elasticsearch and OpenSearch connectors' writes, through the real clients.
+
+No engine can run here: the real ``elasticsearch`` / ``opensearch-py`` clients (their transports and
+bulk helpers) talk over HTTP to a local stand-in server on 127.0.0.1 (``http.server`` in a thread,
+``lucene_fake_server.py``) that answers as the engines document and can be told to fail: whole
+requests with 429/503, single bulk items with 429, documents the mapping refuses. Backoffs are made
+tiny through the connector options; the sleeps are recorded to check the schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from lucene_fake_server import FakeEngine, FakeServer, closed_port
+from sparsebridge.connector import (
+    ConnectorError,
+    IndexMismatchError,
+    IndexSpec,
+    Query,
+    Record,
+    SparseVector,
+)
+from sparsebridge_elasticsearch import ElasticsearchConnector, _lucene
+from sparsebridge_opensearch import OpenSearchConnector
+
+ENGINES = {
+    "elasticsearch": (ElasticsearchConnector, dict(flavor="elasticsearch", version="9.1.0")),
+    "opensearch": (OpenSearchConnector, dict(flavor="opensearch", version="3.3.0")),
+}
+API_KEY = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="
+PASSWORD = "pa55-w0rd-Zebra!"
+SPEC = IndexSpec(
+    "docs",
+    payload_fields={"year": "integer"},
+    metadata={"model": "m", "vocab_size": 100, "vocab_fingerprint": "abc"},
+)
+
+
+def vec(*tokens: str) -> SparseVector:
+    return SparseVector.from_pairs((i + 1, t, 1.0 + i) for i, t in enumerate(tokens))
+
+
+def records(n: int) -> list[Record]:
+    return [Record(f"r{i}", f"text {i}", vec("alpha", f"tok{i}"), {"year": 2000 + i}) for i in range(n)]
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def engine(kind) -> FakeEngine:
+    return FakeEngine(**ENGINES[kind][1])
+
+
+@pytest.fixture
+def server(engine):
+    with FakeServer(engine) as srv:
+        yield srv
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    recorded: list[float] = []
+    monkeypatch.setattr(_lucene.time, "sleep", recorded.append)
+    return recorded
+
+
+def make(kind: str, url: str, **options):
+    options.setdefault("initial_backoff", 0.01)
+    options.setdefault("max_backoff", 0.04)
+    return ENGINES[kind][0](url=url, **options)
+
+
+@pytest.fixture
+def conn(kind, server):
+    c = make(kind, server.url, max_retries=3)
+    c.ensure_index(SPEC)
+    yield c
+    c.close()
+
+
+def bulk_ids(engine: FakeEngine) -> list[list[str]]:
+    return [[line[op]["_id"] for line in r.lines()[::2] for op in line] for r in engine.calls(r"/_bulk$")]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_transient_whole_request_errors_are_retried_with_backoff(conn, engine, sleeps, status):
+    engine.fail_requests(r"/_bulk$", status, status)
+    result = conn.write(records(5))
+    assert sorted(result.written) == [f"r{i}" for i in range(5)] and not result.failed
+    assert result.retries == 2
+    assert len(engine.calls(r"/_bulk$")) == 3  # the transport itself did not retry on top
+    assert sleeps == [0.01, 0.02]
+    assert conn.count() == 5
+
+
+def test_per_item_429s_are_retried_alone(conn, engine, sleeps):
+    engine.fail_items("r1", (429, "es_rejected_execution_exception"), (429, "es_rejected_execution_exception"))
+    engine.fail_items("r3", (429, "es_rejected_execution_exception"))
+    result = conn.write(records(5))
+    assert not result.failed and len(result.written) == 5
+    assert result.retries == 2
+    assert bulk_ids(engine) == [["r0", "r1", "r2", "r3", "r4"], ["r1", "r3"], ["r1"]]
+    assert sleeps == [0.01, 0.02]
+
+
+def test_retries_stop_at_the_limit_and_say_so(conn, engine, sleeps):
+    engine.fail_items("r2", *[(429, "es_rejected_execution_exception")] * 10)
+    engine.fail_items("r4", (503, "unavailable_shards_exception"))
+    result = conn.write(records(5))
+    assert result.retries == 3
+    assert sleeps == [0.01, 0.02, 0.04]
+    assert sorted(result.written) == ["r0", "r1", "r3", "r4"]
+    assert list(result.failed) == ["r2"]
+    assert "es_rejected_execution_exception" in result.failed["r2"]
+    assert "HTTP 429; gave up after 3 retries" in result.failed["r2"]
+    assert len(engine.calls(r"/_bulk$")) == 4
+
+
+def test_whole_request_errors_past_the_limit_fail_the_items(kind, server, engine, sleeps):
+    conn = make(kind, server.url, max_retries=1)
+    conn.ensure_index(SPEC)
+    engine.fail_requests(r"/_bulk$", 503, 503, 503)
+    result = conn.write(records(2))
+    assert result.retries == 1 and sorted(result.failed) == ["r0", "r1"] and not result.written
+    assert all("gave up after 1 retries" in reason for reason in result.failed.values())
+
+
+def test_permanent_item_errors_are_reported_by_id_and_the_rest_lands(conn, engine, sleeps):
+    docs = records(4)
+    docs[1] = Record("r1", "bad", vec("alpha"), {"year": "not-a-year"})
+    docs[2] = Record("r2", "bad too", vec("alpha"), {"year": "MMXX"})
+    result = conn.write(docs)
+    assert sorted(result.written) == ["r0", "r3"]
+    assert sorted(result.failed) == ["r1", "r2"]
+    assert "parsing_exception" in result.failed["r1"] and "not-a-year" in result.failed["r1"]
+    assert result.retries == 0 and sleeps == []
+    assert conn.count() == 2
+    assert conn.write([Record("r1", "fixed", vec("alpha"), {"year": 2020})]).written == ["r1"]
+    assert conn.count() == 3
+
+
+def test_a_failing_search_is_retried_too(conn, engine, sleeps):
+    conn.write(records(3))
+    engine.fail_requests(r"/_msearch$", 503)
+    (res,) = conn.search([Query(sparse=vec("alpha"))])
+    assert len(res.hits) == 3 and sleeps == [0.01]
+
+
+@pytest.mark.parametrize("operation", ["ensure_index", "write", "search", "count"])
+def test_unreachable_server_fails_fast_with_one_line(kind, operation):
+    url = f"http://127.0.0.1:{closed_port()}"
+    conn = make(kind, url, index="docs", password=PASSWORD)
+    start = time.monotonic()
+    with pytest.raises(ConnectorError) as err:
+        if operation == "ensure_index":
+            conn.ensure_index(SPEC)
+        elif operation == "write":
+            conn.write(records(2))
+        elif operation == "search":
+            conn.search([Query(sparse=vec("alpha"))])
+        else:
+            conn.count()
+    assert time.monotonic() - start < 5
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 300
+    assert url in message and "Connection refused" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert PASSWORD not in message
+
+
+def test_server_going_away_mid_ingest_is_one_line_too(kind):
+    engine = FakeEngine(**ENGINES[kind][1])
+    with FakeServer(engine, keep_alive=False) as srv:
+        conn = make(kind, srv.url)
+        conn.ensure_index(SPEC)
+    with pytest.raises(ConnectorError) as err:  # the server is gone, the client connected before
+        conn.write(records(2))
+    assert "\n" not in str(err.value) and srv.url in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kind, mappings, needle",
+    [
+        ("elasticsearch", {"properties": {"sparse": {"type": "rank_features"}}}, "'rank_features'"),
+        ("opensearch", {"properties": {"sparse": {"type": "sparse_vector"}}}, "'sparse_vector'"),
+        (
+            "elasticsearch",
+            {"properties": {"sparse": {"type": "sparse_vector"}, "dense": {"type": "dense_vector", "dims": 384}}},
+            "has 384 dimensions",
+        ),
+        (
+            "opensearch",
+            {"properties": {"sparse": {"type": "rank_features"}, "dense": {"type": "knn_vector", "dimension": 384}}},
+            "has 384 dimensions",
+        ),
+    ],
+)
+def test_wrong_existing_mapping_is_caught_before_writing(kind, mappings, needle):
+    engine = FakeEngine(**ENGINES[kind][1])
+    engine.add_index("docs", mappings)
+    with FakeServer(engine) as srv:
+        conn = make(kind, srv.url)
+        spec = IndexSpec("docs", dense_field="dense", dense_size=768)
+        with pytest.raises(IndexMismatchError) as err:
+            conn.ensure_index(spec)
+        assert needle in str(err.value)
+        assert "drop the index" in str(err.value) and "another index name" in str(err.value)
+        assert not engine.calls(r"/_bulk$")
+
+
+def test_vocabulary_mismatch_is_refused(kind, conn, server):
+    other = make(kind, server.url)
+    with pytest.raises(IndexMismatchError, match="another vocabulary"):
+        other.ensure_index(IndexSpec("docs", metadata={"model": "other", "vocab_fingerprint": "zzz"}))
+
+
+def test_secrets_stay_out_of_reprs_logs_and_errors(kind, engine, server, caplog):
+    creds = {"api_key": API_KEY} if kind == "elasticsearch" else {"username": "admin", "password": PASSWORD}
+    caplog.set_level(logging.DEBUG)
+    conn = make(kind, server.url, **creds)
+    assert API_KEY not in repr(conn) and PASSWORD not in repr(conn) and "***" in repr(conn)
+    conn.ensure_index(SPEC)
+    engine.fail_items("r1", (400, "mapper_parsing_exception"))
+    conn.write(records(3))
+    conn.search([Query(sparse=vec("alpha"))])
+    sent = engine.requests[-1].headers.get("authorization", "")
+    assert sent.startswith("ApiKey " if kind == "elasticsearch" else "Basic ")  # the secret was used
+    # The server now refuses the credentials: the error names the cause, not the secret.
+    engine.require_auth = "something else"
+    with pytest.raises(ConnectorError) as err:
+        conn.search([Query(sparse=vec("alpha"))])
+    assert "authentication failed" in str(err.value)
+    # Unreachable, with the password inside the URL.
+    url = f"http://admin:{PASSWORD}@127.0.0.1:{closed_port()}"
+    unreachable = ENGINES[kind][0](url=url)
+    assert PASSWORD not in repr(unreachable)
+    with pytest.raises(ConnectorError) as err2:
+        unreachable.ensure_index(SPEC)
+    texts = [repr(conn), str(err.value), str(err2.value), caplog.text]
+    texts += [r.getMessage() for r in caplog.records]
+    for text in texts:
+        assert API_KEY not in text and PASSWORD not in text and sent.split(" ", 1)[-1] not in text
