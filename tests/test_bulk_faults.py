@@ -2,7 +2,7 @@
 
 No engine can run here: the real ``elasticsearch`` / ``opensearch-py`` clients (their transports and
 bulk helpers) talk over HTTP to a local stand-in server on 127.0.0.1 (``http.server`` in a thread,
-``lucene_fake_server.py``) that answers as the engines document and can be told to fail: whole
+``lucene_testkit.py``) that answers as the engines document and can be told to fail: whole
 requests with 429/503, single bulk items with 429, documents the mapping refuses. Backoffs are made
 tiny through the connector options; the sleeps are recorded to check the schedule.
 """
@@ -13,7 +13,7 @@ import logging
 import time
 
 import pytest
-from lucene_fake_server import FakeEngine, FakeServer, closed_port
+from lucene_testkit import FakeEngine, FakeServer, closed_port
 from sparsebridge.connector import (
     ConnectorError,
     IndexMismatchError,

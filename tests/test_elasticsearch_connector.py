@@ -1,7 +1,7 @@
 """The ``elasticsearch`` connector against the official Elasticsearch API specification.
 
 No Elasticsearch can run here, so the real ``elasticsearch`` client talks over HTTP to a local stand-in
-server on 127.0.0.1 (``http.server`` in a thread, see ``lucene_fake_server.py``) that answers as the
+server on 127.0.0.1 (``http.server`` in a thread, see ``lucene_testkit.py``) that answers as the
 engine documents and records every request. Every body the client sent — index creation, mapping
 updates, each bulk action and source line, each msearch header/body pair, mget — is validated against
 ``shared/specs/elasticsearch`` (serverless OpenAPI plus the TypeScript stack spec, see
@@ -11,7 +11,7 @@ updates, each bulk action and source line, each msearch header/body pair, mget �
 from __future__ import annotations
 
 import pytest
-from lucene_fake_server import FakeEngine, FakeServer
+from lucene_testkit import FakeEngine, FakeServer
 from sparsebridge.connector import (
     ConnectorError,
     IndexMismatchError,

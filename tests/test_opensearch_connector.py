@@ -1,7 +1,7 @@
 """The ``opensearch`` connector against the official OpenSearch API specification.
 
 No OpenSearch can run here, so the real ``opensearch-py`` client talks over HTTP to a local stand-in
-server on 127.0.0.1 (``http.server`` in a thread, see ``lucene_fake_server.py``) that answers as the
+server on 127.0.0.1 (``http.server`` in a thread, see ``lucene_testkit.py``) that answers as the
 engine documents and records every request. Every body the client sent is validated against the
 multi-file OpenAPI YAML in ``shared/specs/opensearch/spec`` (``spec_validation.py``; the SEISMIC
 ``sparse_vector`` field and ``neural_sparse.method_parameters``, absent from that spec, are checked
@@ -12,7 +12,7 @@ rejects wrong bodies.
 from __future__ import annotations
 
 import pytest
-from lucene_fake_server import FakeEngine, FakeServer
+from lucene_testkit import FakeEngine, FakeServer
 from sparsebridge.connector import (
     ConnectorError,
     IndexMismatchError,

@@ -1,4 +1,7 @@
-"""A stand-in Elasticsearch / OpenSearch REST server on 127.0.0.1, for tests that cannot run a real one.
+"""Test kit for the Elasticsearch and OpenSearch connectors: a stand-in REST server for the offline
+tests, and the corpus encoding and exact reference ranking for the live ones.
+
+A stand-in Elasticsearch / OpenSearch REST server on 127.0.0.1, for tests that cannot run a real one.
 
 The real ``elasticsearch`` / ``opensearch-py`` clients talk to it over HTTP through their own
 transports and bulk helpers, so what it records is exactly what the clients would send to an engine.
@@ -509,3 +512,91 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- live tests: the corpus, the exact reference and the comparison -------------------------------
+
+
+def encode_rows(encode, texts: list[str], tokenizer, batch_size: int = 256) -> list:
+    """Encode ``texts`` with ``encode`` (``encoder.encode_document`` / ``encode_query``) and turn each
+    sparse row into a SparseVector whose tokens come from ``tokenizer.convert_ids_to_tokens``."""
+    import torch
+    from sparsebridge.connector import SparseVector
+
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = encode(texts[start : start + batch_size])
+        batch = batch.coalesce() if batch.layout == torch.sparse_coo else batch.to_sparse_coo().coalesce()
+        rows, cols = batch.indices().tolist()
+        values = batch.values().float().tolist()
+        per_row: list[list[tuple[int, float]]] = [[] for _ in range(batch.shape[0])]
+        for r, c, v in zip(rows, cols, values):
+            per_row[r].append((c, v))
+        for pairs in per_row:
+            ids = [c for c, _ in pairs]
+            tokens = tokenizer.convert_ids_to_tokens(ids)
+            out.append(SparseVector.from_pairs((i, t, v) for (i, v), t in zip(pairs, tokens)))
+    return out
+
+
+def exact_scores(doc_vectors: dict[str, Any], query: Any) -> dict[str, float]:
+    """Exact dot products (float64) of ``query`` with every document sharing a token id with it."""
+    postings = _postings(id(doc_vectors), doc_vectors)
+    scores: dict[str, float] = defaultdict(float)
+    for i, w in zip(query.indices, query.values):
+        for doc_id, dw in postings.get(i, ()):
+            scores[doc_id] += float(w) * dw
+    return dict(scores)
+
+
+_POSTINGS: dict[int, dict[int, list[tuple[str, float]]]] = {}
+
+
+def _postings(key: int, doc_vectors: dict[str, Any]) -> dict[int, list[tuple[str, float]]]:
+    if key not in _POSTINGS:
+        index: dict[int, list[tuple[str, float]]] = defaultdict(list)
+        for doc_id, vec in doc_vectors.items():
+            for i, w in zip(vec.indices, vec.values):
+                index[i].append((doc_id, float(w)))
+        _POSTINGS[key] = index
+    return _POSTINGS[key]
+
+
+# Lucene keeps a feature weight in 9 significant bits (``FeatureField``: the float's upper 16 bits),
+# truncating, so a stored document weight is up to 2**-8 (0.39%) below the real one; query weights
+# travel as float32. 1% covers both with room.
+SCORE_RTOL = 0.01
+
+
+def compare_top_k(hits: list[tuple[str, float]], exact: dict[str, float], k: int) -> list[str]:
+    """Problems (empty when fine) between an engine's top ``k`` and the exact ranking.
+
+    Scores must match within :data:`SCORE_RTOL`; documents whose exact scores lie within that
+    tolerance of each other are near-ties and may swap, also across the cut at rank ``k``.
+    """
+    problems = []
+    ranked = sorted(exact.items(), key=lambda kv: -kv[1])
+    expected_n = min(k, len(ranked))
+    if len(hits) != expected_n:
+        problems.append(f"{len(hits)} hits, expected {expected_n}")
+    if not ranked:
+        return problems
+    kth = ranked[expected_n - 1][1]
+    low, high = kth * (1 - SCORE_RTOL), kth * (1 + SCORE_RTOL)
+    got = {doc_id for doc_id, _ in hits}
+    for doc_id, score in hits:
+        true = exact.get(doc_id)
+        if true is None:
+            problems.append(f"{doc_id} shares no token with the query")
+        elif abs(score - true) > SCORE_RTOL * max(abs(true), 1e-6):
+            problems.append(f"{doc_id}: engine score {score:.6g}, exact {true:.6g}")
+        elif true < low:
+            problems.append(f"{doc_id} (exact {true:.6g}) is below the exact top-{k} cut {kth:.6g}")
+    for doc_id, score in ranked[:expected_n]:
+        if score > high and doc_id not in got:
+            problems.append(f"{doc_id} (exact {score:.6g}) is missing from the engine's top {k}")
+    for (a, _), (b, _) in zip(hits, hits[1:]):
+        ta, tb = exact.get(a, 0.0), exact.get(b, 0.0)
+        if ta < tb * (1 - 2 * SCORE_RTOL):
+            problems.append(f"{a} (exact {ta:.6g}) ranked above {b} (exact {tb:.6g})")
+    return problems
