@@ -37,6 +37,7 @@ import copy
 import functools
 import itertools
 import json
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,7 +48,11 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-DEFAULT_SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+DEFAULT_SPECS = (
+    Path(os.environ["SPARSEBRIDGE_SHARED"]) / "specs"
+    if os.environ.get("SPARSEBRIDGE_SHARED")
+    else Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+)
 
 
 class SpecViolation(AssertionError):

@@ -76,8 +76,8 @@ def conn(server):
 
 
 @pytest.fixture(scope="module")
-def validator():
-    return elasticsearch_validator()
+def validator(specs_dir):
+    return elasticsearch_validator(specs_dir)
 
 
 def validate_all(engine: FakeEngine, validator) -> dict[str, int]:

@@ -79,8 +79,8 @@ def seismic(server):
 
 
 @pytest.fixture(scope="module")
-def validator():
-    return opensearch_validator()
+def validator(specs_dir):
+    return opensearch_validator(specs_dir)
 
 
 def validate_all(engine: FakeEngine, validator) -> dict[str, int]:
