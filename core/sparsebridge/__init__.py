@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
+from .dense_encoder import DenseEncoder  # noqa: E402
 from .encoder import SparseEncoder  # noqa: E402
 from .similarity import SimilarityFunction  # noqa: E402
 
-__all__ = ["SimilarityFunction", "SparseEncoder", "__version__"]
+__all__ = ["DenseEncoder", "SimilarityFunction", "SparseEncoder", "__version__"]

@@ -11,6 +11,7 @@ Two layouts are understood:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,13 @@ def load_modules(
     tokenizer_kwargs: dict[str, Any] | None = None,
     config_kwargs: dict[str, Any] | None = None,
     cache_folder: str | None = None,
+    bare_checkpoint: Callable[[Path, dict[str, Any]], list[Module]] | None = None,
 ) -> tuple[list[Module], dict[str, Any]]:
-    """Build the module list of the model in ``path`` and return it with the model config."""
+    """Build the module list of the model in ``path`` and return it with the model config.
+
+    ``bare_checkpoint(path, hf_kwargs)`` builds the modules of a folder without modules.json; by
+    default a masked-LM checkpoint becomes a SPLADE model.
+    """
     hf_kwargs = {
         "model_args": {**(model_kwargs or {}), "trust_remote_code": trust_remote_code},
         "tokenizer_args": {**(tokenizer_kwargs or {}), "trust_remote_code": trust_remote_code},
@@ -127,13 +133,15 @@ def load_modules(
                 raise ValueError(f"{modules_file}: module {idx} has no 'type'")
             cls = module_class(entry["type"], modules_file, idx)
             module_path = path / entry.get("path", "")
-            if not module_path.is_dir():
+            if not module_path.is_dir() and getattr(cls, "needs_folder", True):
                 raise FileNotFoundError(
                     f"{modules_file}: module {idx} ({entry['type']}) points to missing folder {module_path}"
                 )
             modules.append(cls.load(module_path, **hf_kwargs))
         return modules, model_config
 
+    if bare_checkpoint is not None:
+        return bare_checkpoint(path, hf_kwargs), model_config
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(

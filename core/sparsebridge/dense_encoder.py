@@ -1,0 +1,127 @@
+"""``DenseEncoder``: text -> dense sentence embeddings (sentence-transformers models such as
+all-MiniLM-L6-v2), the dense half of hybrid search.
+
+Same loading, prompts, batching, multi-process pools and on-disk layout as ``SparseEncoder`` (both
+build on ``BaseEncoder``); the output is a numpy array by default, as in sentence-transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .base_encoder import BaseEncoder, _check_texts
+from .modules.base import Module
+from .modules.pooling import Pooling
+from .modules.transformer import Transformer
+from .similarity import SimilarityFunction
+
+
+def _mean_pooling_model(path: Path, hf_kwargs: dict[str, Any]) -> list[Module]:
+    """A bare Hugging Face checkpoint becomes transformer + mean pooling, as in sentence-transformers."""
+    transformer = Transformer(path, transformer_task="feature-extraction", **hf_kwargs)
+    return [transformer, Pooling(transformer.get_word_embedding_dimension(), "mean")]
+
+
+class DenseEncoder(BaseEncoder):
+    """A dense sentence encoder: feature-extraction ``Transformer`` + ``Pooling`` (+ ``Dense``,
+    ``Normalize``), loaded from a model folder or Hub id, or assembled from ``modules``.
+
+    Takes the same constructor arguments as ``SparseEncoder`` (less ``max_active_dims``).
+    Similarity defaults to cosine.
+    """
+
+    model_type = "SentenceTransformer"
+    default_similarity = SimilarityFunction.COSINE
+    _bare_checkpoint_modules = staticmethod(_mean_pooling_model)
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        output_value: str = "sentence_embedding",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | list[str] | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        pool: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Encode texts into dense embeddings.
+
+        A list gives a [n, dim] float32 numpy array (``convert_to_tensor=True``: a tensor;
+        ``convert_to_numpy=False``: a list of 1-D tensors); a single string gives one row.
+        ``normalize_embeddings`` scales rows to unit length (after ``truncate_dim``).
+        """
+        if output_value != "sentence_embedding":
+            raise ValueError(f"output_value {output_value!r} is not supported; use 'sentence_embedding'")
+        texts, single = _check_texts(sentences)
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if pool is not None or isinstance(device, (list, tuple)):
+            return self._encode_in_pool(
+                texts,
+                single,
+                pool=pool,
+                devices=device,
+                chunk_size=chunk_size,
+                prompt_name=prompt_name,
+                prompt=prompt,
+                batch_size=batch_size,
+                show_progress_bar=show_progress_bar,
+                convert_to_numpy=convert_to_numpy,
+                convert_to_tensor=convert_to_tensor,
+                normalize_embeddings=normalize_embeddings,
+                truncate_dim=truncate_dim,
+                **kwargs,
+            )
+        if device is not None and torch.device(device) != self.device:
+            self.to(device)
+        resolved_prompt = self._resolve_prompt(prompt_name, prompt)
+        to_cpu = convert_to_numpy and not convert_to_tensor
+
+        def finish(out: torch.Tensor) -> torch.Tensor:
+            out = out.detach()
+            if truncate_dim is not None:
+                out = out[..., :truncate_dim]
+            if normalize_embeddings:
+                out = F.normalize(out, p=2, dim=-1)
+            return out.cpu() if to_cpu else out
+
+        order, batches = self._embed_batches(texts, resolved_prompt, batch_size, show_progress_bar, finish, kwargs)
+        if batches:
+            stacked = torch.cat(batches).clone()
+            result = torch.empty_like(stacked)
+            result[torch.from_numpy(np.asarray(order, dtype=np.int64)).to(stacked.device)] = stacked
+        else:
+            dim = self.get_sentence_embedding_dimension() or 0
+            result = torch.zeros(0, truncate_dim or dim, device="cpu" if to_cpu else self.device)
+        if convert_to_tensor:
+            out: Any = result
+        elif convert_to_numpy:
+            out = result.float().numpy() if result.dtype in (torch.bfloat16, torch.float16) else result.numpy()
+        else:
+            out = list(result.unbind(0))
+        return out[0] if single else out
+
+    def _model_card(self, model_name: str | None) -> str:
+        title = model_name or self.model_name_or_path or "dense encoder"
+        modules = "\n".join(f"- `{type(m).__name__}`: {m.extra_repr()}" for m in self._modules.values())
+        return (
+            f"---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\ntags:\n"
+            f"- sentence-transformers\n- feature-extraction\n---\n\n# {title}\n\n"
+            f"A dense sentence encoder saved by sparsebridge {__version__} in the sentence-transformers layout.\n"
+            f"Output dimension: {self.get_sentence_embedding_dimension()}; similarity: "
+            f"{self.similarity_fn_name}.\n\nModules:\n{modules}\n"
+        )
