@@ -77,8 +77,18 @@ def test_pooling_memory_does_not_grow_with_batch_times_vocab(encoder, texts, bat
     with LargestTensors() as seen:
         encoder.encode(texts[:batch_size], batch_size=batch_size)
     assert not [s for s in seen.shapes if len(s) == 3 and s[-1] == vocab], "a [batch, seq, vocab] tensor was built"
-    # Intermediates over the vocabulary hold at most one group of tokens x one vocabulary block.
-    longest = max(len(ids) for ids in encoder.tokenize(texts[:batch_size])["input_ids"])
-    limit = max(pooling_module.TOKEN_BUDGET, longest) * pooling_module.VOCAB_BLOCK
+    # Intermediates over the vocabulary hold at most one chunk of tokens x one vocabulary block,
+    # whatever the batch size and document length.
+    limit = pooling_module.TOKEN_BUDGET * pooling_module.VOCAB_BLOCK
     blocks = [s for s in seen.shapes if len(s) == 2 and s[0] > batch_size]
     assert blocks and max(s[0] * s[1] for s in blocks) <= limit
+
+
+def test_chunks_split_long_texts_and_skip_empty_ones():
+    chunks = list(pooling_module._chunks([3, 0, 5, 2], 4))
+    assert chunks == [
+        (0, 4, [(0, 0, 3, True), (2, 3, 4, False)]),
+        (4, 8, [(2, 0, 4, False)]),
+        (8, 10, [(3, 0, 2, True)]),
+    ]
+    assert list(pooling_module._chunks([0, 0], 4)) == []

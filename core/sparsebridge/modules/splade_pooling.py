@@ -96,47 +96,53 @@ class SpladePooling(Module):
         is_max = self.pooling_strategy == "max"
         # Max pooling keeps raw logit maxima; -inf marks texts without tokens (they pool to 0).
         out = hidden.new_full((len(lengths), vocab), float("-inf") if is_max else 0.0)
-        for row0, row1, tok0, tok1 in _groups(lengths, self.chunk_size or TOKEN_BUDGET):
+        for tok0, tok1, segments in _chunks(lengths, self.chunk_size or TOKEN_BUDGET):
             tokens = real[tok0:tok1]
-            segments = _segments(lengths[row0:row1])
             for v0 in range(0, vocab, VOCAB_BLOCK):
                 v1 = min(vocab, v0 + VOCAB_BLOCK)
                 logits = tokens @ weight[v0:v1].t()
-                target = out[row0:row1, v0:v1]
-                if is_max:
-                    # max_t(x_t.w + b) = max_t(x_t.w) + b: the bias is added once, after the max.
-                    for row, (s0, s1) in segments:
-                        torch.amax(logits[s0:s1], dim=0, out=target[row])
-                else:
+                if not is_max:
                     if bias is not None:
                         logits += bias[v0:v1]
-                    act = self.activate(logits)
-                    for row, (s0, s1) in segments:
-                        torch.sum(act[s0:s1], dim=0, out=target[row])
+                    logits = self.activate(logits)
+                reduce = torch.amax if is_max else torch.sum
+                combine = torch.maximum if is_max else torch.add
+                for row, s0, s1, whole in segments:
+                    target = out[row, v0:v1]
+                    if whole:  # the text lies in this chunk alone: write its result directly
+                        reduce(logits[s0:s1], dim=0, out=target)
+                    else:  # a long text spans chunks: fold this chunk into its running result
+                        combine(target, reduce(logits[s0:s1], dim=0), out=target)
         if is_max:
             if bias is not None:
+                # max_t(x_t.w + b) = max_t(x_t.w) + b: the bias is added once, after the max.
                 out += bias
             return self.activate(out)
         return out
 
 
-def _groups(lengths: list[int], budget: int):
-    """Consecutive rows whose tokens fit the budget; a longer row forms a group of its own."""
-    row0, tok0, acc = 0, 0, 0
-    for i, n in enumerate(lengths):
-        if acc and acc + n > budget:
-            yield row0, i, tok0, tok0 + acc
-            row0, tok0, acc = i, tok0 + acc, 0
-        acc += n
-    if row0 < len(lengths):
-        yield row0, len(lengths), tok0, tok0 + acc
+def _chunks(lengths: list[int], budget: int):
+    """Split the concatenated real tokens into chunks of at most ``budget`` rows.
 
-
-def _segments(lengths: list[int]) -> list[tuple[int, tuple[int, int]]]:
-    """(row, (start, end)) token ranges of the non-empty rows of a group."""
+    Yields (start, end, segments) where each segment (row, s0, s1, whole) is the part of text
+    ``row`` inside the chunk, relative to its start; ``whole`` says the text has no other part.
+    """
     spans, start = [], 0
     for row, n in enumerate(lengths):
-        if n:
-            spans.append((row, (start, start + n)))
+        spans.append((row, start, start + n))
         start += n
-    return spans
+    total, pos, i = start, 0, 0
+    while pos < total:
+        end = min(pos + budget, total)
+        segments = []
+        while i < len(spans) and spans[i][1] < end:
+            row, s, e = spans[i]
+            if e > s:
+                lo, hi = max(s, pos), min(e, end)
+                segments.append((row, lo - pos, hi - pos, lo == s and hi == e))
+            if e <= end:
+                i += 1
+            else:
+                break
+        yield pos, end, segments
+        pos = end
