@@ -194,12 +194,11 @@ class BaseEncoder(nn.Sequential):
 
     def get_model_kwargs(self) -> list[str]:
         """Keyword arguments that ``forward`` passes on to the modules (e.g. ``task`` for routers)."""
-        names: list[str] = []
-        for module in self._modules.values():
-            for name in sorted(getattr(module, "forward_kwargs", ())):
-                if name not in names:
-                    names.append(name)
-        return names
+        names: set[str] = set()
+        for module in self.modules():  # routers' routes included
+            if isinstance(module, Module):
+                names.update(getattr(module, "forward_kwargs", ()))
+        return sorted(names)
 
     # -- forward ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str], **kwargs: Any) -> dict[str, Any]:
@@ -262,7 +261,8 @@ class BaseEncoder(nn.Sequential):
         batches: list[torch.Tensor] = []
         self.eval()
         device = self.device
-        for start in tqdm(range(0, len(texts), batch_size), desc="Batches", disable=not show_progress_bar):
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc="Batches") if show_progress_bar else starts:
             batch = [texts[i] for i in order[start : start + batch_size]]
             features = self.tokenize(batch, **tokenize_kwargs)
             features = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}

@@ -147,9 +147,15 @@ class SparseEncoder(BaseEncoder):
             kwargs["max_active_dims"] = max_active_dims
 
         def finish(out: torch.Tensor) -> torch.Tensor:
-            out = _keep_top_k(out, max_active_dims)
-            if convert_to_sparse_tensor:
-                out = out.to_sparse()
+            if out.is_sparse:  # modules such as SparseStaticEmbedding build sparse rows directly
+                if max_active_dims is not None and max_active_dims < out.shape[-1]:
+                    out = _keep_top_k(out.to_dense(), max_active_dims).to_sparse()
+                if not convert_to_sparse_tensor:
+                    out = out.to_dense()
+            else:
+                out = _keep_top_k(out, max_active_dims)
+                if convert_to_sparse_tensor:
+                    out = out.to_sparse()
             return out.cpu() if save_to_cpu else out
 
         order, batches = self._embed_batches(texts, resolved_prompt, batch_size, show_progress_bar, finish, kwargs)
@@ -247,6 +253,8 @@ def _assemble(
         return empty.to_sparse() if sparse else empty
     # Row k of the concatenated batches is input row order[k].
     original_row = torch.from_numpy(np.asarray(order, dtype=np.int64))
+    if len(batches) == 1 and batches[0].is_sparse == sparse and bool((order == np.arange(n)).all()):
+        return batches[0].coalesce() if sparse else batches[0]  # one batch already in input order
     if not sparse:
         stacked = torch.cat(batches)
         result = torch.empty_like(stacked)

@@ -10,6 +10,8 @@ from .base import Module
 from .dense import Dense
 from .normalize import Normalize
 from .pooling import Pooling
+from .router import Router
+from .sparse_static_embedding import SparseStaticEmbedding
 from .splade_pooling import SpladePooling
 from .transformer import MLMTransformer, Transformer
 
@@ -20,6 +22,9 @@ MODULE_CLASSES: dict[str, type[Module]] = {
     "Pooling": Pooling,
     "Normalize": Normalize,
     "Dense": Dense,
+    "Router": Router,
+    "Asym": Router,  # the legacy name sentence-transformers still maps to Router
+    "SparseStaticEmbedding": SparseStaticEmbedding,
 }
 
 __all__ = [
@@ -29,6 +34,8 @@ __all__ = [
     "Module",
     "Normalize",
     "Pooling",
+    "Router",
+    "SparseStaticEmbedding",
     "SpladePooling",
     "Transformer",
 ]
