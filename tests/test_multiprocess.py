@@ -1,0 +1,120 @@
+"""Multi-process encoding on CPU workers: input order and equality with single-process encoding,
+worker errors and dead workers surfacing as exceptions (never a hang), and no process left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA_DIR, read_jsonl
+from sparsebridge import DenseEncoder
+from sparsebridge.multiprocess import WorkerError
+
+TOL = 1e-5
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (read from /proc; psutil is not required)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def spawned_children() -> set[int]:
+    """Our child processes that are multiprocessing spawn workers."""
+    me, found = os.getpid(), set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if ppid == me and b"spawn_main" in cmdline and alive(int(entry.name)):
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return [d["text"] for d in read_jsonl(DATA_DIR / "vaswani" / "corpus.jsonl", 90)]
+
+
+@pytest.fixture(scope="module")
+def pool(encoder):
+    pool = encoder.start_multi_process_pool(["cpu", "cpu"])
+    yield pool
+    encoder.stop_multi_process_pool(pool)
+
+
+@pytest.fixture(scope="module")
+def expected(encoder, texts):
+    return encoder.encode(texts, batch_size=16).to_dense()
+
+
+def test_pool_results_in_input_order_equal_single_process(encoder, pool, texts, expected):
+    assert len(pool["processes"]) == 2 and all(alive(p.pid) for p in pool["processes"])
+    out = encoder.encode(texts, pool=pool, chunk_size=7, batch_size=16)
+    assert out.is_sparse and out.shape == expected.shape
+    assert torch.allclose(out.to_dense(), expected, atol=TOL)
+    rows = encoder.encode(texts[:10], pool=pool, chunk_size=3, convert_to_tensor=False)
+    assert len(rows) == 10 and all(torch.allclose(r.to_dense(), e, atol=TOL) for r, e in zip(rows, expected))
+    one = encoder.encode(texts[5], pool=pool)
+    assert one.dim() == 1 and torch.allclose(one.to_dense(), expected[5], atol=TOL)
+    queries = encoder.encode_query(texts[:12], pool=pool, max_active_dims=16, convert_to_sparse_tensor=False)
+    assert torch.allclose(
+        queries, encoder.encode_query(texts[:12], max_active_dims=16, convert_to_sparse_tensor=False), atol=TOL
+    )
+    assert encoder.encode([], pool=pool).shape == (0, expected.shape[1])
+
+
+def test_worker_error_is_raised_with_the_workers_message(encoder, pool, texts, expected):
+    with pytest.raises(WorkerError, match="unknown prompt name 'nope'"):
+        encoder.encode(texts[:4], pool=pool, prompt_name="nope")
+    # The pool still works afterwards, and stale results of the failed call are ignored.
+    assert torch.allclose(encoder.encode(texts[:20], pool=pool, chunk_size=4).to_dense(), expected[:20], atol=TOL)
+
+
+def test_device_list_starts_and_stops_a_temporary_pool(minilm_path, texts):
+    dense = DenseEncoder(str(minilm_path), device="cpu")
+    before = spawned_children()
+    out = dense.encode(texts, device=["cpu", "cpu"], chunk_size=10)
+    assert isinstance(out, np.ndarray) and out.shape == (len(texts), 384)
+    assert np.abs(out - dense.encode(texts)).max() <= TOL
+    assert spawned_children() <= before  # the temporary workers are gone
+
+
+def test_stop_leaves_no_process_behind(encoder):
+    pool = encoder.start_multi_process_pool(["cpu"])
+    pids = [p.pid for p in pool["processes"]]
+    assert all(alive(pid) for pid in pids)
+    encoder.stop_multi_process_pool(pool)
+    assert not any(alive(pid) for pid in pids)
+    assert not set(pids) & spawned_children()
+
+
+def test_killed_worker_makes_encode_raise_instead_of_hanging(encoder, pool, texts):
+    victim = pool["processes"][0].pid
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while alive(victim) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    signal.alarm(120)  # a hang fails the test instead of blocking the run
+    try:
+        started = time.monotonic()
+        with pytest.raises(WorkerError, match=rf"died \(pid {victim} exit code -9"):
+            encoder.encode(texts, pool=pool, chunk_size=5)
+        assert time.monotonic() - started < 60
+    finally:
+        signal.alarm(0)
+    pids = [p.pid for p in pool["processes"]]
+    encoder.stop_multi_process_pool(pool)
+    assert not any(alive(pid) for pid in pids)
