@@ -19,6 +19,7 @@ from .base_encoder import (  # noqa: F401  (re-exported for callers of the older
     _check_texts,
     _default_device,
 )
+from .modules.sparse_auto_encoder import SparseAutoEncoder
 from .modules.splade_pooling import SpladePooling
 from .similarity import SimilarityFunction
 
@@ -80,7 +81,7 @@ class SparseEncoder(BaseEncoder):
         )
         if max_active_dims is None:
             # A CSR model keeps the k of its sparse auto-encoder unless told otherwise.
-            max_active_dims = next((m.k for m in self._modules.values() if hasattr(m, "k_aux")), None)
+            max_active_dims = next((m.k for m in self._modules.values() if isinstance(m, SparseAutoEncoder)), None)
         self.max_active_dims = max_active_dims
 
     @property

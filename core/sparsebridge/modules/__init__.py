@@ -11,6 +11,7 @@ from .dense import Dense
 from .normalize import Normalize
 from .pooling import Pooling
 from .router import Router
+from .sparse_auto_encoder import SparseAutoEncoder
 from .sparse_static_embedding import SparseStaticEmbedding
 from .splade_pooling import SpladePooling
 from .transformer import MLMTransformer, Transformer
@@ -25,6 +26,7 @@ MODULE_CLASSES: dict[str, type[Module]] = {
     "Router": Router,
     "Asym": Router,  # the legacy name sentence-transformers still maps to Router
     "SparseStaticEmbedding": SparseStaticEmbedding,
+    "SparseAutoEncoder": SparseAutoEncoder,
 }
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Normalize",
     "Pooling",
     "Router",
+    "SparseAutoEncoder",
     "SparseStaticEmbedding",
     "SpladePooling",
     "Transformer",
