@@ -140,7 +140,11 @@ def main() -> None:
     """Learned sparse (SPLADE) vectors in and out of Elasticsearch, OpenSearch and Qdrant.
 
     With no config, sparsebridge uses the packaged SPLADE model and an embedded Qdrant Edge index
-    in ./sparsebridge-data. Try: sparsebridge ingest stdlib: && sparsebridge search "read a gzip file"
+    in ./sparsebridge-data. Try it offline on Python's own docstrings:
+
+    \b
+        sparsebridge ingest stdlib:
+        sparsebridge search "read a gzip compressed file"
     """
 
 
@@ -491,7 +495,7 @@ def info(texts: tuple[str, ...], config_path: Path | None, as_json: bool) -> Non
     queries = encoder.encode_query(samples, **kwargs)
     doc_vectors = to_sparse_vectors(docs, vocab)
     dim = int(docs.shape[-1])
-    modules = [type(m).__name__ for m in encoder] if hasattr(encoder, "__iter__") else []
+    modules = [type(m).__name__ for m in getattr(encoder, "_modules", {}).values()]  # nn.Sequential parts
     data = {
         "model": config.model.name_or_path,
         "path": resolve_model(config.model.name_or_path),

@@ -157,28 +157,28 @@ def split_passages(text: str, tokenizer: Any, max_tokens: int, overlap: int = 0)
     if overlap >= max_tokens:
         raise ValueError(f"passage overlap ({overlap}) must be smaller than passage length ({max_tokens})")
     try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        offsets = enc["offset_mapping"]
-        words = enc.word_ids() if hasattr(enc, "word_ids") else None
-    except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+            "offset_mapping"
+        ]
+    except (NotImplementedError, TypeError, ValueError, KeyError):  # slow tokenizers have no offsets
         return _split_by_tokens(text, tokenizer, max_tokens, overlap)
     n = len(offsets)
     if n <= max_tokens:
         return [text]
 
     def word_start(pos: int, low: int) -> int:
-        # Move a cut back to the first token of the word it falls in (never below ``low``).
-        if words is None or pos >= n:
+        # Move a cut back to a token that follows whitespace, so no word (nor "word," / "##piece")
+        # is split; a single "word" longer than the window is cut where it falls.
+        if pos >= n:
             return pos
         back = pos
-        while back > low and words[back] is not None and words[back] == words[back - 1]:
+        while back > low and offsets[back][0] == offsets[back - 1][1]:
             back -= 1
         return back if back > low else pos
 
     passages, start = [], 0
     while start < n:
-        end = min(start + max_tokens, n)
-        end = word_start(end, start)
+        end = word_start(min(start + max_tokens, n), start)
         passages.append(text[offsets[start][0] : offsets[end - 1][1]])
         if end >= n:
             break
@@ -399,7 +399,7 @@ def load_query_encoder(side: str, encoder: Any, config: Config) -> Any:
 
 
 def _dense_dimension(dense_encoder: Any) -> int:
-    for name in ("get_sentence_embedding_dimension", "get_embedding_dimension"):
+    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
         method = getattr(dense_encoder, name, None)
         if method is not None:
             dim = method()
@@ -417,6 +417,24 @@ def _as_rows(vectors: Any) -> list[list[float]]:
     return arr.tolist()
 
 
+def connector_from_config(config: Config) -> Connector:
+    """The connector named in ``[backend]``, given its options and the index name (as ``index``,
+    so it can count, search and read metadata before or without ``ensure_index``)."""
+    from . import plugins
+
+    where = f"{config.source}: [backend]"
+    try:
+        connector_cls = plugins.get_connector_class(config.backend.connector)
+    except plugins.UnknownConnectorError as exc:
+        raise ConfigError(f"{where} connector = {config.backend.connector!r}: {exc}") from exc
+    options = config.backend.connector_options()
+    options.setdefault("index", config.backend.index)
+    try:
+        return connector_cls(**options)
+    except (TypeError, ValueError, ConnectorError) as exc:
+        raise ConfigError(f"{where} options for connector {config.backend.connector!r}: {exc}") from exc
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -424,7 +442,6 @@ def _as_rows(vectors: Any) -> list[list[float]]:
 class _Prepared:
     """A document turned into the records it becomes (one, or one per passage)."""
 
-    doc_id: str
     ids: list[str]
     texts: list[str]
     payloads: list[dict[str, Any]]
@@ -447,6 +464,7 @@ class Pipeline:
         model_name: str | None = None,
         query_encoder: Any | None = None,
         dense_encoder: Any | None = None,
+        dense_model_name: str | None = None,
         batch_size: int = 32,
         max_active_dims: int | None = None,
         sparse_field: str = "sparse",
@@ -461,6 +479,9 @@ class Pipeline:
         self.index = index
         self.query_encoder = query_encoder if query_encoder is not None else encoder
         self.dense_encoder = dense_encoder
+        self.dense_model_name = dense_model_name or str(
+            getattr(dense_encoder, "model_name_or_path", None) or type(dense_encoder).__name__
+        )
         self.batch_size = batch_size
         self.max_active_dims = max_active_dims
         self.sparse_field = sparse_field
@@ -490,30 +511,19 @@ class Pipeline:
         show_progress: bool = True,
     ) -> Pipeline:
         """Build everything the config names (model, query side, backend, dense model if hybrid)."""
-        from . import plugins
-
-        if encoder is None:
-            encoder = load_sparse_encoder(config.model.name_or_path, config.model.device)
-        query_encoder = load_query_encoder(config.model.query_side, encoder, config)
-        if dense_encoder is None and config.search.hybrid:
-            dense_encoder = load_dense_encoder(config.search.dense_model, config.model.device)
+        # The connector first: it is cheap (clients connect lazily), so a wrong option is reported
+        # before seconds go into loading models.
         if connector is None:
-            try:
-                cls_ = plugins.get_connector_class(config.backend.connector)
-            except plugins.UnknownConnectorError as exc:
-                raise ConfigError(
-                    f"{config.source}: [backend] connector = {config.backend.connector!r}: {exc}"
-                ) from exc
-            options = config.backend.connector_options()
-            # Connectors take the index name as ``index`` so they can count, search and read
-            # metadata before (or without) ensure_index.
-            options.setdefault("index", config.backend.index)
-            try:
-                connector = cls_(**options)
-            except (TypeError, ValueError, ConnectorError) as exc:
-                raise ConfigError(
-                    f"{config.source}: [backend] options for connector {config.backend.connector!r}: {exc}"
-                ) from exc
+            connector = connector_from_config(config)
+        try:
+            if encoder is None:
+                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device)
+            query_encoder = load_query_encoder(config.model.query_side, encoder, config)
+            if dense_encoder is None and config.search.hybrid:
+                dense_encoder = load_dense_encoder(config.search.dense_model, config.model.device)
+        except BaseException:
+            connector.close()
+            raise
         return cls(
             encoder,
             connector,
@@ -521,6 +531,7 @@ class Pipeline:
             model_name=config.model.name_or_path,
             query_encoder=query_encoder,
             dense_encoder=dense_encoder,
+            dense_model_name=config.search.dense_model if dense_encoder is not None else None,
             batch_size=config.model.batch_size,
             max_active_dims=config.model.max_active_dims,
             sparse_field=config.backend.sparse_field,
@@ -546,7 +557,7 @@ class Pipeline:
     def metadata(self) -> dict[str, Any]:
         meta = dict(self.vocab.metadata)
         if self.dense_encoder is not None:
-            meta["dense_model"] = str(getattr(self.dense_encoder, "model_name_or_path", "") or "dense")
+            meta["dense_model"] = self.dense_model_name
         return meta
 
     def index_spec(self, payload_types: Mapping[str, str | None] | None = None) -> IndexSpec:
@@ -670,12 +681,11 @@ class Pipeline:
         doc_id = doc_id or text_id(text)
         payload = {k: doc[k] for k in payload_types if k in doc and doc[k] is not None}
         if passage_tokens is None:
-            return _Prepared(doc_id, [doc_id], [text], [payload])
+            return _Prepared([doc_id], [text], [payload])
         passages = split_passages(text, self.encoder.tokenizer, passage_tokens, self.ingest_settings.passage_overlap)
         if len(passages) == 1:
-            return _Prepared(doc_id, [doc_id], [text], [payload])
+            return _Prepared([doc_id], [text], [payload])
         return _Prepared(
-            doc_id,
             [f"{doc_id}#p{i}" for i in range(len(passages))],
             passages,
             [{**payload, PARENT_KEY: doc_id, PASSAGE_KEY: i} for i in range(len(passages))],

@@ -1,0 +1,99 @@
+"""Corpus readers: JSONL, BEIR folders and qrels, and the standard-library docstring corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sparsebridge.corpus import (
+    STDLIB_DEFAULT_LIMIT,
+    CorpusError,
+    InvalidDocument,
+    open_corpus,
+    read_beir_queries,
+    read_jsonl,
+    read_qrels,
+    stdlib_docs,
+)
+
+
+def test_read_jsonl_reports_bad_lines(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 1, "text": "a"}\n\n   \n{oops\n[1, 2]\n{"id": 2, "text": "b"}\n', encoding="utf-8")
+    rows = list(read_jsonl(path))
+    assert rows[0] == {"id": 1, "text": "a"} and rows[-1] == {"id": 2, "text": "b"}
+    assert isinstance(rows[1], InvalidDocument) and rows[1].ref == "docs.jsonl:4"
+    assert "not valid JSON" in rows[1].reason
+    assert rows[2] == InvalidDocument("docs.jsonl:5", "expected a JSON object, got list")
+
+
+def test_open_beir_folder_and_file(data_dir):
+    folder = open_corpus(data_dir / "cranfield")
+    assert folder.id_field == "_id" and folder.text_fields == ("title", "text") and folder.size == 1400
+    first = next(iter(folder))
+    assert first["_id"] == "1" and first["title"].startswith("experimental investigation")
+    file = open_corpus(data_dir / "cranfield" / "corpus.jsonl", limit=10)
+    assert file.id_field == "_id" and file.size == 10 and len(list(file)) == 10
+
+
+def test_open_generic_jsonl(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps({"id": i, "text": f"doc {i}"}) for i in range(5)) + "\n")
+    corpus = open_corpus(path)
+    assert corpus.id_field is None  # auto: "_id", else "id", else a hash of the text
+    assert corpus.size == 5 and [d["id"] for d in corpus] == list(range(5))
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path):
+    with pytest.raises(CorpusError, match="corpus not found: .*nope.jsonl"):
+        open_corpus(tmp_path / "nope.jsonl")
+    (tmp_path / "empty-dir").mkdir()
+    with pytest.raises(CorpusError, match="BEIR corpus not found"):
+        open_corpus(tmp_path / "empty-dir")
+
+
+def test_qrels_and_queries(data_dir, tmp_path):
+    qrels = read_qrels(data_dir / "cranfield")
+    assert len(qrels) == 225 and qrels["1"]["184"] == 3
+    assert read_qrels(data_dir / "cranfield" / "qrels") == qrels
+    assert read_qrels(data_dir / "cranfield" / "qrels" / "test.tsv") == qrels
+    total = sum(len(v) for v in qrels.values())
+    assert total == 1612  # every line but the header
+    queries = read_beir_queries(data_dir / "cranfield")
+    assert len(queries) == 225 and queries["1"].startswith("what similarity laws")
+    bad = tmp_path / "qrels.tsv"
+    bad.write_text("query-id\tcorpus-id\tscore\n1\t2\n")
+    with pytest.raises(CorpusError, match="qrels.tsv:2"):
+        read_qrels(bad)
+    with pytest.raises(CorpusError, match="qrels not found"):
+        read_qrels(tmp_path, "dev")
+
+
+def test_stdlib_docs_are_deterministic_and_clean(capsys):
+    docs = stdlib_docs()
+    assert capsys.readouterr() == ("", "")  # importing the stdlib printed nothing
+    assert len(docs) == STDLIB_DEFAULT_LIMIT
+    assert docs == stdlib_docs()
+    ids = [d["id"] for d in docs]
+    assert len(set(ids)) == len(ids)
+    assert len({d["text"] for d in docs}) == len(docs)
+    assert all(len(d["text"]) >= 60 and d["title"] == d["id"] for d in docs)
+    assert {d["kind"] for d in docs} == {"module", "class", "function", "method"}
+    modules = {d["module"] for d in docs}
+    assert len(modules) > 150  # thinned evenly over the library, not cut off at "m"
+    assert any(m.startswith("z") for m in modules)
+    everything = stdlib_docs(limit=None)
+    assert len(everything) > len(docs)
+    by_id = {d["id"]: d for d in everything}
+    assert "Serialize" in by_id["json.dumps"]["text"]
+    assert "antigravity" not in {d["module"] for d in everything}
+
+
+def test_stdlib_spec():
+    corpus = open_corpus("stdlib:25")
+    assert corpus.size == 25 and corpus.id_field == "id" and "module" in corpus.payload_fields
+    assert "standard library" in corpus.name
+    assert [d["id"] for d in corpus] == [d["id"] for d in stdlib_docs(limit=25)]
+    assert open_corpus("stdlib:").size == STDLIB_DEFAULT_LIMIT
+    with pytest.raises(CorpusError, match="stdlib:N"):
+        open_corpus("stdlib:many")
