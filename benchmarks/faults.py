@@ -1,0 +1,165 @@
+"""Fault figures: ingests killed and resumed, bulk retries against failing servers, fuzz cases run.
+
+    python benchmarks/faults.py                       # vaswani, full size (a few minutes on 2 cores)
+    python benchmarks/faults.py --limit 1000          # a quicker run on the first 1000 documents
+    python benchmarks/faults.py --skip-kills --json   # only the bulk and fuzz figures, as JSON
+
+Three parts, each reusing the test suite's scenarios:
+
+* kills: ``sparsebridge ingest`` (a real subprocess) on vaswani into Qdrant Edge, SIGKILLed at the
+  four kill points of tests/test_interrupted_ingest.py (early, between writes, mid-write, before
+  flush), then run to the end. Documents lost = corpus ids not readable back; duplicates = stored
+  points beyond the distinct ids read back. A kill is survived when the folder reopens and holds
+  every write acknowledged before the kill.
+* bulk: the Elasticsearch and OpenSearch connectors (real clients) against the local fake server
+  of tests/lucene_testkit.py, with whole requests failing (429, 503) and single bulk items
+  rejected (429); figures: retried requests, documents lost.
+* fuzz: the hypothesis suites tests/test_fuzz_encoder.py and tests/test_fuzz_corpus_config.py,
+  run in-process; figure: cases run (and whether they passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+sys.path.insert(0, str(TESTS))
+
+
+def kills(corpus: Path, limit: int | None) -> dict:
+    from test_interrupted_ingest import DEFAULT_KILLS, Kill, corpus_ids, index_state, interrupted_ingest
+
+    total = len(corpus_ids(corpus, limit))
+    scale = total / 11_429
+    plan = [Kill(k.name, after_docs=int(k.after_docs * scale), pause=k.pause) if limit else k for k in DEFAULT_KILLS]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sb-faults-") as tmp:
+        workdir = Path(tmp) / "killed"
+        result = interrupted_ingest(corpus, workdir, limit=limit, kills=plan)  # asserts each kill kept acked writes
+        ids = result["ids"]
+        state = index_state(workdir, ids)
+    return {
+        "documents": total,
+        "kills": len(result["kills"]),
+        "kills_survived": sum(
+            1 for k in result["kills"] if k["count_after"] == k["readable_after"] >= k["written_before_kill"]
+        ),
+        "per_kill": result["kills"],
+        "documents_lost": len(set(ids) - set(state["found"])),
+        "duplicates": state["count"] - len(state["found"]),
+        "final_report": {k: result["report"][k] for k in ("documents", "written", "failed", "retries")},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def bulk() -> dict:
+    from lucene_testkit import FakeEngine, FakeServer
+    from sparsebridge.connector import IndexSpec, Record, SparseVector
+    from sparsebridge_elasticsearch import ElasticsearchConnector
+    from sparsebridge_opensearch import OpenSearchConnector
+
+    engines = {
+        "elasticsearch": (ElasticsearchConnector, {"flavor": "elasticsearch", "version": "9.1.0"}),
+        "opensearch": (OpenSearchConnector, {"flavor": "opensearch", "version": "3.3.0"}),
+    }
+    spec = IndexSpec("docs", metadata={"model": "m", "vocab_size": 100, "vocab_fingerprint": "abc"})
+    out = {}
+    for name, (cls, kwargs) in engines.items():
+        engine = FakeEngine(**kwargs)
+        n = 200
+        records = [
+            Record(f"r{i}", f"text {i}", SparseVector.from_pairs([(1, "alpha", 1.0), (i + 2, f"t{i}", 0.5)]))
+            for i in range(n)
+        ]
+        with FakeServer(engine) as server:
+            conn = cls(url=server.url, max_retries=4, initial_backoff=0.01, max_backoff=0.05, chunk_size=50)
+            conn.ensure_index(spec)
+            engine.fail_requests(r"/_bulk$", 429, 503, 503)  # three whole bulk requests refused
+            for i in range(0, n, 17):  # every 17th document rejected once or twice by its shard
+                engine.fail_items(f"r{i}", *[(429, "es_rejected_execution_exception")] * (1 + i % 2))
+            result = conn.write(records)
+            bulk_calls = len(engine.calls(r"/_bulk$"))
+            stored = conn.count()
+            conn.close()
+        out[name] = {
+            "documents": n,
+            # Bulk requests beyond the n/chunk_size a fault-free write sends: the retried requests.
+            "retried_requests": bulk_calls - -(-n // 50),
+            "retry_rounds": result.retries,  # WriteResult.retries: rounds of retries over the batch
+            "bulk_requests": bulk_calls,
+            "failed": len(result.failed),
+            "documents_lost": n - stored,
+        }
+    return out
+
+
+def fuzz() -> dict:
+    import pytest
+
+    files = [str(TESTS / "test_fuzz_encoder.py"), str(TESTS / "test_fuzz_corpus_config.py")]
+    start = time.perf_counter()
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", *files])
+    cases: dict[str, int] = {}
+    for module in ("test_fuzz_encoder", "test_fuzz_corpus_config"):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            cases.update(getattr(mod, "CASES", {}))
+    return {
+        "passed": int(code) == 0,
+        "cases": dict(sorted(cases.items())),
+        "total": sum(cases.values()),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "vaswani")
+    parser.add_argument("--limit", type=int, default=None, help="Kill scenario on the first N documents only.")
+    parser.add_argument("--skip-kills", action="store_true")
+    parser.add_argument("--skip-fuzz", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    figures: dict = {}
+    figures["bulk"] = bulk()
+    if not args.skip_fuzz:
+        figures["fuzz"] = fuzz()
+    if not args.skip_kills:
+        figures["kills"] = kills(args.corpus, args.limit)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    print("\n== fault figures ==")
+    if "kills" in figures:
+        k = figures["kills"]
+        print(f"kills survived      {k['kills_survived']}/{k['kills']}  ({k['documents']} documents, {k['seconds']}s)")
+        for row in k["per_kill"]:
+            print(
+                f"  {row['kill']:<15} acked before kill {row['written_before_kill']:>6}   "
+                f"stored after kill {row['count_after']:>6}"
+            )
+        print(f"documents lost      {k['documents_lost']}")
+        print(f"duplicates          {k['duplicates']}")
+        print(f"final report        {k['final_report']}")
+    for name, b in figures["bulk"].items():
+        print(
+            f"{name:<19} retried requests {b['retried_requests']} ({b['bulk_requests']} bulk requests, "
+            f"{b['retry_rounds']} retry rounds), {b['failed']} failed, documents lost {b['documents_lost']} "
+            f"of {b['documents']}"
+        )
+    if "fuzz" in figures:
+        f = figures["fuzz"]
+        print(f"fuzz cases run      {f['total']} ({'all passed' if f['passed'] else 'FAILURES'}, {f['seconds']}s)")
+        for name, count in f["cases"].items():
+            print(f"  {name:<28} {count}")
+
+
+if __name__ == "__main__":
+    main()
