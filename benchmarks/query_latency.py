@@ -38,7 +38,7 @@ def read_jsonl(path: Path, field: str, n: int | None = None) -> list[str]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            out.append(f"{row.get('title', '')} {row[field]}".strip() if field == "doc" else row["text"])
+            out.append(f"{row.get('title', '')} {row['text']}".strip() if field == "doc" else row["text"])
             if n is not None and len(out) >= n:
                 break
     return out
