@@ -172,6 +172,13 @@ def stop_pool(pool: dict[str, Any], timeout: float = 10.0) -> None:
     pool["processes"] = []
 
 
+def _check_workers(pool: dict[str, Any]) -> None:
+    dead = [p for p in pool["processes"] if not p.is_alive()]
+    if dead or not pool["processes"]:
+        details = ", ".join(f"pid {p.pid} exit code {p.exitcode}" for p in dead) or "no workers"
+        raise WorkerError(f"{len(dead)} encoding worker(s) died ({details}); stop this pool and start a new one")
+
+
 def _collect(pool: dict[str, Any], job: int, n_chunks: int) -> list[Any]:
     outputs: list[Any] = [None] * n_chunks
     pending = n_chunks
@@ -179,12 +186,7 @@ def _collect(pool: dict[str, Any], job: int, n_chunks: int) -> list[Any]:
         try:
             got_job, chunk_id, ok, payload = pool["output"].get(timeout=_POLL_SECONDS)
         except queue.Empty:
-            dead = [p for p in pool["processes"] if not p.is_alive()]
-            if dead:
-                details = ", ".join(f"pid {p.pid} exit code {p.exitcode}" for p in dead)
-                raise WorkerError(
-                    f"{len(dead)} encoding worker(s) died ({details}); stop this pool and start a new one"
-                ) from None
+            _check_workers(pool)  # a dead worker may have taken a chunk with it: never wait forever
             continue
         if got_job != job:  # left over from an earlier call that failed part-way
             continue
@@ -221,6 +223,7 @@ def encode_multi_process(
         workers = max(1, len(pool["processes"]))
         if chunk_size is None:
             chunk_size = max(1, min(math.ceil(len(texts) / workers / 10), 5000))
+        _check_workers(pool)  # a pool with a dead worker is broken, even if the others could cope
         job = next(_JOBS)
         starts = range(0, len(texts), chunk_size)
         for chunk_id, start in enumerate(starts):
