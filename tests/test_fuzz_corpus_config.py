@@ -80,10 +80,9 @@ def test_jsonl_reader_reports_every_bad_line_by_number(lines):
             assert item.ref == f"docs.jsonl:{lineno}" and item.reason
 
 
-@pytest.mark.xfail(strict=True, reason="corpus.read_jsonl decodes the whole file as UTF-8: one bad byte aborts it")
 def test_invalid_utf8_is_reported_by_line(tmp_path):
-    # Library bug (reported): today a UnicodeDecodeError with a byte offset escapes the iterator
-    # and ends the ingest; the bad line should be one InvalidDocument like any other broken line.
+    # A line that is not UTF-8 is one InvalidDocument like any other broken line, not the end of the
+    # file (read_jsonl used to raise a UnicodeDecodeError with a byte offset and no line number).
     path = tmp_path / "docs.jsonl"
     path.write_bytes(b'{"_id": "1", "text": "a"}\n{"_id": "2", "text": "caf\xe9"}\n{"_id": "3", "text": "c"}\n')
     items = list(read_jsonl(path))
@@ -182,19 +181,19 @@ def _written_ids(lines: list[str], failed: dict[str, str]) -> set[str]:
             continue
         raw = doc.get("_id")
         doc_id = str(raw) if raw is not None and str(raw) != "" else None
+        # A title or text that is there but not a string fails the document (reported by id or "#n").
+        wrong_type = any(doc.get(f) is not None and not isinstance(doc.get(f), str) for f in ("title", "text"))
         if doc_id is None:
             parts = [doc[f].strip() for f in ("title", "text") if isinstance(doc.get(f), str) and doc[f].strip()]
-            doc_id = text_id(" ".join(parts)) if parts else f"#{n}"
+            doc_id = text_id(" ".join(parts)) if parts and not wrong_type else f"#{n}"
         if doc_id not in failed:
             ids.add(doc_id)
     return ids
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.ingest does not report documents replaced by a later duplicate id")
 def test_duplicate_ids_are_reported_not_silently_replaced(encoder, tmp_path):
-    # Library bug (reported): the Qdrant connector keeps the last of duplicate ids in a batch
-    # (documented), and the pipeline reports neither the replaced document nor the id collision of
-    # 1 (a JSON number) and "1": documents 4, written 2, failed 0 -- two documents vanish.
+    # Duplicate ids (and the collision of 1, a JSON number, with "1") are reported, not silently
+    # replaced: the pipeline used to report documents 4, written 2, failed 0.
     from sparsebridge.pipeline import Pipeline
     from sparsebridge_qdrant import QdrantConnector
 
@@ -210,6 +209,7 @@ def test_duplicate_ids_are_reported_not_silently_replaced(encoder, tmp_path):
         count = pipe.count()
     assert count == 2
     assert report.written + len(report.failed) == report.documents == 4, report.to_dict()
+    assert all("duplicate id" in reason for reason in report.failed.values())
 
 
 # --------------------------------------------------------------------------- config
