@@ -269,7 +269,6 @@ def test_config_secrets_from_env_never_show(monkeypatch, tmp_path, caplog):
     _assert_hidden([str(err.value), caplog.text], ENV_SECRET)
 
 
-@pytest.mark.xfail(strict=True, reason="config.py _Section.table: a table holding ${VAR} is wrapped whole in a Secret")
 def test_index_options_table_may_read_the_environment(monkeypatch):
     # Library bug (reported): _Section._get wraps the whole interpolated table in a Secret, and
     # _Section.table then rejects it: "[backend] index_options = ***: expected a table".

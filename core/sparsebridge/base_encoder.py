@@ -40,6 +40,7 @@ def _default_device() -> str:
 def _check_texts(sentences: Any) -> tuple[list[str], bool]:
     """The inputs as a list of strings, and whether a single string was given."""
     if isinstance(sentences, str):
+        _check_encodable(sentences, "sentences")
         return [sentences], True
     if sentences is None:
         raise TypeError("sentences must be a string or a list of strings, got None")
@@ -49,7 +50,19 @@ def _check_texts(sentences: Any) -> tuple[list[str], bool]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"sentences[{i}] is {type(text).__name__}, expected str")
+        _check_encodable(text, f"sentences[{i}]")
     return texts, False
+
+
+def _check_encodable(text: str, where: str) -> None:
+    # Lone surrogates are legal in a Python str but not in UTF-8; tokenizers fail on them obscurely.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where} contains a lone surrogate {text[exc.start]!r} at position {exc.start}, which is not valid "
+            f"Unicode text; decode your input with errors='replace' or remove it"
+        ) from None
 
 
 class BaseEncoder(nn.Sequential):

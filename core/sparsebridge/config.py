@@ -383,7 +383,7 @@ class _Section:
             return _MISSING
         value, from_env = _interpolate(self.raw[key], self._where(key))
         if from_env and self.secrets:
-            return Secret(value)
+            return _hide_env_strings(value, self.raw[key], self._where(key))
         return value
 
     # -- typed readers
@@ -484,6 +484,15 @@ def _min_text(minimum: int | None) -> str:
     if minimum is None:
         return ""
     return " >= 1" if minimum == 1 else f" >= {minimum}"
+
+
+def _hide_env_strings(value: Any, raw: Any, where: str) -> Any:
+    """Wrap in Secret each string that read the environment, keeping tables and lists as they are."""
+    if isinstance(value, dict):
+        return {k: _hide_env_strings(v, raw[k], f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_env_strings(v, r, where) for v, r in zip(value, raw)]
+    return Secret(value) if _interpolate(raw, where)[1] else value
 
 
 def _interpolate(value: Any, where: str) -> tuple[Any, bool]:
