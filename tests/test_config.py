@@ -208,13 +208,30 @@ def test_bad_connector_option_names_backend_section(tmp_path, encoder):
         Pipeline.from_config(config, encoder=encoder)
 
 
-def test_inference_free_query_side_is_explicit(encoder):
-    config = config_from_dict({"model": {"query_side": "inference-free"}})
-    import sparsebridge
+def test_query_side_is_checked_against_the_model(encoder, splade_path, tmp_path):
+    from sparsebridge import SparseEncoder
+    from sparsebridge.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
+    from sparsebridge.plugins import create_connector
 
-    if not hasattr(sparsebridge, "InferenceFreeQueryEncoder"):
-        with pytest.raises(ConfigError, match="inference-free"):
-            Pipeline.from_config(config, encoder=encoder)
+    free_side = config_from_dict({"model": {"query_side": "inference-free"}}, source="sb.toml")
+    with pytest.raises(ConfigError, match=r"sb.toml: \[model\] query_side = 'inference-free': the model "):
+        Pipeline.from_config(free_side, encoder=encoder)  # the packaged model runs its transformer on queries
+
+    # An inference-free model: BM25-IDF token weights for queries, the SPLADE model for documents.
+    texts = ["the lift of a wing in a slipstream", "heat transfer in hypersonic flow", "boundary layer control"]
+    transformer = MLMTransformer(str(splade_path))
+    static = SparseStaticEmbedding.from_corpus(transformer.tokenizer, texts, frozen=True)
+    model = SparseEncoder(
+        modules=[Router.for_query_document([static], [transformer, SpladePooling("max", "relu")])], device="cpu"
+    )
+    with pytest.raises(ConfigError, match="encodes queries inference-free.*set query_side = 'inference-free'"):
+        Pipeline.from_config(config_from_dict({}), encoder=model)
+    conn = create_connector("qdrant", mode="edge", path=str(tmp_path / "edge"), index="free")
+    with Pipeline.from_config(free_side, encoder=model, connector=conn, show_progress=False) as pipe:
+        assert pipe.ingest([{"id": str(i), "text": t} for i, t in enumerate(texts)]).written == 3
+        (query,) = pipe.encode_queries(["hypersonic heat"])
+        assert set(query.tokens) <= set(transformer.tokenizer.tokenize("hypersonic heat"))  # no expansion
+        assert pipe.search(["hypersonic heat"], top_k=1)[0].hits[0].id == "1"
 
 
 # --------------------------------------------------------------------------- swapping backends
@@ -254,3 +271,19 @@ def test_configs_differing_only_in_backend_rank_alike(tmp_path, encoder, data_di
     assert [[i for i, _ in r] for r in a] == [[i for i, _ in r] for r in b]
     for ra, rb in zip(a, b):
         assert [s for _, s in ra] == pytest.approx([s for _, s in rb], rel=1e-5)
+
+
+def test_env_values_in_tables_reach_the_index_spec_revealed(monkeypatch, tmp_path, encoder):
+    monkeypatch.setenv("SB_TEST_OPTION", "from-env")
+    data = {
+        "backend": {
+            "connector": "qdrant",
+            "mode": "edge",
+            "path": str(tmp_path / "edge"),
+            "index_options": {"note": "${SB_TEST_OPTION}", "plain": 1},
+        }
+    }
+    config = config_from_dict(data, source="sb.toml")
+    assert "from-env" not in repr(config.backend)
+    with Pipeline.from_config(config, encoder=encoder, show_progress=False) as pipe:
+        assert pipe.index_spec().options == {"note": "from-env", "plain": 1}

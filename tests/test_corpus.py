@@ -27,6 +27,14 @@ def test_read_jsonl_reports_bad_lines(tmp_path):
     assert rows[2] == InvalidDocument("docs.jsonl:5", "expected a JSON object, got list")
 
 
+def test_read_jsonl_reports_invalid_utf8_by_line(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(b'{"id": 1, "text": "a"}\n{"id": 2, "text": "caf\xe9"}\n{"id": 3, "text": "\xc3\xa9"}\n')
+    rows = list(read_jsonl(path))
+    assert rows[0]["id"] == 1 and rows[2] == {"id": 3, "text": "\u00e9"}
+    assert rows[1] == InvalidDocument("docs.jsonl:2", "not valid UTF-8: byte 0xe9 at column 23")
+
+
 def test_open_beir_folder_and_file(data_dir):
     folder = open_corpus(data_dir / "cranfield")
     assert folder.id_field == "_id" and folder.text_fields == ("title", "text") and folder.size == 1400

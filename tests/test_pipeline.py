@@ -212,14 +212,20 @@ def test_failed_documents_are_reported_by_id(cenc, tmp_path):
         json.dumps(["a", "list"]),
         json.dumps({"id": "bad-write", "text": "this one the backend refuses"}),
         json.dumps({"text": "an id from the text hash"}),
+        json.dumps({"id": "ok-1", "text": "a second document with the first one's id"}),
+        '{"id": "latin-1", "text": "caf\xe9"}',
     ]
-    corpus.write_text("\n".join(lines) + "\n")
+    corpus.write_bytes(b"\n".join(line.encode("latin-1") for line in lines) + b"\n")
     connector = FailingWrites(edge(tmp_path / "edge"), {"bad-write"})
     with Pipeline(cenc, connector, "docs", show_progress=False) as pipe:
         report = pipe.ingest(corpus)
-    assert report.documents == 7
+        assert pipe.connector.get(["ok-1"])["ok-1"]["text"] == "the lift of a wing"  # the first one is kept
+    assert report.documents == 9
     assert report.written == 2
     assert report.failed == {
+        "ok-1 (document 8)": "duplicate id 'ok-1': document 1 of this corpus has the same id (ids compare as "
+        "strings; without an id field, equal texts get equal ids); it was kept",
+        "docs.jsonl:9": "not valid UTF-8: byte 0xe9 at column 31",
         "no-text": "no text: the fields 'title', 'text' are missing or empty",
         "docs.jsonl:3": report.failed["docs.jsonl:3"],
         "int-text": "text field 'text' is not a string (got int)",

@@ -352,7 +352,7 @@ def _check_index_holds(pipe: Any, corpus_file: Path, config: Config) -> None:
     for row in read_jsonl(corpus_file):
         if not isinstance(row, InvalidDocument) and row.get("_id") is not None:
             sample.append(str(row["_id"]))
-        if len(sample) >= 5:
+        if len(sample) >= 20:
             break
     try:
         found = pipe.connector.get(sample + [f"{s}#p0" for s in sample])

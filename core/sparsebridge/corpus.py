@@ -29,7 +29,7 @@ from typing import Any
 
 STDLIB_SPEC = "stdlib:"
 # Enough docstrings for meaningful search, few enough to encode in about a minute on 2 CPU cores.
-STDLIB_DEFAULT_LIMIT = 1000
+STDLIB_DEFAULT_LIMIT = 800
 STDLIB_MIN_CHARS = 60
 STDLIB_PER_MODULE = 12
 
@@ -79,11 +79,17 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any] | InvalidDocument]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    # Binary lines, decoded one by one: a line that is not UTF-8 is reported, not fatal for the file.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            ref = f"{path.name}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield InvalidDocument(ref, f"not valid UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}")
+                continue
             if not line.strip():
                 continue
-            ref = f"{path.name}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:

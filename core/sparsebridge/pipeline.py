@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, ConfigError, IngestSettings, SearchSettings
+from .config import Config, ConfigError, IngestSettings, SearchSettings, reveal
 from .connector import (
     Connector,
     ConnectorError,
@@ -383,19 +383,42 @@ def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
     return encoder_cls(resolve_model(name_or_path), device=device)
 
 
-def load_query_encoder(side: str, encoder: Any, config: Config) -> Any:
-    """The object that encodes queries: the full model, or an inference-free query encoder."""
-    if side == "full":
-        return encoder
-    import sparsebridge
+def has_inference_free_queries(encoder: Any) -> bool:
+    """Whether ``encoder.encode_query`` skips the transformer: a Router whose query route holds a
+    ``SparseStaticEmbedding`` (one weight per vocabulary token, looked up, no forward pass)."""
+    from .modules import Router, SparseStaticEmbedding
 
-    factory = getattr(sparsebridge, "InferenceFreeQueryEncoder", None)
-    if factory is None:
+    modules = encoder.modules() if hasattr(encoder, "modules") else ()
+    for module in modules:
+        if isinstance(module, Router):
+            try:
+                route = module.sub_modules[module.route("query")]
+            except (ValueError, KeyError):
+                return False
+            return any(isinstance(m, SparseStaticEmbedding) for m in route.modules())
+    return False
+
+
+def load_query_encoder(side: str, encoder: Any, config: Config) -> Any:
+    """The object that encodes queries, checked against ``[model] query_side``.
+
+    ``"inference-free"`` needs a model that encodes queries without a transformer pass (see
+    :func:`has_inference_free_queries`); ``"full"`` needs one that runs it. Either way queries go
+    through ``encode_query``: the setting states, and checks, what the model does.
+    """
+    free = has_inference_free_queries(encoder)
+    where = f"{config.source}: [model] query_side = {side!r}"
+    if side == "inference-free" and not free:
         raise ConfigError(
-            f"{config.source}: [model] query_side = 'inference-free': this version of sparsebridge has "
-            f"no inference-free query encoder; use query_side = 'full'"
+            f"{where}: the model {config.model.name_or_path!r} has no inference-free query route (a Router "
+            f"whose query route is a SparseStaticEmbedding); use query_side = 'full', or an inference-free model"
         )
-    return factory.from_encoder(encoder) if hasattr(factory, "from_encoder") else factory(encoder)
+    if side == "full" and free:
+        raise ConfigError(
+            f"{where}: the model {config.model.name_or_path!r} encodes queries inference-free (a "
+            f"SparseStaticEmbedding query route); set query_side = 'inference-free'"
+        )
+    return encoder
 
 
 def _dense_dimension(dense_encoder: Any) -> int:
@@ -536,7 +559,7 @@ class Pipeline:
             max_active_dims=config.model.max_active_dims,
             sparse_field=config.backend.sparse_field,
             dense_field=config.backend.dense_field,
-            index_options=config.backend.index_options,
+            index_options=reveal(config.backend.index_options),
             ingest_settings=config.ingest,
             search_settings=config.search,
             show_progress=show_progress,
@@ -627,9 +650,10 @@ class Pipeline:
         try:
             chunk: list[_Prepared] = []
             chunk_records = 0
+            seen: dict[str, int] = {}  # id -> number of the document that holds it in this run
             for n, doc in enumerate(corpus, 1):
                 report.documents += 1
-                prepared = self._prepare(doc, n, id_field, text_fields, payload_types, passage_tokens, report)
+                prepared = self._prepare(doc, n, id_field, text_fields, payload_types, passage_tokens, report, seen)
                 if prepared is not None:
                     chunk.append(prepared)
                     chunk_records += len(prepared.ids)
@@ -654,6 +678,7 @@ class Pipeline:
         payload_types: Mapping[str, Any],
         passage_tokens: int | None,
         report: IngestReport,
+        seen: dict[str, int],
     ) -> _Prepared | None:
         if isinstance(doc, InvalidDocument):
             report.failed[doc.ref] = doc.reason
@@ -679,6 +704,14 @@ class Pipeline:
             return None
         text = " ".join(parts)
         doc_id = doc_id or text_id(text)
+        if doc_id in seen:
+            # The first document with an id is kept; a later one would silently replace it.
+            report.failed[f"{doc_id} (document {n})"] = (
+                f"duplicate id {doc_id!r}: document {seen[doc_id]} of this corpus has the same id "
+                f"(ids compare as strings; without an id field, equal texts get equal ids); it was kept"
+            )
+            return None
+        seen[doc_id] = n
         payload = {k: doc[k] for k in payload_types if k in doc and doc[k] is not None}
         if passage_tokens is None:
             return _Prepared([doc_id], [text], [payload])
