@@ -212,6 +212,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 @pytest.mark.parametrize("grpc", [False, True])
 def test_unreachable_server_fails_fast_in_one_line(grpc):
     port = _free_port()

@@ -129,14 +129,15 @@ class ClientBackend:
                         "certificates); give verify='/path/to/ca.pem' or use REST"
                     )
                 if isinstance(verify, str):
-                    with open(verify, "rb") as fh:
-                        kwargs["grpc_options"] = {"root_certificates": fh.read()}
+                    try:
+                        with open(verify, "rb") as fh:
+                            kwargs["grpc_options"] = {"root_certificates": fh.read()}
+                    except OSError as exc:
+                        raise ConnectorError(f"cannot read the CA bundle verify={verify!r}: {exc}") from None
             else:
                 kwargs["verify"] = verify
-            with warnings.catch_warnings():
-                # "Api key is used with an insecure connection": the user chose http; not our call.
-                warnings.simplefilter("ignore", UserWarning)
-                self.client = QdrantClient(**kwargs)
+            # qdrant-client warns when an api_key travels over plain http: a warning worth seeing.
+            self.client = QdrantClient(**kwargs)
         else:
             if path is not None and location is not None:
                 raise ConnectorError("mode='local' takes path=... or location=':memory:', not both")
@@ -180,7 +181,7 @@ class ClientBackend:
 
     # -- collection lifecycle -------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
-        return self.call("collection lookup", lambda: self.client.collection_exists(name), retry=False)[0]
+        return self.call("collection lookup", lambda: self.client.collection_exists(name))[0]
 
     def _info(self, name: str) -> Any | None:
         if not self.exists(name):

@@ -162,11 +162,14 @@ class EdgeBackend:
                 cfg = json.load(fh)
         except (OSError, ValueError):
             return None
-        sparse = set((cfg.get("sparse_vectors") or {}).keys())
-        dense = {
-            k: (int(v.get("size", 0)), str(v.get("distance", "Cosine")).lower())
-            for k, v in (cfg.get("vectors") or {}).items()
-        }
+        try:  # the engine's own file: read defensively, the sidecar is the fallback
+            sparse = set((cfg.get("sparse_vectors") or {}).keys())
+            dense = {
+                str(k): (int(v.get("size", 0)), str(v.get("distance", "Cosine")).lower())
+                for k, v in (cfg.get("vectors") or {}).items()
+            }
+        except (AttributeError, TypeError, ValueError):
+            return None
         return sparse, dense
 
     def _layout_from_engine(self, name: str, metadata: dict[str, Any]) -> Layout:
