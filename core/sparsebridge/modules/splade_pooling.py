@@ -21,10 +21,10 @@ from .base import Module
 
 POOLING_STRATEGIES = ("max", "sum")
 ACTIVATIONS = ("relu", "log1p_relu")
-# Columns of the vocabulary projected per matmul: 2048 keeps a block of logits cache-sized.
-VOCAB_BLOCK = 2048
+# Columns of the vocabulary projected per matmul: 512 x 512 logits (1 MiB) stay in L2 cache.
+VOCAB_BLOCK = 512
 # Real tokens projected per matmul when no chunk_size is set.
-TOKEN_BUDGET = 256
+TOKEN_BUDGET = 512
 
 
 class SpladePooling(Module):
