@@ -29,7 +29,7 @@ from typing import Any
 
 STDLIB_SPEC = "stdlib:"
 # Enough docstrings for meaningful search, few enough to encode in about a minute on 2 CPU cores.
-STDLIB_DEFAULT_LIMIT = 800
+STDLIB_DEFAULT_LIMIT = 600
 STDLIB_MIN_CHARS = 60
 STDLIB_PER_MODULE = 12
 
