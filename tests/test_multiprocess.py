@@ -102,11 +102,15 @@ def test_stop_leaves_no_process_behind(encoder):
 
 
 def test_killed_worker_makes_encode_raise_instead_of_hanging(encoder, pool, texts):
-    victim = pool["processes"][0].pid
+    process = pool["processes"][0]
+    victim = process.pid
     os.kill(victim, signal.SIGKILL)
+    # Wait for the exit status, not for /proc: a killed multi-threaded process shows "Z" there while
+    # its other threads are still exiting, and waitpid (hence is_alive) reports it only after that.
     deadline = time.monotonic() + 30
-    while alive(victim) and time.monotonic() < deadline:
+    while process.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert not process.is_alive(), "SIGKILL did not end the worker within 30 s"
     signal.alarm(120)  # a hang fails the test instead of blocking the run
     try:
         started = time.monotonic()
@@ -117,4 +121,44 @@ def test_killed_worker_makes_encode_raise_instead_of_hanging(encoder, pool, text
         signal.alarm(0)
     pids = [p.pid for p in pool["processes"]]
     encoder.stop_multi_process_pool(pool)
+    assert not any(alive(pid) for pid in pids)
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU ticks of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_worker_killed_while_holding_a_chunk_makes_encode_raise(encoder, texts):
+    import threading
+
+    pool = encoder.start_multi_process_pool(["cpu", "cpu"])
+    try:
+        encoder.encode(texts[:4], pool=pool)  # both workers loaded and idle
+        process = pool["processes"][0]
+        outcome: dict[str, object] = {}
+
+        def call() -> None:
+            try:
+                outcome["result"] = encoder.encode(texts * 4, pool=pool, chunk_size=len(texts) * 2, batch_size=8)
+            except BaseException as exc:  # handed to the test thread
+                outcome["error"] = exc
+
+        idle = cpu_ticks(process.pid)
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        # Two chunks for two workers: a worker burning CPU after the call started is holding one.
+        deadline = time.monotonic() + 60
+        while cpu_ticks(process.pid) < idle + 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "result" not in outcome and "error" not in outcome, "the call ended before the worker was busy"
+        os.kill(process.pid, signal.SIGKILL)
+        caller.join(120)
+        assert not caller.is_alive(), "encode hung after a worker died holding a chunk"
+        assert isinstance(outcome.get("error"), WorkerError), outcome
+        assert f"pid {process.pid} exit code -9" in str(outcome["error"])
+    finally:
+        pids = [p.pid for p in pool["processes"]]
+        encoder.stop_multi_process_pool(pool)
     assert not any(alive(pid) for pid in pids)
