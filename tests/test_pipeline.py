@@ -125,6 +125,9 @@ def test_ingest_cranfield_reports_empty_documents(cranfield_pipe, cranfield):
     assert report.written == 1400 - len(empty) == pipe.count()
     assert set(report.failed) == empty
     assert all("no text" in reason for reason in report.failed.values())
+    # The report accounts for its time: encoding and writing are parts of the whole.
+    assert report.encode_seconds > 0 and report.write_seconds > 0
+    assert report.encode_seconds + report.write_seconds <= report.seconds
     meta = pipe.connector.index_metadata()
     assert meta["vocab_fingerprint"] == vocab_fingerprint(pipe.encoder.tokenizer)
     assert meta["vocab_size"] == 30522

@@ -197,7 +197,8 @@ def ingest(
         click.echo(
             f"ingested {report.documents} documents from {source.name} into index {report.index!r} "
             f"({config.backend.connector}): {report.written} records written, {len(report.failed)} failed, "
-            f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s)"
+            f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s; "
+            f"encoding {report.encode_seconds:.1f}s, writing {report.write_seconds:.1f}s)"
         )
         for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
             if i == MAX_LISTED_FAILURES:
