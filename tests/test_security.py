@@ -321,7 +321,11 @@ def test_tls_is_verified_by_default_with_an_optional_ca_bundle(tmp_path):
     verify, ctx = _qdrant_ssl(QdrantConnector(mode="server", url="https://q.example:6333", api_key=API_KEY))
     assert verify is True and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     verify, ctx = _qdrant_ssl(QdrantConnector(mode="server", url="https://q.example:6333", verify=str(bundle)))
-    assert verify == str(bundle) and ctx.verify_mode == ssl.CERT_REQUIRED
+    # The bundle reaches httpx as an SSL context that holds its certificates and checks them.
+    assert isinstance(verify, ssl.SSLContext) and verify.cert_store_stats()["x509_ca"] > 100
+    assert ctx is verify and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    with pytest.raises(ConnectorError, match="cannot read the CA bundle"):
+        QdrantConnector(mode="server", url="https://q.example:6333", verify=str(tmp_path / "missing.pem"))
 
 
 def test_tls_defaults_hold_through_a_config_file(tmp_path):

@@ -7,6 +7,8 @@ the collection's own metadata (Qdrant >= 1.16) under the key ``"sparsebridge"``.
 from __future__ import annotations
 
 import contextlib
+import os
+import ssl
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -134,8 +136,15 @@ class ClientBackend:
                             kwargs["grpc_options"] = {"root_certificates": fh.read()}
                     except OSError as exc:
                         raise ConnectorError(f"cannot read the CA bundle verify={verify!r}: {exc}") from None
+            elif isinstance(verify, str):
+                # httpx takes a CA bundle as an SSL context (a plain path is deprecated there).
+                try:
+                    where = {"capath": verify} if os.path.isdir(verify) else {"cafile": verify}
+                    kwargs["verify"] = ssl.create_default_context(**where)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConnectorError(f"cannot read the CA bundle verify={verify!r}: {exc}") from None
             else:
-                kwargs["verify"] = verify
+                kwargs["verify"] = bool(verify)
             # qdrant-client warns when an api_key travels over plain http: a warning worth seeing.
             self.client = QdrantClient(**kwargs)
         else:
