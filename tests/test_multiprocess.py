@@ -162,3 +162,28 @@ def test_worker_killed_while_holding_a_chunk_makes_encode_raise(encoder, texts):
         pids = [p.pid for p in pool["processes"]]
         encoder.stop_multi_process_pool(pool)
     assert not any(alive(pid) for pid in pids)
+
+
+def test_script_without_main_guard_raises_instead_of_hanging(tmp_path, splade_path):
+    """spawn re-imports the main script in each worker; a script that starts a pool at import time
+    makes every worker die while starting. That must be a clear error, not a hang."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from sparsebridge import SparseEncoder
+            model = SparseEncoder({str(splade_path)!r}, device="cpu")
+            pool = model.start_multi_process_pool(["cpu"])
+            print("pool started")
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "pool started" not in done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("sparsebridge.multiprocess.WorkerError: 1 encoding worker(s) died while starting"), last
+    assert 'if __name__ == "__main__":' in last

@@ -1,8 +1,11 @@
 """Multi-process encoding: one worker process per target device (``["cpu", "cpu"]``, ``["cuda:0",
 "cuda:1"]``...), fed chunks of texts through a queue.
 
-* Workers start with torch's ``spawn`` context and receive the model once (its weights in shared
-  memory); CPU workers split the machine's cores between them (``torch.set_num_threads``).
+* Workers start with torch's ``spawn`` context and receive the model once, through a queue (its
+  weights in shared memory); ``start_pool`` returns when every worker has said it is ready, and
+  raises if one dies on the way (e.g. a script that starts a pool without an
+  ``if __name__ == "__main__":`` guard, which spawn re-runs in each worker). CPU workers split the
+  machine's cores between them (``torch.set_num_threads``).
 * Results travel back as plain numpy arrays (no shared-memory file descriptors) and are put back in
   input order; they equal a single-process ``encode``.
 * A worker that raises sends its error back and ``encode`` re-raises it; a worker that dies (killed,
@@ -87,23 +90,26 @@ def _concat(parts: list[Any]) -> Any:
 
 
 # -- the worker -----------------------------------------------------------------------------------
-def _worker(device: str, model: Any, tasks: Any, results: Any, threads: int | None) -> None:
+_READY = -1  # the job id of start-up messages on the results queue
+
+
+def _worker(device: str, setup: Any, tasks: Any, results: Any, threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     try:
+        model = setup.get()
         model.to(device)
-    except Exception as exc:  # report at the first chunk instead of dying silently
-        setup_error: Exception | None = exc
-    else:
-        setup_error = None
+    except Exception as exc:
+        message = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        results.put((_READY, os.getpid(), False, f"worker on {device} (pid {os.getpid()}) failed to start:\n{message}"))
+        return
+    results.put((_READY, os.getpid(), True, None))
     while True:
         task = tasks.get()
         if task is None:
             return
         job, chunk_id, texts, kwargs = task
         try:
-            if setup_error is not None:
-                raise setup_error
             out = model.encode(texts, device=device, **kwargs)
             results.put((job, chunk_id, True, _pack(out)))
         except Exception as exc:
@@ -113,7 +119,8 @@ def _worker(device: str, model: Any, tasks: Any, results: Any, threads: int | No
 
 # -- the pool -------------------------------------------------------------------------------------
 def start_pool(model: Any, target_devices: list[str] | None = None) -> dict[str, Any]:
-    """Start one worker per device; returns ``{"input", "output", "processes", "devices"}``."""
+    """Start one worker per device and wait until each has the model on its device; returns
+    ``{"input", "output", "processes", "devices"}``."""
     devices = [str(d) for d in (target_devices or _default_devices())]
     if not devices:
         raise ValueError("target_devices is empty")
@@ -123,23 +130,51 @@ def start_pool(model: Any, target_devices: list[str] | None = None) -> dict[str,
     # The model goes to the workers once, from CPU shared memory; the caller's copy stays on CPU.
     model.to("cpu")
     model.share_memory()
-    tasks, results = ctx.Queue(), ctx.Queue()
-    processes = []
+    # The model travels through a queue, not as a Process argument: spawn writes the arguments
+    # into a pipe whose read end the parent itself holds open until the write ends, so a worker
+    # that dies before reading a large argument (the tokenizer alone is hundreds of KB) would block
+    # ``Process.start()`` for ever. A queue's feeder thread blocks instead, and we watch the workers.
+    setup, tasks, results = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    pool: dict[str, Any] = {"input": tasks, "output": results, "processes": [], "devices": devices, "setup": setup}
     try:
         for device in devices:
             process = ctx.Process(
                 target=_worker,
-                args=(device, model, tasks, results, threads if device.startswith("cpu") else None),
+                args=(device, setup, tasks, results, threads if device.startswith("cpu") else None),
                 daemon=True,
                 name=f"sparsebridge-encode-{device}",
             )
             process.start()
-            processes.append(process)
+            pool["processes"].append(process)
+            setup.put(model)
+        _wait_ready(pool)
     except BaseException:
-        stop_pool({"input": tasks, "output": results, "processes": processes})
+        stop_pool(pool)
         raise
-    logger.info("started %d encoding workers on %s", len(processes), ", ".join(devices))
-    return {"input": tasks, "output": results, "processes": processes, "devices": devices}
+    logger.info("started %d encoding workers on %s", len(devices), ", ".join(devices))
+    return pool
+
+
+def _wait_ready(pool: dict[str, Any]) -> None:
+    waiting = {p.pid for p in pool["processes"]}
+    while waiting:
+        try:
+            job, pid, ok, payload = pool["output"].get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            dead = [p for p in pool["processes"] if p.pid in waiting and not p.is_alive()]
+            if dead:
+                details = ", ".join(f"pid {p.pid} exit code {p.exitcode}" for p in dead)
+                raise WorkerError(
+                    f"{len(dead)} encoding worker(s) died while starting ({details}). Workers start with "
+                    f"'spawn', which imports the main script again in each worker: a script that starts a "
+                    f'pool must do so under `if __name__ == "__main__":`'
+                ) from None
+            continue
+        if job != _READY:
+            continue
+        if not ok:
+            raise WorkerError(payload)
+        waiting.discard(pid)
 
 
 def stop_pool(pool: dict[str, Any], timeout: float = 10.0) -> None:
@@ -164,7 +199,7 @@ def stop_pool(pool: dict[str, Any], timeout: float = 10.0) -> None:
     for process in processes:
         with contextlib.suppress(ValueError):  # already closed
             process.close()
-    for key in ("input", "output"):
+    for key in ("input", "output", "setup"):
         q = pool.get(key)
         if q is not None:
             q.cancel_join_thread()
