@@ -89,6 +89,19 @@ def _concat(parts: list[Any]) -> Any:
     return [row for part in parts for row in part]
 
 
+def _in_input_order(rows: Any, order: list[int]) -> Any:
+    """Rows produced in ``order`` (row k is input ``order[k]``), put back in input order."""
+    inverse = [0] * len(order)
+    for k, i in enumerate(order):
+        inverse[i] = k
+    if isinstance(rows, torch.Tensor):
+        picked = rows.index_select(0, torch.tensor(inverse, dtype=torch.long, device=rows.device))
+        return picked.coalesce() if picked.is_sparse else picked
+    if isinstance(rows, np.ndarray):
+        return rows[inverse]
+    return [rows[k] for k in inverse]
+
+
 # -- the worker -----------------------------------------------------------------------------------
 _READY = -1  # the job id of start-up messages on the results queue
 
@@ -259,11 +272,15 @@ def encode_multi_process(
         if chunk_size is None:
             chunk_size = max(1, min(math.ceil(len(texts) / workers / 10), 5000))
         _check_workers(pool)  # a pool with a dead worker is broken, even if the others could cope
+        # Chunks of similar lengths pad less, as a single-process encode's global length sort does;
+        # the longest go first so that the last chunks, which no other worker can share, are short.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        ordered = [texts[i] for i in order]
         job = next(_JOBS)
         starts = range(0, len(texts), chunk_size)
         for chunk_id, start in enumerate(starts):
-            pool["input"].put((job, chunk_id, texts[start : start + chunk_size], encode_kwargs))
-        result = _concat(_collect(pool, job, len(starts)))
+            pool["input"].put((job, chunk_id, ordered[start : start + chunk_size], encode_kwargs))
+        result = _in_input_order(_concat(_collect(pool, job, len(starts))), order)
     finally:
         if own_pool:
             stop_pool(pool)
