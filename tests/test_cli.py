@@ -164,6 +164,26 @@ def test_connectors_command(cli, tmp_path):
     assert all(r["version"] for r in rows)
 
 
+def test_commands_that_need_no_model_do_not_import_torch(tmp_path):
+    """`--help`, `connectors` and config errors answer at once: torch loads only when a model does."""
+    probe = (
+        "import sys\n"
+        "from sparsebridge.cli import main\n"
+        "for argv in (['--help'], ['connectors'], ['search', '--config', sys.argv[1], 'q']):\n"
+        "    try:\n"
+        "        main(argv, standalone_mode=False)\n"
+        "    except Exception as exc:\n"
+        "        print('error:', type(exc).__name__, exc)\n"
+        "print('LOADED', sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[backend]\nconnector = "no-such-backend"\n')
+    done = subprocess.run([sys.executable, "-c", probe, str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no-such-backend" in done.stdout and "qdrant" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
 def test_encode_command(cli, tmp_path):
     lines = cli("encode", "the lift of a wing", "boundary layer", "--top-k", "5").stdout.splitlines()
     rows = [json.loads(line) for line in lines]

@@ -1,9 +1,36 @@
 """sparsebridge: learned sparse vectors in and out of the search engines you already run."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .dense_encoder import DenseEncoder  # noqa: E402
-from .encoder import SparseEncoder  # noqa: E402
-from .similarity import SimilarityFunction  # noqa: E402
+# The encoders pull in torch and transformers (seconds to import); the CLI, the config loader and
+# the connectors don't need them, so they load on first use.
+_LAZY = {
+    "DenseEncoder": ".dense_encoder",
+    "SparseEncoder": ".encoder",
+    "SimilarityFunction": ".similarity",
+}
+
+if TYPE_CHECKING:
+    from .dense_encoder import DenseEncoder
+    from .encoder import SparseEncoder
+    from .similarity import SimilarityFunction
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = ["DenseEncoder", "SimilarityFunction", "SparseEncoder", "__version__"]
