@@ -53,6 +53,7 @@ from .defaults import (
     DEFAULT_INDEX,
     DEFAULT_MODEL,
 )
+from .errors import ConfigError  # noqa: F401  (defined in errors.py; re-exported here)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,10 +70,6 @@ FUSIONS = ("rrf", "dbsf")
 SECRET_KEYS = frozenset(Connector.secret_options) | {"secret", "client_secret", "aws_secret_access_key"}
 _ENV_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-class ConfigError(ValueError):
-    """The config is wrong; the message names the file, the key, the bad value and what is allowed."""
 
 
 class Secret:

@@ -35,13 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-
-class ConnectorError(RuntimeError):
-    """A backend request failed as a whole (unreachable, refused, wrong mapping...)."""
-
-
-class IndexMismatchError(ConnectorError):
-    """An existing index does not match the spec (field type, dense size, vocabulary)."""
+from .errors import ConnectorError, IndexMismatchError  # noqa: F401  (defined in errors.py; re-exported here)
 
 
 @dataclass(frozen=True)

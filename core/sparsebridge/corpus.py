@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import CorpusError  # noqa: F401  (defined in errors.py; re-exported here)
+
 STDLIB_SPEC = "stdlib:"
 # Enough docstrings for meaningful search, few enough to encode in about a minute on 2 CPU cores.
 STDLIB_DEFAULT_LIMIT = 600
@@ -41,10 +43,6 @@ _STDLIB_SKIP = frozenset(
         "msvcrt", "nturl2path", "sre_compile", "sre_constants", "sre_parse",
     }
 )  # fmt: skip
-
-
-class CorpusError(ValueError):
-    """The corpus cannot be read at all (missing file, unknown format)."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from .errors import ModelNotFoundError  # noqa: F401  (defined in errors.py; re-exported here)
+
 PACKAGED_SPLADE = "packaged:splade"
 PACKAGED_MINILM = "packaged:minilm"
 
@@ -31,13 +33,6 @@ DEFAULT_DATA_DIR = "./sparsebridge-data"
 DEFAULT_INDEX = "sparsebridge"
 DEFAULT_CONNECTOR = "qdrant"
 DEFAULT_BACKEND_OPTIONS: dict[str, Any] = {"mode": "edge", "path": f"{DEFAULT_DATA_DIR}/qdrant-edge"}
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A packaged model was asked for but its package is not installed."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else super().__str__()
 
 
 def packaged_model_path(name: str) -> Path:

@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .errors import ModelLoadError  # noqa: F401  (defined in errors.py; re-exported here)
 from .modules import MODULE_CLASSES, Module
 from .modules.base import read_json
 from .modules.splade_pooling import SpladePooling
@@ -34,10 +35,6 @@ ST_MODEL_CONFIG = "config_sentence_transformers.json"
 _IGNORED_ON_HUB = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*"]
 # Package prefixes whose module classes we implement ourselves (matched on the class name).
 _KNOWN_PREFIXES = ("sentence_transformers.", "sparsebridge.")
-
-
-class ModelLoadError(OSError):
-    """A model could not be found or read; the message names the model and the cause."""
 
 
 def default_cache_folder() -> str | None:

@@ -29,14 +29,12 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+from .errors import WorkerError  # noqa: F401  (defined in errors.py; re-exported here)
+
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.5
 _JOBS = itertools.count()
-
-
-class WorkerError(RuntimeError):
-    """A pool worker failed or died; the message carries the worker's own error where it sent one."""
 
 
 def _cores() -> int:

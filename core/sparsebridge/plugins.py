@@ -8,6 +8,7 @@ import pluggy
 
 from . import hookspecs
 from .connector import Connector
+from .errors import UnknownConnectorError  # noqa: F401  (defined in errors.py; re-exported here)
 
 ENTRY_POINT_GROUP = "sparsebridge"
 
@@ -23,16 +24,6 @@ def _load_entry_points() -> None:
     if not _entry_points_loaded:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         _entry_points_loaded = True
-
-
-class UnknownConnectorError(KeyError):
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name, self.known = name, known
-        listed = ", ".join(known) if known else "none (install an extra such as sparsebridge[qdrant])"
-        super().__init__(f"unknown connector {name!r}; installed connectors: {listed}")
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def get_connectors() -> dict[str, type[Connector]]:

@@ -1,0 +1,67 @@
+"""One family of errors: everything sparsebridge raises on purpose derives from ``SparsebridgeError``.
+
+The CLI catches this base and prints its message as one line; a library user can do the same. Each
+class also derives from the builtin a caller would have caught before (``ValueError``, ``OSError``,
+``KeyError``, ``RuntimeError``), so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConnectorError",
+    "CorpusError",
+    "IndexMismatchError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "SparsebridgeError",
+    "UnknownConnectorError",
+    "WorkerError",
+]
+
+
+class SparsebridgeError(Exception):
+    """The base of every error sparsebridge raises on purpose; its message is one readable line."""
+
+
+class ConfigError(SparsebridgeError, ValueError):
+    """The config is wrong; the message names the file, the key, the bad value and what is allowed."""
+
+
+class ModelLoadError(SparsebridgeError, OSError):
+    """A model could not be found or read; the message names the model and the cause."""
+
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """A packaged model was asked for but its package is not installed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class CorpusError(SparsebridgeError, ValueError):
+    """The corpus cannot be read at all (missing file, unknown format)."""
+
+
+class ConnectorError(SparsebridgeError, RuntimeError):
+    """A backend request failed as a whole (unreachable, refused, wrong mapping...)."""
+
+
+class IndexMismatchError(ConnectorError):
+    """An existing index does not match the spec (field type, dense size, vocabulary)."""
+
+
+class UnknownConnectorError(SparsebridgeError, KeyError):
+    """No installed connector plugin has the asked-for name; the message lists the installed ones."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name, self.known = name, known
+        listed = ", ".join(known) if known else "none (install an extra such as sparsebridge[qdrant])"
+        super().__init__(f"unknown connector {name!r}; installed connectors: {listed}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class WorkerError(SparsebridgeError, RuntimeError):
+    """A pool worker failed or died; the message carries the worker's own error where it sent one."""
