@@ -50,6 +50,7 @@ from sparsebridge.connector import (
     Record,
     SearchOptions,
     SearchResult,
+    SparseVector,
     WriteResult,
     check_vocabulary,
 )
@@ -889,6 +890,81 @@ class LuceneConnector(Connector):
             results.append(SearchResult(hits=hits, notes=notes[i]))
         return results
 
+    # --- export -----------------------------------------------------------------------------------
+
+    def _export_source(self) -> Any:
+        """The ``_source`` part of the export request (engines that leave vectors out of
+        ``_source`` by default are asked for them here)."""
+        return True
+
+    def _decode_sparse(self, layout: Layout, stored: Mapping[str, Any], index_of: Mapping[str, int]) -> list[str]:
+        """The stored sparse object's keys as vocabulary tokens (engine-specific key schemes)."""
+        return [str(k) for k in stored]
+
+    def export(self, vocabulary: Sequence[str], batch_size: int = 500) -> Iterator[list[Record]]:
+        """Every document back as a Record, through the client's ``helpers.scan`` (scroll API).
+
+        Keys become vocabulary ids again through ``vocabulary``; a key the vocabulary lacks fails
+        the export naming the document. Lucene quantises the indexed weight, but ``_source`` keeps
+        the one written; where the engine rebuilds ``_source`` vectors from the index, the weights
+        are Lucene's 9-bit ones and :meth:`export_quantisation` says so.
+        """
+        layout = self._current()
+        tokens = list(vocabulary)
+        index_of: dict[str, int] = {}
+        for i, tok in enumerate(tokens):
+            index_of.setdefault(tok, i)
+        body = {"query": {"match_all": {}}, "_source": self._export_source()}
+        self._export_9bit = True
+        seen_values = False
+        batch: list[Record] = []
+        with self._api(f"export index {layout.index!r}"):
+            hits = self._helpers().scan(self.client, query=body, index=layout.index, size=batch_size, scroll="5m")
+            for hit in hits:
+                source = hit.get("_source") or {}
+                rid = str(hit["_id"])
+                stored = source.get(layout.sparse_field)
+                if not isinstance(stored, Mapping):
+                    raise ConnectorError(
+                        f"{self.engine} at {self.url}: document {rid!r} of index {layout.index!r} has no "
+                        f"{layout.sparse_field!r} object in _source; cannot export its vector"
+                    )
+                triples = []
+                for key, tok in zip(stored, self._decode_sparse(layout, stored, index_of)):
+                    by_id = layout.sparse_keys == "index"  # keyed by token id (OpenSearch SEISMIC)
+                    i = (int(tok) if tok.isdigit() else None) if by_id else index_of.get(tok)
+                    if i is None or i >= len(tokens):
+                        raise ConnectorError(
+                            f"document {rid!r} of index {layout.index!r}: sparse key {key!r} is not in the "
+                            f"model's vocabulary; export it with the model the index was built with"
+                        )
+                    w = float(stored[key])
+                    seen_values = True
+                    if self._export_9bit and not _fits_9_bits(w):
+                        self._export_9bit = False
+                    triples.append((i, tokens[i], w))
+                dense = source.get(layout.dense_field) if layout.dense_field else None
+                batch.append(
+                    Record(
+                        id=rid,
+                        text=str(source.get(TEXT_FIELD) or ""),
+                        sparse=SparseVector.from_pairs(triples),
+                        payload=dict(source.get(PAYLOAD_FIELD) or {}),
+                        dense=[float(x) for x in dense] if dense is not None else None,
+                    )
+                )
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+        self._export_9bit = self._export_9bit and seen_values
+
+    def export_quantisation(self) -> str:
+        # Weights whose float32 low 15 mantissa bits are all zero are what Lucene's FeatureField
+        # keeps (the upper 17 bits of the float); real model weights almost never look like that.
+        return "lucene-9bit" if getattr(self, "_export_9bit", False) else "none"
+
 
 def hit_payload(source: Mapping[str, Any]) -> dict[str, Any]:
     """What a Hit carries: the record's payload plus its text under ``"text"`` (a payload key
@@ -897,3 +973,11 @@ def hit_payload(source: Mapping[str, Any]) -> dict[str, Any]:
     if TEXT_FIELD in source:
         payload.setdefault(TEXT_FIELD, source[TEXT_FIELD])
     return payload
+
+
+def _fits_9_bits(weight: float) -> bool:
+    """Whether ``weight`` (as float32) has only 9 significant bits, as Lucene stores features."""
+    import struct
+
+    (bits,) = struct.unpack("<I", struct.pack("<f", weight))
+    return bits & 0x7FFF == 0

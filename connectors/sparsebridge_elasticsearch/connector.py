@@ -40,6 +40,7 @@ from ._lucene import Layout, LuceneConnector, combine
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)
 DOTTED_TOKENS_SINCE = (8, 16)
+EXCLUDE_VECTORS_SINCE = (9, 1)
 
 KEYS_PLAIN = "token"
 KEYS_ESCAPED = "token-dot-escaped"
@@ -214,3 +215,15 @@ class ElasticsearchConnector(LuceneConnector):
 
     def _call_delete_index(self, index: str) -> None:
         self.client.indices.delete(index=index)
+
+    # --- export -----------------------------------------------------------------------------------
+
+    def _export_source(self) -> Any:
+        # 9.1+ can leave vectors out of _source (index.mapping.exclude_source_vectors, the default
+        # for new indices from 9.2 and on serverless): ask for them explicitly.
+        return {"exclude_vectors": False} if self._has(EXCLUDE_VECTORS_SINCE) else True
+
+    def _decode_sparse(self, layout: Layout, stored: Mapping[str, Any], index_of: Mapping[str, int]) -> list[str]:
+        if layout.sparse_keys == KEYS_ESCAPED:
+            return [unescape_token(str(k)) for k in stored]
+        return [str(k) for k in stored]

@@ -447,6 +447,29 @@ class ClientBackend:
         )[0]
         return [[(p.id, float(p.score), p.payload or {}) for p in r.points] for r in responses]
 
+    def scroll(
+        self, name: str, layout: Layout, offset: Any, limit: int
+    ) -> tuple[list[tuple[dict[str, Any], list[int], list[float], list[float] | None]], Any]:
+        """One page of points with payload and vectors (see ``EdgeBackend.scroll``)."""
+        (records, next_offset), _ = self.call(
+            "scroll",
+            lambda: self.client.scroll(name, limit=int(limit), offset=offset, with_payload=True, with_vectors=True),
+        )
+        out = []
+        for r in records:
+            vectors = r.vector if isinstance(r.vector, dict) else {}
+            sparse = vectors.get(layout.sparse_field)
+            dense = vectors.get(layout.dense_field) if layout.dense_field else None
+            out.append(
+                (
+                    dict(r.payload or {}),
+                    list(sparse.indices) if sparse is not None else [],
+                    list(sparse.values) if sparse is not None else [],
+                    list(dense) if dense is not None else None,
+                )
+            )
+        return out, next_offset
+
 
 def _status_of(exc: ConnectorError) -> int | None:
     cause = exc.__cause__

@@ -413,6 +413,20 @@ class EdgeBackend:
             raise ConnectorError(f"Qdrant Edge search in {name!r} failed: {one_line(str(exc))}") from exc
         return [[(p.id, float(p.score), p.payload or {}) for p in points] for points in batches]
 
+    def scroll(
+        self, name: str, layout: Layout, offset: Any, limit: int
+    ) -> tuple[list[tuple[dict[str, Any], list[int], list[float], list[float] | None]], Any]:
+        """One page of points with payload and vectors: ``[(payload, indices, values, dense)]`` and
+        the offset of the next page (None at the end)."""
+        shard = self._shard(name)
+        try:
+            records, next_offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=int(limit), with_payload=True, with_vector=True)
+            )
+        except Exception as exc:
+            raise ConnectorError(f"Qdrant Edge scroll of {name!r} failed: {one_line(str(exc))}") from exc
+        return [_exported(r.payload, r.vector, layout) for r in records], next_offset
+
 
 def _edge_match(value: Any) -> dict[str, Any]:
     """Keyword arguments of FieldCondition for equality with ``value``."""
@@ -426,3 +440,12 @@ def _edge_match(value: Any) -> dict[str, Any]:
         # MatchValue takes strings, integers and booleans; equality on a float is a closed range.
         return {"range": qe.RangeFloat(gte=value, lte=value)}
     return {"match": qe.MatchValue(value)}
+
+
+def _exported(payload: Any, vector: Any, layout: Layout) -> tuple[dict[str, Any], list[int], list[float], Any]:
+    vectors = vector if isinstance(vector, dict) else {}
+    sparse = vectors.get(layout.sparse_field)
+    indices = list(sparse.indices) if sparse is not None else []
+    values = list(sparse.values) if sparse is not None else []
+    dense = vectors.get(layout.dense_field) if layout.dense_field else None
+    return dict(payload or {}), indices, values, list(dense) if dense is not None else None

@@ -25,7 +25,7 @@ fuse them with RRF (``rrf_k``, standard 1-based ranks) or DBSF inside the engine
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from sparsebridge.connector import (
@@ -37,6 +37,7 @@ from sparsebridge.connector import (
     Record,
     SearchOptions,
     SearchResult,
+    SparseVector,
     WriteResult,
     check_vocabulary,
 )
@@ -246,3 +247,32 @@ class QdrantConnector(Connector):
 
     def close(self) -> None:
         self._backend.close()
+
+    def export(self, vocabulary: Sequence[str], batch_size: int = 500) -> Iterator[list[Record]]:
+        """Every point back as a Record (scroll with payload and vectors); Qdrant keeps float32
+        weights, so indices and values are exactly those written."""
+        name, layout = self._current()
+        tokens = list(vocabulary)
+        offset: Any = None
+        while True:
+            points, offset = self._backend.scroll(name, layout, offset, batch_size)
+            batch = []
+            for payload, indices, values, dense in points:
+                rid = payload.pop(self.id_key, None)
+                text = payload.pop(self.text_key, "")
+                if not isinstance(rid, str):
+                    raise ConnectorError(
+                        f"collection {name!r} has a point without a string {self.id_key!r} payload key; "
+                        f"it was not written by sparsebridge (or id_key differs)"
+                    )
+                names = [tokens[i] if i < len(tokens) else f"[{i}]" for i in indices]
+                sparse = SparseVector.from_pairs(zip(indices, names, values))
+                batch.append(
+                    Record(
+                        id=rid, text=text if isinstance(text, str) else "", sparse=sparse, payload=payload, dense=dense
+                    )
+                )
+            if batch:
+                yield batch
+            if offset is None:
+                return

@@ -10,6 +10,7 @@ Lifecycle, in the order the pipeline calls it::
     conn.write(records)                          # upsert a batch; idempotent by Record.id
     conn.search(queries, top_k=10, ...)          # one batch request for many queries
     conn.count(); conn.delete(ids); conn.drop()
+    conn.export(vocabulary)                      # optional: every record back, with its vectors
     conn.close()
 
 Rules every connector follows:
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -270,6 +271,23 @@ class Connector(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def export(self, vocabulary: Sequence[str], batch_size: int = 500) -> Iterator[list[Record]]:
+        """Every record of the index, with its vectors, in batches of about ``batch_size``.
+
+        ``vocabulary`` is the model's id-ordered token list (checked against the index's
+        fingerprint by the caller): engines keyed by token give back ids through it, engines keyed
+        by id give back tokens. Records come back as written: same id, text, payload, sparse
+        indices and values (float32), dense vector. Where the engine keeps only a rounded weight,
+        :meth:`export_quantisation` says so after the export. Optional; used by ``sparsebridge
+        export`` and ``migrate``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement export()")
+
+    def export_quantisation(self) -> str:
+        """How the weights of the last :meth:`export` relate to those written: ``"none"`` (bit for
+        bit), or ``"lucene-9bit"`` (Lucene kept 9 significant bits of each weight)."""
+        return "none"
 
 
 def check_vocabulary(stored: Mapping[str, Any] | None, expected: Mapping[str, Any], index: str) -> None:

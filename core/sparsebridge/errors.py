@@ -8,9 +8,11 @@ class also derives from the builtin a caller would have caught before (``ValueEr
 from __future__ import annotations
 
 __all__ = [
+    "CacheError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "DatasetError",
     "IndexMismatchError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -65,3 +67,13 @@ class UnknownConnectorError(SparsebridgeError, KeyError):
 
 class WorkerError(SparsebridgeError, RuntimeError):
     """A pool worker failed or died; the message carries the worker's own error where it sent one."""
+
+
+class DatasetError(SparsebridgeError, ValueError):
+    """A vector dataset (Parquet) cannot be read or extended: missing, not ours, or made by another
+    model than the one it is used with; the message names the file and the fix."""
+
+
+class CacheError(SparsebridgeError, OSError):
+    """The encode cache cannot be used (a corrupt file, one written by another program); the message
+    names the file and how to clear it."""

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from .cache import EncodeCache
 from .components import (
     connector_from_config,
     dense_dimension,
@@ -61,6 +62,7 @@ from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, rea
 from .documents import AUTO_ID_FIELDS, document_id, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
 from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, split_passages
+from .producer import check_producer, dataset_index_metadata, producer_info
 from .results import (  # noqa: F401  (re-exported for callers of the older module layout)
     Explanation,
     IngestError,
@@ -89,6 +91,16 @@ class _Prepared:
     payloads: list[dict[str, Any]]
 
 
+@dataclass
+class _Plan:
+    """Where a corpus keeps ids, text and payload, and whether long texts become passages."""
+
+    id_field: str | None
+    text_fields: tuple[str, ...]
+    payload_types: dict[str, Any]
+    passage_tokens: int | None
+
+
 class Pipeline:
     """Encoder + connector + index: ingest, search, explain, evaluate.
 
@@ -115,8 +127,12 @@ class Pipeline:
         ingest_settings: IngestSettings | None = None,
         search_settings: SearchSettings | None = None,
         show_progress: bool = True,
+        cache: EncodeCache | None = None,
     ) -> None:
         self.encoder = encoder
+        self.cache = cache
+        self._cache_keys: dict[str, str] = {}
+        self._producer: dict[str, Any] | None = None
         self.connector = connector
         self.index = index
         self.query_encoder = query_encoder if query_encoder is not None else encoder
@@ -151,6 +167,7 @@ class Pipeline:
         connector: Connector | None = None,
         dense_encoder: Any | None = None,
         show_progress: bool = True,
+        cache: EncodeCache | None = None,
     ) -> Pipeline:
         """Build everything the config names (model, query side, backend, dense model if hybrid)."""
         # The connector first: it is cheap (clients connect lazily), so a wrong option is reported
@@ -182,10 +199,13 @@ class Pipeline:
             ingest_settings=config.ingest,
             search_settings=config.search,
             show_progress=show_progress,
+            cache=cache,
         )
 
     def close(self) -> None:
         self.connector.close()
+        if self.cache is not None:
+            self.cache.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -198,6 +218,7 @@ class Pipeline:
     @property
     def metadata(self) -> dict[str, Any]:
         meta = dict(self.vocab.metadata)
+        meta["producer"] = self.producer
         if self.dense_encoder is not None:
             meta["dense_model"] = self.dense_model_name
         return meta
@@ -225,6 +246,10 @@ class Pipeline:
         return self.connector.index_metadata() is not None
 
     # -- ingest
+    #
+    # One write path, several vector sources: text (read -> prepare -> cache | encode), a vector
+    # dataset, or another index (see ``transfer``). Each source yields (records, documents done)
+    # chunks; ``write_records`` sends them to the connector, ``encode_dataset`` to a dataset.
 
     def ingest(
         self,
@@ -236,8 +261,116 @@ class Pipeline:
         """Encode and write documents; returns an :class:`IngestReport` (failures by id).
 
         ``documents`` is a :class:`~sparsebridge.corpus.Corpus`, a corpus spec (JSONL file, BEIR
-        folder, ``stdlib:``) or an iterable of dicts.
+        folder, ``stdlib:``) or an iterable of dicts. With a cache (``cache=``), texts encoded
+        before by the same producer are served from it.
         """
+        corpus = self._corpus(documents, limit)
+        plan = self._plan(corpus)
+        report = IngestReport(index=self.index)
+        start = time.perf_counter()
+        if recreate:
+            self.connector.drop()
+        self.open_index(self.index_spec(plan.payload_types))
+        progress = _progress(corpus.size, "ingest", "docs", self.show_progress)
+        try:
+            self.write_records(self.text_vectors(corpus, plan, report, progress), report, progress)
+        finally:
+            progress.close()
+            report.seconds = time.perf_counter() - start
+        return report
+
+    def ingest_dataset(self, path: str | Path, *, recreate: bool = False) -> IngestReport:
+        """Write a vector dataset (see :mod:`sparsebridge.dataset`) to the backend: no encoder runs.
+
+        The dataset's vocabulary must be the configured model's, and the index's (as for text).
+        """
+        from .dataset import open_dataset
+
+        data = open_dataset(path)
+        report = IngestReport(index=self.index)
+        start = time.perf_counter()
+        meta = data.metadata
+        spec = IndexSpec(
+            name=self.index,
+            sparse_field=self.sparse_field,
+            dense_field=self.dense_field if meta.get("dense_size") else None,
+            dense_size=meta.get("dense_size"),
+            payload_fields={k: v for k, v in (self.ingest_settings.payload_fields or {}).items() if v},
+            metadata=dataset_index_metadata(meta),
+            options=dict(self.index_options),
+        )
+        if recreate:
+            self.connector.drop()
+        self.open_index(spec)
+        progress = _progress(data.rows, "ingest", "records", self.show_progress)
+
+        def chunks() -> Iterator[tuple[list[Record], int]]:
+            for records in data.records(self.vocab, batch_rows=self.batch_size * 32):
+                report.documents += len(records)
+                report.records += len(records)
+                yield records, len(records)
+
+        try:
+            self.write_records(chunks(), report, progress)
+        finally:
+            progress.close()
+            report.seconds = time.perf_counter() - start
+        return report
+
+    def encode_dataset(
+        self,
+        documents: Corpus | str | Path | Iterable[Mapping[str, Any]],
+        output: str | Path,
+        *,
+        limit: int | None = None,
+        part_rows: int | None = None,
+        with_text: bool = True,
+    ) -> IngestReport:
+        """Encode documents into a vector dataset at ``output`` (no backend involved).
+
+        Resumable: ids already in the dataset's complete parts are skipped (``report.skipped``)
+        before encoding, so a killed run is simply run again.
+        """
+        from .dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
+
+        corpus = self._corpus(documents, limit)
+        plan = self._plan(corpus)
+        report = IngestReport(index=str(output))
+        start = time.perf_counter()
+        dense_size = dense_dimension(self.dense_encoder) if self.dense_encoder is not None else None
+        meta = dataset_metadata(
+            self.vocab.metadata,
+            self.producer,
+            dense_model=self.dense_model_name if dense_size else None,
+            dense_size=dense_size,
+        )
+        progress = _progress(corpus.size, "encode", "docs", self.show_progress)
+        try:
+            with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS, with_text=with_text) as out:
+                for records, n_docs in self.text_vectors(corpus, plan, report, progress, skip=out.done_ids):
+                    failed = out.write(records)
+                    report.failed.update(failed)
+                    report.written += len(records) - len(failed)
+                    progress.update(n_docs)
+        finally:
+            progress.close()
+            report.seconds = time.perf_counter() - start
+        return report
+
+    @property
+    def producer(self) -> dict[str, Any]:
+        """What produces this pipeline's document vectors (see :mod:`sparsebridge.producer`)."""
+        if self._producer is None:
+            self._producer = producer_info(self.encoder, self.model_name, max_active_dims=self.max_active_dims)
+        return self._producer
+
+    def open_index(self, spec: IndexSpec) -> None:
+        """Create the index, or check it: same vocabulary and producer as ``spec`` (else refused)."""
+        check_vocabulary(self.connector.index_metadata(), spec.metadata, self.index)
+        check_producer(self.connector.index_metadata(), spec.metadata, self.index)
+        self.connector.ensure_index(spec)
+
+    def _corpus(self, documents: Corpus | str | Path | Iterable[Mapping[str, Any]], limit: int | None) -> Corpus:
         corpus = documents if isinstance(documents, Corpus) else None
         if corpus is None and isinstance(documents, (str, Path)):
             corpus = open_corpus(documents, limit=limit)
@@ -245,10 +378,10 @@ class Pipeline:
             docs = documents if limit is None else _take(documents, limit)
             size = len(documents) if hasattr(documents, "__len__") else None  # type: ignore[arg-type]
             corpus = Corpus(documents=docs, name="documents", size=min(size, limit) if size and limit else size)
+        return corpus
 
+    def _plan(self, corpus: Corpus) -> _Plan:
         settings = self.ingest_settings
-        id_field = settings.id_field or corpus.id_field
-        text_fields = tuple(settings.text_fields or corpus.text_fields)
         if settings.payload_fields is not None:
             payload_types = dict(settings.payload_fields)
         else:
@@ -256,37 +389,66 @@ class Pipeline:
         passage_tokens = None
         if settings.split_passages:
             passage_tokens = settings.passage_tokens or max(int(self.encoder.max_seq_length) - 2, 8)
+        return _Plan(
+            id_field=settings.id_field or corpus.id_field,
+            text_fields=tuple(settings.text_fields or corpus.text_fields),
+            payload_types=payload_types,
+            passage_tokens=passage_tokens,
+        )
 
-        report = IngestReport(index=self.index)
-        start = time.perf_counter()
-        if recreate:
-            self.connector.drop()
-        spec = self.index_spec(payload_types)
-        check_vocabulary(self.connector.index_metadata(), spec.metadata, self.index)
-        self.connector.ensure_index(spec)
+    def text_vectors(
+        self,
+        corpus: Corpus,
+        plan: _Plan,
+        report: IngestReport,
+        progress: Any,
+        *,
+        skip: set[str] | None = None,
+    ) -> Iterator[tuple[list[Record], int]]:
+        """The text vector source: read -> prepare -> (cache | encode) -> records, by chunk.
 
-        progress = _progress(corpus.size, "ingest", "docs", self.show_progress)
-        try:
-            chunk: list[_Prepared] = []
-            chunk_records = 0
-            seen: dict[str, int] = {}  # id -> number of the document that holds it in this run
-            for n, doc in enumerate(corpus, 1):
-                report.documents += 1
-                prepared = self._prepare(doc, n, id_field, text_fields, payload_types, passage_tokens, report, seen)
-                if prepared is not None:
-                    chunk.append(prepared)
-                    chunk_records += len(prepared.ids)
-                else:
-                    progress.update(1)
-                if chunk_records >= self.batch_size * 4:
-                    self._encode_and_write(chunk, report, progress)
-                    chunk, chunk_records = [], 0
-            if chunk:
-                self._encode_and_write(chunk, report, progress)
-        finally:
-            progress.close()
-            report.seconds = time.perf_counter() - start
-        return report
+        Documents that fail are recorded in ``report.failed``; documents whose id (or first
+        passage id) is in ``skip`` are counted in ``report.skipped`` and not encoded.
+        """
+        chunk: list[_Prepared] = []
+        chunk_records = 0
+        seen: dict[str, int] = {}  # id -> number of the document that holds it in this run
+        for n, doc in enumerate(corpus, 1):
+            report.documents += 1
+            prepared = self._prepare(
+                doc, n, plan.id_field, plan.text_fields, plan.payload_types, plan.passage_tokens, report, seen
+            )
+            if prepared is not None and skip and (prepared.ids[0] in skip):
+                report.skipped += 1
+                prepared = None
+            if prepared is not None:
+                chunk.append(prepared)
+                chunk_records += len(prepared.ids)
+            else:
+                progress.update(1)
+            if chunk_records >= self.batch_size * 4:
+                yield self._encode_chunk(chunk, report), len(chunk)
+                chunk, chunk_records = [], 0
+        if chunk:
+            yield self._encode_chunk(chunk, report), len(chunk)
+
+    def write_records(self, chunks: Iterable[tuple[list[Record], int]], report: IngestReport, progress: Any) -> None:
+        """The one write path: every vector source's records go to the connector here."""
+        for records, n_docs in chunks:
+            if records:
+                started = time.perf_counter()
+                try:
+                    result = self.connector.write(records)
+                except ConnectorError as exc:
+                    raise IngestError(
+                        f"writing to index {self.index!r} failed after {report.written} records: {exc}; "
+                        f"run the same ingest again to resume (writes are upserts by id)",
+                        report,
+                    ) from exc
+                finally:
+                    report.write_seconds += time.perf_counter() - started
+                self._account(result, report)
+            progress.update(n_docs)
 
     def _prepare(
         self,
@@ -343,16 +505,18 @@ class Pipeline:
             [{**payload, PARENT_KEY: doc_id, PASSAGE_KEY: i} for i in range(len(passages))],
         )
 
-    def _encode_and_write(self, chunk: list[_Prepared], report: IngestReport, progress: Any) -> None:
+    def _encode_chunk(self, chunk: list[_Prepared], report: IngestReport) -> list[Record]:
+        """Vectors of a chunk of prepared documents, from the cache where it has them; records
+        that cannot be encoded go to ``report.failed``."""
         ids = [i for p in chunk for i in p.ids]
         texts = [t for p in chunk for t in p.texts]
         payloads = [pl for p in chunk for pl in p.payloads]
         started = time.perf_counter()
-        sparse, errors = self._encode_documents(texts)
+        sparse, errors = self._cached_sparse(texts, report)
         dense: list[list[float]] | None = None
         if self.dense_encoder is not None:
             try:
-                dense = dense_rows(self.dense_encoder.encode_document(texts, batch_size=self.batch_size))
+                dense = self._cached_dense(texts, report)
             except Exception as exc:  # noqa: BLE001 - reported per record, never dropped
                 errors = {i: f"dense encoding failed: {exc}" for i in range(len(texts))}
         report.encode_seconds += time.perf_counter() - started
@@ -365,20 +529,58 @@ class Pipeline:
                 Record(id=rid, text=text, sparse=sparse[k], payload=payload, dense=dense[k] if dense else None)
             )
         report.records += len(ids)
-        if records:
-            started = time.perf_counter()
-            try:
-                result = self.connector.write(records)
-            except ConnectorError as exc:
-                raise IngestError(
-                    f"writing to index {self.index!r} failed after {report.written} records: {exc}; "
-                    f"run the same ingest again to resume (writes are upserts by id)",
-                    report,
-                ) from exc
-            finally:
-                report.write_seconds += time.perf_counter() - started
-            self._account(result, report)
-        progress.update(len(chunk))
+        return records
+
+    def _cached_sparse(self, texts: list[str], report: IngestReport) -> tuple[list[SparseVector], dict[int, str]]:
+        if self.cache is None:
+            return self._encode_documents(texts)
+        key = self._cache_key("sparse")
+        before = self.cache.corrupt
+        found = self.cache.get(key, texts)
+        report.cache_corrupt += self.cache.corrupt - before
+        missing = [k for k in range(len(texts)) if k not in found]
+        report.cache_hits += len(texts) - len(missing)
+        report.cache_misses += len(missing)
+        fresh, errors = self._encode_documents([texts[k] for k in missing]) if missing else ([], {})
+        self.cache.put(
+            key,
+            [(texts[k], vec.indices, vec.values) for j, (k, vec) in enumerate(zip(missing, fresh)) if j not in errors],
+        )
+        out: list[SparseVector | None] = [None] * len(texts)
+        for k, vec in zip(missing, fresh):
+            out[k] = vec
+        high = max((max(ind) for ind, _ in found.values() if ind), default=-1)
+        tokens = self.vocab.token_array(high + 1)
+        for k, (ind, vals) in found.items():
+            out[k] = SparseVector(tuple(ind or ()), tuple(vals), tuple(tokens[ind].tolist()) if ind else ())
+        return out, {missing[j]: reason for j, reason in errors.items()}  # type: ignore[return-value]
+
+    def _cached_dense(self, texts: list[str], report: IngestReport) -> list[list[float]]:
+        if self.cache is None:
+            return dense_rows(self.dense_encoder.encode_document(texts, batch_size=self.batch_size))
+        key = self._cache_key("dense")
+        found = self.cache.get(key, texts)
+        missing = [k for k in range(len(texts)) if k not in found]
+        fresh = (
+            dense_rows(self.dense_encoder.encode_document([texts[k] for k in missing], batch_size=self.batch_size))
+            if missing
+            else []
+        )
+        self.cache.put(key, [(texts[k], None, row) for k, row in zip(missing, fresh)])
+        out = {k: vals for k, (_, vals) in found.items()}
+        out.update(zip(missing, fresh))
+        return [out[k] for k in range(len(texts))]
+
+    def _cache_key(self, side: str) -> str:
+        if side not in self._cache_keys:
+            assert self.cache is not None
+            if side == "sparse":
+                info = self.producer
+            else:
+                info = producer_info(self.dense_encoder, self.dense_model_name, max_active_dims=None)
+                info["kind"] = "dense"
+            self._cache_keys[side] = self.cache.register(info)
+        return self._cache_keys[side]
 
     def _account(self, result: WriteResult, report: IngestReport) -> None:
         report.written += len(result.written)

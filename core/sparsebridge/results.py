@@ -23,6 +23,11 @@ class IngestReport:
     # of ``seconds`` is reading, preparing and converting documents.
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
+    # Documents left out because a resumed ``encode`` already holds them; encode cache use.
+    skipped: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_corrupt: int = 0
 
     @property
     def docs_per_second(self) -> float:

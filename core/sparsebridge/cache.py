@@ -1,0 +1,234 @@
+"""The encode cache: vectors an ingest computed, kept so that the same text is never encoded twice.
+
+Entries are keyed by (producer key, sha256 of the text): the producer key is the hash of the
+:func:`~sparsebridge.producer.producer_info` dict (model name, weights hash, pooling,
+``max_active_dims``, side), so a vector is reused only for the same text by the same model with the
+same settings. A second ingest of a corpus into another backend, index or config encodes nothing;
+a changed document has another text hash and is encoded alone.
+
+Storage: one SQLite file (``sqlite3`` from the standard library), by default
+``./sparsebridge-data/encode-cache.sqlite3`` (``$SPARSEBRIDGE_CACHE`` sets another). SQLite because
+it needs no new dependency, looks entries up by key without loading the file, commits each batch
+atomically (a killed ingest leaves the cache as it was before the batch or after it, in WAL mode),
+and lets several processes share one file safely. LMDB would be faster per lookup but needs a C
+extension and a fixed map size; encoding, not lookups, is what a cache saves.
+
+Nothing is used silently: every entry carries a checksum (BLAKE2b over producer key, text hash and
+vector bytes), and an entry whose checksum or shape is wrong is deleted, counted in the ingest report
+(``cache_corrupt``) and encoded again. The producer table stores each key's full dict, so a key
+that does not match its dict (another program, a tampered file) is refused with an error, as is a
+file that is not a sparsebridge cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .defaults import DEFAULT_DATA_DIR
+from .errors import CacheError
+from .producer import producer_key
+
+CACHE_ENV = "SPARSEBRIDGE_CACHE"
+CACHE_FORMAT = "sparsebridge-encode-cache/1"
+_CHUNK = 500  # SQLite host parameters per lookup
+
+
+def default_cache_path() -> Path:
+    """``$SPARSEBRIDGE_CACHE``, else ``./sparsebridge-data/encode-cache.sqlite3``."""
+    return Path(os.environ.get(CACHE_ENV) or os.path.join(DEFAULT_DATA_DIR, "encode-cache.sqlite3"))
+
+
+def text_hash(text: str) -> bytes:
+    """The cache key of a text: sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _checksum(key: str, th: bytes, indices: bytes | None, values: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for part in (key.encode(), th, indices or b"", values):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
+class EncodeCache:
+    """An open cache file (see the module docstring). Not shared between threads."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else default_cache_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.corrupt = 0  # entries found corrupt (and removed) since opening
+        try:
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: BaseException) -> CacheError:
+        return CacheError(
+            f"encode cache {self.path} cannot be used ({exc}); remove it with `sparsebridge cache clear`, "
+            f"or ingest with --no-cache"
+        )
+
+    def _setup(self) -> None:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (CACHE_FORMAT,))
+        (fmt,) = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if fmt != CACHE_FORMAT:
+            raise CacheError(f"{self.path} is not a sparsebridge encode cache (format {fmt!r}); use another path")
+        db.execute("CREATE TABLE IF NOT EXISTS producers (key TEXT PRIMARY KEY, info TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS entries (producer TEXT NOT NULL, text_hash BLOB NOT NULL, "
+            "indices BLOB, vals BLOB NOT NULL, checksum BLOB NOT NULL, PRIMARY KEY (producer, text_hash)) "
+            "WITHOUT ROWID"
+        )
+
+    # -- producers
+
+    def register(self, producer: Mapping[str, Any]) -> str:
+        """The key entries of ``producer`` are stored under; checks the stored dict of that key."""
+        key = producer_key(dict(producer))
+        info = json.dumps({k: v for k, v in producer.items() if k != "sparsebridge"}, sort_keys=True)
+        try:
+            self._db.execute("INSERT OR IGNORE INTO producers VALUES (?, ?)", (key, info))
+            row = self._db.execute("SELECT info FROM producers WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+        if row is None or json.loads(row[0]) != json.loads(info):
+            raise CacheError(
+                f"encode cache {self.path}: producer key {key[:12]} is stored for {row[0] if row else None}, "
+                f"not for {info}; the file was not written by this program: `sparsebridge cache clear`"
+            )
+        return key
+
+    # -- entries
+
+    def get(self, key: str, texts: Sequence[str]) -> dict[int, tuple[list[int] | None, list[float]]]:
+        """Cached vectors of ``texts`` by position: ``(indices, values)`` for sparse entries,
+        ``(None, values)`` for dense ones. Corrupt entries are removed and left out."""
+        hashes = [text_hash(t) for t in texts]
+        by_hash: dict[bytes, list[int]] = {}
+        for pos, h in enumerate(hashes):
+            by_hash.setdefault(h, []).append(pos)
+        found: dict[int, tuple[list[int] | None, list[float]]] = {}
+        unique = list(by_hash)
+        bad: list[bytes] = []
+        try:
+            for start in range(0, len(unique), _CHUNK):
+                part = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(part))
+                query = (
+                    "SELECT text_hash, indices, vals, checksum FROM entries "
+                    f"WHERE producer = ? AND text_hash IN ({marks})"
+                )
+                rows = self._db.execute(query, (key, *part)).fetchall()
+                for th, ind, vals, checksum in rows:
+                    vector = self._decode(key, th, ind, vals, checksum)
+                    if vector is None:
+                        bad.append(th)
+                        continue
+                    for pos in by_hash.get(th, ()):
+                        found[pos] = vector
+            if bad:
+                self.corrupt += len(bad)
+                drop = "DELETE FROM entries WHERE producer = ? AND text_hash = ?"
+                self._db.executemany(drop, [(key, b) for b in bad])
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+        return found
+
+    @staticmethod
+    def _decode(
+        key: str, th: bytes, ind: bytes | None, vals: bytes, checksum: bytes
+    ) -> tuple[list[int] | None, list[float]] | None:
+        if not isinstance(vals, bytes) or len(vals) % 4 or (ind is not None and len(ind) != len(vals)):
+            return None
+        if checksum != _checksum(key, th, ind, vals):
+            return None
+        values = np.frombuffer(vals, dtype="<f4").tolist()
+        indices = None if ind is None else np.frombuffer(ind, dtype="<u4").tolist()
+        return indices, values
+
+    def put(self, key: str, items: Iterable[tuple[str, Sequence[int] | None, Sequence[float]]]) -> None:
+        """Store ``(text, indices, values)`` entries (``indices`` None for a dense vector) in one
+        transaction."""
+        rows = []
+        for text, indices, values in items:
+            th = text_hash(text)
+            vals = np.asarray(values, dtype="<f4").tobytes()
+            ind = None if indices is None else np.asarray(indices, dtype="<u4").tobytes()
+            rows.append((key, th, ind, vals, _checksum(key, th, ind, vals)))
+        if not rows:
+            return
+        try:
+            with self._transaction():
+                self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Any:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- reports
+
+    def info(self) -> dict[str, Any]:
+        """Size report: file size, entries, and entries per producer (with its dict)."""
+        try:
+            producers = {k: json.loads(v) for k, v in self._db.execute("SELECT key, info FROM producers")}
+            counts = dict(self._db.execute("SELECT producer, COUNT(*) FROM entries GROUP BY producer").fetchall())
+            data_bytes = self._db.execute(
+                "SELECT COALESCE(SUM(LENGTH(vals) + COALESCE(LENGTH(indices), 0)), 0) FROM entries"
+            ).fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+        size = sum(p.stat().st_size for p in _files(self.path) if p.exists())
+        return {
+            "path": str(self.path),
+            "file_bytes": size,
+            "vector_bytes": int(data_bytes),
+            "entries": int(sum(counts.values())),
+            "producers": [{"key": k, "entries": int(counts.get(k, 0)), **producers[k]} for k in sorted(producers)],
+        }
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EncodeCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _files(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def clear_cache(path: str | os.PathLike | None = None) -> int:
+    """Delete the cache file (and its WAL files); returns the bytes freed (0 when there was none)."""
+    target = Path(path) if path is not None else default_cache_path()
+    freed = 0
+    for p in _files(target):
+        with contextlib.suppress(FileNotFoundError):
+            freed += p.stat().st_size
+            p.unlink()
+    return freed

@@ -1,0 +1,423 @@
+"""A vector dataset: encoded documents in Parquet, written once and ingested anywhere.
+
+Layout: a folder (conventionally named ``vectors.parquet``) of part files ``part-00000.parquet``,
+``part-00001.parquet``... Any Parquet reader opens the folder as one table (``pyarrow.dataset``,
+pandas, DuckDB, Spark). Columns:
+
+========== =========================== =====================================================
+``id``     string                      the record id (document id, or ``doc#pN`` for passages)
+``text``   string, nullable            the text that was encoded (left out with ``with_text=False``)
+``payload`` string (JSON)              the record's payload
+``indices`` list<uint32>               vocabulary ids, ascending
+``values``  list<float32>              their weights (> 0), bit for bit what the encoder gave
+``dense``   fixed_size_list<float32>   optional: the dense vector (hybrid search)
+========== =========================== =====================================================
+
+Token strings are not stored per row: the vocabulary, identified by ``vocab_fingerprint`` in the
+metadata, gives them back (:meth:`VectorDataset.records`).
+
+``payload`` is a JSON string rather than a struct: payloads differ from document to document (keys
+present in some rows only, nested values, a key that is an integer here and a string there), a
+struct column needs one schema for the whole file before the first row group is written, and it
+would turn a missing key into an explicit null. JSON keeps every payload exactly as it was.
+
+Every part file carries the same file metadata under the key ``sparsebridge`` (a JSON object):
+``model``, ``vocab_size``, ``vocab_fingerprint`` (what an index's metadata holds today), ``producer``
+(model name, weights hash, pooling, ``max_active_dims``, side: see :mod:`sparsebridge.producer`),
+``max_active_dims``, ``pooling``, ``side``, ``sparsebridge_version``, ``values_quantised`` (``"none"``,
+or ``"lucene-9bit"`` for weights read back from an Elasticsearch/OpenSearch index that kept only
+Lucene's 9 significant bits), ``dense_model`` / ``dense_size`` and ``source`` (how it was made).
+
+Writing streams: rows are buffered up to one row group, and a part holds ``part_rows`` rows, so the
+memory a writer or a reader needs does not grow with the dataset. Crash safety: a part is written
+to a hidden temporary name and renamed into place (after an fsync) only when it is complete, so a
+killed writer leaves complete parts and at most one temporary file, which the next writer removes.
+A re-run reads the ids of the complete parts and skips them: nothing is lost, nothing is written
+twice. A lock file keeps a second writer out of a folder while one is at work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .connector import Record, SparseVector
+from .errors import DatasetError
+from .producer import producer_key
+from .vocabulary import Vocabulary
+
+FORMAT = 1
+META_KEY = b"sparsebridge"
+PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+TMP_PREFIX = ".part-"
+LOCK_NAME = ".sparsebridge.lock"
+DEFAULT_PART_ROWS = 4096
+DEFAULT_ROW_GROUP_ROWS = 1024
+QUANTISATIONS = ("none", "lucene-9bit")
+# What must agree between the parts of one dataset (and between a dataset and what extends it).
+_IDENTITY_KEYS = ("vocab_size", "vocab_fingerprint", "dense_size", "dense_model", "values_quantised")
+
+
+def schema(dense_size: int | None = None) -> pa.Schema:
+    """The Arrow schema of a dataset (with a ``dense`` column when ``dense_size`` is given)."""
+    fields = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("payload", pa.string()),
+        pa.field("indices", pa.list_(pa.uint32()), nullable=False),
+        pa.field("values", pa.list_(pa.float32()), nullable=False),
+    ]
+    if dense_size:
+        fields.append(pa.field("dense", pa.list_(pa.float32(), int(dense_size))))
+    return pa.schema(fields)
+
+
+def dataset_metadata(
+    vocab_metadata: Mapping[str, Any],
+    producer: Mapping[str, Any],
+    *,
+    dense_model: str | None = None,
+    dense_size: int | None = None,
+    values_quantised: str = "none",
+    source: str = "encode",
+) -> dict[str, Any]:
+    """The file metadata of a dataset (see the module docstring)."""
+    from . import __version__
+
+    if values_quantised not in QUANTISATIONS:
+        raise ValueError(f"values_quantised must be one of {', '.join(QUANTISATIONS)}, got {values_quantised!r}")
+    return {
+        "format": FORMAT,
+        "model": vocab_metadata.get("model"),
+        "vocab_size": vocab_metadata.get("vocab_size"),
+        "vocab_fingerprint": vocab_metadata.get("vocab_fingerprint"),
+        "producer": dict(producer),
+        "max_active_dims": producer.get("max_active_dims"),
+        "pooling": producer.get("pooling"),
+        "side": producer.get("side", "document"),
+        "sparsebridge_version": __version__,
+        "values_quantised": values_quantised,
+        "dense_model": dense_model if dense_size else None,
+        "dense_size": int(dense_size) if dense_size else None,
+        "source": source,
+    }
+
+
+def _parts(folder: Path) -> list[Path]:
+    found = []
+    for entry in folder.iterdir():
+        m = PART_RE.match(entry.name)
+        if m and entry.is_file():
+            found.append((int(m.group(1)), entry))
+    return [p for _, p in sorted(found)]
+
+
+def _read_meta(file: Path) -> dict[str, Any]:
+    try:
+        meta = pq.read_schema(file).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DatasetError(f"{file}: not a readable Parquet file: {exc}") from None
+    raw = meta.get(META_KEY)
+    if raw is None:
+        raise DatasetError(f"{file}: not a sparsebridge vector dataset (no 'sparsebridge' file metadata)")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise DatasetError(f"{file}: the 'sparsebridge' file metadata is not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DatasetError(f"{file}: unknown dataset format {data.get('format') if isinstance(data, dict) else data!r}")
+    return data
+
+
+def _same_producer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return producer_key(dict(a.get("producer") or {})) == producer_key(dict(b.get("producer") or {}))
+
+
+def check_compatible(have: Mapping[str, Any], want: Mapping[str, Any], where: str) -> None:
+    """Refuse to mix vectors of another model, vocabulary or dense model into one dataset."""
+    for key in _IDENTITY_KEYS:
+        if have.get(key) != want.get(key):
+            raise DatasetError(
+                f"{where} holds vectors with {key} {have.get(key)!r} (model {have.get('model')!r}), not "
+                f"{want.get(key)!r} (model {want.get('model')!r}); write to another output, or delete it first"
+            )
+    if not _same_producer(have, want):
+        raise DatasetError(
+            f"{where} was encoded by {have.get('producer')!r}, not {want.get('producer')!r} (another model, "
+            f"weights or max_active_dims); write to another output, or delete it first"
+        )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class DatasetWriter:
+    """Append records to a dataset folder, a complete part at a time (see the module docstring).
+
+    ``done_ids`` are the ids already in complete parts when the writer opened: a resumed run skips
+    them. Use as a context manager; :meth:`close` completes the last part.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        metadata: Mapping[str, Any],
+        *,
+        part_rows: int = DEFAULT_PART_ROWS,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        with_text: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise DatasetError(f"{self.path} exists and is not a dataset folder; choose another output")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metadata = dict(metadata)
+        self.part_rows = max(1, int(part_rows))
+        self.row_group_rows = max(1, int(row_group_rows))
+        self.with_text = with_text
+        self.schema = schema(self.metadata.get("dense_size")).with_metadata(
+            {META_KEY: json.dumps(self.metadata, sort_keys=True).encode()}
+        )
+        self._lock = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise DatasetError(f"{self.path} is being written by another process; wait for it to finish") from None
+        for entry in self.path.iterdir():  # a killed writer's unfinished part: its rows are redone
+            if entry.name.startswith(TMP_PREFIX):
+                entry.unlink()
+        parts = _parts(self.path)
+        self.done_ids: set[str] = set()
+        for part in parts:
+            check_compatible(_read_meta(part), self.metadata, str(self.path))
+            self.done_ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+        self._next = (int(PART_RE.match(parts[-1].name).group(1)) + 1) if parts else 0  # type: ignore[union-attr]
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._part_count = 0
+        self._buffer: list[Record] = []
+        self.written = 0
+
+    def write(self, records: Sequence[Record]) -> dict[str, str]:
+        """Add a batch (whole documents); returns ids that could not be stored, with the reason.
+
+        A part is completed only between calls, so a document's passages never straddle parts.
+        """
+        failed: dict[str, str] = {}
+        for rec in records:
+            try:
+                json.dumps(rec.payload or {}, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                failed[rec.id] = f"payload is not JSON-serialisable: {exc}"
+                continue
+            self._buffer.append(rec)
+            if len(self._buffer) >= self.row_group_rows:
+                self._flush_group()
+        if self._part_count + len(self._buffer) >= self.part_rows:
+            self._flush_group()
+            self._finish_part()
+        return failed
+
+    def _flush_group(self) -> None:
+        if not self._buffer:
+            return
+        rows, self._buffer = self._buffer, []
+        if self._writer is None:
+            self._tmp = self.path / f"{TMP_PREFIX}{self._next:05d}.parquet.tmp-{os.getpid()}"
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        self._writer.write_table(to_table(rows, self.schema, with_text=self.with_text))
+        self._part_count += len(rows)
+
+    def _finish_part(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        assert self._tmp is not None
+        with open(self._tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        final = self.path / f"part-{self._next:05d}.parquet"
+        os.replace(self._tmp, final)
+        _fsync_dir(self.path)
+        self.written += self._part_count
+        self._writer, self._tmp, self._part_count = None, None, 0
+        self._next += 1
+
+    def close(self) -> None:
+        """Complete the last part and release the folder."""
+        try:
+            self._flush_group()
+            self._finish_part()
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            self._lock.close()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def to_table(records: Sequence[Record], table_schema: pa.Schema, *, with_text: bool = True) -> pa.Table:
+    """Records as one Arrow table of the dataset schema."""
+    columns: dict[str, Any] = {
+        "id": [r.id for r in records],
+        "text": [r.text if with_text else None for r in records],
+        "payload": [json.dumps(r.payload or {}, ensure_ascii=False, allow_nan=False) for r in records],
+        "indices": [r.sparse.indices for r in records],
+        "values": [r.sparse.values for r in records],
+    }
+    if "dense" in table_schema.names:
+        columns["dense"] = [list(r.dense) if r.dense is not None else None for r in records]
+    return pa.Table.from_pydict(columns, schema=table_schema)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def is_dataset(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a vector dataset (a ``.parquet`` file, or a folder of part files)."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix == ".parquet"
+    return p.is_dir() and (p.suffix == ".parquet" or any(PART_RE.match(e.name) for e in p.iterdir()))
+
+
+class VectorDataset:
+    """A dataset opened for reading: its metadata, row count, and rows streamed a batch at a time."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.is_file():
+            self.files = [self.path]
+        elif self.path.is_dir():
+            self.files = _parts(self.path)
+            if not self.files:
+                raise DatasetError(f"{self.path}: no complete part files (part-NNNNN.parquet); nothing to read")
+        else:
+            raise DatasetError(f"vector dataset not found: {self.path}")
+        self.metadata = _read_meta(self.files[0])
+        for f in self.files[1:]:
+            check_compatible(_read_meta(f), self.metadata, str(f))
+
+    @property
+    def rows(self) -> int:
+        """Number of rows, from the Parquet footers (nothing is scanned)."""
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+
+    def batches(self, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches, one file and row group at a time."""
+        for f in self.files:
+            pf = pq.ParquetFile(f)
+            try:
+                yield from pf.iter_batches(batch_size=batch_rows)
+            finally:
+                pf.close()
+
+    def rows_of(self, batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
+        """Plain rows of a batch: id, text, payload (dict), indices, values, dense."""
+        ids = batch.column("id").to_pylist()
+        texts = batch.column("text").to_pylist()
+        payloads = batch.column("payload").to_pylist()
+        idx_off, idx_flat = _flat(batch.column("indices"))
+        _, val_flat = _flat(batch.column("values"))
+        dense = batch.column("dense").to_pylist() if "dense" in batch.schema.names else None
+        for k, rid in enumerate(ids):
+            a, b = idx_off[k], idx_off[k + 1]
+            try:
+                payload = json.loads(payloads[k]) if payloads[k] else {}
+            except ValueError as exc:
+                raise DatasetError(f"{self.path}: row {rid!r}: payload is not JSON: {exc}") from None
+            yield {
+                "id": rid,
+                "text": texts[k],
+                "payload": payload,
+                "indices": idx_flat[a:b],
+                "values": val_flat[a:b],
+                "dense": dense[k] if dense is not None else None,
+            }
+
+    def records(self, vocab: Vocabulary, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> Iterator[list[Record]]:
+        """Batches of :class:`Record` with token strings from ``vocab`` (checked against the
+        dataset's vocabulary fingerprint). A row that breaks the vector rules names its id."""
+        want = vocab.metadata
+        for key in ("vocab_size", "vocab_fingerprint"):
+            if self.metadata.get(key) != want.get(key):
+                raise DatasetError(
+                    f"{self.path} was encoded with another vocabulary ({key} {self.metadata.get(key)!r}, model "
+                    f"{self.metadata.get('model')!r}) than the configured model ({key} {want.get(key)!r}, model "
+                    f"{want.get('model')!r}); configure the model it was encoded with"
+                )
+        for batch in self.batches(batch_rows):
+            out = []
+            high = pc.max(pc.list_flatten(batch.column("indices"))).as_py()
+            tokens = vocab.token_array(int(high or 0) + 1)
+            for row in self.rows_of(batch):
+                idx = row["indices"]
+                try:
+                    sparse = SparseVector(tuple(idx), tuple(row["values"]), tuple(tokens[idx].tolist()) if idx else ())
+                except ValueError as exc:
+                    raise DatasetError(f"{self.path}: row {row['id']!r}: {exc}") from None
+                out.append(
+                    Record(
+                        id=row["id"],
+                        text=row["text"] or "",
+                        sparse=sparse,
+                        payload=row["payload"],
+                        dense=row["dense"],
+                    )
+                )
+            yield out
+
+
+def _flat(column: pa.Array | pa.ChunkedArray) -> tuple[list[int], Any]:
+    """Offsets (as a list) and flat values (as a numpy-backed list) of a list column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    offsets = column.offsets.to_numpy()
+    flat = column.values.to_numpy(zero_copy_only=False)
+    start = offsets[0]
+    flat = flat[start : offsets[-1]]
+    offsets = (offsets - start).tolist()
+    return offsets, _Sliceable(flat)
+
+
+class _Sliceable:
+    """Slices of a numpy array as Python lists (ints or floats, exact)."""
+
+    def __init__(self, arr: np.ndarray) -> None:
+        self.arr = arr
+
+    def __getitem__(self, s: slice) -> list:
+        return self.arr[s].tolist()
+
+
+def open_dataset(path: str | os.PathLike) -> VectorDataset:
+    """Open a vector dataset (a folder of parts, or a single ``.parquet`` file) for reading."""
+    return VectorDataset(path)

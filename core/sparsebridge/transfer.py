@@ -1,0 +1,187 @@
+"""Moving vectors out of an index: ``export`` (index -> vector dataset) and ``migrate`` (index ->
+another index, any backend to any backend), streaming, never re-encoding.
+
+Both read through the connector contract's :meth:`~sparsebridge.connector.Connector.export`, which
+gives every record back with its vectors; a vocabulary (the model's tokenizer) turns token keys back
+into ids and ids into tokens. Both are safe to interrupt and run again: an export skips the ids its
+dataset's complete parts already hold, and a migration's writes are upserts by id, so a re-run
+loses nothing and duplicates nothing. A migration ends by comparing the two indexes' counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .connector import Connector, ConnectorError, IndexSpec, Record, check_vocabulary
+from .results import IngestReport
+from .vocabulary import Vocabulary
+
+# Index metadata keys that describe the vectors (what a dataset and a migrated index carry over).
+_CARRIED = ("model", "vocab_size", "vocab_fingerprint", "producer", "dense_model")
+
+
+@dataclass
+class TransferReport:
+    """What an export or migration did: records read and written, counts on both sides."""
+
+    source: str
+    target: str
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    source_count: int | None = None
+    target_count: int | None = None
+    values_quantised: str = "none"
+    seconds: float = 0.0
+
+    @property
+    def counts_equal(self) -> bool:
+        return self.source_count is not None and self.source_count == self.target_count
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["counts_equal"] = self.counts_equal
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def _stored_metadata(connector: Connector, vocab: Vocabulary, where: str) -> dict[str, Any]:
+    stored = connector.index_metadata()
+    if stored is None:
+        raise ConnectorError(f"{where} does not exist; nothing to read")
+    check_vocabulary(stored, vocab.metadata, where)
+    return stored
+
+
+def _peek(batches: Iterator[list[Record]]) -> tuple[list[Record] | None, Iterator[list[Record]]]:
+    first = next(batches, None)
+    if first is None:
+        return None, iter(())
+    return first, itertools.chain([first], batches)
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="records", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def export_index(
+    connector: Connector,
+    vocab: Vocabulary,
+    output: str | Path,
+    *,
+    index: str = "index",
+    batch_size: int = 500,
+    part_rows: int | None = None,
+    show_progress: bool = False,
+) -> TransferReport:
+    """Read every record of ``connector``'s index back into a vector dataset at ``output``.
+
+    The dataset's metadata is the index's (model, vocabulary, producer) plus ``values_quantised``
+    as the connector reports it (``"lucene-9bit"`` when the engine gave back Lucene's rounded
+    weights). Re-running skips ids already in complete parts.
+    """
+    from .dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
+
+    start = time.perf_counter()
+    where = f"index {index!r}"
+    stored = _stored_metadata(connector, vocab, where)
+    report = TransferReport(source=where, target=str(output), source_count=connector.count())
+    first, batches = _peek(iter(connector.export(list(vocab.tokens), batch_size=batch_size)))
+    if first is None:
+        report.target_count = 0
+        report.seconds = time.perf_counter() - start
+        return report
+    dense_size = next((len(r.dense) for r in first if r.dense is not None), None)
+    # The first batch tells how the engine keeps weights; the whole export is checked at the end.
+    report.values_quantised = connector.export_quantisation()
+    producer = dict(stored.get("producer") or {"model": stored.get("model")})
+    meta = dataset_metadata(
+        stored,
+        producer,
+        dense_model=stored.get("dense_model"),
+        dense_size=dense_size,
+        values_quantised=report.values_quantised,
+        source=f"export of {where} ({type(connector).__name__})",
+    )
+    progress = _progress(report.source_count, "export", show_progress)
+    try:
+        with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS) as out:
+            done = out.done_ids
+            for batch in batches:
+                report.read += len(batch)
+                fresh = [r for r in batch if r.id not in done]
+                report.skipped += len(batch) - len(fresh)
+                failed = out.write(fresh)
+                report.failed.update(failed)
+                report.written += len(fresh) - len(failed)
+                progress.update(len(batch))
+            report.target_count = len(done) + report.written
+    finally:
+        progress.close()
+    if connector.export_quantisation() != report.values_quantised:
+        raise ConnectorError(
+            f"{where}: the first records' weights looked {report.values_quantised!r}, the rest did not; "
+            f"the index mixes exact and Lucene-rounded weights: export again into a new folder"
+        )
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def migrate(
+    source: Connector,
+    target: Any,
+    *,
+    source_name: str = "source",
+    batch_size: int = 500,
+    show_progress: bool = False,
+) -> TransferReport:
+    """Copy every record of ``source``'s index into ``target`` (a :class:`~sparsebridge.pipeline.
+    Pipeline` on the target backend), streaming batches through the target's write path.
+
+    The target pipeline's model must have the source index's vocabulary; the target index is
+    created with the source's metadata (model, vocabulary, producer) or checked against it.
+    """
+    start = time.perf_counter()
+    where = f"index {source_name!r}"
+    stored = _stored_metadata(source, target.vocab, where)
+    report = TransferReport(source=where, target=f"index {target.index!r}", source_count=source.count())
+    first, batches = _peek(iter(source.export(list(target.vocab.tokens), batch_size=batch_size)))
+    dense_size = next((len(r.dense) for r in first or () if r.dense is not None), None)
+    spec = IndexSpec(
+        name=target.index,
+        sparse_field=target.sparse_field,
+        dense_field=target.dense_field if dense_size else None,
+        dense_size=dense_size,
+        payload_fields={k: v for k, v in (target.ingest_settings.payload_fields or {}).items() if v},
+        metadata={k: stored[k] for k in _CARRIED if stored.get(k) is not None},
+        options=dict(target.index_options),
+    )
+    target.open_index(spec)
+    ingest = IngestReport(index=target.index)
+    progress = _progress(report.source_count, "migrate", show_progress)
+
+    def chunks() -> Iterator[tuple[list[Record], int]]:
+        for batch in batches:
+            report.read += len(batch)
+            ingest.records += len(batch)
+            yield batch, len(batch)
+
+    try:
+        target.write_records(chunks(), ingest, progress)
+    finally:
+        progress.close()
+    report.values_quantised = source.export_quantisation() if first is not None else "none"
+    report.written = ingest.written
+    report.failed.update(ingest.failed)
+    report.target_count = target.count()
+    report.seconds = time.perf_counter() - start
+    return report
