@@ -71,11 +71,16 @@ class FakeEngine:
     # Per-item bulk faults: document id -> deque of (status, error type), one per attempt.
     item_faults: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
     require_auth: str | None = None  # the exact Authorization header value to accept
+    # Elasticsearch 9.2+ default for new indices (index.mapping.exclude_source_vectors): vectors are
+    # left out of _source unless a search asks with "_source": {"exclude_vectors": false}, and then
+    # rebuilt from the index, i.e. with the 9 significant bits Lucene keeps of a sparse weight.
+    exclude_source_vectors: bool = False
 
     def __post_init__(self) -> None:
         self.requests: list[Recorded] = []
         self.indices: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
+        self.scrolls: dict[str, dict[str, Any]] = {}
 
     # --- test helpers ---
 
@@ -156,6 +161,8 @@ class FakeEngine:
             return self._bulk(body, segs[0] if len(segs) == 2 else None)
         if segs == ["_msearch"] or segs[-1:] == ["_msearch"]:
             return self._msearch(body, segs[0] if len(segs) == 2 else None)
+        if segs[:2] == ["_search", "scroll"]:
+            return self._scroll_next(method, json.loads(body or b"{}"))
         index = segs[0]
         if len(segs) == 1:
             if method == "HEAD":
@@ -181,6 +188,8 @@ class FakeEngine:
             return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
         if op == "_count":
             return 200, {"count": len(idx["docs"]), "_shards": {"total": 1, "successful": 1, "failed": 0}}
+        if op == "_search" and "scroll" in query:
+            return self._scroll_start(index, json.loads(body or b"{}"), query)
         if op == "_mget":
             ids = json.loads(body)["ids"]
             docs = []
@@ -371,6 +380,62 @@ class FakeEngine:
             result["hits"]["total"] = {"value": len(scored), "relation": "eq"}
         return result
 
+    # --- scroll (what the clients' helpers.scan uses) ---
+
+    def _scroll_start(self, index: str, body: dict[str, Any], query: dict[str, list[str]]) -> tuple[int, Any]:
+        size = int(query.get("size", [body.get("size", 10)])[0])
+        source = body.get("_source", True)
+        if isinstance(source, dict) and "exclude_vectors" in source and (not self.is_es or self.vtuple < (9, 1)):
+            raise _RequestError(400, "x_content_parse_exception", "[_source] unknown field [exclude_vectors]")
+        idx = self.indices[index]
+        matched = [d for d, src in idx["docs"].items() if self._eval(idx, body.get("query", {"match_all": {}}), src)[0]]
+        scroll_id = f"scroll-{len(self.scrolls)}"
+        self.scrolls[scroll_id] = {"index": index, "ids": matched, "pos": 0, "size": size, "source": source}
+        return 200, self._scroll_page(scroll_id)
+
+    def _scroll_next(self, method: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if method == "DELETE":
+            ids = body.get("scroll_id") or []
+            for sid in [ids] if isinstance(ids, str) else ids:
+                self.scrolls.pop(sid, None)
+            return 200, {"succeeded": True, "num_freed": len(ids)}
+        sid = body.get("scroll_id")
+        if sid not in self.scrolls:
+            raise _RequestError(404, "search_context_missing_exception", f"No search context found for id [{sid}]")
+        return 200, self._scroll_page(sid)
+
+    def _scroll_page(self, sid: str) -> dict[str, Any]:
+        state = self.scrolls[sid]
+        idx = self.indices[state["index"]]
+        page = state["ids"][state["pos"] : state["pos"] + state["size"]]
+        state["pos"] += len(page)
+        hits = [
+            {"_index": state["index"], "_id": d, "_score": None, "_source": self._source(idx, d, state["source"])}
+            for d in page
+            if d in idx["docs"]
+        ]
+        return {
+            "_scroll_id": sid,
+            "took": 1,
+            "timed_out": False,
+            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+            "hits": {"total": {"value": len(state["ids"]), "relation": "eq"}, "max_score": None, "hits": hits},
+        }
+
+    def _source(self, idx: dict[str, Any], doc_id: str, wanted: Any) -> dict[str, Any]:
+        src = dict(idx["docs"][doc_id])
+        if not (self.is_es and self.exclude_source_vectors):
+            return src
+        vector_types = ("sparse_vector", "dense_vector")
+        asked = isinstance(wanted, dict) and wanted.get("exclude_vectors") is False
+        for name, prop in idx["mappings"].get("properties", {}).items():
+            if prop.get("type") in vector_types and name in src:
+                if not asked:
+                    del src[name]
+                elif prop["type"] == "sparse_vector":
+                    src[name] = {k: lucene_feature_value(w) for k, w in src[name].items()}
+        return src
+
     def _field_type(self, idx: dict[str, Any], path: str) -> str | None:
         props = idx["mappings"].get("properties", {})
         parts = path.split(".")
@@ -442,6 +507,14 @@ class FakeEngine:
     def _dot(doc: dict[str, float], query: dict[str, float]) -> tuple[bool, float]:
         shared = [k for k in query if k in doc]
         return bool(shared), float(sum(query[k] * doc[k] for k in shared))
+
+
+def lucene_feature_value(weight: float) -> float:
+    """A weight as Lucene's FeatureField gives it back: the float32's upper 17 bits (9 significant)."""
+    import struct
+
+    (bits,) = struct.unpack("<I", struct.pack("<f", float(weight)))
+    return struct.unpack("<f", struct.pack("<I", bits & ~0x7FFF))[0]
 
 
 def _as_list(x: Any) -> list:

@@ -44,9 +44,12 @@ SAMPLE_TEXTS = (
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from .errors import CacheError, DatasetError
     from .plugins import UnknownConnectorError
 
     return (
+        CacheError,
+        DatasetError,
         ConfigError,
         ConnectorError,
         CorpusError,
@@ -116,11 +119,32 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _pipeline(config: Config, quiet: bool) -> Any:
+def _pipeline(config: Config, quiet: bool, cache: Any = None) -> Any:
     from .pipeline import Pipeline
 
     _quiet_libraries()
-    return Pipeline.from_config(config, show_progress=not quiet)
+    return Pipeline.from_config(config, show_progress=not quiet, cache=cache)
+
+
+def _open_cache(no_cache: bool, path: Path | None) -> Any:
+    """The encode cache an ingest uses (None with --no-cache)."""
+    if no_cache:
+        return None
+    from .cache import EncodeCache
+
+    return EncodeCache(path)
+
+
+def cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--no-cache", is_flag=True, help="Encode everything; neither read nor fill the encode cache.")(fn)
+    fn = click.option(
+        "--cache",
+        "cache_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Encode cache file (default: $SPARSEBRIDGE_CACHE, else ./sparsebridge-data/encode-cache.sqlite3).",
+    )(fn)
+    return fn
 
 
 def _encoder(config: Config) -> Any:
@@ -161,6 +185,7 @@ def main() -> None:
     help="Split documents longer than the model's max length into passages ([ingest] split_passages).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Encoding batch size.")
+@cache_options
 @index_option
 @common_options
 @progress_option
@@ -171,6 +196,8 @@ def ingest(
     recreate: bool,
     split_passages: bool | None,
     batch_size: int | None,
+    no_cache: bool,
+    cache_path: Path | None,
     index: str | None,
     config_path: Path | None,
     as_json: bool,
@@ -179,32 +206,51 @@ def ingest(
     """Encode a corpus and write it to the configured backend.
 
     CORPUS is a JSONL file (one object per line), a BEIR folder or its corpus.jsonl, or
-    "stdlib:" - the docstrings of this Python's standard library (offline; "stdlib:N" for N docs).
-    Re-running updates records in place (ids are the documents' ids or a hash of their text).
+    "stdlib:" - the docstrings of this Python's standard library (offline; "stdlib:N" for N docs),
+    or a vector dataset written by `sparsebridge encode CORPUS --output vectors.parquet` (no
+    encoding at all). Re-running updates records in place (ids are the documents' ids or a hash of
+    their text). Texts encoded before by the same model and settings come from the encode cache.
     """
+    from .dataset import is_dataset
+
     config = _config(config_path, index=index)
     if split_passages is not None:
         config.ingest.split_passages = split_passages
     if batch_size is not None:
         config.model.batch_size = batch_size
-    source = open_corpus(corpus, limit=limit)
-    with _pipeline(config, quiet) as pipe:
-        report = pipe.ingest(source, recreate=recreate)
-    data = {"corpus": source.name, "backend": config.backend.connector, **report.to_dict()}
+    if is_dataset(corpus):
+        if limit is not None:
+            raise click.UsageError("--limit applies to text corpora, not to a vector dataset")
+        with _pipeline(config, quiet) as pipe:
+            report = pipe.ingest_dataset(corpus, recreate=recreate)
+        name = corpus
+    else:
+        source = open_corpus(corpus, limit=limit)
+        with _pipeline(config, quiet, _open_cache(no_cache, cache_path)) as pipe:
+            report = pipe.ingest(source, recreate=recreate)
+        name = source.name
+    data = {"corpus": name, "backend": config.backend.connector, **report.to_dict()}
     if as_json:
         _emit_json(data)
     else:
         click.echo(
-            f"ingested {report.documents} documents from {source.name} into index {report.index!r} "
+            f"ingested {report.documents} documents from {name} into index {report.index!r} "
             f"({config.backend.connector}): {report.written} records written, {len(report.failed)} failed, "
             f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s; "
             f"encoding {report.encode_seconds:.1f}s, writing {report.write_seconds:.1f}s)"
         )
+        if report.cache_hits or report.cache_misses:
+            click.echo(f"  encode cache: {report.cache_hits} served, {report.cache_misses} encoded")
         for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
             if i == MAX_LISTED_FAILURES:
                 click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
                 break
             click.echo(f"  failed {doc_id}: {reason}")
+    if report.cache_corrupt:
+        click.echo(
+            f"warning: {report.cache_corrupt} corrupt encode-cache entries were discarded and encoded again",
+            err=True,
+        )
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
 
@@ -400,6 +446,11 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
 )
 @click.option("--query", "as_query", is_flag=True, help="Encode as queries (encode_query) instead of documents.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Keep the k strongest tokens.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Dataset mode: encode at most N documents.")
+@click.option(
+    "--part-rows", type=click.IntRange(min=1), default=None, help="Dataset mode: rows per Parquet part file (4096)."
+)
+@click.option("--no-text", is_flag=True, help="Dataset mode: leave the text column empty.")
 @common_options
 @progress_option
 @user_errors
@@ -409,13 +460,27 @@ def encode(
     output: Path | None,
     as_query: bool,
     top_k: int | None,
+    limit: int | None,
+    part_rows: int | None,
+    no_text: bool,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Encode TEXTS (or --input FILE.jsonl) to JSONL: {"id", "tokens": {token: weight}} per line."""
+    """Encode TEXTS (or --input FILE.jsonl) to JSONL: {"id", "tokens": {token: weight}} per line.
+
+    With --output NAME.parquet, encode a corpus once into a vector dataset instead:
+    `sparsebridge encode CORPUS --output vectors.parquet` (CORPUS as for ingest). It is resumable:
+    a run that was stopped or killed is run again and encodes only what is missing. Then
+    `sparsebridge ingest vectors.parquet` writes it to any backend without encoding.
+    """
     from .pipeline import Vocabulary, to_sparse_vectors
 
+    if output is not None and output.suffix == ".parquet":
+        _encode_dataset(
+            texts, input_path, output, as_query, top_k, limit, part_rows, no_text, config_path, as_json, quiet
+        )
+        return
     config = _config(config_path, check_connector=False)
     items = _encode_inputs(texts, input_path, config)
     encoder = _encoder(config)
@@ -436,6 +501,202 @@ def encode(
             out.close()
     if output is not None and not as_json:
         click.echo(f"wrote {len(items)} vectors to {output}", err=True)
+
+
+def _encode_dataset(
+    texts: tuple[str, ...],
+    input_path: Path | None,
+    output: Path,
+    as_query: bool,
+    top_k: int | None,
+    limit: int | None,
+    part_rows: int | None,
+    no_text: bool,
+    config_path: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    from .pipeline import Pipeline
+
+    if as_query or top_k is not None:
+        raise click.UsageError("--query and --top-k apply to JSONL output, not to a vector dataset")
+    spec = str(input_path) if input_path is not None else (texts[0] if len(texts) == 1 else None)
+    if spec is None or (input_path is not None and texts):
+        raise click.UsageError("give one CORPUS (JSONL file, BEIR folder or stdlib:) to encode into a dataset")
+    config = _config(config_path, check_connector=False)
+    source = open_corpus(spec, limit=limit)
+    _quiet_libraries()
+    encoder = load_sparse_encoder_for(config)
+    dense = None
+    if config.search.hybrid:
+        from .components import load_dense_encoder
+
+        dense = load_dense_encoder(config.search.dense_model, config.model.device)
+    pipe = Pipeline(
+        encoder,
+        connector=None,  # type: ignore[arg-type]  # encoding into a dataset needs no backend
+        model_name=config.model.name_or_path,
+        dense_encoder=dense,
+        dense_model_name=config.search.dense_model if dense is not None else None,
+        batch_size=config.model.batch_size,
+        max_active_dims=config.model.max_active_dims,
+        ingest_settings=config.ingest,
+        show_progress=not quiet,
+    )
+    report = pipe.encode_dataset(source, output, part_rows=part_rows, with_text=not no_text)
+    data = {"corpus": source.name, "output": str(output), **report.to_dict()}
+    if as_json:
+        _emit_json(data)
+    else:
+        click.echo(
+            f"encoded {report.records - report.skipped} records of {report.documents} documents from {source.name} "
+            f"into {output}: {report.written} written, {report.skipped} already there, {len(report.failed)} failed, "
+            f"{report.seconds:.1f}s"
+        )
+        for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
+            if i == MAX_LISTED_FAILURES:
+                click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
+                break
+            click.echo(f"  failed {doc_id}: {reason}")
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
+
+
+def load_sparse_encoder_for(config: Config) -> Any:
+    """The configured sparse encoder (loaded lazily: the CLI's other commands never import torch)."""
+    from .components import load_sparse_encoder
+
+    return load_sparse_encoder(config.model.name_or_path, config.model.device)
+
+
+# --------------------------------------------------------------------------- export, migrate
+
+
+@main.command()
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Dataset folder (NAME.parquet).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Records per request.")
+@index_option
+@common_options
+@progress_option
+@user_errors
+def export(
+    output: Path, batch_size: int, index: str | None, config_path: Path | None, as_json: bool, quiet: bool
+) -> None:
+    """Read the configured index back, vectors included, into a vector dataset (no encoding).
+
+    What was written comes back bit for bit (Qdrant, and Elasticsearch/OpenSearch documents whose
+    _source holds the weights); weights an engine kept only as Lucene's 9-bit values are marked so
+    in the dataset's metadata (values_quantised = "lucene-9bit"). Re-running resumes.
+    """
+    from .components import connector_from_config
+    from .transfer import export_index
+    from .vocabulary import Vocabulary
+
+    config = _config(config_path, index=index)
+    _quiet_libraries()
+    with connector_from_config(config) as conn:
+        encoder = load_sparse_encoder_for(config)
+        vocab = Vocabulary(encoder.tokenizer, config.model.name_or_path)
+        report = export_index(
+            conn, vocab, output, index=config.backend.index, batch_size=batch_size, show_progress=not quiet
+        )
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    click.echo(
+        f"exported {report.read} records of {config.backend.connector} index {config.backend.index!r} to {output}: "
+        f"{report.written} written, {report.skipped} already there, {len(report.failed)} failed; weights "
+        f"{'as written' if report.values_quantised == 'none' else 'Lucene 9-bit'}; {report.seconds:.1f}s"
+    )
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} records could not be exported; see --json")
+
+
+@main.command()
+@click.option(
+    "--from", "from_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Source config."
+)
+@click.option("--to", "to_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Target config.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Records per request.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@progress_option
+@user_errors
+def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quiet: bool) -> None:
+    """Copy an index to another backend or index: vectors move as they are, nothing is encoded.
+
+    Streams the source index (config --from) into the target (config --to) with progress and
+    compares the counts at the end. Interrupted? Run the same command again: writes are upserts.
+    """
+    from .components import connector_from_config
+    from .transfer import migrate as migrate_index
+
+    source_config = _config(from_path)
+    target_config = _config(to_path)
+    with connector_from_config(source_config) as source, _pipeline(target_config, quiet) as target:
+        report = migrate_index(
+            source, target, source_name=source_config.backend.index, batch_size=batch_size, show_progress=not quiet
+        )
+    data = {"from": str(from_path), "to": str(to_path), **report.to_dict()}
+    if as_json:
+        _emit_json(data)
+    else:
+        click.echo(
+            f"migrated {report.read} records from {source_config.backend.connector} index "
+            f"{source_config.backend.index!r} to {target_config.backend.connector} index "
+            f"{target_config.backend.index!r}: {report.written} written, {len(report.failed)} failed; "
+            f"counts {report.source_count} -> {report.target_count}; {report.seconds:.1f}s"
+        )
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} records failed; run the same command again")
+    if not report.counts_equal:
+        raise click.ClickException(
+            f"the target index holds {report.target_count} records, the source {report.source_count}: the target "
+            f"had other records before, or the source changed during the migration"
+        )
+
+
+# --------------------------------------------------------------------------- cache
+
+
+@main.group()
+def cache() -> None:
+    """The encode cache: vectors a text ingest computed, reused by later ingests."""
+
+
+@cache.command(name="info")
+@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@user_errors
+def cache_info(cache_path: Path | None, as_json: bool) -> None:
+    """Size report: file size, entries, and entries per model and settings."""
+    from .cache import EncodeCache, default_cache_path
+
+    path = cache_path or default_cache_path()
+    if not path.exists():
+        data: dict[str, Any] = {"path": str(path), "file_bytes": 0, "entries": 0, "producers": []}
+    else:
+        with EncodeCache(path) as c:
+            data = c.info()
+    if as_json:
+        _emit_json(data)
+        return
+    click.echo(f"encode cache {data['path']}: {data['entries']} entries, {data['file_bytes'] / 1e6:.1f} MB")
+    for p in data["producers"]:
+        click.echo(
+            f"  {p['entries']:>8} {p.get('kind', 'sparse')} vectors of {p.get('model')!r} "
+            f"(max_active_dims {p.get('max_active_dims')}, weights {str(p.get('weights_sha256'))[:12]})"
+        )
+
+
+@cache.command(name="clear")
+@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@user_errors
+def cache_clear(cache_path: Path | None) -> None:
+    """Delete the encode cache file."""
+    from .cache import clear_cache, default_cache_path
+
+    freed = clear_cache(cache_path)
+    click.echo(f"cleared {cache_path or default_cache_path()} ({freed / 1e6:.1f} MB freed)")
 
 
 # --------------------------------------------------------------------------- connectors, info

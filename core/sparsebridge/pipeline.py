@@ -203,7 +203,8 @@ class Pipeline:
         )
 
     def close(self) -> None:
-        self.connector.close()
+        if self.connector is not None:  # None: a pipeline that only encodes into a dataset
+            self.connector.close()
         if self.cache is not None:
             self.cache.close()
 
