@@ -442,7 +442,10 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
     "--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL documents."
 )
 @click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write JSONL here (default: stdout)."
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Write JSONL here (default: stdout); a NAME.parquet folder: a vector dataset.",
 )
 @click.option("--query", "as_query", is_flag=True, help="Encode as queries (encode_query) instead of documents.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Keep the k strongest tokens.")

@@ -348,7 +348,16 @@ class Pipeline:
         progress = _progress(corpus.size, "encode", "docs", self.show_progress)
         try:
             with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS, with_text=with_text) as out:
-                for records, n_docs in self.text_vectors(corpus, plan, report, progress, skip=out.done_ids):
+                # Chunks no larger than a part: a killed run loses at most one part of work.
+                chunks = self.text_vectors(
+                    corpus,
+                    plan,
+                    report,
+                    progress,
+                    skip=out.done_ids,
+                    chunk_records=min(out.part_rows, self.batch_size * 4),
+                )
+                for records, n_docs in chunks:
                     failed = out.write(records)
                     report.failed.update(failed)
                     report.written += len(records) - len(failed)
@@ -405,14 +414,17 @@ class Pipeline:
         progress: Any,
         *,
         skip: set[str] | None = None,
+        chunk_records: int | None = None,
     ) -> Iterator[tuple[list[Record], int]]:
         """The text vector source: read -> prepare -> (cache | encode) -> records, by chunk.
 
         Documents that fail are recorded in ``report.failed``; documents whose id (or first
-        passage id) is in ``skip`` are counted in ``report.skipped`` and not encoded.
+        passage id) is in ``skip`` are counted in ``report.skipped`` and not encoded. A chunk holds
+        about ``chunk_records`` records (default: four encoding batches).
         """
+        chunk_records = chunk_records or self.batch_size * 4
         chunk: list[_Prepared] = []
-        chunk_records = 0
+        in_chunk = 0
         seen: dict[str, int] = {}  # id -> number of the document that holds it in this run
         for n, doc in enumerate(corpus, 1):
             report.documents += 1
@@ -424,12 +436,12 @@ class Pipeline:
                 prepared = None
             if prepared is not None:
                 chunk.append(prepared)
-                chunk_records += len(prepared.ids)
+                in_chunk += len(prepared.ids)
             else:
                 progress.update(1)
-            if chunk_records >= self.batch_size * 4:
+            if in_chunk >= chunk_records:
                 yield self._encode_chunk(chunk, report), len(chunk)
-                chunk, chunk_records = [], 0
+                chunk, in_chunk = [], 0
         if chunk:
             yield self._encode_chunk(chunk, report), len(chunk)
 

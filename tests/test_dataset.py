@@ -1,0 +1,154 @@
+"""The vector dataset: part files, resumable and SIGKILL-safe writing, refusals, ingest from it.
+
+The kill test runs the real ``sparsebridge encode CORPUS --output x.parquet`` in a subprocess on
+vaswani documents, SIGKILLs it once complete parts exist, and runs it again: every id once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from sparsebridge.connector import IndexSpec, Record, SparseVector
+from sparsebridge.dataset import DatasetWriter, dataset_metadata, open_dataset
+from sparsebridge.errors import DatasetError, IndexMismatchError
+
+ROOT = Path(__file__).resolve().parent.parent
+VOCAB = {"model": "m", "vocab_size": 30522, "vocab_fingerprint": "f" * 64}
+PRODUCER = {"model": "m", "weights_sha256": "w", "pooling": "splade-max-relu", "max_active_dims": None}
+
+
+def records(ids, dims=3):
+    return [
+        Record(
+            id=str(i),
+            text=f"text {i}",
+            sparse=SparseVector(tuple(range(i, i + dims)), tuple(0.5 + k for k in range(dims)), ("a",) * dims),
+            payload={"n": i, "nested": {"x": [1, "y"]}} if i % 2 else {},
+        )
+        for i in ids
+    ]
+
+
+def test_parts_are_complete_files_and_a_rerun_skips_what_they_hold(tmp_path):
+    out = tmp_path / "v.parquet"
+    meta = dataset_metadata(VOCAB, PRODUCER)
+    with DatasetWriter(out, meta, part_rows=4, row_group_rows=2) as w:
+        assert w.done_ids == set()
+        for start in range(0, 10, 2):
+            assert w.write(records(range(start, start + 2))) == {}
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert pq.ParquetFile(out / "part-00000.parquet").metadata.num_row_groups == 2  # streamed row groups
+    table = pads.dataset(str(out), format="parquet").to_table()
+    assert sorted(table.column("id").to_pylist(), key=int) == [str(i) for i in range(10)]
+    assert table.schema.field("indices").type == pa.list_(pa.uint32())
+    assert table.schema.field("values").type == pa.list_(pa.float32())
+    with DatasetWriter(out, meta, part_rows=4) as w:
+        assert w.done_ids == {str(i) for i in range(10)}
+        w.write(records([10]))
+    data = open_dataset(out)
+    assert data.rows == 11 and data.metadata["producer"] == PRODUCER
+    rows = {r["id"]: r for b in data.batches() for r in data.rows_of(b)}
+    assert rows["3"]["payload"] == {"n": 3, "nested": {"x": [1, "y"]}} and rows["3"]["indices"] == [3, 4, 5]
+
+
+def test_unfinished_part_of_a_killed_writer_is_removed(tmp_path):
+    out = tmp_path / "v.parquet"
+    meta = dataset_metadata(VOCAB, PRODUCER)
+    with DatasetWriter(out, meta, part_rows=2) as w:
+        w.write(records([0, 1]))
+    (out / ".part-00001.parquet.tmp-999999").write_bytes(b"PAR1 half a file")
+    with DatasetWriter(out, meta) as w:
+        assert w.done_ids == {"0", "1"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".part-")]
+    assert open_dataset(out).rows == 2
+
+
+def test_a_second_writer_is_kept_out(tmp_path):
+    meta = dataset_metadata(VOCAB, PRODUCER)
+    with DatasetWriter(tmp_path / "v.parquet", meta), pytest.raises(DatasetError, match="another process"):
+        DatasetWriter(tmp_path / "v.parquet", meta)
+
+
+def test_vectors_of_another_producer_or_vocabulary_are_not_mixed_in(tmp_path):
+    out = tmp_path / "v.parquet"
+    with DatasetWriter(out, dataset_metadata(VOCAB, PRODUCER)) as w:
+        w.write(records([0]))
+    with pytest.raises(DatasetError, match="encoded by"):
+        DatasetWriter(out, dataset_metadata(VOCAB, {**PRODUCER, "max_active_dims": 64}))
+    with pytest.raises(DatasetError, match="vocab_fingerprint"):
+        DatasetWriter(out, dataset_metadata({**VOCAB, "vocab_fingerprint": "e" * 64}, PRODUCER))
+
+
+def test_files_that_are_not_datasets_are_refused_in_one_line(tmp_path):
+    pq.write_table(pa.table({"id": ["a"]}), tmp_path / "plain.parquet")
+    with pytest.raises(DatasetError, match="not a sparsebridge vector dataset"):
+        open_dataset(tmp_path / "plain.parquet")
+    with pytest.raises(DatasetError, match="not found"):
+        open_dataset(tmp_path / "missing.parquet")
+
+
+def test_ingest_from_a_dataset_refuses_another_vocabulary(encoder, tmp_path):
+    pytest.importorskip("qdrant_edge")
+    from sparsebridge.pipeline import Pipeline
+    from sparsebridge_qdrant import QdrantConnector
+
+    conn = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="t")
+    with Pipeline(encoder, conn, "t", model_name="packaged:splade", show_progress=False) as pipe:
+        foreign = tmp_path / "foreign.parquet"
+        with DatasetWriter(foreign, dataset_metadata(VOCAB, PRODUCER)) as w:
+            w.write(records([0]))
+        with pytest.raises(DatasetError, match="another vocabulary"):
+            pipe.ingest_dataset(foreign)
+        # An index built with another vocabulary refuses a dataset as it refuses text.
+        conn.ensure_index(IndexSpec(name="t", metadata={**VOCAB, "vocab_size": len(encoder.tokenizer)}))
+        ours = tmp_path / "ours.parquet"
+        with DatasetWriter(ours, dataset_metadata(pipe.vocab.metadata, pipe.producer)) as w:
+            w.write(records([0]))
+        with pytest.raises(IndexMismatchError, match="another vocabulary"):
+            pipe.ingest_dataset(ours)
+        assert conn.count() == 0
+
+
+def _ids(path: Path) -> list[str]:
+    return pads.dataset(str(path), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
+
+
+def test_sigkilled_encode_run_again_loses_nothing_and_duplicates_nothing(data_dir, tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    with open(data_dir / "vaswani" / "corpus.jsonl", encoding="utf-8") as src, open(corpus, "w") as dst:
+        for _, line in zip(range(120), src):
+            dst.write(line)
+    want = [json.loads(line)["_id"] for line in corpus.read_text().splitlines()]
+    out = tmp_path / "vectors.parquet"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'core'}:{ROOT / 'connectors'}", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "sparsebridge.cli", "encode", str(corpus), "--output", str(out)]
+    cmd += ["--part-rows", "16", "-q", "--json"]
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.time() + 600
+    while time.time() < deadline and child.poll() is None:
+        if out.is_dir() and len(list(out.glob("part-*.parquet"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, f"encode ended before the kill: {child.stderr.read()[-1000:]!r}"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    kept = _ids(out)
+    assert len(kept) >= 32 and len(kept) == len(set(kept)) and set(kept) <= set(want)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    report = json.loads(rerun.stdout)
+    assert report["skipped"] == len(kept) and report["written"] == len(want) - len(kept)
+    final = _ids(out)
+    assert sorted(final) == sorted(want)  # every id, each once
+    assert not [p for p in out.iterdir() if p.name.startswith(".part-")]
