@@ -567,7 +567,7 @@ def _encode_dataset(
 
 def load_sparse_encoder_for(config: Config) -> Any:
     """The configured sparse encoder (loaded lazily: the CLI's other commands never import torch)."""
-    from .components import load_sparse_encoder
+    from .pipeline import load_sparse_encoder
 
     return load_sparse_encoder(config.model.name_or_path, config.model.device)
 
