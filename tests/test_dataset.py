@@ -152,3 +152,49 @@ def test_sigkilled_encode_run_again_loses_nothing_and_duplicates_nothing(data_di
     final = _ids(out)
     assert sorted(final) == sorted(want)  # every id, each once
     assert not [p for p in out.iterdir() if p.name.startswith(".part-")]
+
+
+def test_interrupted_ingest_from_a_dataset_is_run_again_and_dense_vectors_come_back(encoder, tmp_path):
+    pytest.importorskip("qdrant_edge")
+    from pipeline_support import FailingWrites
+    from sparsebridge.connector import ConnectorError
+    from sparsebridge.pipeline import Pipeline
+    from sparsebridge.results import IngestError
+    from sparsebridge.transfer import export_index
+    from sparsebridge_qdrant import QdrantConnector
+
+    class DiesOnSecondWrite(FailingWrites):
+        calls = 0
+
+        def write(self, records):
+            DiesOnSecondWrite.calls += 1
+            if DiesOnSecondWrite.calls == 2:
+                raise ConnectorError("connection reset by peer (injected)")
+            return self.inner.write(records)
+
+    edge = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="t")
+    # Dot distance: with cosine, Qdrant stores (and gives back) the dense vector normalised.
+    options = {"distance": "dot"}
+    with Pipeline(
+        encoder, edge, "t", model_name="packaged:splade", show_progress=False, batch_size=1, index_options=options
+    ) as pipe:
+        rows = records(range(70))
+        for n, r in enumerate(rows):
+            r.dense = [float(n), 0.5, -1.25, 2.0**-20]
+        ds = tmp_path / "v.parquet"
+        meta = dataset_metadata(pipe.vocab.metadata, pipe.producer, dense_model="d", dense_size=4)
+        with DatasetWriter(ds, meta, part_rows=32) as w:
+            w.write(rows)
+        pipe.connector = DiesOnSecondWrite(edge, set())
+        with pytest.raises(IngestError, match="run the same ingest again"):
+            pipe.ingest_dataset(ds)  # batches of 32 rows: the first landed, the second failed
+        assert edge.count() == 32
+        pipe.connector = edge
+        report = pipe.ingest_dataset(ds)
+        assert report.written == 70 and edge.count() == 70
+        out = tmp_path / "back.parquet"
+        export_index(edge, pipe.vocab, out, index="t")
+    got = pads.dataset(str(out), format="parquet").to_table().to_pylist()
+    want = pads.dataset(str(ds), format="parquet").to_table().to_pylist()
+    assert sorted(got, key=lambda r: r["id"]) == sorted(want, key=lambda r: r["id"])
+    assert open_dataset(out).metadata["dense_size"] == 4
