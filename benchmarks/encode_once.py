@@ -49,7 +49,7 @@ def _rows(path: Path) -> dict[str, dict]:
 
 
 _RSS_CHILD = r"""
-import json, resource, sys
+import json, sys
 sys.path[:0] = sys.argv[4:6]
 from sparsebridge.dataset import DatasetWriter, open_dataset
 from sparsebridge.vocabulary import Vocabulary
@@ -58,8 +58,12 @@ src, out, copies = sys.argv[1], sys.argv[2], int(sys.argv[3])
 base = open_dataset(src)
 vocab = Vocabulary(AutoTokenizer.from_pretrained(sys.argv[6]), base.metadata["model"])
 def rss():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: the peak resident set since the last reset below (Linux), in MB.
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
 baseline = rss()  # interpreter, pyarrow, tokenizer: before any row is written or read
+with open("/proc/self/clear_refs", "w") as fh:  # reset the peak: what follows is the dataset's own
+    fh.write("5")
 with DatasetWriter(out, base.metadata, part_rows=8192) as w:
     n = 0
     for c in range(copies):
@@ -77,13 +81,40 @@ print(json.dumps({"rows": n, "read": read, "baseline_mb": baseline, "peak_rss_mb
 """
 
 
+def _rss(dataset: Path, work: Path, model_path: str) -> None:
+    """Step 7: peak RSS of writing and reading back a 10k and a 100k row dataset, each in a child."""
+    n = open_rows = len(_rows(dataset))
+    figures = {}
+    for label, copies in (("10k", max(1, round(10_000 / n))), ("100k", max(1, round(100_000 / n)))):
+        target = work / f"synthetic-{label}.parquet"
+        shutil.rmtree(target, ignore_errors=True)
+        cmd = [sys.executable, "-c", _RSS_CHILD, str(dataset), str(target), str(copies)]
+        cmd += [str(ROOT / "core"), str(ROOT / "connectors"), model_path]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        figures[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    small, large = figures["10k"]["peak_rss_mb"], figures["100k"]["peak_rss_mb"]
+    flat = large <= small * 1.10
+    grow = [figures[k]["peak_rss_mb"] - figures[k]["baseline_mb"] for k in ("10k", "100k")]
+    print(f"7. peak RSS writing + reading a dataset: {figures['10k']['rows']} rows {small:.0f} MB, "
+          f"{figures['100k']['rows']} rows {large:.0f} MB ({100 * (large / small - 1):+.1f}%) "
+          f"[{'PASS' if flat else 'FAIL'} within 10%]; above the process baseline "
+          f"({figures['10k']['baseline_mb']:.0f} MB): {grow[0]:.0f} MB vs {grow[1]:.0f} MB "
+          f"(synthesised from {open_rows} rows)")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("beir_dir", type=Path)
     ap.add_argument("--docs", type=int, default=None, help="Use the first N documents (default: all).")
     ap.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rss-only", action="store_true", help="Only step 7, from WORK/vectors.parquet of a run.")
     args = ap.parse_args()
+    if args.rss_only:
+        from sparsebridge.defaults import resolve_model
+
+        _rss(args.work / "vectors.parquet", args.work, resolve_model("packaged:splade"))
+        return
 
     from sparsebridge import SparseEncoder
     from sparsebridge.cache import EncodeCache
@@ -170,22 +201,7 @@ def main() -> None:
     for p in (p_text, p_ds, p_local, p_cached):
         p.close()
 
-    n = open_rows = len(_rows(dataset))
-    figures = {}
-    for label, copies in (("10k", max(1, round(10_000 / n))), ("100k", max(1, round(100_000 / n)))):
-        target = work / f"synthetic-{label}.parquet"
-        cmd = [sys.executable, "-c", _RSS_CHILD, str(dataset), str(target), str(copies)]
-        cmd += [str(ROOT / "core"), str(ROOT / "connectors"), model_path]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        figures[label] = json.loads(done.stdout.strip().splitlines()[-1])
-    small, large = figures["10k"]["peak_rss_mb"], figures["100k"]["peak_rss_mb"]
-    flat = large <= small * 1.10
-    grow = [figures[k]["peak_rss_mb"] - figures[k]["baseline_mb"] for k in ("10k", "100k")]
-    print(f"7. peak RSS writing + reading a dataset: {figures['10k']['rows']} rows {small:.0f} MB, "
-          f"{figures['100k']['rows']} rows {large:.0f} MB ({100 * (large / small - 1):+.1f}%) "
-          f"[{'PASS' if flat else 'FAIL'} within 10%]; above the process baseline "
-          f"({figures['10k']['baseline_mb']:.0f} MB): {grow[0]:.0f} MB vs {grow[1]:.0f} MB "
-          f"(synthesised from {open_rows} rows)")  # fmt: skip
+    _rss(dataset, work, model_path)
     print(f"done; {_load()}")
 
 
