@@ -1,7 +1,9 @@
 """Ingest documents into a backend, search it, explain the hits, and evaluate the ranking.
 
 The way of a document: ``corpus`` (read) -> ``documents``/``passages`` (ids, records to make) ->
-the encoder -> ``vectors`` (``SparseVector`` rows) -> the connector. ``components`` builds what a config
+``cache`` | the encoder -> ``vectors`` (``SparseVector`` rows) -> ``dataset`` or the connector. A
+vector dataset (``ingest_dataset``) and another index (``transfer.migrate``) are vector sources too:
+every source feeds the one write path, :meth:`Pipeline.write_records`. ``components`` builds what a config
 names, ``results`` holds what comes back, ``metrics`` scores a run.
 
 The pipeline only speaks the connector contract (``sparsebridge.connector``), so every backend
