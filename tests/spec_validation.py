@@ -186,6 +186,164 @@ def _at_least(names: list[str], k: int) -> dict[str, Any]:
     return {"anyOf": [{"required": list(c)} for c in itertools.combinations(names, k)]}
 
 
+# --- strict closure: no key the specification does not name ------------------------------------
+
+_SHAPE_CLOSED, _SHAPE_OPEN, _SHAPE_NONE = "closed", "open", "none"
+_MEMBER_LISTS = ("allOf", "oneOf", "anyOf")
+_VALUE_MAPS = ("properties", "patternProperties")
+_VALUE_SINGLES = ("items", "additionalProperties", "unevaluatedProperties", "contains")
+
+Resolver = Any  # (doc key, "$ref" string) -> (doc key, schema node)
+
+
+class ObjectClosure:
+    """Close every object schema of a set of OpenAPI documents that does not say it is open.
+
+    None of the Elasticsearch OpenAPI's object schemas sets ``additionalProperties: false``, so read
+    as JSON Schema every object takes any extra key and a misspelt ``sparse_vectr`` passes. The
+    specifications mean the opposite: an object lists its fields, and an open map says so with an
+    ``additionalProperties`` schema (``properties`` of a mapping, ``_meta``, ``query_vector``,
+    ``query_tokens``) or is a free-form ``{"type": "object"}``.
+
+    Closing must respect composition: a schema built as ``allOf: [Base, Own]`` allows the keys of
+    both, so the members must stay open and the *use* of the schema is closed instead. That is
+    what JSON Schema 2020-12's ``unevaluatedProperties: false`` does (it sees the keys evaluated by
+    ``$ref``, every ``allOf`` member, the ``oneOf``/``anyOf`` branches that matched and the ``then``
+    taken), so it is added at every value position (a request or response body, a property's
+    value, an array's items, an open map's values, a named schema validated on its own) whose
+    schema declares properties, and nowhere inside composition. A ``oneOf`` branch is thereby held
+    to its own keys plus those of its ``allOf`` siblings: a key must be allowed by the branch that
+    matched.
+    """
+
+    def __init__(self, docs: dict[Any, Any], resolve: Resolver) -> None:
+        self.docs = docs
+        self.resolve = resolve
+        self._shapes: dict[tuple[Any, int], str] = {}
+        self.closed = 0
+
+    def shape(self, key: Any, node: Any) -> str:
+        """``closed`` when the schema names the keys an object may have (so closing it means
+        something), ``open`` when it takes any key (an ``additionalProperties`` schema, a free-form
+        object, an already open ``unevaluatedProperties``), ``none`` when it says nothing about an
+        object's keys (scalars, arrays, pure constraints such as ``required``)."""
+        if not isinstance(node, dict):
+            return _SHAPE_NONE
+        memo = (key, id(node))
+        if memo in self._shapes:
+            return self._shapes[memo]
+        self._shapes[memo] = _SHAPE_NONE  # a cycle adds nothing
+        self._shapes[memo] = found = self._shape(key, node)
+        return found
+
+    def _shape(self, key: Any, node: dict[str, Any]) -> str:
+        for kw in ("additionalProperties", "unevaluatedProperties"):
+            if kw in node and node[kw] is not False:
+                return _SHAPE_OPEN
+        children = []
+        if isinstance(node.get("$ref"), str):
+            children.append(self.resolve(key, node["$ref"]))
+        # An ``allOf`` member that is a bare ``{"type": "object"}`` is how the generators render an
+        # interface that adds no field to its base (``IndexOperation extends WriteOperation {}``):
+        # it names no key, and does not open its base.
+        children += [(key, sub) for sub in node.get("allOf") or () if not _bare_object(sub)]
+        for kw in ("oneOf", "anyOf"):
+            children += [(key, sub) for sub in node.get(kw) or ()]
+        children += [(key, node[kw]) for kw in ("then", "else") if kw in node]
+        shapes = {self.shape(k, sub) for k, sub in children}
+        if _SHAPE_OPEN in shapes:
+            return _SHAPE_OPEN
+        own = any(kw in node for kw in _VALUE_MAPS) or node.get("additionalProperties") is False
+        if own or node.get("unevaluatedProperties") is False or _SHAPE_CLOSED in shapes:
+            return _SHAPE_CLOSED
+        kinds = node.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if not children and "object" in kinds:
+            return _SHAPE_OPEN  # a free-form object
+        return _SHAPE_NONE
+
+    def close_value(self, key: Any, node: Any) -> None:
+        """Close the schema at a value position (and walk into it)."""
+        if not isinstance(node, dict):
+            return
+        if (
+            "additionalProperties" not in node
+            and "unevaluatedProperties" not in node
+            and self.shape(key, node) == _SHAPE_CLOSED
+        ):
+            node["unevaluatedProperties"] = False
+            self.closed += 1
+        self.walk(key, node)
+
+    def walk(self, key: Any, node: Any) -> None:
+        """Walk a schema whose own closure is decided by its user: close the values it holds,
+        leave its composition members open."""
+        if not isinstance(node, dict):
+            return
+        for kw in _VALUE_MAPS:
+            for sub in (node.get(kw) or {}).values():
+                self.close_value(key, sub)
+        for kw in _VALUE_SINGLES:
+            if isinstance(node.get(kw), dict):
+                self.close_value(key, node[kw])
+        for sub in node.get("prefixItems") or ():
+            self.close_value(key, sub)
+        for kw in _MEMBER_LISTS:
+            for sub in node.get(kw) or ():
+                self.walk(key, sub)
+        for kw in ("then", "else"):
+            self.walk(key, node.get(kw))
+        for sub in (node.get("dependentSchemas") or {}).values():
+            self.walk(key, sub)
+        # ``not``, ``if`` and ``propertyNames`` are conditions: closing them would change what they test.
+
+    def close_documents(self) -> int:
+        """Close every document: named schemas are walked (their users close them), the request
+        and response bodies are value positions. Returns how many schemas were closed."""
+        for key, doc in self.docs.items():
+            components = doc.get("components") or {}
+            for schema in (components.get("schemas") or {}).values():
+                self.walk(key, schema)
+            for media in _body_media(doc):
+                self.close_value(key, media.get("schema"))
+        return self.closed
+
+
+def _bare_object(node: Any) -> bool:
+    """A schema that says only "an object" (plus annotations)."""
+    return (
+        isinstance(node, dict)
+        and node.get("type") == "object"
+        and not any(
+            kw in node for kw in (*_VALUE_MAPS, *_MEMBER_LISTS, "$ref", "additionalProperties", "unevaluatedProperties")
+        )
+    )
+
+
+def _body_media(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """The media type objects (``content/<type>``) of every request body and response of a document."""
+    components = doc.get("components") or {}
+    holders = list((components.get("requestBodies") or {}).values())
+    holders += list((components.get("responses") or {}).values())
+    for item in (doc.get("paths") or {}).values():
+        for op in item.values() if isinstance(item, dict) else ():
+            if isinstance(op, dict):
+                holders.append(op.get("requestBody") or {})
+                holders += list((op.get("responses") or {}).values())
+    for holder in holders:
+        for media in ((holder or {}).get("content") or {}).values():
+            if isinstance(media, dict):
+                yield media
+
+
+def json_pointer(doc: Any, fragment: str) -> Any:
+    """The node a JSON pointer fragment (``/components/schemas/X``) names in ``doc``."""
+    node = doc
+    for part in fragment.lstrip("/").split("/") if fragment.strip("/") else ():
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
 # --- TypeScript (Elasticsearch stack) overlays ---------------------------------------------------
 
 _TS_PRIMITIVES = {
@@ -241,6 +399,56 @@ def ts_interface_fields(source: str, interface: str, fields: Iterable[str]) -> d
             raise ValueError(f"{interface} has no field {name}")
         out[name] = ts_type_schema(found[name], aliases)
     return out
+
+
+def ts_name(schema_name: str) -> str:
+    """The TypeScript name of an OpenAPI schema name: ``_types.query_dsl.RankFeatureFunction`` ->
+    ``QueryDslRankFeatureFunction``, ``_global.search._types.FieldCollapse`` -> ``SearchFieldCollapse``."""
+    *spaces, last = schema_name.split(".")
+    prefix = "".join(
+        part.capitalize()
+        for space in spaces
+        if space not in ("_types", "_global")
+        for part in space.strip("_").split("_")
+    )
+    return prefix + last
+
+
+def ts_free_form_decisions(schemas: dict[str, Any], source: str) -> dict[str, str]:
+    """Decide from the TypeScript source what each free-form ``{"type": "object"}`` schema of the
+    OpenAPI means: an interface with no fields (or only ``[key: string]: never``) is an object that
+    takes *no* key, and gets ``properties: {}`` so that the strict closure closes it; ``any``,
+    ``Record<string, any>`` or ``UserDefinedValue`` stays open. Returns name -> ``closed``/``open``."""
+    decisions = {}
+    for name, schema in schemas.items():
+        # ``type X = XKeys & { [property: string]: V }``: known keys plus any other (a field name);
+        # the OpenAPI renders the open part as a bare ``{"type": "object"}`` ``allOf`` member.
+        members = schema.get("allOf") or []
+        if any(_bare_object(m) for m in members):
+            ts = re.escape(ts_name(name))
+            if re.search(rf"^export type {ts} = {ts}Keys\s*& \{{ \[property: string\]", source, flags=re.M):
+                for m in members:
+                    if _bare_object(m):
+                        m["additionalProperties"] = {}
+                decisions[name] = "open"
+            continue
+        if schema.get("type") != "object" or set(schema) & {
+            "properties",
+            "additionalProperties",
+            "allOf",
+            "oneOf",
+            "anyOf",
+            "$ref",
+        }:
+            continue
+        ts = ts_name(name)
+        interface = re.search(rf"^export interface {re.escape(ts)} \{{(.*?)^\}}", source, flags=re.M | re.S)
+        if interface and re.fullmatch(r"\s*(\[key: string\]: never\s*)?", interface.group(1)):
+            schema["properties"] = {}
+            decisions[name] = "closed"
+        else:
+            decisions[name] = "open"
+    return decisions
 
 
 # (schema in the serverless OpenAPI, TypeScript interface of the stack spec, fields to take from it)
@@ -315,13 +523,16 @@ class SpecValidator:
         self.registry = registry
         self._schema_uri = schema_uri
         self._routes = routes  # (METHOD regex, path regex, schema name | "bulk" | "msearch" | None)
-        self.rewrites: dict[str, int] = {}
+        self.rewrites: dict[str, Any] = {}
+        self.named_shape: Any = lambda name: None
 
     def schema_ref(self, name: str) -> str:
         return self._schema_uri(name)
 
     def errors(self, instance: Any, name: str) -> list[str]:
-        schema = {"$ref": self.schema_ref(name)}
+        schema: dict[str, Any] = {"$ref": self.schema_ref(name)}
+        if self.named_shape(name) == _SHAPE_CLOSED:
+            schema["unevaluatedProperties"] = False  # a named schema validated on its own is a value
         validator = jsonschema.Draft202012Validator(schema, registry=self.registry)
         out = []
         for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
@@ -395,6 +606,7 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
     }
     source = (base / "ts" / "output" / "typescript" / "types.ts").read_text(encoding="utf-8")
     schemas = doc["components"]["schemas"]
+    uri = uri_key = "urn:sparsebridge:elasticsearch-serverless-openapi"
     for schema_name, interface, fields in ES_STACK_OVERLAYS:
         props = schemas[schema_name].setdefault("properties", {})
         for field_name, sub in ts_interface_fields(source, interface, fields).items():
@@ -405,7 +617,9 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
     # Request bodies that are defined inline on a path, under a stable name.
     bodies = doc["components"].setdefault("requestBodies", {})
     bodies["indices.create"] = doc["paths"]["/{index}"]["put"]["requestBody"]
-    uri = "urn:sparsebridge:elasticsearch-serverless-openapi"
+    rewrites["ts_free_form"] = ts_free_form_decisions(schemas, source)
+    closure = ObjectClosure({uri_key: doc}, lambda key, ref: (key, json_pointer(doc, ref.partition("#")[2])))
+    rewrites["closed"] = closure.close_documents()
     registry = Registry().with_resource(uri, Resource.from_contents(doc, default_specification=DRAFT202012))
 
     def schema_uri(name: str) -> str:
@@ -430,6 +644,7 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
         ("POST|GET", _INDEX + r"/_refresh", None),
     ]
     v = SpecValidator("Elasticsearch", registry, schema_uri, routes)
+    v.named_shape = lambda name: closure.shape(uri_key, schemas[name]) if name in schemas else None
     v.names = {
         "bulk_action": "_global.bulk.OperationContainer",
         "msearch_header": "_global.msearch.MultisearchHeader",
@@ -463,6 +678,14 @@ def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator
             discriminated_oneof(d, (d.get("components") or {}).get("schemas") or {}) for d in docs.values()
         ),
     }
+
+    def resolve(key: Path, ref: str) -> tuple[Path, Any]:
+        file, _, fragment = ref.partition("#")
+        target = (key.parent / file).resolve() if file else key
+        return target, json_pointer(docs[target], fragment)
+
+    closure = ObjectClosure(docs, resolve)
+    rewrites["closed"] = closure.close_documents()
     registry = Registry().with_resources(
         (p.as_uri(), Resource.from_contents(d, default_specification=DRAFT202012)) for p, d in docs.items()
     )
@@ -495,6 +718,14 @@ def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator
         ("POST|GET", _INDEX + r"/_refresh", None),
     ]
     v = SpecValidator("OpenSearch", registry, schema_uri, routes)
+
+    def named_shape(name: str) -> str | None:
+        stem, _, schema = name.partition(":")
+        path = root / "schemas" / f"{stem}.yaml"
+        found = docs.get(path, {}).get("components", {}).get("schemas", {}).get(schema)
+        return None if found is None else closure.shape(path, found)
+
+    v.named_shape = named_shape
     v.names = {
         "bulk_action": "_core.bulk:OperationContainer",
         "msearch_header": "_core.msearch:MultisearchHeader",
