@@ -32,11 +32,15 @@ from urllib.parse import parse_qs, urlsplit
 
 @dataclass
 class Recorded:
+    """One request the stand-in server received, and the answer it gave (status, decoded JSON)."""
+
     method: str
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    status: int = 0
+    response: Any = None
 
     def lines(self) -> list[Any]:
         return [json.loads(x) for x in self.body.splitlines() if x.strip()]
@@ -102,10 +106,18 @@ class FakeEngine:
     # --- HTTP ---
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, Any]:
+        """Answer one HTTP request: (status, response headers, JSON payload or None)."""
         parts = urlsplit(target)
-        path, query = parts.path, parse_qs(parts.query)
+        record = Recorded(method, parts.path, parse_qs(parts.query), dict(headers), body)
         with self.lock:
-            self.requests.append(Recorded(method, path, query, dict(headers), body))
+            self.requests.append(record)
+        status, resp_headers, payload = self._answer(method, record.path, record.query, headers, body)
+        record.status, record.response = status, json.loads(json.dumps(payload))  # as sent, not later edits
+        return status, resp_headers, payload
+
+    def _answer(
+        self, method: str, path: str, query: dict, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict, Any]:
         resp_headers = {"content-type": "application/json"}
         if self.is_es:
             resp_headers["x-elastic-product"] = "Elasticsearch"
@@ -196,12 +208,25 @@ class FakeEngine:
         return _error(404, "index_not_found_exception", f"no such index [{index}]", index=index)
 
     def _info(self) -> dict[str, Any]:
-        version: dict[str, Any] = {"number": self.version, "build_type": "docker", "lucene_version": "10.2.2"}
+        # Every field the specifications require of ``GET /`` (ElasticsearchVersionInfo /
+        # OpenSearchVersionInfo); the values are placeholders of the right type.
+        major = self.vtuple[0]
+        version: dict[str, Any] = {
+            "number": self.version,
+            "build_type": "docker",
+            "build_hash": "0" * 40,
+            "build_date": "2025-01-01T00:00:00.000000000Z",
+            "build_snapshot": False,
+            "lucene_version": "10.2.2",
+            "minimum_wire_compatibility_version": f"{max(major - 1, 1)}.0.0",
+            "minimum_index_compatibility_version": f"{max(major - 1, 1)}.0.0",
+        }
+        info = {"name": "node-1", "cluster_name": "fake", "cluster_uuid": "aBcDeFgHiJkLmNoPqRsTuV"}
         if self.is_es:
             version["build_flavor"] = self.build_flavor
-            return {"name": "node-1", "cluster_name": "fake", "version": version, "tagline": "You Know, for Search"}
+            return {**info, "version": version, "tagline": "You Know, for Search"}
         version["distribution"] = "opensearch"
-        return {"name": "node-1", "cluster_name": "fake", "version": version, "tagline": "The OpenSearch Project"}
+        return {**info, "version": version, "tagline": "The OpenSearch Project"}
 
     # --- index creation ---
 

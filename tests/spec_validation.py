@@ -273,37 +273,98 @@ class ObjectClosure:
         ):
             node["unevaluatedProperties"] = False
             self.closed += 1
-        self.walk(key, node)
+        self.walk(key, node, alone=True)
 
-    def walk(self, key: Any, node: Any) -> None:
+    def walk(self, key: Any, node: Any, refining: bool = False, alone: bool = False) -> None:
         """Walk a schema whose own closure is decided by its user: close the values it holds,
-        leave its composition members open."""
+        leave its composition members open.
+
+        ``refining``: the schema restates a property that another ``allOf`` member already
+        declares, to narrow it (OpenSearch's ``hits: allOf: [HitsMetadata, {hits: {items:
+        {_source: TDocument}}}]``); the declaring member closes that value, so nothing inside the
+        restatement is closed, else each would refuse the other's keys."""
         if not isinstance(node, dict):
             return
+        value = (lambda sub: self.walk(key, sub, True)) if refining else (lambda sub: self.close_value(key, sub))
+        members = node.get("allOf") or []
+        declared = [self.declared(key, m) for m in members]
         for kw in _VALUE_MAPS:
             for sub in (node.get(kw) or {}).values():
-                self.close_value(key, sub)
+                value(sub)
         for kw in _VALUE_SINGLES:
             if isinstance(node.get(kw), dict):
-                self.close_value(key, node[kw])
+                value(node[kw])
         for sub in node.get("prefixItems") or ():
-            self.close_value(key, sub)
-        for kw in _MEMBER_LISTS:
+            value(sub)
+        for i, sub in enumerate(members):
+            elsewhere = set().union(*(d for j, d in enumerate(declared) if j != i))
+            if (
+                refining
+                or not isinstance(sub, dict)
+                or "$ref" in sub
+                or not elsewhere & set(sub.get("properties") or ())
+            ):
+                self.walk(key, sub, refining)
+                continue
+            for name, prop in (sub.get("properties") or {}).items():
+                (self.walk(key, prop, True) if name in elsewhere else self.close_value(key, prop))
+            self.walk(key, {k: v for k, v in sub.items() if k != "properties"}, refining)
+        # The branches of a ``oneOf``/``anyOf`` that stands alone (no sibling keywords or ``allOf``
+        # members can add keys to it) are closed one by one: a key must be allowed by the branch
+        # that matched, not by any branch.
+        own_keys = any(kw in node for kw in (*_VALUE_MAPS, "allOf")) or any(
+            node.get(kw, False) is not False for kw in ("additionalProperties", "unevaluatedProperties")
+        )
+        for kw in ("oneOf", "anyOf"):
             for sub in node.get(kw) or ():
-                self.walk(key, sub)
+                if alone and not refining and not own_keys:
+                    self.close_value(key, sub)
+                else:
+                    self.walk(key, sub, refining)
         for kw in ("then", "else"):
-            self.walk(key, node.get(kw))
+            self.walk(key, node.get(kw), refining)
         for sub in (node.get("dependentSchemas") or {}).values():
-            self.walk(key, sub)
+            self.walk(key, sub, refining)
         # ``not``, ``if`` and ``propertyNames`` are conditions: closing them would change what they test.
+
+    def _extended(self) -> set[tuple[Any, int]]:
+        """The schemas that some ``allOf`` combines with siblings (or that a ``then``/``else``
+        applies beside other rules): keys may come to them from elsewhere."""
+        out: set[tuple[Any, int]] = set()
+        for key, doc in self.docs.items():
+            for node in _walk(doc):
+                members = (
+                    [m for m in node.get("allOf") or () if isinstance(m, dict)]
+                    if len(node.get("allOf") or ()) > 1
+                    else []
+                )
+                members += [node[kw] for kw in ("then", "else") if isinstance(node.get(kw), dict)]
+                for member in members:
+                    if isinstance(member.get("$ref"), str):
+                        target_key, target = self.resolve(key, member["$ref"])
+                        out.add((target_key, id(target)))
+                    out.add((key, id(member)))
+        return out
+
+    def declared(self, key: Any, node: Any, depth: int = 0) -> set[str]:
+        """The property names a schema declares itself or through ``$ref`` and ``allOf``."""
+        if not isinstance(node, dict) or depth > 20:
+            return set()
+        names = set(node.get("properties") or ())
+        if isinstance(node.get("$ref"), str):
+            names |= self.declared(*self.resolve(key, node["$ref"]), depth + 1)
+        for sub in node.get("allOf") or ():
+            names |= self.declared(key, sub, depth + 1)
+        return names
 
     def close_documents(self) -> int:
         """Close every document: named schemas are walked (their users close them), the request
         and response bodies are value positions. Returns how many schemas were closed."""
+        extended = self._extended()
         for key, doc in self.docs.items():
             components = doc.get("components") or {}
             for schema in (components.get("schemas") or {}).values():
-                self.walk(key, schema)
+                self.walk(key, schema, alone=(key, id(schema)) not in extended)
             for media in _body_media(doc):
                 self.close_value(key, media.get("schema"))
         return self.closed
@@ -589,7 +650,28 @@ class SpecValidator:
         self.validate(json.loads(raw) if raw else {}, target)
         return target
 
+    def validate_response(self, method: str, path: str, status: int, payload: Any) -> str:
+        """Validate one response (status, decoded JSON body) against the schema the specification
+        gives that API's answer; an error status is checked against the engine's error body.
+        Returns the schema name it was checked as."""
+        path = path.split("?", 1)[0]
+        if status >= 400:
+            if method == "HEAD":
+                return "no body"
+            self.validate(payload, self.names["error"])
+            return self.names["error"]
+        targets = [t for m, p, t in self.response_routes if re.fullmatch(m, method) and re.fullmatch(p, path)]
+        if not targets:
+            raise SpecViolation(f"{self.engine}: no spec response for {method} {path}")
+        if targets[0] is None:
+            if payload not in (None, b"", ""):
+                raise SpecViolation(f"{self.engine}: {method} {path} answers without a body, got {payload!r:.80}")
+            return "no body"
+        self.validate(payload, targets[0])
+        return targets[0]
+
     names: dict[str, str] = {}
+    response_routes: list[tuple[str, str, str | None]] = []
 
 
 _INDEX = r"/[^/_][^/]*"
@@ -617,6 +699,11 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
     # Request bodies that are defined inline on a path, under a stable name.
     bodies = doc["components"].setdefault("requestBodies", {})
     bodies["indices.create"] = doc["paths"]["/{index}"]["put"]["requestBody"]
+    # Answers defined inline on a path, likewise.
+    answers = doc["components"].setdefault("responses", {})
+    answers["info-200"] = doc["paths"]["/"]["get"]["responses"]["200"]
+    answers["indices.create-200"] = doc["paths"]["/{index}"]["put"]["responses"]["200"]
+    answers["indices.delete-200"] = doc["paths"]["/{index}"]["delete"]["responses"]["200"]
     rewrites["ts_free_form"] = ts_free_form_decisions(schemas, source)
     closure = ObjectClosure({uri_key: doc}, lambda key, ref: (key, json_pointer(doc, ref.partition("#")[2])))
     rewrites["closed"] = closure.close_documents()
@@ -626,6 +713,9 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
         if name.startswith("request:"):
             key = name.split(":", 1)[1]
             return f"{uri}#/components/requestBodies/{key}/content/application~1json/schema"
+        if name.startswith("response:"):
+            key = name.split(":", 1)[1]
+            return f"{uri}#/components/responses/{key}/content/application~1json/schema"
         if name not in schemas:
             raise KeyError(f"no schema {name!r} in the Elasticsearch spec")
         return f"{uri}#/components/schemas/{name}"
@@ -649,7 +739,22 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
         "bulk_action": "_global.bulk.OperationContainer",
         "msearch_header": "_global.msearch.MultisearchHeader",
         "search_body": "_global.search._types.SearchRequestBody",
+        "error": "_types.ErrorResponseBase",
     }
+    v.response_routes = [
+        ("GET", r"/", "response:info-200"),
+        ("HEAD", _INDEX, None),
+        ("PUT", _INDEX, "response:indices.create-200"),
+        ("DELETE", _INDEX, "response:indices.delete-200"),
+        ("GET", _INDEX + r"/_mapping", "response:indices.get_mapping-200"),
+        ("PUT|POST", _INDEX + r"/_mapping", "response:indices.put_mapping-200"),
+        ("POST|PUT", r"(" + _INDEX + r")?/_bulk", "response:bulk-200"),
+        ("POST|GET", r"(" + _INDEX + r")?/_msearch", "response:msearch-200"),
+        ("POST|GET", r"(" + _INDEX + r")?/_search", "response:search-200"),
+        ("POST|GET", r"(" + _INDEX + r")?/_mget", "response:mget-200"),
+        ("POST|GET", _INDEX + r"/_count", "response:count-200"),
+        ("POST|GET", _INDEX + r"/_refresh", "response:indices.refresh-200"),
+    ]
     v.rewrites = rewrites
     return v
 
@@ -691,12 +796,14 @@ def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator
     )
 
     def schema_uri(name: str) -> str:
-        if name.startswith("request:"):
-            group, key = name.split(":", 1)[1].split("/", 1) if "/" in name else ("", "")
+        kind, _, rest = name.partition(":")
+        if kind in ("request", "response"):
+            group, key = rest.split("/", 1) if "/" in rest else ("", "")
             ns = (root / "namespaces" / f"{group}.yaml").as_uri()
-            body = docs[root / "namespaces" / f"{group}.yaml"]["components"]["requestBodies"][key]
-            ctype = next(iter(body["content"]))
-            return f"{ns}#/components/requestBodies/{key}/content/{ctype.replace('/', '~1')}/schema"
+            section = "requestBodies" if kind == "request" else "responses"
+            body = docs[root / "namespaces" / f"{group}.yaml"]["components"][section][key]
+            ctype = "application/json" if "application/json" in body["content"] else next(iter(body["content"]))
+            return f"{ns}#/components/{section}/{key}/content/{ctype.replace('/', '~1')}/schema"
         stem, _, schema = name.partition(":")
         path = root / "schemas" / f"{stem}.yaml"
         if path not in docs or schema not in docs[path]["components"]["schemas"]:
@@ -716,6 +823,8 @@ def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator
         ("POST|GET", r"(" + _INDEX + r")?/_mget", "request:_core/mget"),
         ("POST|GET", _INDEX + r"/_count", None),
         ("POST|GET", _INDEX + r"/_refresh", None),
+        ("PUT", r"/_search/pipeline/[^/]+", "request:search_pipeline/search_pipeline.put"),
+        ("GET|DELETE", r"/_search/pipeline(/[^/]+)?", None),
     ]
     v = SpecValidator("OpenSearch", registry, schema_uri, routes)
 
@@ -730,6 +839,24 @@ def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator
         "bulk_action": "_core.bulk:OperationContainer",
         "msearch_header": "_core.msearch:MultisearchHeader",
         "search_body": "_core.msearch:MultisearchBody",
+        "error": "_common:ErrorResponseBase",
     }
+    v.response_routes = [
+        ("GET", r"/", "response:_core/info@200"),
+        ("GET", r"/_cat/plugins", "response:cat/cat.plugins@200"),
+        ("HEAD", _INDEX, None),
+        ("PUT", _INDEX, "response:indices/indices.create@200"),
+        ("DELETE", _INDEX, "response:indices/indices.delete@200"),
+        ("GET", _INDEX + r"/_mapping", "response:indices/indices.get_mapping@200"),
+        ("PUT|POST", _INDEX + r"/_mapping", "response:indices/indices.put_mapping@200"),
+        ("POST|PUT", r"(" + _INDEX + r")?/_bulk", "response:_core/bulk@200"),
+        ("POST|GET", r"(" + _INDEX + r")?/_msearch", "response:_core/msearch@200"),
+        ("POST|GET", r"(" + _INDEX + r")?/_search", "response:_core/search@200"),
+        ("POST|GET", r"(" + _INDEX + r")?/_mget", "response:_core/mget@200"),
+        ("POST|GET", _INDEX + r"/_count", "response:_core/count@200"),
+        ("POST|GET", _INDEX + r"/_refresh", "response:indices/indices.refresh@200"),
+        ("PUT", r"/_search/pipeline/[^/]+", "response:search_pipeline/search_pipeline.put@200"),
+        ("GET", r"/_search/pipeline(/[^/]+)?", "response:search_pipeline/search_pipeline.get@200"),
+    ]
     v.rewrites = rewrites
     return v
