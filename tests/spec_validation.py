@@ -104,6 +104,28 @@ def openapi30_nullable(doc: Any) -> int:
     return count
 
 
+def single_ref_allof(doc: Any) -> int:
+    """Rewrite ``{"allOf": [{"$ref": X}], ...}`` (how the Elasticsearch generator attaches a
+    description to a reference) into ``{"$ref": X, ...}``: the same schema in JSON Schema 2020-12,
+    where ``$ref`` may have siblings. It matters for speed under the strict closure: to find the
+    keys an ``allOf`` member evaluated, ``jsonschema`` validates the member again, which doubles
+    the work at every nesting level; a ``$ref`` is followed without that. Returns how many."""
+    count = 0
+    for node in list(_walk(doc)):
+        members = node.get("allOf")
+        if (
+            isinstance(members, list)
+            and len(members) == 1
+            and isinstance(members[0], dict)
+            and set(members[0]) == {"$ref"}
+            and "$ref" not in node
+        ):
+            node["$ref"] = members[0]["$ref"]
+            del node["allOf"]
+            count += 1
+    return count
+
+
 def scoped_property_counts(doc: Any) -> int:
     """Rewrite min/maxProperties of ``allOf`` members so they count only the member's own properties."""
     count = 0
@@ -481,18 +503,19 @@ def ts_free_form_decisions(schemas: dict[str, Any], source: str) -> dict[str, st
     takes *no* key, and gets ``properties: {}`` so that the strict closure closes it; ``any``,
     ``Record<string, any>`` or ``UserDefinedValue`` stays open. Returns name -> ``closed``/``open``."""
     decisions = {}
+    # ``type X = XKeys & { [property: string]: V }``: the known keys plus any other (a field name,
+    # a sub-aggregation, error details). The OpenAPI renders the open part as a bare
+    # ``{"type": "object"}`` ``allOf`` member, or drops it (``ErrorCause``).
+    open_keyed = set(re.findall(r"^export type (\w+) = \1Keys\s*& \{ \[property: string\]", source, flags=re.M))
     for name, schema in schemas.items():
-        # ``type X = XKeys & { [property: string]: V }``: known keys plus any other (a field name);
-        # the OpenAPI renders the open part as a bare ``{"type": "object"}`` ``allOf`` member.
-        members = schema.get("allOf") or []
-        if any(_bare_object(m) for m in members):
-            ts = re.escape(ts_name(name))
-            if re.search(rf"^export type {ts} = {ts}Keys\s*& \{{ \[property: string\]", source, flags=re.M):
-                for m in members:
-                    if _bare_object(m):
-                        m["additionalProperties"] = {}
-                decisions[name] = "open"
+        if ts_name(name) in open_keyed:
+            bare = [m for m in schema.get("allOf") or () if _bare_object(m)]
+            for m in bare or [schema]:
+                m["additionalProperties"] = {}
+            decisions[name] = "open"
             continue
+        if any(_bare_object(m) for m in schema.get("allOf") or ()):
+            continue  # an interface that adds no field to its base
         if schema.get("type") != "object" or set(schema) & {
             "properties",
             "additionalProperties",
@@ -527,6 +550,33 @@ ES_STACK_OVERLAYS = [
 # ``FieldValue`` is ``long | double | string | boolean | null``; the OpenAPI renders both ``long``
 # and ``double`` as ``{"type": "number"}`` inside a ``oneOf``, so no number could ever match once.
 ES_STACK_TYPE_OVERLAYS = [("_types.Metadata", "Metadata"), ("_types.FieldValue", "FieldValue")]
+
+# (JSON pointer into the OpenAPI file, TypeScript alias of the keys). ``BulkResponse.items`` is
+# ``Partial<Record<BulkOperationType, BulkResponseItem>>[]`` in TypeScript: keyed by the operation,
+# which the OpenAPI renders as an open map of any key.
+ES_KEY_ENUMS = [
+    ("/components/responses/bulk-200/content/application~1json/schema/properties/items/items", "BulkOperationType"),
+]
+
+# (discriminated schema, the variant used when the tag is absent). The OpenAPI file does not say
+# which variant a mapping property without ``type`` is; the TypeScript source does: of the variants
+# of ``Property`` only ``ObjectProperty`` declares its tag optional (``type?: 'object'``), i.e. a
+# property with ``properties`` and no ``type`` is an object field. Checked against types.ts at load.
+ES_DISCRIMINATOR_DEFAULTS = [("_types.mapping.Property", "object", "MappingObjectProperty")]
+
+
+def ts_discriminator_defaults(schemas: dict[str, Any], source: str) -> int:
+    """Set ``x-default`` on the discriminators of :data:`ES_DISCRIMINATOR_DEFAULTS` after checking
+    that the TypeScript interface of the default variant declares its tag optional."""
+    for name, value, interface in ES_DISCRIMINATOR_DEFAULTS:
+        disc = schemas[name]["discriminator"]
+        body = re.search(rf"^export interface {interface}\b[^{{]*\{{(.*?)^\}}", source, flags=re.M | re.S)
+        tag = disc["propertyName"]
+        if not body or not re.search(rf"^\s+{tag}\?: '{value}'$", body.group(1), flags=re.M):
+            raise ValueError(f"types.ts: {interface} does not declare an optional {tag} {value!r}")
+        disc["x-default"] = value
+    return len(ES_DISCRIMINATOR_DEFAULTS)
+
 
 # --- OpenSearch overlays from the documentation --------------------------------------------------
 
@@ -681,12 +731,14 @@ _INDEX = r"/[^/_][^/]*"
 def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator:
     base = Path(specs_dir) / "elasticsearch"
     doc = json.loads((base / "elasticsearch-serverless-openapi.json").read_text(encoding="utf-8"))
-    rewrites = {
+    source = (base / "ts" / "output" / "typescript" / "types.ts").read_text(encoding="utf-8")
+    rewrites: dict[str, Any] = {
         "nullable": openapi30_nullable(doc),
         "scoped_property_counts": scoped_property_counts(doc),
+        "discriminator_defaults": ts_discriminator_defaults(doc["components"]["schemas"], source),
         "discriminated_oneof": discriminated_oneof(doc, doc["components"]["schemas"]),
+        "single_ref_allof": single_ref_allof(doc),
     }
-    source = (base / "ts" / "output" / "typescript" / "types.ts").read_text(encoding="utf-8")
     schemas = doc["components"]["schemas"]
     uri = uri_key = "urn:sparsebridge:elasticsearch-serverless-openapi"
     for schema_name, interface, fields in ES_STACK_OVERLAYS:
@@ -705,6 +757,8 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
     answers["indices.create-200"] = doc["paths"]["/{index}"]["put"]["responses"]["200"]
     answers["indices.delete-200"] = doc["paths"]["/{index}"]["delete"]["responses"]["200"]
     rewrites["ts_free_form"] = ts_free_form_decisions(schemas, source)
+    for pointer, alias in ES_KEY_ENUMS:
+        json_pointer(doc, pointer)["propertyNames"] = ts_type_schema(aliases[alias], aliases)
     closure = ObjectClosure({uri_key: doc}, lambda key, ref: (key, json_pointer(doc, ref.partition("#")[2])))
     rewrites["closed"] = closure.close_documents()
     registry = Registry().with_resource(uri, Resource.from_contents(doc, default_specification=DRAFT202012))
