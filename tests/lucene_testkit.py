@@ -452,8 +452,20 @@ class FakeEngine:
                 # A delete of a missing document is no failure: ``errors`` stays false and the item
                 # says 404 ``not_found`` (the engines' bulk API documentation and examples).
                 found = self.indices[index]["docs"].pop(doc_id, None) is not None
-                item.update(self._written(index, "deleted" if found else "not_found"), status=200 if found else 404)
+                item.update(self._written(index, doc_id, "deleted" if found else "not_found"))
+                item["status"] = 200 if found else 404
+            elif op == "create" and doc_id in self.indices[index]["docs"]:
+                reason = f"[{doc_id}]: version conflict, document already exists (current version [1])"
+                item.update(status=409, error={"type": "version_conflict_engine_exception", "reason": reason})
+                errors = True
+            elif op == "update" and doc_id not in self.indices[index]["docs"]:
+                item.update(
+                    status=404, error={"type": "document_missing_exception", "reason": f"[{doc_id}]: document missing"}
+                )
+                errors = True
             else:
+                if op == "update":  # a partial document, merged into the stored one
+                    source = {**self.indices[index]["docs"][doc_id], **(source or {}).get("doc", {})}
                 problem = self._check_doc(self.indices[index]["mappings"], source)
                 if problem:
                     etype = (
@@ -466,18 +478,20 @@ class FakeEngine:
                 else:
                     existed = doc_id in self.indices[index]["docs"]
                     self.indices[index]["docs"][doc_id] = source
-                    item.update(self._written(index, "updated" if existed else "created"))
+                    item.update(self._written(index, doc_id, "updated" if existed else "created"))
                     item["status"] = 200 if existed else 201
             items.append({op: item})
         return 200, {"took": 1, "errors": errors, "items": items}
 
-    def _written(self, index: str, result: str) -> dict[str, Any]:
+    def _written(self, index: str, doc_id: str, result: str) -> dict[str, Any]:
+        versions = self.indices[index].setdefault("versions", {})
+        versions[doc_id] = versions.get(doc_id, 0) + (result != "not_found")
         self.seq_no += 1
         return {
-            "_version": 1,
+            "_version": max(versions[doc_id], 1),
             "result": result,
             "_shards": {"total": 1, "successful": 1, "failed": 0},
-            "_seq_no": self.seq_no,
+            "_seq_no": self.seq_no - 1,
             "_primary_term": 1,
         }
 
@@ -614,13 +628,8 @@ class FakeEngine:
         return result
 
     def _field_type(self, idx: dict[str, Any], path: str) -> str | None:
-        props = idx["mappings"].get("properties", {})
-        if path in props:
-            return props[path].get("type", "object")
-        parts = path.split(".")
-        for p in parts[:-1]:
-            props = (props.get(p) or {}).get("properties", {})
-        return (props.get(parts[-1]) or {}).get("type")
+        prop = self._field_mapping(idx, path)
+        return prop.get("type", "object") if prop else None
 
     def _features(self, src: dict[str, Any], field: str) -> dict[str, float]:
         """The token weights the index holds for ``field`` of a document (FeatureField values)."""
@@ -749,13 +758,9 @@ class FakeEngine:
         return kept
 
     def _field_mapping(self, idx: dict[str, Any], path: str) -> dict[str, Any]:
-        props = idx["mappings"].get("properties", {})
-        if path in props:
-            return props[path]
-        *parents, last = path.split(".")
-        for p in parents:
-            props = (props.get(p) or {}).get("properties", {})
-        return props.get(last) or {}
+        """The mapping of the field at a dotted ``path``; names may hold dots themselves
+        (``subobjects: false``), so every split of the path is tried."""
+        return _mapping_at(idx["mappings"].get("properties") or {}, path) or {}
 
     @staticmethod
     def _dot(doc: dict[str, float], query: dict[str, float]) -> tuple[bool, float]:
@@ -763,6 +768,19 @@ class FakeEngine:
         per shared token, summed as Lucene sums a disjunction."""
         shared = [k for k in query if k in doc]
         return bool(shared), lucene_score_sum([float32(float32(query[k]) * doc[k]) for k in shared])
+
+
+def _mapping_at(props: dict[str, Any], path: str) -> dict[str, Any] | None:
+    if path in props:
+        return props[path]
+    parts = path.split(".")
+    for cut in range(1, len(parts)):
+        head = ".".join(parts[:cut])
+        if head in props:
+            found = _mapping_at(props[head].get("properties") or {}, ".".join(parts[cut:]))
+            if found is not None:
+                return found
+    return None
 
 
 def _rebuild_vectors(src: dict[str, Any], kinds: dict[str, str], prefix: str = "") -> dict[str, Any]:
