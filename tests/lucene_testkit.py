@@ -4,18 +4,35 @@ tests, and the corpus encoding and exact reference ranking for the live ones.
 A stand-in Elasticsearch / OpenSearch REST server on 127.0.0.1, for tests that cannot run a real one.
 
 The real ``elasticsearch`` / ``opensearch-py`` clients talk to it over HTTP through their own
-transports and bulk helpers, so what it records is exactly what the clients would send to an engine.
-It answers the handful of APIs the connectors use the way the engines document them (response
-shapes, error objects, status codes), keeps documents in memory and scores the sparse queries it
-knows (``sparse_vector``, ``neural_sparse`` with ``query_tokens``, ``bool`` of boosted ``term``
-queries on a sparse field) by the exact dot product, with ``term``/``terms`` filters. It also
-behaves like the versions it claims to be where the connectors care: an 8.x Elasticsearch refuses
-the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vector`` query before 8.15 and
-no dots in ``sparse_vector`` keys before 8.16; OpenSearch refuses ``neural_sparse`` weights outside
-(0, 64] on ``rank_features``. Fault injection: whole-request error statuses and per-item bulk
-failures, scripted per test.
+transports and bulk helpers, so what it records (every request, and the answer it gave) is exactly
+what the clients would send to an engine. It answers the handful of APIs the connectors use the way
+the engines document and test them (``tests/test_engine_double.py`` holds it to the engines' own
+YAML REST tests and integration tests, and every answer can be checked against the response
+schemas of the specifications):
 
-It is a test double, not an engine: no analysis, no relevance beyond the dot product, one shard.
+* weights of ``rank_features`` / ``sparse_vector`` fields are kept as Lucene's FeatureField keeps
+  them (9 significant bits, truncated) and scores are float32 products summed as Lucene sums a
+  disjunction; multi-valued Elasticsearch ``sparse_vector`` values (8.15+) keep each token's
+  strongest weight;
+* queries: ``sparse_vector`` (``query_vector``, ``prune``/``pruning_config`` with Elasticsearch's
+  token pruning, the field's pruning default on 8.19+/9.1+, ``boost``, ``_name``, its errors),
+  ``neural_sparse`` with ``query_tokens`` (``boost``, ``method_parameters.filter``), ``bool`` of
+  boosted ``term`` queries on a sparse field, ``term``/``terms`` filters, ``match_all``;
+* bulk: index/create/update/delete with the documented item results (a delete of a missing
+  document is 404 ``not_found`` and no error), mapping checks per item;
+* ``_source`` filtering in all its forms (``false``, a pattern, a list, includes/excludes with
+  ``*``), and Elasticsearch 9.2+'s ``index.mapping.exclude_source_vectors``: vector fields left out
+  of every answer unless asked for (``exclude_vectors: false``, ``_source_exclude_vectors=false`` or
+  an include naming the field), and then rebuilt from what the index keeps.
+
+It also behaves like the versions it claims to be where the connectors care: an 8.x Elasticsearch
+refuses the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vector`` query before
+8.15 and no dots in ``sparse_vector`` keys before 8.16; OpenSearch refuses ``neural_sparse``
+weights outside (0, 64] on ``rank_features``. Fault injection: whole-request error statuses and
+per-item bulk failures, scripted per test.
+
+It is a test double, not an engine: no analysis, no relevance beyond the dot product, one shard,
+no SEISMIC approximation or quantization, no index auto-creation.
 """
 
 from __future__ import annotations
@@ -926,7 +943,7 @@ def _postings(key: int, doc_vectors: dict[str, Any]) -> dict[int, list[tuple[str
     return _POSTINGS[key]
 
 
-# Lucene keeps a feature weight in 9 significant bits (``FeatureField``: the float's upper 16 bits),
+# Lucene keeps a feature weight in 9 significant bits (``FeatureField``: the float's bits >> 15),
 # truncating, so a stored document weight is up to 2**-8 (0.39%) below the real one; query weights
 # travel as float32. 1% covers both with room.
 SCORE_RTOL = 0.01

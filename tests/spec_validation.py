@@ -19,6 +19,20 @@ schema objects are read the same way after two rewrites):
   JSON Schema those counts would apply to the whole object, so such members get the counts
   rewritten to range over their own listed properties only.
 
+Strict closure (:class:`ObjectClosure`): none of the Elasticsearch OpenAPI's object schemas says
+``additionalProperties: false``, so read literally every object takes any key and a misspelt
+``sparse_vectr`` passes. Every object schema is therefore closed unless the specification marks
+it open (an ``additionalProperties`` schema: mapping ``properties``, ``_meta``, ``query_vector``,
+``query_tokens``, field-name keyed queries): ``unevaluatedProperties: false`` at every value
+position, composition members left open so that ``allOf`` members pool their keys and a
+``oneOf``/``anyOf`` branch is held to its own. Where the OpenAPI file cannot say, the TypeScript
+source decides (:func:`ts_free_form_decisions`: empty interfaces are closed, ``any`` and
+``Keys & { [property: string]: V }`` types are open; :data:`ES_KEY_ENUMS`,
+:data:`ES_DISCRIMINATOR_DEFAULTS`).
+
+Responses: ``validate_response(method, path, status, payload)`` checks an answer against the
+schema the specification gives that API's answer (error statuses against the error body).
+
 Bulk and msearch bodies are NDJSON on the wire while the specs model them as one JSON array; they are
 checked line by line: each bulk action line against ``OperationContainer`` (its source line, for
 ``index``/``create``, must be a JSON object, as the spec's array member says), each msearch header
