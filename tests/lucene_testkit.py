@@ -32,7 +32,8 @@ weights outside (0, 64] on ``rank_features``. Fault injection: whole-request err
 per-item bulk failures, scripted per test.
 
 It is a test double, not an engine: no analysis, no relevance beyond the dot product, one shard,
-no SEISMIC approximation or quantization, no index auto-creation.
+no index auto-creation, and no SEISMIC approximation or quantization (an OpenSearch segment below
+``approximate_threshold`` documents is searched exactly, as the double always does).
 """
 
 from __future__ import annotations

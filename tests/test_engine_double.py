@@ -53,6 +53,7 @@ def checked(specs_dir):
 
 
 def ids(result: dict) -> list[str]:
+    """The hit ids of a search answer, in rank order."""
     return [h["_id"] for h in result["hits"]["hits"]]
 
 
