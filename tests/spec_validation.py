@@ -572,6 +572,46 @@ ES_KEY_ENUMS = [
     ("/components/responses/bulk-200/content/application~1json/schema/properties/items/items", "BulkOperationType"),
 ]
 
+
+def ts_shortcut_overlays(schemas: dict[str, Any], source: str) -> int:
+    """Give back the shortcut forms the OpenAPI file drops and the TypeScript source keeps.
+
+    * ``QueryContainer`` fields keyed by a field name: TypeScript writes ``term?: Partial<Record<
+      Field, QueryDslTermQuery | FieldValue>>`` (``{"term": {"lang": "en"}}`` is a term query), the
+      OpenAPI file only the object form.
+    * ``SourceConfig``: ``boolean | SearchSourceFilter | Fields`` in TypeScript (``_source:
+      ["a", "b"]``), ``boolean | SourceFilter`` in the OpenAPI file.
+
+    Returns how many schemas were widened."""
+    count = 0
+    body = re.search(r"^export interface QueryDslQueryContainer \{(.*?)^\}", source, flags=re.M | re.S)
+    fields = (
+        dict(re.findall(r"^  (\w+)\?: Partial<Record<Field, ([^>]+)>>$", body.group(1), flags=re.M)) if body else {}
+    )
+    container = schemas["_types.query_dsl.QueryContainer"]["properties"]
+    for name, union in fields.items():
+        _, *shortcuts = [t.strip() for t in union.split("|")]
+        prop = container.get(name) or {}
+        if not shortcuts or not isinstance(prop.get("additionalProperties"), dict):
+            continue
+        alternatives = []
+        for t in shortcuts:
+            if t == "FieldValue":
+                alternatives.append({"$ref": "#/components/schemas/_types.FieldValue"})
+            elif t in _TS_PRIMITIVES:
+                alternatives.append(dict(_TS_PRIMITIVES[t]))
+            else:
+                alternatives = []
+                break
+        if alternatives:
+            prop["additionalProperties"] = {"anyOf": [prop["additionalProperties"], *alternatives]}
+            count += 1
+    if re.search(r"^export type SearchSourceConfig = boolean \| SearchSourceFilter \| Fields$", source, flags=re.M):
+        schemas["_global.search._types.SourceConfig"]["oneOf"].append({"$ref": "#/components/schemas/_types.Fields"})
+        count += 1
+    return count
+
+
 # (discriminated schema, the variant used when the tag is absent). The OpenAPI file does not say
 # which variant a mapping property without ``type`` is; the TypeScript source does: of the variants
 # of ``Property`` only ``ObjectProperty`` declares its tag optional (``type?: 'object'``), i.e. a
@@ -771,6 +811,7 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
     answers["indices.create-200"] = doc["paths"]["/{index}"]["put"]["responses"]["200"]
     answers["indices.delete-200"] = doc["paths"]["/{index}"]["delete"]["responses"]["200"]
     rewrites["ts_free_form"] = ts_free_form_decisions(schemas, source)
+    rewrites["ts_shortcuts"] = ts_shortcut_overlays(schemas, source)
     for pointer, alias in ES_KEY_ENUMS:
         json_pointer(doc, pointer)["propertyNames"] = ts_type_schema(aliases[alias], aliases)
     closure = ObjectClosure({uri_key: doc}, lambda key, ref: (key, json_pointer(doc, ref.partition("#")[2])))

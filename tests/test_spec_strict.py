@@ -238,6 +238,24 @@ def test_elasticsearch_open_maps_stay_open(es):
     es.validate({"terms": {"any.field": ["a"], "boost": 2.0}}, "_types.query_dsl.QueryContainer")
 
 
+def test_typescript_decides_where_the_openapi_file_cannot(es):
+    """Forms the OpenAPI file drops or leaves ambiguous, read from the TypeScript source."""
+    q = "_types.query_dsl.QueryContainer"
+    # Shortcuts: ``term?: Partial<Record<Field, QueryDslTermQuery | FieldValue>>`` and the like.
+    es.validate({"bool": {"filter": [{"term": {"payload.lang": "en"}}, {"match": {"text": "cat"}}]}}, q)
+    _refused(es, {"term": {"payload.lang": {"value": "en", "bost": 2}}}, q)  # the long form stays closed
+    _refused(es, {"term": {"payload.lang": ["en"]}}, q)
+    # ``SearchSourceConfig = boolean | SearchSourceFilter | Fields``.
+    es.validate({"_source": ["text", "payload.*"]}, ES_SEARCH_BODY)
+    # ``QueryDslRankFeatureFunction { [key: string]: never }``: an object that takes no key.
+    es.validate({"rank_feature": {"field": "f", "linear": {}}}, q)
+    _refused(es, {"rank_feature": {"field": "f", "linear": {"factor": 2}}}, q)
+    # ``ErrorCause = ErrorCauseKeys & { [property: string]: any }``: details beyond the known keys.
+    es.validate(
+        {"error": {"type": "x", "reason": "y", "index": "docs", "shard": 0}, "status": 400}, "_types.ErrorResponseBase"
+    )
+
+
 def test_elasticsearch_ndjson_bodies_are_checked_line_by_line(es):
     bulk = [{"index": {"_index": "docs", "_id": "d1"}}, {"sparse": {"cat": 1.0}}, {"delete": {"_id": "d2"}}]
     es.validate_request("POST", "/_bulk", _ndjson(bulk))
