@@ -118,6 +118,20 @@ def openapi30_nullable(doc: Any) -> int:
     return count
 
 
+def inclusive_unions(doc: Any) -> int:
+    """Rewrite ``oneOf`` into ``anyOf``: the Elasticsearch generator renders every TypeScript union
+    as ``oneOf``, but a TypeScript union is inclusive, and its members overlap (``{"gte": 1}`` is
+    both a ``NumberRangeQuery`` and a ``LongNumberRangeQuery``), so exclusive matching would refuse
+    valid bodies. Strictness is kept: under the closure each branch is held to its own keys.
+    (Discriminated unions are rewritten before this; OpenSearch's hand-written ``oneOf`` stays.)"""
+    count = 0
+    for node in list(_walk(doc)):
+        if isinstance(node.get("oneOf"), list) and "anyOf" not in node:
+            node["anyOf"] = node.pop("oneOf")
+            count += 1
+    return count
+
+
 def single_ref_allof(doc: Any) -> int:
     """Rewrite ``{"allOf": [{"$ref": X}], ...}`` (how the Elasticsearch generator attaches a
     description to a reference) into ``{"$ref": X, ...}``: the same schema in JSON Schema 2020-12,
@@ -814,6 +828,7 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
     rewrites["ts_shortcuts"] = ts_shortcut_overlays(schemas, source)
     for pointer, alias in ES_KEY_ENUMS:
         json_pointer(doc, pointer)["propertyNames"] = ts_type_schema(aliases[alias], aliases)
+    rewrites["inclusive_unions"] = inclusive_unions(doc)
     closure = ObjectClosure({uri_key: doc}, lambda key, ref: (key, json_pointer(doc, ref.partition("#")[2])))
     rewrites["closed"] = closure.close_documents()
     registry = Registry().with_resource(uri, Resource.from_contents(doc, default_specification=DRAFT202012))

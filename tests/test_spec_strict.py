@@ -245,6 +245,9 @@ def test_typescript_decides_where_the_openapi_file_cannot(es):
     es.validate({"bool": {"filter": [{"term": {"payload.lang": "en"}}, {"match": {"text": "cat"}}]}}, q)
     _refused(es, {"term": {"payload.lang": {"value": "en", "bost": 2}}}, q)  # the long form stays closed
     _refused(es, {"term": {"payload.lang": ["en"]}}, q)
+    # TypeScript unions are inclusive: ``{"gte": 1999}`` is both a Number- and a LongNumberRangeQuery.
+    es.validate({"range": {"payload.year": {"gte": 1999}}}, q)
+    _refused(es, {"range": {"payload.year": {"gtee": 1999}}}, q)
     # ``SearchSourceConfig = boolean | SearchSourceFilter | Fields``.
     es.validate({"_source": ["text", "payload.*"]}, ES_SEARCH_BODY)
     # ``QueryDslRankFeatureFunction { [key: string]: never }``: an object that takes no key.
