@@ -27,8 +27,10 @@ it open (an ``additionalProperties`` schema: mapping ``properties``, ``_meta``, 
 position, composition members left open so that ``allOf`` members pool their keys and a
 ``oneOf``/``anyOf`` branch is held to its own. Where the OpenAPI file cannot say, the TypeScript
 source decides (:func:`ts_free_form_decisions`: empty interfaces are closed, ``any`` and
-``Keys & { [property: string]: V }`` types are open; :data:`ES_KEY_ENUMS`,
-:data:`ES_DISCRIMINATOR_DEFAULTS`).
+``Keys & { [property: string]: V }`` types are open; :func:`ts_shortcut_overlays`: the shortcut
+forms such as ``{"term": {"field": "value"}}``; :data:`ES_KEY_ENUMS`;
+:data:`ES_DISCRIMINATOR_DEFAULTS`; :func:`inclusive_unions`: a TypeScript union is "any of").
+:func:`single_ref_allof` only makes the strict check fast.
 
 Responses: ``validate_response(method, path, status, payload)`` checks an answer against the
 schema the specification gives that API's answer (error statuses against the error body).
