@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from lucene_testkit import FakeEngine, lucene_feature_value
@@ -484,9 +485,16 @@ TOKENS = {"hello": 1.7352, "world": 0.20113, "a": 3.11, "b": 0.58, "c": 1.9e-3}
 QUERY = {"hello": 2.25, "world": 0.4, "a": 1.3, "b": 0.07, "c": 5.0}
 
 
+def _compressed(weight: float) -> float:
+    """neural-search's getFeatureFieldCompressedNumber, written apart from the double's own helper
+    (a mask on the float32 bits instead of a shift): the low 15 bits cleared."""
+    bits = np.array([weight], dtype=np.float32).view(np.uint32) & np.uint32(0xFFFF8000)
+    return float(bits.view(np.float32)[0])
+
+
 def _expected(doc: dict, query: dict) -> float:
-    """neural-search's computeExpectedScore, done with Lucene's rounding of the document weights."""
-    return sum(w * lucene_feature_value(doc[t]) for t, w in query.items() if t in doc)
+    """neural-search's computeExpectedScore: sum of query weight x compressed document weight."""
+    return sum(w * _compressed(doc[t]) for t, w in query.items() if t in doc)
 
 
 @pytest.fixture
