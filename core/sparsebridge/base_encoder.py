@@ -328,6 +328,12 @@ class BaseEncoder(nn.Sequential):
     def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
         return SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)(embeddings1, embeddings2)
 
+    def evaluate(self, evaluator: Callable[..., Any], output_path: str | None = None) -> dict[str, float] | float:
+        """Run an evaluator (e.g. ``sparsebridge.evaluation.SparseInformationRetrievalEvaluator``) on this model."""
+        if output_path is not None:
+            os.makedirs(output_path, exist_ok=True)
+        return evaluator(self, output_path)
+
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(
         self,

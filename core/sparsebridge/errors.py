@@ -11,6 +11,8 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "EvaluationError",
+    "HubError",
     "IndexMismatchError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -65,3 +67,11 @@ class UnknownConnectorError(SparsebridgeError, KeyError):
 
 class WorkerError(SparsebridgeError, RuntimeError):
     """A pool worker failed or died; the message carries the worker's own error where it sent one."""
+
+
+class EvaluationError(SparsebridgeError, ValueError):
+    """An evaluator was given unusable data (no query with a relevant document, bad cut-offs...)."""
+
+
+class HubError(SparsebridgeError, OSError):
+    """An upload to the Hugging Face Hub failed; the message names the repository and the cause."""
