@@ -340,6 +340,7 @@ class BaseEncoder(nn.Sequential):
         path: str | os.PathLike,
         model_name: str | None = None,
         create_model_card: bool = True,
+        train_datasets: list[str] | None = None,
         safe_serialization: bool = True,
         **_: Any,
     ) -> None:
@@ -369,9 +370,8 @@ class BaseEncoder(nn.Sequential):
             },
         )
         if create_model_card:
-            (root / "README.md").write_text(self._model_card(model_name), encoding="utf-8")
+            from .model_card import write_model_card
+
+            write_model_card(self, root, model_name=model_name, train_datasets=train_datasets)
 
     save = save_pretrained
-
-    def _model_card(self, model_name: str | None) -> str:
-        raise NotImplementedError
