@@ -21,6 +21,7 @@ from . import __version__
 from .loading import MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .modules.base import Module, write_json
 from .modules.transformer import Transformer
+from .peft_adapters import PeftAdapterMixin
 from .similarity import SimilarityFunction
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def _check_encodable(text: str, where: str) -> None:
         ) from None
 
 
-class BaseEncoder(nn.Sequential):
+class BaseEncoder(PeftAdapterMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
     model_type: ClassVar[str] = ""

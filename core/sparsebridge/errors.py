@@ -8,6 +8,7 @@ class also derives from the builtin a caller would have caught before (``ValueEr
 from __future__ import annotations
 
 __all__ = [
+    "AdapterError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
@@ -75,3 +76,7 @@ class EvaluationError(SparsebridgeError, ValueError):
 
 class HubError(SparsebridgeError, OSError):
     """An upload to the Hugging Face Hub failed; the message names the repository and the cause."""
+
+
+class AdapterError(SparsebridgeError, ValueError):
+    """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""
