@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .hub import HubMixin
 from .loading import MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .modules.base import Module, write_json
 from .modules.transformer import Transformer
@@ -66,7 +67,7 @@ def _check_encodable(text: str, where: str) -> None:
         ) from None
 
 
-class BaseEncoder(PeftAdapterMixin, nn.Sequential):
+class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
     model_type: ClassVar[str] = ""
