@@ -108,3 +108,19 @@ def test_dense_encoder_card(minilm_path, tmp_path):
     assert facts(card)["Output Dimensionality"] == "384 dimensions"
     assert "from sparsebridge import DenseEncoder" in card
     assert front_matter(card)["pipeline_tag"] == "sentence-similarity"
+
+
+def test_a_hub_id_becomes_the_base_model(encoder, monkeypatch):
+    from sparsebridge.model_card import model_card_text
+
+    monkeypatch.setattr(encoder, "model_name_or_path", "naver/splade-v3")
+    card = model_card_text(encoder, model_name="someone/finetuned")
+    assert front_matter(card)["base_model"] == "naver/splade-v3"
+    # sentence-transformers' wording for the same fact (sparse_encoder/model_card_template.md)
+    assert "- **Base model:** [naver/splade-v3](https://huggingface.co/naver/splade-v3)" in card
+    assert card.splitlines()[front_matter_end(card)] == "# someone/finetuned"
+
+
+def front_matter_end(card: str) -> int:
+    lines = card.splitlines()
+    return lines.index("---", 1) + 2
