@@ -185,3 +185,16 @@ def test_errors_are_clear(splade_path, tmp_path):
         model.load_adapter(str(tmp_path))  # a folder without an adapter
     with pytest.raises(AdapterError, match="PeftConfig"):
         model.add_adapter({"r": 4})
+
+
+def test_an_adapter_of_another_base_model_is_refused(minilm_path, splade_path, tmp_path, base_embeddings):
+    from sparsebridge import DenseEncoder
+
+    dense = DenseEncoder(str(minilm_path), device="cpu")
+    dense.add_adapter(LoraConfig(r=2, target_modules=["query"]))
+    dense.save_pretrained(tmp_path)
+    model = SparseEncoder(str(splade_path), device="cpu")
+    with pytest.raises(AdapterError, match=f"adapter {tmp_path} does not fit this model"):
+        model.load_adapter(str(tmp_path))
+    assert not model.transformers_model._hf_peft_config_loaded  # the half-loaded adapter is gone again
+    assert max_diff(embed(model), base_embeddings) <= TOL

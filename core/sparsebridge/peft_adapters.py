@@ -269,8 +269,14 @@ def _load_adapter(
     peft_config.inference_mode = not is_trainable
     functional.inject_adapter_in_model(peft_config, model, name, low_cpu_mem_usage=low_cpu_mem_usage)
     model._hf_peft_config_loaded = True
-    result = functional.set_peft_model_state_dict(model, state, adapter_name=name)
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if name in k or "lora" in k]
+    try:
+        result = functional.set_peft_model_state_dict(model, state, adapter_name=name)
+    except RuntimeError as exc:  # shapes that do not match this model
+        _delete_adapter(model, name)
+        raise AdapterError(f"adapter {source} does not fit this model: {str(exc).splitlines()[0]}") from exc
+    # the state holds adapter weights only: every unexpected key is one, and the missing keys that
+    # matter are this adapter's (the base model's own weights are never in it)
+    unexpected = list(getattr(result, "unexpected_keys", []))
     missing = [k for k in getattr(result, "missing_keys", []) if f".{name}." in k]
     if unexpected or missing:
         _delete_adapter(model, name)
