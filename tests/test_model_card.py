@@ -124,3 +124,10 @@ def test_a_hub_id_becomes_the_base_model(encoder, monkeypatch):
 def front_matter_end(card: str) -> int:
     lines = card.splitlines()
     return lines.index("---", 1) + 2
+
+
+def test_saving_keeps_training_mode(splade_path, tmp_path):
+    model = SparseEncoder(str(splade_path), device="cpu")
+    model.train()
+    model.save_pretrained(tmp_path)  # the card runs the usage example, which encodes in eval mode
+    assert model.training and all(m.training for m in model.modules())

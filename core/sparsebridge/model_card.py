@@ -126,9 +126,10 @@ def _front_matter(meta: dict[str, Any]) -> str:
 
 def _example_outputs(model: Any) -> tuple[str, str] | None:
     """The shape and similarity matrix the model gives on the example sentences, as printed."""
-    try:
-        import torch
+    import torch
 
+    training = model.training  # encoding switches to eval mode; a save during training must not
+    try:
         embeddings = model.encode(EXAMPLES, show_progress_bar=False)
         similarities = model.similarity(embeddings, embeddings)
         with torch._tensor_str.printoptions(precision=4, sci_mode=False):
@@ -136,6 +137,8 @@ def _example_outputs(model: Any) -> tuple[str, str] | None:
     except Exception as exc:  # the card is still worth writing without the example outputs
         logger.warning("model card: could not run the usage example (%s: %s)", type(exc).__name__, exc)
         return None
+    finally:
+        model.train(training)
     shape = f"# {list(embeddings.shape)}"
     return shape, "\n".join(f"# {line}" for line in printed.splitlines())
 
