@@ -12,7 +12,7 @@ rejects wrong bodies.
 from __future__ import annotations
 
 import pytest
-from lucene_testkit import FakeEngine, FakeServer
+from lucene_testkit import FakeEngine, FakeServer, lucene_feature_value
 from sparsebridge.connector import (
     ConnectorError,
     IndexMismatchError,
@@ -49,8 +49,11 @@ def spec(**kw) -> IndexSpec:
 
 
 def brute_force(query: SparseVector) -> list[tuple[str, float]]:
+    """Exact ranking over the weights Lucene stores (a FeatureField keeps 9 significant bits)."""
     q = query.as_index_dict()
-    scored = [(d.id, sum(w * q.get(i, 0.0) for i, w in d.sparse.as_index_dict().items())) for d in DOCS]
+    scored = [
+        (d.id, sum(lucene_feature_value(w) * q.get(i, 0.0) for i, w in d.sparse.as_index_dict().items())) for d in DOCS
+    ]
     return sorted([s for s in scored if s[1] > 0], key=lambda s: (-s[1], s[0]))
 
 
@@ -143,9 +146,9 @@ def test_neural_sparse_queries_in_one_msearch_rank_by_dot_product(conn, engine, 
     assert validator.validate_msearch(lines) == 2
     assert lines[1]["query"] == {"neural_sparse": {"sparse": {"query_tokens": {"cat": 1.0, "u.s.": 2.0}}}}
     assert lines[3]["query"]["bool"]["filter"] == [{"term": {"payload.year": {"value": 2010}}}]
-    assert [(h.id, round(h.score, 6)) for h in results[0].hits] == [
-        (i, round(s, 6)) for i, s in brute_force(queries[0].sparse)[:2]
-    ]
+    expected = brute_force(queries[0].sparse)[:2]
+    assert [h.id for h in results[0].hits] == [i for i, _ in expected]
+    assert [h.score for h in results[0].hits] == pytest.approx([s for _, s in expected], rel=1e-6)
     assert [h.id for h in results[1].hits] == ["d4"]
     assert results[0].notes == []
 
@@ -159,7 +162,8 @@ def test_query_weights_above_64_are_rescaled_with_a_note(conn, engine, validator
     assert max(sent.values()) == 64.0 and all(0 < w <= 64 for w in sent.values())
     assert sent["u.s."] == pytest.approx(5.0)
     # Ranking unchanged and scores given back on the original scale.
-    assert [(h.id, round(h.score, 6)) for h in res.hits] == [(i, round(s, 6)) for i, s in brute_force(q)]
+    assert [h.id for h in res.hits] == [i for i, _ in brute_force(q)]
+    assert [h.score for h in res.hits] == pytest.approx([s for _, s in brute_force(q)], rel=1e-6)
     assert len(res.notes) == 1 and "rescaled" in res.notes[0] and "0.5" in res.notes[0]
     validate_all(engine, validator)
     (plain,) = conn.search([Query(sparse=vec({"cat": 64.0}))])

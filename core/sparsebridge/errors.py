@@ -8,11 +8,14 @@ class also derives from the builtin a caller would have caught before (``ValueEr
 from __future__ import annotations
 
 __all__ = [
+    "AdapterError",
     "CacheError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
     "DatasetError",
+    "EvaluationError",
+    "HubError",
     "IndexMismatchError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -77,3 +80,15 @@ class DatasetError(SparsebridgeError, ValueError):
 class CacheError(SparsebridgeError, OSError):
     """The encode cache cannot be used (a corrupt file, one written by another program); the message
     names the file and how to clear it."""
+
+
+class EvaluationError(SparsebridgeError, ValueError):
+    """An evaluator was given unusable data (no query with a relevant document, bad cut-offs...)."""
+
+
+class HubError(SparsebridgeError, OSError):
+    """An upload to the Hugging Face Hub failed; the message names the repository and the cause."""
+
+
+class AdapterError(SparsebridgeError, ValueError):
+    """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""
