@@ -198,3 +198,27 @@ def test_interrupted_ingest_from_a_dataset_is_run_again_and_dense_vectors_come_b
     want = pads.dataset(str(ds), format="parquet").to_table().to_pylist()
     assert sorted(got, key=lambda r: r["id"]) == sorted(want, key=lambda r: r["id"])
     assert open_dataset(out).metadata["dense_size"] == 4
+
+
+def test_a_dataset_of_another_producer_is_refused_by_the_index(encoder, tmp_path):
+    pytest.importorskip("qdrant_edge")
+    from sparsebridge.pipeline import Pipeline
+    from sparsebridge_qdrant import QdrantConnector
+
+    conn = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="t")
+    with Pipeline(encoder, conn, "t", model_name="packaged:splade", show_progress=False) as pipe:
+        ours, cut = tmp_path / "ours.parquet", tmp_path / "cut.parquet"
+        with DatasetWriter(ours, dataset_metadata(pipe.vocab.metadata, pipe.producer)) as w:
+            w.write(records([0, 1]))
+        other = {**pipe.producer, "model": "/elsewhere/same-weights", "max_active_dims": 8}
+        with DatasetWriter(cut, dataset_metadata(pipe.vocab.metadata, other)) as w:
+            w.write(records([2]))
+        assert pipe.ingest_dataset(ours).written == 2
+        with pytest.raises(IndexMismatchError, match="max_active_dims None vs 8"):
+            pipe.ingest_dataset(cut)
+        # The same weights under another name are the same producer.
+        same = tmp_path / "same.parquet"
+        renamed = {**pipe.producer, "model": "/elsewhere/same-weights"}
+        with DatasetWriter(same, dataset_metadata(pipe.vocab.metadata, renamed)) as w:
+            w.write(records([3]))
+        assert pipe.ingest_dataset(same).written == 1 and conn.count() == 3

@@ -78,8 +78,12 @@ def producer_info(
 
 def producer_key(info: dict[str, Any]) -> str:
     """A stable key for a producer dict: sha256 of its canonical JSON, without the sparsebridge
-    version (a new release of the same model and settings makes the same vectors)."""
+    version (a new release of the same model and settings makes the same vectors) and, when the
+    weights hash is known, without the model's name (``packaged:splade`` and the folder it
+    resolves to are the same model)."""
     core = {k: v for k, v in info.items() if k != "sparsebridge"}
+    if core.get("weights_sha256"):
+        core.pop("model", None)
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -92,7 +96,10 @@ def check_producer(stored: dict[str, Any] | None, expected: dict[str, Any], inde
     if not isinstance(have, dict) or not isinstance(want, dict):
         return
     if producer_key(have) != producer_key(want):
-        diff = sorted(k for k in set(have) | set(want) if k != "sparsebridge" and have.get(k) != want.get(k))
+        ignored = (
+            {"sparsebridge", "model"} if have.get("weights_sha256") and want.get("weights_sha256") else {"sparsebridge"}
+        )
+        diff = sorted(k for k in set(have) | set(want) if k not in ignored and have.get(k) != want.get(k))
         detail = ", ".join(f"{k} {have.get(k)!r} vs {want.get(k)!r}" for k in diff)
         raise IndexMismatchError(
             f"index {index!r} holds vectors of another producer than these ({detail}); ingest into a new "
