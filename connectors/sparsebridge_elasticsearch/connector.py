@@ -24,7 +24,7 @@ over shared tokens) comes from a ``bool`` of ``term`` queries, one per token, bo
 weight, which is what ``sparse_vector`` itself builds. Filters go into a ``bool`` filter; a batch of
 queries is one ``_msearch``.
 
-Options (besides those of :class:`~sparsebridge_elasticsearch._lucene.LuceneConnector`):
+Options (besides those of :class:`~sparsebridge_lucene_rest.LuceneConnector`):
 ``api_key`` (an encoded key or ``(id, key)``). Secrets never appear in reprs, logs or errors.
 """
 
@@ -34,8 +34,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-
-from ._lucene import Layout, LuceneConnector, combine
+from sparsebridge_lucene_rest import Layout, LuceneConnector, combine
 
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_elasticsearch._lucene import Layout, LuceneConnector, OptionError, combine
+from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, combine
 
 MIN_VERSION = (2, 14)
 SEISMIC_SINCE = (3, 3)

@@ -1,48 +1,23 @@
-"""What the Elasticsearch and OpenSearch connectors share: both engines speak the same REST dialect
+"""The base connector of Elasticsearch and OpenSearch: both engines speak the same REST dialect
 (index create with ``mappings``/``_meta``, ``_bulk``, ``_msearch``, ``bool`` filters), so one base
 class does the bookkeeping and each connector fills in its client, its sparse field type and its
-sparse query.
+sparse query. See :mod:`.dialect` for the document layout and :mod:`.retry` for the retry policy.
 
-Nothing here imports a search-engine client: ``sparsebridge_opensearch`` imports this module without
-needing the ``elasticsearch`` package, and loading the plugins never needs either client.
-
-Document layout in the index (field names other than the sparse and dense ones are fixed)::
-
-    {"text": "...", "<sparse_field>": {key: weight, ...}, "payload": {...}, "<dense_field>": [...]}
-
-``payload`` is an object mapped with ``dynamic: "false"``: the keys named in
-``IndexSpec.payload_fields`` are indexed with their type (so filters on them work), other keys are
-kept in ``_source`` only. The mapping ``_meta`` holds ``IndexSpec.metadata`` plus, under the key
-``"sparsebridge"``, what the connector needs to read the index back (sparse field name and how its
-keys are written), so a connector opened with only ``index=...`` finds its way.
-
-Retries: the connectors send bulk writes through the client's bulk helpers (``streaming_bulk``, or
-``parallel_bulk`` with ``thread_count > 1``) with ``raise_on_error=False`` and
-``raise_on_exception=False``, and do the retrying themselves around the helper: items that come
-back 429 or 5xx (per item, or because the whole request did) are sent again after an exponential
-backoff (``initial_backoff * 2**(n-1)``, capped at ``max_backoff``), at most ``max_retries`` times.
-Doing it here rather than with the helper's own ``max_retries`` gives the same behaviour on both
-clients (opensearch-py's helper retries only 429), backs off on 5xx too (the transports retry
-statuses without any delay, so their status retries are turned off), and counts the retries for
-:attr:`WriteResult.retries`. ``_msearch`` is retried the same way.
+Nothing here imports a search-engine client: loading the plugins never needs either client.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 from sparsebridge.connector import (
     Connector,
     ConnectorError,
-    Filter,
     Hit,
     IndexMismatchError,
     IndexSpec,
@@ -54,140 +29,19 @@ from sparsebridge.connector import (
     check_vocabulary,
 )
 
-META_KEY = "sparsebridge"
-META_FORMAT = 1
-TEXT_FIELD = "text"
-PAYLOAD_FIELD = "payload"
-RESERVED_FIELDS = (TEXT_FIELD, PAYLOAD_FIELD)
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class OptionError(ConnectorError, ValueError):
-    """A connector option is unknown, misspelt or out of range."""
-
-
-# --- small pure helpers --------------------------------------------------------------------------
-
-
-def one_line(text: Any, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """``https://user:pw@host:9200`` -> (``https://host:9200``, (user, pw)); a URL without
-    credentials comes back unchanged with None."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return clean, (parts.username or "", parts.password or "")
-
-
-def backoff_delay(attempt: int, initial: float, cap: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): initial * 2**(attempt-1), capped."""
-    return min(cap, initial * 2 ** (attempt - 1))
-
-
-_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^)'\"\]\n]+)")
-
-
-def connection_cause(exc: BaseException) -> str:
-    """A short human cause for a connection failure ("Connection refused", "timed out"...)."""
-    text = str(exc)
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:  # look through the chained causes too
-        seen.add(id(cur))
-        text += "\n" + str(cur)
-        cur = cur.__cause__ or cur.__context__
-    match = _ERRNO_RE.search(text)
-    if match:
-        return match.group(1).strip().rstrip(".")
-    lowered = text.lower()
-    for needle, cause in (
-        ("certificate verify failed", "TLS certificate verify failed (set ca_certs, or verify_certs=False)"),
-        ("wrong version number", "TLS handshake failed (is the server plain http?)"),
-        ("ssl", "TLS error"),
-        ("timed out", "timed out"),
-        ("timeout", "timed out"),
-        ("name or service not known", "host name not found"),
-        ("nodename nor servname", "host name not found"),
-        ("connection refused", "Connection refused"),
-        ("remote end closed", "connection closed by the server"),
-        ("connection reset", "connection reset by the server"),
-    ):
-        if needle in lowered:
-            return cause
-    return one_line(str(exc), 200)
-
-
-def error_reason(error: Any) -> str:
-    """``type: reason`` (plus the first ``caused_by``) of an engine error object or string."""
-    if isinstance(error, Mapping):
-        parts = [f"{error.get('type', 'error')}: {error.get('reason', '')}".rstrip(": ")]
-        caused = error.get("caused_by")
-        if isinstance(caused, Mapping):
-            parts.append(f"caused by {caused.get('type', 'error')}: {caused.get('reason', '')}".rstrip(": "))
-        return one_line("; ".join(parts))
-    return one_line(error if error is not None else "unknown error")
-
-
-def filter_clauses(flt: Filter | None) -> list[dict[str, Any]]:
-    """Query.filter -> bool filter clauses on ``payload.<key>``: a scalar is a ``term``, a list or
-    tuple a ``terms`` (any of)."""
-    clauses: list[dict[str, Any]] = []
-    for key, value in (flt or {}).items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"filter keys must be non-empty strings, got {key!r}")
-        path = f"{PAYLOAD_FIELD}.{key}"
-        if isinstance(value, (list, tuple, set, frozenset)):
-            values = list(value)
-            if not values:
-                raise ValueError(f"filter on {key!r} has an empty list of values")
-            for v in values:
-                _check_filter_value(key, v)
-            clauses.append({"terms": {path: values}})
-        else:
-            _check_filter_value(key, value)
-            clauses.append({"term": {path: {"value": value}}})
-    return clauses
-
-
-def _check_filter_value(key: str, value: Any) -> None:
-    if value is None or isinstance(value, (Mapping, list, tuple)):
-        raise ValueError(f"filter on {key!r}: values must be strings, numbers or booleans, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"filter on {key!r}: value {value!r} is not finite")
-
-
-def combine(clause: dict[str, Any], filters: list[dict[str, Any]]) -> dict[str, Any]:
-    """A scoring clause alone, or inside a bool with the (non-scoring) filter clauses."""
-    if not filters:
-        return clause
-    return {"bool": {"must": [clause], "filter": filters}}
-
-
-@dataclass
-class Layout:
-    """How an existing index stores things, as far as reading and writing it is concerned."""
-
-    index: str
-    sparse_field: str
-    sparse_type: str
-    sparse_keys: str  # engine-specific key scheme, recorded in _meta
-    dense_field: str | None = None
-    dense_size: int | None = None
-    payload_fields: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-# --- the base connector --------------------------------------------------------------------------
+from .dialect import (
+    META_FORMAT,
+    META_KEY,
+    PAYLOAD_FIELD,
+    RESERVED_FIELDS,
+    TEXT_FIELD,
+    Layout,
+    filter_clauses,
+    hit_payload,
+)
+from .errors import OptionError, connection_cause, error_reason, one_line
+from .redaction import redact, split_credentials
+from .retry import RETRY_STATUSES, backoff_delay
 
 
 class LuceneConnector(Connector):
@@ -319,9 +173,7 @@ class LuceneConnector(Connector):
         return [s for s in found if s and len(s) >= 3]
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets():
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets())
 
     @property
     def url(self) -> str:
@@ -888,12 +740,3 @@ class LuceneConnector(Connector):
                 hits.append(Hit(id=str(h["_id"]), score=score, payload=payload))
             results.append(SearchResult(hits=hits, notes=notes[i]))
         return results
-
-
-def hit_payload(source: Mapping[str, Any]) -> dict[str, Any]:
-    """What a Hit carries: the record's payload plus its text under ``"text"`` (a payload key
-    ``"text"`` wins)."""
-    payload = dict(source.get(PAYLOAD_FIELD) or {})
-    if TEXT_FIELD in source:
-        payload.setdefault(TEXT_FIELD, source[TEXT_FIELD])
-    return payload
