@@ -16,6 +16,16 @@ cluster writes its keys with a reversible escape instead (``%`` -> ``%25``, then
 see :func:`escape_token`), records that in ``_meta``, and queries are escaped the same way, also
 after the cluster is upgraded.
 
+Hybrid search (``IndexSpec.dense_field`` set: a ``dense_vector`` beside the ``sparse_vector``, one
+index): a query with both vectors runs the sparse query and a ``knn`` search, each with the filter,
+and fuses them as :class:`sparsebridge.connector.SearchOptions` defines. ``"rrf"`` goes to the
+``rrf`` retriever (``rank_constant`` = ``rrf_k``, ``rank_window_size`` = the candidates; retrievers
+are GA since 8.16), ``"linear"`` to the ``linear`` retriever with the ``minmax`` normalizer and the
+weights (8.18+). Older clusters, ``"dbsf"`` (no Elasticsearch equivalent) and clusters whose licence
+lacks the retriever (both need an Enterprise or trial licence on self-managed clusters) get the two
+legs in the same ``_msearch`` and the fusion on the client, with a note in the result saying so.
+A query with only a dense vector is a ``knn`` search.
+
 Query: the ``sparse_vector`` query with ``query_vector``, exact by default (``prune: false``; since
 9.1 a new field prunes query tokens unless told not to). ``SearchOptions.backend_options`` may set
 ``prune`` and ``pruning_config`` (a ``pruning_config`` alone turns pruning on). Clusters before 8.15
@@ -30,15 +40,21 @@ Options (besides those of :class:`~sparsebridge_lucene_rest.LuceneConnector`):
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_lucene_rest import Layout, LuceneConnector, combine
+from sparsebridge_lucene_rest import Layout, LuceneConnector, SearchPlan, combine
 
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)
 DOTTED_TOKENS_SINCE = (8, 16)
+RRF_RETRIEVER_SINCE = (8, 16)  # retrievers GA
+LINEAR_RETRIEVER_SINCE = (8, 18)
+MAX_NUM_CANDIDATES = 10_000
+_LICENSE_RE = re.compile(r"\blicen[cs]e\b", re.IGNORECASE)
 
 KEYS_PLAIN = "token"
 KEYS_ESCAPED = "token-dot-escaped"
@@ -184,6 +200,71 @@ class ElasticsearchConnector(LuceneConnector):
                 }
             }
         return combine(clause, filters), 1.0, notes
+
+    # --- hybrid ----------------------------------------------------------------------------------
+
+    def _dense_clause(
+        self, layout: Layout, dense: list[float], filters: list[dict[str, Any]], k: int
+    ) -> dict[str, Any]:
+        # The fields a knn search and a knn retriever share; the filter runs inside the kNN search,
+        # before its top-k cut.
+        clause: dict[str, Any] = {
+            "field": layout.dense_field,
+            "query_vector": dense,
+            "k": k,
+            "num_candidates": min(MAX_NUM_CANDIDATES, max(k, math.ceil(1.5 * k))),
+        }
+        if filters:
+            clause["filter"] = filters
+        return clause
+
+    def _dense_body(self, layout: Layout, clause: dict[str, Any], size: int) -> dict[str, Any]:
+        return {"size": size, "knn": clause, "track_total_hits": False}
+
+    def _hybrid_plan(
+        self, layout: Layout, sparse: dict[str, Any], dense: dict[str, Any], options: SearchOptions
+    ) -> SearchPlan | None:
+        window = max(options.candidates, options.top_k)  # the retrievers need rank_window_size >= size
+        legs = [{"standard": {"query": sparse}}, {"knn": dense}]
+        if options.fusion == "rrf" and self._has(RRF_RETRIEVER_SINCE):
+            retriever: dict[str, Any] = {
+                "rrf": {"retrievers": legs, "rank_constant": options.rrf_k, "rank_window_size": window}
+            }
+        elif options.fusion == "linear" and self._has(LINEAR_RETRIEVER_SINCE):
+            weights = options.normalized_weights
+            retriever = {
+                "linear": {
+                    "retrievers": [
+                        {"retriever": leg, "weight": w, "normalizer": "minmax"} for leg, w in zip(legs, weights)
+                    ],
+                    "rank_window_size": window,
+                }
+            }
+        else:
+            return None
+        body = {"size": options.top_k, "retriever": retriever, "_source": self._source_filter(options)}
+        return SearchPlan(bodies=[body])
+
+    def _client_side_plan(self, layout, sparse, scale, dense, options, notes):  # type: ignore[override]
+        plan = super()._client_side_plan(layout, sparse, scale, dense, options, notes)
+        version = "serverless" if self._serverless else ".".join(map(str, self.server_version))
+        if options.fusion == "dbsf":
+            plan.notes.append("fusion 'dbsf' has no Elasticsearch retriever: the legs were fused on the client")
+        elif options.fusion == "rrf" and not self._has(RRF_RETRIEVER_SINCE):
+            plan.notes.append(
+                f"Elasticsearch {version} has no rrf retriever (8.16+): the legs were fused on the client"
+            )
+        elif options.fusion == "linear" and not self._has(LINEAR_RETRIEVER_SINCE):
+            plan.notes.append(
+                f"Elasticsearch {version} has no linear retriever (8.18+): the legs were fused on the client"
+            )
+        return plan
+
+    def _fallback_reason(self, error: Any, status: int | None) -> str | None:
+        reason = str(error.get("reason", "")) if isinstance(error, Mapping) else str(error)
+        if status == 403 and _LICENSE_RE.search(reason):
+            return f"the cluster's licence does not include this retriever ({reason})"
+        return None
 
     # --- client calls -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ client. ``sparsebridge_elasticsearch`` and ``sparsebridge_opensearch`` build on 
 
 from __future__ import annotations
 
-from .base import LuceneConnector
+from .base import LuceneConnector, SearchPlan
 from .dialect import (
     META_FORMAT,
     META_KEY,
@@ -34,6 +34,7 @@ __all__ = [
     "Layout",
     "LuceneConnector",
     "OptionError",
+    "SearchPlan",
     "backoff_delay",
     "combine",
     "connection_cause",

@@ -21,23 +21,39 @@ Two sparse field types (connector option ``sparse_field_type``):
     ``heap_factor`` and ``k`` (default ``top_k``); filters go into ``method_parameters.filter``
     so they apply before the top-k cut.
 
-Dense vectors (``IndexSpec.dense_field``) are stored in a ``knn_vector`` field (``index.knn: true``);
-search is sparse only. Options besides the common ones: ``sparse_field_type`` and the SEISMIC
+Dense vectors (``IndexSpec.dense_field``) are stored in a ``knn_vector`` field (``index.knn: true``,
+HNSW on the Lucene engine, ``space_type`` from ``IndexSpec.options["dense_similarity"]``: cosine by
+default, or ``dot_product`` / ``l2_norm``). A query with only a dense vector is a ``knn`` query; one
+with both is a ``hybrid`` query of the sparse query and the ``knn`` query, each with the filter,
+fused by a search pipeline the connector puts in place (``PUT /_search/pipeline/sparsebridge-...``,
+named after its parameters) as :class:`sparsebridge.connector.SearchOptions` defines:
+``"linear"`` by the ``normalization-processor`` (``min_max`` + ``arithmetic_mean`` with the
+weights), ``"rrf"`` by the ``score-ranker-processor`` (``rank_constant`` = ``rrf_k``, 2.19+). The
+hybrid query returns the candidates of each leg, fused, and the connector keeps the ``top_k`` best.
+``_msearch`` takes no per-search pipeline, so each hybrid query is one ``_search`` with
+``search_pipeline``. ``"dbsf"`` and RRF before 2.19 run the two legs in one ``_msearch`` and fuse
+them on the client, with a note in the result. Options besides the common ones: ``sparse_field_type`` and the SEISMIC
 parameters. OpenSearch has no API keys: use ``username``/``password`` (or ``basic_auth``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, combine
+from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
 
 MIN_VERSION = (2, 14)
 SEISMIC_SINCE = (3, 3)
+SCORE_RANKER_SINCE = (2, 19)  # RRF in a search pipeline
+PIPELINE_PREFIX = "sparsebridge-hybrid-"
+# IndexSpec.options["dense_similarity"] (the Elasticsearch names) -> knn_vector space_type
+SPACE_TYPES = {"cosine": "cosinesimil", "dot_product": "innerproduct", "l2_norm": "l2"}
 MAX_QUERY_WEIGHT = 64.0  # Lucene FeatureField linear queries take weights in (0, 64]
 NEURAL_PLUGIN = "opensearch-neural-search"
 
@@ -93,6 +109,7 @@ class OpenSearchConnector(LuceneConnector):
             )
         self.seismic_defaults = {k: options[k] for k in SEISMIC_PARAMETERS if k in options}
         self._check_seismic(self.seismic_defaults)
+        self._pipelines: set[str] = set()  # search pipelines put in place by this connector
 
     @staticmethod
     def _check_seismic(params: Mapping[str, Any]) -> None:
@@ -187,7 +204,16 @@ class OpenSearchConnector(LuceneConnector):
         return KEYS_INDEX if sparse_type == "sparse_vector" else KEYS_TOKEN
 
     def _dense_property(self, spec: IndexSpec) -> dict[str, Any]:
-        return {"type": "knn_vector", "dimension": spec.dense_size}
+        similarity = spec.options.get("dense_similarity", "cosine")
+        if similarity not in SPACE_TYPES:
+            raise OptionError(
+                f"dense_similarity must be one of {', '.join(SPACE_TYPES)} on OpenSearch, got {similarity!r}"
+            )
+        return {
+            "type": "knn_vector",
+            "dimension": spec.dense_size,
+            "method": {"name": "hnsw", "space_type": SPACE_TYPES[similarity], "engine": "lucene"},
+        }
 
     def _dense_dims(self, prop: Mapping[str, Any]) -> int | None:
         return prop.get("dimension") if prop.get("type") == "knn_vector" else None
@@ -240,6 +266,78 @@ class OpenSearchConnector(LuceneConnector):
                 f"index {layout.index!r} uses rank_features"
             )
         return combine({"neural_sparse": {layout.sparse_field: inner}}, filters), scale, notes
+
+    # --- hybrid ----------------------------------------------------------------------------------
+
+    def _dense_clause(
+        self, layout: Layout, dense: list[float], filters: list[dict[str, Any]], k: int
+    ) -> dict[str, Any]:
+        inner: dict[str, Any] = {"vector": dense, "k": k}
+        if filters:  # inside the knn query, so it holds before the top-k cut
+            inner["filter"] = {"bool": {"filter": filters}}
+        return {"knn": {layout.dense_field: inner}}
+
+    def _dense_body(self, layout: Layout, clause: dict[str, Any], size: int) -> dict[str, Any]:
+        return {"size": size, "query": clause, "track_total_hits": False}
+
+    def search_pipeline(self, options: SearchOptions) -> tuple[str, dict[str, Any]] | None:
+        """(name, body) of the search pipeline that fuses a hybrid query as ``options`` asks, or
+        None when this cluster cannot (then the legs are fused on the client)."""
+        if options.fusion == "linear":
+            processor: dict[str, Any] = {
+                "normalization-processor": {
+                    "normalization": {"technique": "min_max"},
+                    "combination": {
+                        "technique": "arithmetic_mean",
+                        # OpenSearch requires weights that sum to 1; the ranking is the same.
+                        "parameters": {"weights": list(options.normalized_weights)},
+                    },
+                }
+            }
+        elif options.fusion == "rrf" and self.server_version >= SCORE_RANKER_SINCE:
+            combination = {"technique": "rrf", "rank_constant": options.rrf_k}
+            processor = {"score-ranker-processor": {"combination": combination}}
+        else:
+            return None
+        body = {
+            "description": f"sparsebridge hybrid search: {options.fusion} fusion of a sparse and a dense leg",
+            "phase_results_processors": [processor],
+        }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{PIPELINE_PREFIX}{options.fusion}-{digest}", body
+
+    def _hybrid_plan(
+        self, layout: Layout, sparse: dict[str, Any], dense: dict[str, Any], options: SearchOptions
+    ) -> SearchPlan | None:
+        pipeline = self.search_pipeline(options)
+        if pipeline is None:
+            return None
+        name, body = pipeline
+        if name not in self._pipelines:
+            with self._api(f"put search pipeline {name!r}"):
+                self.client.search_pipeline.put(id=name, body=body)
+            self._pipelines.add(name)
+        search = {
+            # Each leg contributes its best `candidates` hits; the connector keeps the top_k fused.
+            "size": max(options.candidates, options.top_k),
+            "query": {"hybrid": {"queries": [sparse, dense]}},
+            "_source": self._source_filter(options),
+        }
+        return SearchPlan(bodies=[search], pipeline=name)
+
+    def _client_side_plan(self, layout, sparse, scale, dense, options, notes):  # type: ignore[override]
+        plan = super()._client_side_plan(layout, sparse, scale, dense, options, notes)
+        if options.fusion == "dbsf":
+            plan.notes.append("fusion 'dbsf' has no OpenSearch search processor: the legs were fused on the client")
+        elif options.fusion == "rrf":
+            version = ".".join(map(str, self.server_version))
+            plan.notes.append(
+                f"OpenSearch {version} has no score-ranker-processor for RRF (2.19+): the legs were fused on the client"
+            )
+        return plan
+
+    def _call_search(self, index: str, body: dict[str, Any], pipeline: str) -> dict[str, Any]:
+        return dict(self.client.search(index=index, body=body, params={"search_pipeline": pipeline}))
 
     # --- client calls -----------------------------------------------------------------------------
 
