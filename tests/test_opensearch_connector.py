@@ -102,7 +102,11 @@ def test_rank_features_index_body(conn, engine, validator):
     body = create.json()
     props = body["mappings"]["properties"]
     assert props["sparse"] == {"type": "rank_features"}
-    assert props["dense"] == {"type": "knn_vector", "dimension": 4}
+    assert props["dense"] == {
+        "type": "knn_vector",
+        "dimension": 4,
+        "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
+    }
     assert body["settings"] == {"index": {"number_of_replicas": 0, "knn": True}}
     assert conn.index_metadata() == META
 
