@@ -289,3 +289,33 @@ def test_cli_hybrid_true_works_the_same_on_every_backend(backend, encoder, dense
         assert any("retriever" in line for r in engine.calls(r"/_msearch$") for line in r.lines())
     if backend == "opensearch":
         assert "hybrid" in engine.calls(r"^/docs/_search$")[-1].json()["query"]
+
+
+# --- the [search] keys ----------------------------------------------------------------------------
+
+
+def test_search_fusion_linear_and_weights_from_the_config(tmp_path):
+    from sparsebridge.config import ConfigError, load_config
+
+    path = tmp_path / "s.toml"
+    path.write_text('[search]\nhybrid = true\nfusion = "linear"\nweights = { sparse = 0.25, dense = 0.75 }\n')
+    search = load_config(path, check_connector=False).search
+    assert (search.fusion, search.weights) == ("linear", (0.25, 0.75))
+    assert load_config(None, check_connector=False).search.weights == (1.0, 1.0)
+    for bad, problem in [
+        ("weights = { sparse = -1 }", r"\[search\] weights.sparse = -1: expected a number >= 0"),
+        ("weights = { sparse = 1, dens = 2 }", r"unknown leg 'dens'"),
+        ("weights = { sparse = 0, dense = 0 }", r"must not both be 0"),
+        ('fusion = "convex"', r"\[search\] fusion = 'convex': allowed: 'rrf', 'dbsf', 'linear'"),
+    ]:
+        path.write_text(f"[search]\n{bad}\n")
+        with pytest.raises(ConfigError, match=problem):
+            load_config(path, check_connector=False)
+
+
+def test_search_options_refuse_bad_weights():
+    with pytest.raises(ValueError, match="weights must be two finite numbers"):
+        SearchOptions(weights=(1.0, float("nan")))
+    with pytest.raises(ValueError, match="must not both be 0"):
+        SearchOptions(weights=(0, 0))
+    assert SearchOptions(weights=(1, 3)).normalized_weights == (0.25, 0.75)
