@@ -99,7 +99,7 @@ def test_create_index_body_matches_spec_and_mapping(conn, engine, validator):
     validator.validate_request("PUT", create.path, create.body)
     body = create.json()
     props = body["mappings"]["properties"]
-    assert props["sparse"] == {"type": "sparse_vector"}
+    assert props["sparse"] == {"type": "sparse_vector", "index_options": {"prune": False}}  # exact, explicitly
     assert props["text"] == {"type": "text"}
     assert props["payload"]["properties"] == {"lang": {"type": "keyword"}, "year": {"type": "integer"}}
     assert props["dense"] == {"type": "dense_vector", "dims": 3, "index": True, "similarity": "cosine"}

@@ -11,6 +11,11 @@ type, an optional ``dense_vector`` (``IndexSpec.dense_field``/``dense_size``; si
 ``_meta``. ``IndexSpec.options`` may also set ``number_of_shards``, ``number_of_replicas``,
 ``refresh_interval`` and ``sparse_index_options`` (the field's ``index_options``, 8.19+/9.1+).
 
+Pruning: from 8.19 and 9.1 on, a new ``sparse_vector`` field prunes query tokens by default
+(``index_options.pruning_config``). The connector therefore creates the field with
+``index_options: {"prune": false}`` on those versions unless ``sparse_index_options`` says
+otherwise, and sends ``prune`` explicitly with every query, so a search is exact unless asked.
+
 Token names with dots: ``sparse_vector`` accepts them from 8.16 on. An index created on an 8.11-8.15
 cluster writes its keys with a reversible escape instead (``%`` -> ``%25``, then ``.`` -> ``%2E``;
 see :func:`escape_token`), records that in ``_meta``, and queries are escaped the same way, also
@@ -46,13 +51,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_lucene_rest import Layout, LuceneConnector, SearchPlan, combine
+from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
 
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)
 DOTTED_TOKENS_SINCE = (8, 16)
 RRF_RETRIEVER_SINCE = (8, 16)  # retrievers GA
 LINEAR_RETRIEVER_SINCE = (8, 18)
+INDEX_OPTIONS_SINCE = (9, 1)  # and 8.19 on the 8.x line
 MAX_NUM_CANDIDATES = 10_000
 _LICENSE_RE = re.compile(r"\blicen[cs]e\b", re.IGNORECASE)
 
@@ -136,10 +142,27 @@ class ElasticsearchConnector(LuceneConnector):
 
     # --- mapping ----------------------------------------------------------------------------------
 
+    def _has_index_options(self) -> bool:
+        """``sparse_vector`` ``index_options`` exist in 8.19+ and 9.1+ (not in 9.0)."""
+        if self._serverless:
+            return True
+        v = self.server_version
+        return (8, 19) <= v < (9, 0) or v >= INDEX_OPTIONS_SINCE
+
     def _sparse_property(self, spec: IndexSpec) -> tuple[dict[str, Any], str]:
         prop: dict[str, Any] = {"type": "sparse_vector"}
-        if spec.options.get("sparse_index_options") is not None:
-            prop["index_options"] = dict(spec.options["sparse_index_options"])
+        given = spec.options.get("sparse_index_options")
+        if given is not None:
+            if not self._has_index_options():
+                raise OptionError(
+                    f"sparse_index_options need Elasticsearch 8.19+ or 9.1+ (this cluster is "
+                    f"{'.'.join(map(str, self.server_version))})"
+                )
+            prop["index_options"] = dict(given)
+        elif self._has_index_options():
+            # Where the field has index options, a new field prunes query tokens by default; the
+            # scores this connector promises are exact unless the config asks for pruning.
+            prop["index_options"] = {"prune": False}
         return prop, KEYS_PLAIN if self._has(DOTTED_TOKENS_SINCE) else KEYS_ESCAPED
 
     def _accepted_sparse_types(self) -> tuple[str, ...]:

@@ -21,6 +21,16 @@ Two sparse field types (connector option ``sparse_field_type``):
     ``heap_factor`` and ``k`` (default ``top_k``); filters go into ``method_parameters.filter``
     so they apply before the top-k cut.
 
+    Quantization: SEISMIC stores weights in 8 bits over ``[0, quantization_ceiling_ingest]``
+    (default 3) and clips what lies above, while SPLADE weights often exceed 3. Unless the ceilings
+    are configured, the connector creates a new SEISMIC index at its first write, with
+    ``quantization_ceiling_ingest`` derived from the largest weight of that batch (20% above it,
+    rounded up to two significant digits) and ``quantization_ceiling_search`` the larger of that
+    and OpenSearch's default 16. The ceilings (and where they came from) are recorded in the
+    index's ``_meta`` under ``seismic_quantization``, so ``index_metadata()`` reports them; a
+    later write or query with weights above its ceiling gets a note (``WriteResult.notes``,
+    ``SearchResult.notes``) and a warning in the log saying how many weights were clipped.
+
 Dense vectors (``IndexSpec.dense_field``) are stored in a ``knn_vector`` field (``index.knn: true``,
 HNSW on the Lucene engine, ``space_type`` from ``IndexSpec.options["dense_similarity"]``: cosine by
 default, or ``dot_product`` / ``l2_norm``). A query with only a dense vector is a ``knn`` query; one
@@ -40,18 +50,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
+from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions, WriteResult
 from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
 
 MIN_VERSION = (2, 14)
 SEISMIC_SINCE = (3, 3)
 SCORE_RANKER_SINCE = (2, 19)  # RRF in a search pipeline
 PIPELINE_PREFIX = "sparsebridge-hybrid-"
+QUANTIZATION_META = "seismic_quantization"
+DEFAULT_CEILING_INGEST = 3.0  # OpenSearch's defaults for SEISMIC
+DEFAULT_CEILING_SEARCH = 16.0
+CEILING_HEADROOM = 1.2
+
+log = logging.getLogger("sparsebridge.opensearch")
+
+
+def derive_ceiling(max_weight: float) -> float:
+    """A ``quantization_ceiling_ingest`` for weights up to ``max_weight``: 20% above it, rounded
+    up to two significant digits (so it reads well in a mapping), never below 0.01."""
+    target = max(float(max_weight) * CEILING_HEADROOM, 0.01)
+    step = 10 ** (math.floor(math.log10(target)) - 1)
+    return round(math.ceil(target / step - 1e-9) * step, 10)
+
+
 # IndexSpec.options["dense_similarity"] (the Elasticsearch names) -> knn_vector space_type
 SPACE_TYPES = {"cosine": "cosinesimil", "dot_product": "innerproduct", "l2_norm": "l2"}
 MAX_QUERY_WEIGHT = 64.0  # Lucene FeatureField linear queries take weights in (0, 64]
@@ -110,6 +137,9 @@ class OpenSearchConnector(LuceneConnector):
         self.seismic_defaults = {k: options[k] for k in SEISMIC_PARAMETERS if k in options}
         self._check_seismic(self.seismic_defaults)
         self._pipelines: set[str] = set()  # search pipelines put in place by this connector
+        self._pending: IndexSpec | None = None  # a SEISMIC index waiting for its first batch
+        self._derived: dict[str, Any] = {}  # ceilings derived from the first batch
+        self._ceilings: tuple[float, float] | None = None  # (ingest, search) of the current index
 
     @staticmethod
     def _check_seismic(params: Mapping[str, Any]) -> None:
@@ -178,7 +208,106 @@ class OpenSearchConnector(LuceneConnector):
         params = dict(self.seismic_defaults)
         params.update({k: v for k, v in spec.options.items() if k in SEISMIC_PARAMETERS})
         self._check_seismic(params)
+        for key in ("quantization_ceiling_ingest", "quantization_ceiling_search"):
+            if key not in params and key in self._derived:
+                params[key] = self._derived[key]
         return params
+
+    # --- SEISMIC quantization ceilings --------------------------------------------------------------
+
+    def _ceilings_configured(self, spec: IndexSpec) -> bool:
+        given = {**self.seismic_defaults, **spec.options}
+        return "quantization_ceiling_ingest" in given
+
+    def ensure_index(self, spec: IndexSpec) -> None:
+        self._derived = {}
+        if self.sparse_field_type == "sparse_vector" and not self._ceilings_configured(spec):
+            self._check_spec_names(spec)
+            with self._api(f"check index {spec.name!r}"):
+                exists = self._call_exists(spec.name)
+            if not exists:
+                # Created at the first write, with ceilings that fit the weights actually ingested.
+                _, layout = self.create_body(spec)
+                self._index, self._spec, self._layout, self._pending = spec.name, spec, layout, spec
+                self._ceilings = None
+                return
+        self._pending = None
+        super().ensure_index(spec)
+        self._ceilings = None
+
+    def create_body(self, spec: IndexSpec) -> tuple[dict[str, Any], Layout]:
+        body, layout = super().create_body(spec)
+        if self.sparse_field_type == "sparse_vector":
+            params = self._seismic_parameters(spec)
+            record = {
+                "quantization_ceiling_ingest": params.get("quantization_ceiling_ingest", DEFAULT_CEILING_INGEST),
+                "quantization_ceiling_search": params.get("quantization_ceiling_search", DEFAULT_CEILING_SEARCH),
+                "source": self._derived.get("source", "configured" if self._ceilings_configured(spec) else "default"),
+            }
+            if "max_weight" in self._derived:
+                record["max_weight_seen"] = self._derived["max_weight"]
+            body["mappings"]["_meta"][QUANTIZATION_META] = record
+        return body, layout
+
+    def _derive_from(self, records: Sequence[Record]) -> None:
+        top = max((max(r.sparse.values) for r in records if len(r.sparse)), default=DEFAULT_CEILING_INGEST)
+        ingest = derive_ceiling(top)
+        self._derived = {
+            "quantization_ceiling_ingest": ingest,
+            "quantization_ceiling_search": max(ingest, DEFAULT_CEILING_SEARCH),
+            "max_weight": round(float(top), 6),
+            "source": f"derived from the largest weight of the first {len(records)} records",
+        }
+
+    def current_ceilings(self) -> tuple[float, float] | None:
+        """(quantization_ceiling_ingest, quantization_ceiling_search) of the selected SEISMIC index,
+        read from its mapping (OpenSearch's defaults where the mapping leaves them out); None for
+        a rank_features index or one not created yet."""
+        if self._ceilings is None and self._pending is None:
+            layout = self._current()
+            if layout.sparse_type != "sparse_vector":
+                return None
+            mapping = self._mapping_of(layout.index) or {}
+            prop = (mapping.get("properties") or {}).get(layout.sparse_field) or {}
+            params = (prop.get("method") or {}).get("parameters") or {}
+            self._ceilings = (
+                float(params.get("quantization_ceiling_ingest", DEFAULT_CEILING_INGEST)),
+                float(params.get("quantization_ceiling_search", DEFAULT_CEILING_SEARCH)),
+            )
+        return self._ceilings
+
+    def write(self, records: Sequence[Record]) -> WriteResult:
+        if self._pending is not None and records:
+            spec = self._pending
+            self._derive_from(records)
+            self._pending = None
+            super().ensure_index(spec)
+            log.info(
+                "index %r: SEISMIC quantization_ceiling_ingest %s, quantization_ceiling_search %s "
+                "(%s; largest weight %s)",
+                spec.name,
+                self._derived["quantization_ceiling_ingest"],
+                self._derived["quantization_ceiling_search"],
+                self._derived["source"],
+                self._derived["max_weight"],
+            )
+        result = super().write(records)
+        ceilings = self.current_ceilings() if records else None
+        if ceilings is not None:
+            clipped = sum(1 for r in records for w in r.sparse.values if w > ceilings[0])
+            if clipped:
+                note = (
+                    f"{clipped} weight(s) above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} "
+                    f"were clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
+                )
+                log.warning("index %r: %s", self._layout.index if self._layout else self._index, note)
+                result.notes.append(note)
+        return result
+
+    def index_metadata(self) -> dict[str, Any] | None:
+        if self._pending is not None:
+            return None
+        return super().index_metadata()
 
     def _sparse_property(self, spec: IndexSpec) -> tuple[dict[str, Any], str]:
         if self.sparse_field_type == "rank_features":
@@ -250,6 +379,14 @@ class OpenSearchConnector(LuceneConnector):
         inner: dict[str, Any] = {"query_tokens": tokens}
         backend = options.backend_options
         if layout.sparse_type == "sparse_vector":
+            ceilings = self.current_ceilings()
+            if ceilings is not None:
+                clipped = sum(1 for w in tokens.values() if w > ceilings[1])
+                if clipped:
+                    notes.append(
+                        f"{clipped} query weight(s) above the index's SEISMIC quantization_ceiling_search "
+                        f"{ceilings[1]:g} were clipped to it by OpenSearch"
+                    )
             params: dict[str, Any] = {
                 "top_n": int(backend.get("top_n", len(tokens))),
                 "k": int(backend.get("k", options.top_k)),

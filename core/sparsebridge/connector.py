@@ -237,16 +237,19 @@ class SearchResult:
 
 @dataclass
 class WriteResult:
-    """What became of a batch: ids written, ids that failed with their reasons, retries spent."""
+    """What became of a batch: ids written, ids that failed with their reasons, retries spent, and
+    anything the backend wants the user to know (e.g. weights clipped by the engine's quantization)."""
 
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retries: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def merge(self, other: WriteResult) -> WriteResult:
         self.written.extend(other.written)
         self.failed.update(other.failed)
         self.retries += other.retries
+        self.notes.extend(n for n in other.notes if n not in self.notes)
         return self
 
 
