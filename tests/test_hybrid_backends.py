@@ -134,6 +134,11 @@ def test_es_basic_licence_falls_back_to_client_side_fusion(es):
     assert len(calls) == 2 and "retriever" in calls[0].lines()[1] and "knn" in calls[1].lines()[3]
     assert [h.id for h in res.hits] == ["a", "c", "d"]
     assert any("non-compliant" in n and "fused on the client" in n for n in res.notes)
+    # Remembered: the next hybrid search goes straight to the two legs, one request.
+    (again,) = conn.search([QUERY])
+    (call,) = engine.calls(r"/_msearch$")[before + 2 :]
+    assert all("retriever" not in body for body in call.lines()[1::2])
+    assert again.notes == res.notes and [h.id for h in again.hits] == ["a", "c", "d"]
 
 
 def test_es_dense_only_query_is_a_filtered_knn_search(es, es_spec):
@@ -197,6 +202,15 @@ def test_os_rrf_uses_the_score_ranker_processor(ops, os_spec):
         {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 7}}}
     ]
     assert [h.id for h in res.hits] == ["a", "c", "d"] and res.hits[0].score == pytest.approx(1 / 9 + 1 / 8)
+
+
+def test_os_without_the_right_to_put_pipelines_fuses_on_the_client(ops):
+    conn, engine = ops
+    engine.fail_requests(r"^/_search/pipeline/", 403)
+    (res,) = conn.search([QUERY], SearchOptions(rrf_k=7))
+    assert engine.calls(r"^/docs/_search$") == []
+    assert [h.id for h in res.hits] == ["a", "c", "d"] and res.hits[0].score == pytest.approx(1 / 9 + 1 / 8)
+    assert any("cannot put search pipeline" in n and "HTTP 403" in n and "on the client" in n for n in res.notes)
 
 
 @pytest.mark.parametrize("ops", [{"version": "2.17.0"}], indirect=True)

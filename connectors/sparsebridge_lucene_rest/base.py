@@ -134,6 +134,9 @@ class LuceneConnector(Connector):
         self._client: Any = None
         self._server_version: tuple[int, ...] | None = None
         self._server_info: dict[str, Any] = {}
+        # Why the engine refused to fuse in the engine (e.g. its licence), once seen: later hybrid
+        # queries go straight to the client-side fusion.
+        self._fusion_refused: str | None = None
 
     # --- option helpers ---------------------------------------------------------------------------
 
@@ -680,6 +683,10 @@ class LuceneConnector(Connector):
         (e.g. a licence that lacks the retriever), or None for a real error."""
         return None
 
+    @staticmethod
+    def _fallback_note(why: str) -> str:
+        return f"{why}: the legs were fused on the client, by the same definition"
+
     def _body(self, query: dict[str, Any], size: int, options: SearchOptions) -> dict[str, Any]:
         return {"size": size, "query": query, "track_total_hits": False, "_source": self._source_filter(options)}
 
@@ -744,9 +751,13 @@ class LuceneConnector(Connector):
                 body["_source"] = self._source_filter(options)
                 plans.append(SearchPlan([body], notes))
                 continue
-            plan = self._hybrid_plan(layout, sparse_clause, dense_clause, options)
+            plan = None
+            if self._fusion_refused is None:
+                plan = self._hybrid_plan(layout, sparse_clause, dense_clause, options)
             client = self._client_side_plan(layout, sparse_clause, scale, dense_clause, options, notes)
             if plan is None:
+                if self._fusion_refused is not None and options.fusion != "dbsf":
+                    client.notes.append(self._fallback_note(self._fusion_refused))
                 plans.append(client)
             else:
                 plan.notes = notes + plan.notes
@@ -784,7 +795,8 @@ class LuceneConnector(Connector):
             why = answers[i] if isinstance(answers[i], str) else None
             if why is not None:
                 assert plan.fallback is not None
-                plan.fallback.notes.append(f"{why}: the legs were fused on the client, by the same definition")
+                self._fusion_refused = why
+                plan.fallback.notes.append(self._fallback_note(why))
                 retry[i] = plan.fallback
         if retry:
             again = self._run_plans(layout, list(retry.values()))

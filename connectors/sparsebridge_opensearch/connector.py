@@ -451,8 +451,15 @@ class OpenSearchConnector(LuceneConnector):
             return None
         name, body = pipeline
         if name not in self._pipelines:
-            with self._api(f"put search pipeline {name!r}"):
-                self.client.search_pipeline.put(id=name, body=body)
+            try:
+                with self._api(f"put search pipeline {name!r}"):
+                    self.client.search_pipeline.put(id=name, body=body)
+            except ConnectorError as err:
+                if "(HTTP 403)" not in str(err):
+                    raise
+                # No right to manage search pipelines: fuse on the client instead, and say why.
+                self._fusion_refused = f"cannot put search pipeline {name!r} ({err})"
+                return None
             self._pipelines.add(name)
         search = {
             # Each leg contributes its best `candidates` hits; the connector keeps the top_k fused.
@@ -466,7 +473,9 @@ class OpenSearchConnector(LuceneConnector):
         plan = super()._client_side_plan(layout, sparse, scale, dense, options, notes)
         if options.fusion == "dbsf":
             plan.notes.append("fusion 'dbsf' has no OpenSearch search processor: the legs were fused on the client")
-        elif options.fusion == "rrf":
+        elif self._fusion_refused is not None:
+            pass  # the base notes why
+        elif options.fusion == "rrf" and self.server_version < SCORE_RANKER_SINCE:
             version = ".".join(map(str, self.server_version))
             plan.notes.append(
                 f"OpenSearch {version} has no score-ranker-processor for RRF (2.19+): the legs were fused on the client"

@@ -171,9 +171,10 @@ class SearchOptions:
       ``(s - min) / (max - min)`` (1.0 when all of the leg's scores are equal), a hit absent from a
       leg counts 0 there, and ``score(d) = (w_sparse * n_sparse(d) + w_dense * n_dense(d)) /
       (w_sparse + w_dense)``. Elasticsearch's ``linear`` retriever with ``minmax`` and
-      OpenSearch's ``normalization-processor`` (``min_max`` + ``arithmetic_mean``) compute this;
-      OpenSearch floors a leg's lowest normalised score at 0.001 instead of 0, which only matters
-      against a hit absent from that leg.
+      OpenSearch's ``normalization-processor`` (``min_max`` + ``arithmetic_mean``) compute this,
+      except at the edges: OpenSearch floors a leg's lowest normalised score at 0.001 instead of 0
+      (which only matters against a hit absent from that leg), and Elasticsearch keeps the raw
+      scores of a leg whose scores are all equal instead of 1.0.
     * ``"dbsf"`` (distribution-based score fusion, Qdrant's definition): each leg's scores are
       mapped by ``(s - (mu - 3 sigma)) / (6 sigma)`` with ``mu`` the mean and ``sigma`` the sample
       standard deviation (n - 1) of the leg's scores, not clipped (0.5 for a leg of one hit or of
