@@ -254,7 +254,9 @@ def dense_encoder(minilm_path):
 
 
 @pytest.mark.parametrize("backend", ["qdrant", "elasticsearch", "opensearch"])
-def test_cli_hybrid_true_works_the_same_on_every_backend(backend, encoder, dense_encoder, monkeypatch, tmp_path):
+def test_cli_hybrid_true_works_the_same_on_every_backend(
+    backend, encoder, dense_encoder, monkeypatch, tmp_path, es_spec, os_spec
+):
     import sparsebridge.pipeline
     from click.testing import CliRunner
     from pipeline_support import caching_encoder
@@ -303,6 +305,12 @@ def test_cli_hybrid_true_works_the_same_on_every_backend(backend, encoder, dense
         assert any("retriever" in line for r in engine.calls(r"/_msearch$") for line in r.lines())
     if backend == "opensearch":
         assert "hybrid" in engine.calls(r"^/docs/_search$")[-1].json()["query"]
+    # Every request the CLI sent (ingest, then hybrid search) is valid against the specification.
+    for req in engine.requests if backend != "qdrant" else []:
+        if req.path.startswith("/_search/pipeline/"):
+            os_spec.validate(req.json(), "search_pipeline._common:SearchPipelineStructure")
+        else:
+            (es_spec if backend == "elasticsearch" else os_spec).validate_request(req.method, req.path, req.body)
 
 
 # --- the [search] keys ----------------------------------------------------------------------------
