@@ -341,3 +341,12 @@ def test_search_options_refuse_bad_weights():
     with pytest.raises(ValueError, match="must not both be 0"):
         SearchOptions(weights=(0, 0))
     assert SearchOptions(weights=(1, 3)).normalized_weights == (0.25, 0.75)
+
+
+def test_os_hybrid_search_is_retried_on_429(ops):
+    conn, engine = ops
+    conn.search([QUERY])  # the pipeline is in place
+    engine.fail_requests(r"^/docs/_search$", 429, 503)
+    (res,) = conn.search([QUERY])
+    assert len(engine.calls(r"^/docs/_search$")) == 4  # first search, then 429, 503, ok
+    assert [h.id for h in res.hits] == ["a", "c", "d"]

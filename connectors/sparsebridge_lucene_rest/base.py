@@ -843,9 +843,25 @@ class LuceneConnector(Connector):
             out[p].append(sub)  # type: ignore[union-attr]
         for p, plan in enumerate(plans):
             if plan.pipeline is not None:
-                with self._api(f"{action} through search pipeline {plan.pipeline!r}"):
-                    out[p] = [self._call_search(layout.index, body, plan.pipeline) for body in plan.bodies]
+                out[p] = [self._search_through(layout, body, plan.pipeline, action) for body in plan.bodies]
         return out
+
+    def _search_through(self, layout: Layout, body: dict[str, Any], pipeline: str, action: str) -> dict[str, Any]:
+        """One ``_search`` through a search pipeline, retried on 429/5xx like ``_msearch``."""
+        action = f"{action} through search pipeline {pipeline!r}"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(backoff_delay(attempt, self.initial_backoff, self.max_backoff))
+            try:
+                return self._call_search(layout.index, body, pipeline)
+            except Exception as exc:
+                if self._status_of(exc) in RETRY_STATUSES and attempt < self.max_retries:
+                    continue
+                msg = self._describe(exc, action)
+                if msg is None:
+                    raise
+                raise ConnectorError(msg) from None
+        raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
     def _call_search(self, index: str, body: dict[str, Any], pipeline: str) -> dict[str, Any]:
         raise ConnectorError(f"the {self.name} connector has no search pipelines")
