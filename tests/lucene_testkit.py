@@ -235,8 +235,302 @@ def _lookup(src: Any, path: str) -> Any:
     return None
 
 
+# --- hybrid search in the engine double: kNN, retrievers, the hybrid query, search pipelines -------
+#
+# Held to the engines' documented behaviour (and their source where the documentation is silent):
+#
+# * kNN scores. Elasticsearch ``dense_vector``: cosine ``(1 + cos) / 2``, dot_product
+#   ``(1 + dot) / 2``, l2_norm ``1 / (1 + d**2)``. OpenSearch ``knn_vector`` (Lucene engine):
+#   cosinesimil ``(1 + cos) / 2``, innerproduct ``dot + 1`` (``1 / (1 - dot)`` below 0), l2
+#   ``1 / (1 + d**2)``. Filters inside the kNN search apply before its top-k cut.
+# * Elasticsearch retrievers (8.14+; ``linear`` 8.18+; both need an Enterprise or trial licence,
+#   else 403 ``security_exception`` "current license is non-compliant for [...]"): ``rrf`` sums
+#   ``1 / (rank_constant + rank)`` with ranks from 1 over each child's top ``rank_window_size``
+#   (defaults 60 and ``size``, which must not exceed the window); ``linear`` sums ``weight *
+#   normalized score`` with ``minmax`` ``(s - min) / (max - min)`` over each child's window, a
+#   leg whose scores are all equal keeping its raw scores (MinMaxScoreNormalizer), absent = 0.
+# * OpenSearch ``hybrid`` (2.10+) runs only through a search pipeline with a
+#   ``normalization-processor`` or (2.19+) a ``score-ranker-processor``; each sub-query contributes
+#   its top ``size`` hits. ``min_max`` gives ``(s - min) / (max - min)``, 0.001 instead of 0, and 1.0
+#   for a sub-query whose scores are all equal; ``arithmetic_mean`` is ``sum(w * s) / sum(w)`` over
+#   all sub-queries (absent = 0), and the weights must sum to 1; ``rrf`` sums
+#   ``1 / (rank_constant + rank)``, ranks from 1, ``rank_constant`` default 60.
+
+ES_RETRIEVERS_SINCE = (8, 14)
+ES_LINEAR_RETRIEVER_SINCE = (8, 18)
+OS_SCORE_RANKER_SINCE = (2, 19)
+_ES_RETRIEVER_FEATURES = {"rrf": "Reciprocal Rank Fusion (RRF)", "linear": "linear retriever"}
+
+
+class HybridEngineMixin:
+    """What :class:`FakeEngine` needs for hybrid search (see the notes above); its hooks are
+    :meth:`_route_hybrid`, :meth:`_search_hybrid` and :meth:`_eval_knn`."""
+
+    def pipelines(self) -> dict[str, Any]:
+        return self.__dict__.setdefault("_pipelines", {})
+
+    # --- routes: search pipelines and the single-search API
+
+    def _route_hybrid(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any] | None:
+        segs = [s for s in path.split("/") if s]
+        if not self.is_es and segs[:2] == ["_search", "pipeline"] and len(segs) == 3:
+            name = segs[2]
+            if method == "PUT":
+                return self._put_pipeline(name, json.loads(body or b"{}"))
+            if method == "GET":
+                if name not in self.pipelines():
+                    return 404, {}
+                return 200, {name: self.pipelines()[name]}
+            if method == "DELETE":
+                self.pipelines().pop(name, None)
+                return 200, {"acknowledged": True}
+        if len(segs) == 2 and segs[1] == "_search" and method in ("GET", "POST"):
+            index = segs[0]
+            if index not in self.indices:
+                return self._missing(index)
+            search = json.loads(body or b"{}")
+            pipeline = (query.get("search_pipeline") or [None])[0]
+            try:
+                result = self._search_hybrid(self.indices[index], index, search, pipeline)
+                if result is None:
+                    result = self._search(self.indices[index], index, search)
+            except _RequestError as err:
+                return _error(err.status, err.etype, err.reason)
+            result.pop("status", None)
+            return 200, result
+        return None
+
+    def _put_pipeline(self, name: str, body: dict[str, Any]) -> tuple[int, Any]:
+        for proc in body.get("phase_results_processors", []):
+            ((kind, spec),) = proc.items()
+            if kind == "score-ranker-processor" and self.vtuple < OS_SCORE_RANKER_SINCE:
+                return _error(400, "parse_exception", f"Invalid processor type {kind}")
+            if kind == "normalization-processor":
+                weights = ((spec.get("combination") or {}).get("parameters") or {}).get("weights")
+                if weights is not None and abs(sum(weights) - 1.0) > 0.01:
+                    return _error(
+                        400,
+                        "illegal_argument_exception",
+                        f"sum of weights for combination must be equal to 1.0, submitted weights: {weights}",
+                    )
+        self.pipelines()[name] = body
+        return 200, {"acknowledged": True}
+
+    # --- searches
+
+    def _search_hybrid(
+        self, idx: dict[str, Any], index: str, body: dict[str, Any], pipeline: str | None = None
+    ) -> dict[str, Any] | None:
+        """The answer to a search with a retriever, a top-level knn or a hybrid query; None for any
+        other search (the plain path answers it)."""
+        size = body.get("size", 10)
+        if "retriever" in body:
+            if not self.is_es or self.vtuple < ES_RETRIEVERS_SINCE:
+                raise _RequestError(400, "parsing_exception", "Unknown key for a START_OBJECT in [retriever].")
+            ranked = self._retrieve(idx, body["retriever"], size)
+        elif "knn" in body and self.is_es:
+            knn = body["knn"]
+            ranked = self._knn_ranking(idx, knn["field"], knn["query_vector"], knn.get("k", size), knn.get("filter"))
+        elif "hybrid" in (body.get("query") or {}) and not self.is_es:
+            ranked = self._hybrid(idx, body["query"]["hybrid"], size, pipeline)
+        else:
+            return None
+        return self._hits_response(idx, index, ranked[:size], body)
+
+    def _hits_response(
+        self, idx: dict[str, Any], index: str, ranked: list[tuple[float, str]], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        hits = []
+        for score, doc_id in ranked:
+            hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
+            # The same source rules as every other answer (list form, vectors left out on ES 9.2+).
+            source = self._source_of(idx, idx["docs"][doc_id], body.get("_source"))
+            if source is not None:
+                hit["_source"] = source
+            hits.append(hit)
+        result: dict[str, Any] = {
+            "took": 1,
+            "timed_out": False,
+            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+            "hits": {"max_score": hits[0]["_score"] if hits else None, "hits": hits},
+            "status": 200,
+        }
+        if body.get("track_total_hits", True) is not False:
+            result["hits"]["total"] = {"value": len(ranked), "relation": "eq"}
+        return result
+
+    def _query_ranking(self, idx: dict[str, Any], query: dict[str, Any], flt: Any = None) -> list[tuple[float, str]]:
+        scored = []
+        for doc_id, src in idx["docs"].items():
+            matched, score = self._eval(idx, query, src)
+            if matched and self._passes(idx, flt, src):
+                scored.append((score, doc_id))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        return scored
+
+    def _passes(self, idx: dict[str, Any], flt: Any, src: dict[str, Any]) -> bool:
+        return all(self._eval(idx, f, src)[0] for f in _as_list(flt))
+
+    def _knn_ranking(
+        self, idx: dict[str, Any], field_name: str, vector: list[float], k: int, flt: Any = None
+    ) -> list[tuple[float, str]]:
+        prop = self._property(idx, field_name)
+        if prop is None or prop.get("type") not in ("dense_vector", "knn_vector"):
+            raise _RequestError(400, "illegal_argument_exception", f"field [{field_name}] is not a dense vector field")
+        dims = prop.get("dims") or prop.get("dimension")
+        if len(vector) != dims:
+            raise _RequestError(
+                400,
+                "illegal_argument_exception",
+                f"The query vector has a different number of dimensions [{len(vector)}] than the document "
+                f"vectors [{dims}].",
+            )
+        if prop["type"] == "dense_vector":
+            space = {"cosine": "cosine", "dot_product": "dot", "l2_norm": "l2"}[prop.get("similarity", "cosine")]
+        else:
+            method = prop.get("method") or {}
+            space = {"cosinesimil": "cosine", "innerproduct": "ip", "l2": "l2"}[
+                method.get("space_type", prop.get("space_type", "l2"))
+            ]
+        scored = []
+        for doc_id, src in idx["docs"].items():
+            doc = src.get(field_name)
+            if doc is None or not self._passes(idx, flt, src):
+                continue
+            scored.append((_vector_score(space, vector, doc, self.is_es), doc_id))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        return scored[:k]
+
+    def _property(self, idx: dict[str, Any], name: str) -> dict[str, Any] | None:
+        return idx["mappings"].get("properties", {}).get(name)
+
+    def _eval_knn(self, idx: dict[str, Any], spec: dict[str, Any], src: dict[str, Any]) -> tuple[bool, float]:
+        """OpenSearch's ``knn`` query: a hit when the document is among the k nearest."""
+        if self.is_es:
+            raise _RequestError(400, "parsing_exception", "unknown query [knn]")
+        ((fname, inner),) = spec.items()
+        ranked = self._knn_ranking(idx, fname, inner["vector"], inner["k"], inner.get("filter"))
+        me = self._doc_id(idx, src)
+        for score, doc_id in ranked:
+            if doc_id == me:
+                return True, score
+        return False, 0.0
+
+    @staticmethod
+    def _doc_id(idx: dict[str, Any], src: dict[str, Any]) -> str | None:
+        for doc_id, doc in idx["docs"].items():
+            if doc is src:
+                return doc_id
+        return None
+
+    # --- Elasticsearch retrievers
+
+    def _retrieve(self, idx: dict[str, Any], container: dict[str, Any], size: int) -> list[tuple[float, str]]:
+        ((kind, spec),) = container.items()
+        flt = spec.get("filter")
+        if kind == "standard":
+            ranked = self._query_ranking(idx, spec.get("query", {"match_all": {}}), flt)
+            return ranked
+        if kind == "knn":
+            return self._knn_ranking(idx, spec["field"], spec["query_vector"], spec["k"], flt)
+        if kind in ("rrf", "linear"):
+            if kind == "linear" and self.vtuple < ES_LINEAR_RETRIEVER_SINCE:
+                raise _RequestError(400, "x_content_parse_exception", "unknown retriever [linear]")
+            if self.license not in ("trial", "enterprise"):
+                raise _RequestError(
+                    403,
+                    "security_exception",
+                    f"current license is non-compliant for [{_ES_RETRIEVER_FEATURES[kind]}]",
+                )
+            window = spec.get("rank_window_size", size)
+            if window < size:
+                raise _RequestError(
+                    400,
+                    "illegal_argument_exception",
+                    f"[rank_window_size] must be greater than or equal to [size], got {window} and {size}",
+                )
+            fused: dict[str, float] = defaultdict(float)
+            for child in spec["retrievers"]:
+                if kind == "rrf":
+                    inner = child.get("retriever", child) if "retriever" in child else child
+                    ranked = self._retrieve(idx, inner, window)[:window]
+                    for rank, (_, doc_id) in enumerate(ranked, start=1):
+                        fused[doc_id] += 1.0 / (spec.get("rank_constant", 60) + rank)
+                else:
+                    ranked = self._retrieve(idx, child["retriever"], window)[:window]
+                    for score, doc_id in _es_minmax(ranked, child.get("normalizer", "none")):
+                        fused[doc_id] += child.get("weight", 1.0) * score
+            out = sorted(((s, d) for d, s in fused.items()), key=lambda t: (-t[0], t[1]))
+            return [(s, d) for s, d in out if self._passes(idx, flt, idx["docs"][d])]
+        raise _RequestError(400, "x_content_parse_exception", f"unknown retriever [{kind}]")
+
+    # --- OpenSearch hybrid query
+
+    def _hybrid(
+        self, idx: dict[str, Any], hybrid: dict[str, Any], size: int, pipeline: str | None
+    ) -> list[tuple[float, str]]:
+        if pipeline is None:
+            raise _RequestError(400, "illegal_argument_exception", "hybrid query must be used with a search pipeline")
+        if pipeline not in self.pipelines():
+            raise _RequestError(404, "resource_not_found_exception", f"Pipeline {pipeline} is not defined")
+        ((kind, spec),) = self.pipelines()[pipeline]["phase_results_processors"][0].items()
+        legs = [self._query_ranking(idx, q, hybrid.get("filter"))[:size] for q in hybrid["queries"]]
+        fused: dict[str, float] = defaultdict(float)
+        if kind == "score-ranker-processor":
+            k = spec["combination"].get("rank_constant", 60)
+            for leg in legs:
+                for rank, (_, doc_id) in enumerate(leg, start=1):
+                    fused[doc_id] += 1.0 / (k + rank)
+        else:
+            weights = (spec.get("combination") or {}).get("parameters", {}).get("weights") or [1.0] * len(legs)
+            for leg, w in zip(legs, weights):
+                for score, doc_id in _os_minmax(leg):
+                    fused[doc_id] += w * score
+            fused = defaultdict(float, {d: s / sum(weights) for d, s in fused.items()})
+        return sorted(((s, d) for d, s in fused.items()), key=lambda t: (-t[0], t[1]))
+
+
+def _vector_score(space: str, query: list[float], doc: list[float], is_es: bool) -> float:
+    import math
+
+    dot = sum(a * b for a, b in zip(query, doc))
+    if space == "cosine":
+        norm = math.sqrt(sum(a * a for a in query)) * math.sqrt(sum(b * b for b in doc))
+        return (1.0 + (dot / norm if norm else 0.0)) / 2.0
+    if space == "dot":
+        return (1.0 + dot) / 2.0
+    if space == "ip":
+        return dot + 1.0 if dot >= 0 else 1.0 / (1.0 - dot)
+    return 1.0 / (1.0 + sum((a - b) ** 2 for a, b in zip(query, doc)))
+
+
+def _es_minmax(ranked: list[tuple[float, str]], normalizer: str) -> list[tuple[float, str]]:
+    if normalizer != "minmax" or not ranked:
+        return ranked
+    scores = [s for s, _ in ranked]
+    lo, hi = min(scores), max(scores)
+    if abs(hi - lo) < 1e-6:
+        return ranked  # Elasticsearch keeps the raw scores of a leg whose scores are all equal
+    return [((s - lo) / (hi - lo), d) for s, d in ranked]
+
+
+def _os_minmax(ranked: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    if not ranked:
+        return ranked
+    scores = [s for s, _ in ranked]
+    lo, hi = min(scores), max(scores)
+    out = []
+    for s, d in ranked:
+        if hi == lo:
+            out.append((1.0, d))
+        else:
+            n = (s - lo) / (hi - lo)
+            out.append((n if n != 0.0 else 0.001, d))
+    return out
+
+
 @dataclass
-class FakeEngine:
+class FakeEngine(HybridEngineMixin):
     flavor: str = "elasticsearch"  # or "opensearch"
     version: str = "9.1.0"
     plugins: tuple[str, ...] = ("opensearch-neural-search", "opensearch-knn")
@@ -246,6 +540,7 @@ class FakeEngine:
     # Per-item bulk faults: document id -> deque of (status, error type), one per attempt.
     item_faults: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
     require_auth: str | None = None  # the exact Authorization header value to accept
+    license: str = "trial"  # Elasticsearch licence: "basic" has no rrf/linear retrievers
 
     def __post_init__(self) -> None:
         self.requests: list[Recorded] = []
@@ -334,6 +629,9 @@ class FakeEngine:
 
     def _route(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any]:
         segs = [s for s in path.split("/") if s]
+        hybrid = self._route_hybrid(method, path, query, body)
+        if hybrid is not None:
+            return hybrid
         if method == "GET" and not segs:
             return 200, self._info()
         if segs[:2] == ["_cat", "plugins"]:
@@ -622,6 +920,9 @@ class FakeEngine:
         return 200, {"took": 1, "responses": responses}
 
     def _search(self, idx: dict[str, Any], index: str, body: dict[str, Any]) -> dict[str, Any]:
+        hybrid = self._search_hybrid(idx, index, body)
+        if hybrid is not None:
+            return hybrid
         size = body.get("size", 10)
         scored = []
         for doc_id, src in idx["docs"].items():
@@ -714,6 +1015,8 @@ class FakeEngine:
         ((kind, spec),) = q.items()
         if kind == "match_all":
             return True, float32(spec.get("boost", 1.0)) if isinstance(spec, dict) else 1.0
+        if kind == "knn":
+            return self._eval_knn(idx, spec, src)
         if kind == "sparse_vector":
             return self._sparse_vector_query(idx, spec, src, named)
         if kind == "neural_sparse":

@@ -102,7 +102,7 @@ def test_create_index_body_matches_spec_and_mapping(conn, engine, validator):
     validator.validate_request("PUT", create.path, create.body)
     body = create.json()
     props = body["mappings"]["properties"]
-    assert props["sparse"] == {"type": "sparse_vector"}
+    assert props["sparse"] == {"type": "sparse_vector", "index_options": {"prune": False}}  # exact, explicitly
     assert props["text"] == {"type": "text"}
     assert props["payload"]["properties"] == {"lang": {"type": "keyword"}, "year": {"type": "integer"}}
     assert props["dense"] == {"type": "dense_vector", "dims": 3, "index": True, "similarity": "cosine"}
@@ -195,13 +195,23 @@ def test_payload_can_be_left_out_and_empty_query_gives_no_hits(conn, engine):
     assert engine.calls(r"/_msearch$")[0].lines()[1]["_source"] is False
 
 
-def test_dense_only_query_is_refused_and_hybrid_is_noted(conn):
+def test_dense_only_query_is_a_knn_search_and_hybrid_goes_to_the_rrf_retriever(conn, engine, validator):
     conn.ensure_index(spec(dense_field="dense", dense_size=2))
-    conn.write([Record("x", "t", vec({"cat": 1.0}), {}, [0.1, 0.2])])
-    with pytest.raises(ConnectorError, match="dense-only"):
-        conn.search([Query(dense=[0.1, 0.2])])
+    conn.write(
+        [Record("x", "t", vec({"cat": 1.0}), {}, [0.1, 0.2]), Record("y", "t", vec({"dog": 1.0}), {}, [0.2, 0.1])]
+    )
+    (dense,) = conn.search([Query(dense=[0.1, 0.2])])
+    assert [h.id for h in dense.hits] == ["x", "y"]
+    assert dense.hits[0].score == pytest.approx(1.0)  # cosine 1 -> (1 + 1) / 2
     (res,) = conn.search([Query(sparse=vec({"cat": 1.0}), dense=[0.1, 0.2])])
-    assert res.hits[0].id == "x" and "dense vector ignored" in res.notes[0]
+    assert [h.id for h in res.hits] == ["x", "y"] and res.notes == []
+    # x: rank 1 in both legs; y: rank 2 in the dense leg only.
+    assert [h.score for h in res.hits] == pytest.approx([2 / 61, 1 / 62])
+    lines = [r.lines() for r in engine.calls(r"/_msearch$")]
+    body = lines[-1][1]
+    assert set(body["retriever"]["rrf"]) == {"retrievers", "rank_constant", "rank_window_size"}
+    for req in engine.calls(r"/_msearch$"):
+        validator.validate_request(req.method, req.path, req.body)
 
 
 @pytest.mark.parametrize("version", ["8.11.0", "8.13.4", "8.14.3"])

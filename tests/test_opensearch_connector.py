@@ -105,7 +105,11 @@ def test_rank_features_index_body(conn, engine, validator):
     body = create.json()
     props = body["mappings"]["properties"]
     assert props["sparse"] == {"type": "rank_features"}
-    assert props["dense"] == {"type": "knn_vector", "dimension": 4}
+    assert props["dense"] == {
+        "type": "knn_vector",
+        "dimension": 4,
+        "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
+    }
     assert body["settings"] == {"index": {"number_of_replicas": 0, "knn": True}}
     assert conn.index_metadata() == META
 
@@ -172,6 +176,8 @@ def test_query_weights_above_64_are_rescaled_with_a_note(conn, engine, validator
 
 def test_seismic_sparse_vector_index(seismic, engine, validator):
     seismic.ensure_index(spec(options={"approximate_threshold": 5000, "n_postings": 100}))
+    assert engine.calls(r"^/docs$", "PUT") == []  # created at the first write, ceilings fitted to it
+    assert not seismic.write(DOCS).failed
     body = engine.calls(r"^/docs$", "PUT")[0].json()
     assert body["settings"] == {"index": {"sparse": True}}
     assert body["mappings"]["properties"]["sparse"] == {
@@ -183,10 +189,11 @@ def test_seismic_sparse_vector_index(seismic, engine, validator):
                 "cluster_ratio": 0.1,
                 "summary_prune_ratio": 0.4,
                 "approximate_threshold": 5000,
+                "quantization_ceiling_ingest": 2.4,  # largest weight 2.0, +20%
+                "quantization_ceiling_search": 16.0,
             },
         },
     }
-    assert not seismic.write(DOCS).failed
     lines = engine.calls(r"/_bulk$")[0].lines()
     assert lines[1]["sparse"] == {"1057": 0.2, "2938": 0.5, "4937": 1.5}  # token ids as strings
     q = vec({"cat": 1.0, "mat": 2.0})
