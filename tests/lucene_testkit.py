@@ -284,7 +284,7 @@ class HybridEngineMixin:
             if method == "DELETE":
                 self.pipelines().pop(name, None)
                 return 200, {"acknowledged": True}
-        if len(segs) == 2 and segs[1] == "_search" and method in ("GET", "POST"):
+        if len(segs) == 2 and segs[1] == "_search" and method in ("GET", "POST") and "scroll" not in query:
             index = segs[0]
             if index not in self.indices:
                 return self._missing(index)
