@@ -6,6 +6,11 @@ right before the vocabulary projection (the model's output embeddings) and passe
 input and weights instead, so ``SpladePooling`` can project only real tokens, block by block. A
 one-off self-check at load time falls back to full logits for architectures that post-process
 their logits after that projection.
+
+Precision (``precision=`` or sentence-transformers' ``model_kwargs={"dtype": torch.bfloat16}``) is
+resolved here: bf16 loads bf16 weights, int8 quantizes the Linear layers of the encoder
+dynamically (the vocabulary projection stays fp32); both fall back to fp32, with a warning, on a
+CPU without the instructions that make them fast (see ``sparsebridge.precision``).
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
+from ..precision import effective_precision, precision_from_kwargs, quantize_int8, torch_dtype
 from .base import Module, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 ST_CONFIG_FILE = "sentence_bert_config.json"
 TASKS = ("fill-mask", "feature-extraction")
+# transformers renamed from_pretrained's torch_dtype to dtype in 4.56.
+_DTYPE_KEY = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+# How closely projecting the captured states must reproduce the model's own logits, per dtype.
+_SELF_CHECK_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
 class _CaptureInput(nn.Module):
@@ -63,6 +74,8 @@ class Transformer(Module):
         do_lower_case: bool = False,
         tokenizer_name_or_path: str | None = None,
         transformer_task: str = "feature-extraction",
+        precision: str | None = None,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         if transformer_task not in TASKS:
@@ -73,6 +86,10 @@ class Transformer(Module):
         tokenizer_args = dict(tokenizer_args or {})
         config_args = dict(config_args or {})
         name = str(model_name_or_path)
+        backend = model_args.pop("backend", backend)
+        asked = precision_from_kwargs(model_args, precision)
+        self.precision = effective_precision(asked, "cuda" if torch.cuda.is_available() else "cpu")
+        model_args[_DTYPE_KEY] = torch_dtype(self.precision)
 
         config = AutoConfig.from_pretrained(name, cache_dir=cache_dir, **config_args)
         auto_cls = AutoModelForMaskedLM if transformer_task == "fill-mask" else AutoModel
@@ -96,6 +113,9 @@ class Transformer(Module):
             if self._projection_path is not None and not self._projection_matches_logits():
                 logger.info("%s post-processes its logits; using full logits", type(self.auto_model).__name__)
                 self._projection_path = None
+        if self.precision == "int8":
+            keep = self.auto_model.get_output_embeddings() if self._projection_path else None
+            self.auto_model = quantize_int8(self.auto_model, skip=keep)
 
     # -- tokenization ---------------------------------------------------------------------
     def tokenize(self, texts: list[str], padding: bool | str = True, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -168,7 +188,8 @@ class Transformer(Module):
             self.auto_model(**inputs, return_dict=True)
         if capture.captured is None or capture.captured.shape[:-1] != logits.shape[:-1]:
             return False
-        return torch.allclose(projection(capture.captured), logits, atol=1e-4, rtol=1e-4)
+        tol = _SELF_CHECK_TOL.get(logits.dtype, 1e-4)
+        return torch.allclose(projection(capture.captured), logits, atol=tol, rtol=tol)
 
     # -- properties -----------------------------------------------------------------------
     def get_word_embedding_dimension(self) -> int:
@@ -198,6 +219,8 @@ class Transformer(Module):
         tokenizer_args: dict[str, Any] | None = None,
         config_args: dict[str, Any] | None = None,
         cache_dir: str | None = None,
+        precision: str | None = None,
+        backend: str = "torch",
         **_: Any,
     ) -> Transformer:
         path = Path(input_path)
@@ -222,6 +245,8 @@ class Transformer(Module):
             config_args=config_args,
             cache_dir=cache_dir,
             transformer_task=task,
+            precision=precision,
+            backend=backend,
         )
 
 
