@@ -368,14 +368,14 @@ def collapse_passages(hits: Iterable[Hit | SearchHit]) -> list[str]:
 # --------------------------------------------------------------------------- encoders
 
 
-def load_sparse_encoder(name_or_path: str, device: str | None = None) -> Any:
+def load_sparse_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Any:
     """The SPLADE encoder named in the config (``packaged:splade`` by default)."""
     import sparsebridge
 
     encoder_cls = getattr(sparsebridge, "SparseEncoder", None)
     if encoder_cls is None:
         raise ConfigError("this sparsebridge build has no SparseEncoder (sparsebridge.SparseEncoder)")
-    return encoder_cls(resolve_model(name_or_path), device=device)
+    return encoder_cls(resolve_model(name_or_path), device=device, precision=precision)
 
 
 def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
@@ -545,7 +545,7 @@ class Pipeline:
             connector = connector_from_config(config)
         try:
             if encoder is None:
-                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device)
+                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device, config.model.precision)
             query_encoder = load_query_encoder(config.model.query_side, encoder, config)
             if dense_encoder is None and config.search.hybrid:
                 dense_encoder = load_dense_encoder(config.search.dense_model, config.model.device)
