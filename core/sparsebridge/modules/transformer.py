@@ -26,6 +26,7 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
+from ..errors import ModelLoadError
 from ..precision import effective_precision, precision_from_kwargs, quantize_int8, torch_dtype
 from .base import Module, read_json, write_json
 
@@ -35,6 +36,8 @@ ST_CONFIG_FILE = "sentence_bert_config.json"
 TASKS = ("fill-mask", "feature-extraction")
 # transformers renamed from_pretrained's torch_dtype to dtype in 4.56.
 _DTYPE_KEY = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+# model_kwargs for the ONNX / OpenVINO backends (as sentence-transformers names them), not for transformers.
+_BACKEND_KWARGS = ("file_name", "subfolder", "export", "provider", "ov_config", "session_options")
 # How closely projecting the captured states must reproduce the model's own logits, per dtype.
 _SELF_CHECK_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
@@ -86,10 +89,12 @@ class Transformer(Module):
         tokenizer_args = dict(tokenizer_args or {})
         config_args = dict(config_args or {})
         name = str(model_name_or_path)
-        backend = model_args.pop("backend", backend)
+        self.backend = model_args.pop("backend", backend)
+        backend_options = {k: model_args.pop(k) for k in _BACKEND_KWARGS if k in model_args}
         asked = precision_from_kwargs(model_args, precision)
         self.precision = effective_precision(asked, "cuda" if torch.cuda.is_available() else "cpu")
-        model_args[_DTYPE_KEY] = torch_dtype(self.precision)
+        # ONNX / OpenVINO export from (and project with) the fp32 torch model.
+        model_args[_DTYPE_KEY] = torch_dtype(self.precision if self.backend == "torch" else "fp32")
 
         config = AutoConfig.from_pretrained(name, cache_dir=cache_dir, **config_args)
         auto_cls = AutoModelForMaskedLM if transformer_task == "fill-mask" else AutoModel
@@ -113,9 +118,47 @@ class Transformer(Module):
             if self._projection_path is not None and not self._projection_matches_logits():
                 logger.info("%s post-processes its logits; using full logits", type(self.auto_model).__name__)
                 self._projection_path = None
-        if self.precision == "int8":
+        self._runner = None
+        if self.backend != "torch":
+            self._start_runner(Path(name), backend_options)
+        elif self.precision == "int8":
             keep = self.auto_model.get_output_embeddings() if self._projection_path else None
             self.auto_model = quantize_int8(self.auto_model, skip=keep)
+
+    def _start_runner(self, folder: Path, options: dict[str, Any]) -> None:
+        """Run the transformer with ONNX Runtime / OpenVINO; we keep the projection and pooling."""
+        from ..backends import load_runner
+
+        if self.transformer_task != "fill-mask":
+            raise ModelLoadError(f"backend {self.backend!r} runs masked-LM (sparse) models only; use 'torch'")
+        names = list(self.tokenizer.model_input_names)
+        self._runner = load_runner(self.backend, folder, options, self.auto_model, names, self.precision)
+        projection = self.auto_model.get_output_embeddings()
+        self._backend_projection = None
+        if self._runner.cut and isinstance(projection, nn.Linear):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+            self._backend_projection = nn.Linear(projection.in_features, projection.out_features, dtype=dtype)
+            self._backend_projection.load_state_dict(projection.state_dict())
+            self._backend_projection.requires_grad_(False)
+            if not self._runner_cut_matches(projection):
+                logger.warning(
+                    "%s: cutting the graph before the projection changed the logits; using full logits",
+                    self._runner.path,
+                )
+                self._runner.drop_cut()
+        elif self._runner.cut:
+            self._runner.drop_cut()
+        self._runner.release_full_graph()
+
+    @torch.no_grad()
+    def _runner_cut_matches(self, projection: nn.Linear) -> bool:
+        probe = self._model_inputs(self.tokenize(["sparse retrieval check", "a"]))
+        hidden, _ = self._runner(probe)
+        logits = self._runner.full_logits(probe)
+        if hidden.shape[:-1] != logits.shape[:-1] or hidden.shape[-1] != projection.in_features:
+            return False
+        # Loose on purpose: a quantized file's own projection is int8 and ours fp32; a wrong cut is ~100% off.
+        return bool((projection(hidden.float()) - logits).norm() <= 0.05 * logits.norm())
 
     # -- tokenization ---------------------------------------------------------------------
     def tokenize(self, texts: list[str], padding: bool | str = True, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -141,6 +184,14 @@ class Transformer(Module):
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         inputs = self._model_inputs(features)
+        if self._runner is not None:
+            out, is_hidden = self._runner(inputs)
+            if is_hidden:
+                features["token_hidden"] = out
+                features["vocab_projection"] = self._backend_projection
+            else:
+                features["token_embeddings"] = out
+            return features
         if self.transformer_task == "feature-extraction":
             out = self.auto_model(**inputs, return_dict=True)
             features["token_embeddings"] = out.last_hidden_state
