@@ -178,6 +178,8 @@ def export_static_quantized_openvino_model(
 
     options = dict(quantization_config or {})
     options.setdefault("subset_size", min(300, len(texts)))
+    # Transformer-aware placement (no quantizers where they hurt: LayerNorm inputs, softmax, ...).
+    options.setdefault("model_type", nncf.ModelType.TRANSFORMER)
     quantized = nncf.quantize(ov_model, nncf.Dataset(texts, feed), **options)
     target = folder / ov_backend.SUBFOLDER / f"openvino_model_{file_suffix}.xml"
     target.parent.mkdir(parents=True, exist_ok=True)
