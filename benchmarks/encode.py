@@ -142,7 +142,10 @@ def load_variant(variant: str, model_path: str, work: Path):
 
             export_static_quantized_openvino_model(SparseEncoder(model_path, backend="openvino"), None, model_path)
         return SparseEncoder(model_path, backend="openvino", model_kwargs={"file_name": OV_INT8_FILE})
+    exported = any((Path(model_path) / backend).glob("*.onnx" if backend == "onnx" else "*.xml"))
     model = SparseEncoder(model_path, backend=backend)
+    if not exported:  # keep the export for the next rounds
+        model.save_pretrained(model_path)
     return model
 
 
