@@ -117,3 +117,13 @@ def test_encoder_attribute_fixes_the_count(encoder, monkeypatch):
     finally:
         del encoder.num_threads
     assert seen == [1]
+
+
+def test_runnable_others_excludes_our_own_threads(monkeypatch, tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.50 0.40 0.30 3/120 4242\n")
+    monkeypatch.setattr(threads, "_LOADAVG", loadavg)
+    monkeypatch.setattr(threads, "_own_running_threads", lambda: 1)
+    assert threads.runnable_others() == 2.0
+    monkeypatch.setattr(threads, "_own_running_threads", lambda: 3)  # our spinning workers are not foreign
+    assert threads.runnable_others() == 0.0

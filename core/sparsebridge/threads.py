@@ -74,13 +74,26 @@ def _own_seconds() -> float:
     return t.user + t.system
 
 
+def _own_running_threads() -> int:
+    """Threads of this process running right now (ours, e.g. OpenMP workers still spinning)."""
+    count = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            # The state follows the parenthesised command name, which may itself contain spaces.
+            if stat.read_text().rpartition(")")[2].split()[0] == "R":
+                count += 1
+        except (OSError, IndexError):
+            continue
+    return max(count, 1)
+
+
 def runnable_others() -> float:
-    """Tasks runnable right now, other than the one reading (``/proc/loadavg``'s running count)."""
+    """Tasks of other processes runnable right now (``/proc/loadavg``'s running count less ours)."""
     try:
         running = int(_LOADAVG.read_text().split()[3].split("/")[0])
     except (OSError, IndexError, ValueError):
         return 0.0
-    return float(max(running - 1, 0))
+    return float(max(running - _own_running_threads(), 0))
 
 
 class ThreadBudget:
