@@ -123,3 +123,16 @@ def test_openvino_exports_on_first_load_with_explicit_precision(folder, texts, f
     assert "float32" in str(runner.compiled.get_property("INFERENCE_PRECISION_HINT"))  # not bf16, even on AMX
     got = model.encode(texts, convert_to_sparse_tensor=False)
     assert torch.allclose(got, fp32, atol=1e-4)
+
+
+def test_openvino_bf16_is_asked_for_explicitly(folder, texts, fp32):
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from sparsebridge import precision
+
+    if not precision.cpu_capabilities()["bf16"]:
+        pytest.skip("this CPU has no bf16 instructions: OpenVINO runs f32 whatever the hint")
+    model = SparseEncoder(str(folder), backend="openvino", precision="bf16")
+    assert "bfloat16" in str(model[0]._runner.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    got = model.encode(texts, convert_to_sparse_tensor=False)
+    cos = torch.nn.functional.cosine_similarity(got, fp32, dim=1)
+    assert cos.min() >= 0.999  # the bf16 bound of tests/test_precision.py
