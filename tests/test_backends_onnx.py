@@ -136,3 +136,10 @@ def test_openvino_bf16_is_asked_for_explicitly(folder, texts, fp32):
     got = model.encode(texts, convert_to_sparse_tensor=False)
     cos = torch.nn.functional.cosine_similarity(got, fp32, dim=1)
     assert cos.min() >= 0.999  # the bf16 bound of tests/test_precision.py
+
+
+def test_installed_package_folders_are_never_written(splade_path):
+    """The packaged model lives in site-packages: its first-load export goes to a temporary folder."""
+    model = SparseEncoder(str(splade_path), backend="onnx")
+    assert not (splade_path / "onnx").exists()
+    assert splade_path not in model[0]._runner.path.parents

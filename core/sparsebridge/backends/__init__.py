@@ -38,10 +38,25 @@ def _threads() -> int:
     return fixed if fixed is not None else max(1, usable_cores() - round(runnable_others()))
 
 
+def _package_dirs() -> list[str]:
+    import site
+    import sysconfig
+
+    dirs = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    dirs.update(getattr(site, "getsitepackages", list)())
+    return sorted(dirs)
+
+
 def _export_folder(folder: Path, subfolder: str) -> Path:
-    """Where a first-load export goes: the model folder if we may write there, else a temporary one."""
+    """Where a first-load export goes: the model folder if we may write there, else a temporary one.
+
+    Folders of installed packages (the packaged models) are never written to.
+    """
     target = folder / subfolder
     try:
+        resolved = folder.resolve()
+        if any(resolved.is_relative_to(Path(p).resolve()) for p in _package_dirs()):
+            raise PermissionError(f"{folder} belongs to an installed package")
         target.mkdir(parents=True, exist_ok=True)
         probe = target / ".sparsebridge-write-test"
         probe.touch()
