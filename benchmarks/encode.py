@@ -347,11 +347,14 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
     texts_file = Path(tmp) / "texts.json"
     texts_file.write_text(json.dumps(texts))
     runs: dict[str, list[dict]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
+    for round_no in range(1, args.rounds + 1):
         for variant in variants:
             if runs[variant] and "error" in runs[variant][-1]:
                 continue
-            runs[variant].append(run_worker(variant, args, tmp, texts_file))
+            r = run_worker(variant, args, tmp, texts_file)
+            runs[variant].append(r)
+            shown = r.get("error") or f"{r['docs'] / r['seconds']:.2f} docs/s, foreign load {r['foreign']:.2f} cores"
+            print(f"round {round_no} {variant}: {shown}", file=sys.stderr, flush=True)
     ok = {v: [r for r in rs if "error" not in r] for v, rs in runs.items()}
     first = next((rs[0] for rs in ok.values() if rs), None)
     if first is None:
