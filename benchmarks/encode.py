@@ -7,7 +7,8 @@
 
 Each variant runs in its own subprocess (so its peak RSS is its own), in alternating rounds, on the
 first N documents (title + text) of a BEIR corpus. Ours: ``fp32``, ``bf16``, ``int8`` (torch),
-``onnx``, ``onnx-qint8``, ``openvino`` (our backends). sentence-transformers': ``st-fp32``,
+``onnx``, ``onnx-qint8``, ``openvino`` (our backends), ``fp32-fixed`` (fp32 with all ``--threads``
+whatever the load: the thread budget off). sentence-transformers': ``st-fp32``,
 ``st-bf16`` (this venv), and ``st-onnx``, ``st-onnx-qint8``, ``st-openvino``, ``st-openvino-int8``
 from a peer virtual environment (``--peer-python``, default /work/venvs/st5-onnx: its ONNX backend
 needs optimum-onnx, which needs transformers<4.58); a variant whose environment is missing is
@@ -39,7 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino")
+# fp32-fixed: fp32 with all --threads threads whatever the load (the thread budget off).
+OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "fp32-fixed")
 THEIRS = ("st-fp32", "st-bf16", "st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
 PEER_VARIANTS = ("st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
 DEFAULT_VARIANTS = "fp32,bf16,int8,onnx,openvino,st-fp32,st-bf16,st-onnx,st-onnx-qint8,st-openvino"
@@ -115,6 +117,10 @@ def load_variant(variant: str, model_path: str, work: Path):
 
         if variant in ("fp32", "bf16", "int8"):
             return SparseEncoder(model_path, device="cpu", precision=variant)
+        if variant == "fp32-fixed":
+            model = SparseEncoder(model_path, device="cpu")
+            model.num_threads = torch.get_num_threads()
+            return model
         if variant == "onnx-qint8":
             if not (Path(model_path) / ONNX_QINT8_FILE).is_file():
                 from sparsebridge.backends import export_dynamic_quantized_onnx_model
