@@ -70,8 +70,8 @@ def test_splade_pooling_chunk_size_round_trip(encoder):
 
 
 def test_unsupported_backend_is_refused(splade_path):
-    with pytest.raises(ValueError, match="backend 'onnx'"):
-        SparseEncoder(str(splade_path), backend="onnx")
+    with pytest.raises(ValueError, match="backend 'tensorrt'"):
+        SparseEncoder(str(splade_path), backend="tensorrt")
 
 
 def test_save_load_round_trip_and_oracle_loads_ours(encoder, tmp_path):

@@ -24,9 +24,11 @@ from .modules.base import Module, write_json
 from .modules.transformer import Transformer
 from .peft_adapters import PeftAdapterMixin
 from .similarity import SimilarityFunction
+from .threads import cpu_thread_budget
 
 logger = logging.getLogger(__name__)
 
+BACKENDS = ("torch", "onnx", "openvino")
 QUERY_PROMPT_NAMES = ("query",)
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
@@ -90,9 +92,12 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         backend: str = "torch",
+        precision: str | None = None,
     ) -> None:
-        if backend != "torch":
-            raise ValueError(f"backend {backend!r} is not supported; sparsebridge runs models with 'torch'")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
+        # The transformer module resolves both (see modules/transformer.py and precision.py).
+        model_kwargs = {**(model_kwargs or {}), "backend": backend, **({"precision": precision} if precision else {})}
         model_config: dict[str, Any] = {}
         if model_name_or_path is not None:
             if modules is not None:
@@ -277,15 +282,19 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         self.eval()
         device = self.device
         starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc="Batches") if show_progress_bar else starts:
-            batch = [texts[i] for i in order[start : start + batch_size]]
-            features = self.tokenize(batch, **tokenize_kwargs)
-            features = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
-            if prompt_length:
-                features["prompt_length"] = prompt_length
-            with torch.inference_mode():
-                out = self.forward(features, **forward_kwargs)["sentence_embedding"]
-            batches.append(finish(out))
+        # One intra-op thread per free CPU core, re-measured between batches (see threads.py).
+        with cpu_thread_budget(device, getattr(self, "num_threads", None)) as budget:
+            for start in tqdm(starts, desc="Batches") if show_progress_bar else starts:
+                if budget is not None:
+                    budget.tick()
+                batch = [texts[i] for i in order[start : start + batch_size]]
+                features = self.tokenize(batch, **tokenize_kwargs)
+                features = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+                if prompt_length:
+                    features["prompt_length"] = prompt_length
+                with torch.inference_mode():
+                    out = self.forward(features, **forward_kwargs)["sentence_embedding"]
+                batches.append(finish(out))
         return order, batches
 
     def _encode_in_pool(self, texts: list[str], single: bool, **kwargs: Any) -> Any:

@@ -60,6 +60,7 @@ class SparseEncoder(BaseEncoder):
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         backend: str = "torch",
+        precision: str | None = None,
     ) -> None:
         super().__init__(
             model_name_or_path,
@@ -77,6 +78,7 @@ class SparseEncoder(BaseEncoder):
             tokenizer_kwargs=tokenizer_kwargs,
             config_kwargs=config_kwargs,
             backend=backend,
+            precision=precision,
         )
         if max_active_dims is None:
             # A CSR model keeps the k of its sparse auto-encoder unless told otherwise.
