@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import EncodeArgumentError, EncodeInputTypeError
-from .loading import MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
+from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .modules.base import Module, kwargs_for, write_json
 from .modules.pooling import Pooling
 from .modules.router import Router
@@ -90,8 +90,10 @@ def _check_texts(inputs: Any) -> tuple[list[str | tuple[str, str]], bool]:
     if isinstance(inputs, str):
         _check_encodable(inputs, "inputs")
         return [inputs], True
+    single = False
     if isinstance(inputs, np.ndarray):
-        items = inputs.tolist() if inputs.ndim else [inputs.item()]
+        single = inputs.ndim == 0
+        items = [inputs.item()] if single else inputs.tolist()
     elif is_singular_input(inputs) and (not isinstance(inputs, Iterable) or isinstance(inputs, (bytes, dict))):
         raise EncodeInputTypeError(
             f"inputs must be a string, a text pair or a list of them, got {type(inputs).__name__}"
@@ -111,7 +113,7 @@ def _check_texts(inputs: Any) -> tuple[list[str | tuple[str, str]], bool]:
             raise EncodeInputTypeError(f"inputs[{i}] is {type(item).__name__}, expected str or a pair of str")
     if texts and any(isinstance(t, tuple) for t in texts) and not all(isinstance(t, tuple) for t in texts):
         raise EncodeArgumentError("inputs mix single texts and text pairs; pass one kind per call")
-    return texts, False
+    return texts, single
 
 
 def _check_encodable(text: str, where: str) -> None:
@@ -193,6 +195,12 @@ class BaseEncoder(nn.Sequential):
         super().__init__(modules or OrderedDict())
         self.model_name_or_path = None if model_name_or_path is None else str(model_name_or_path)
         self.backend = backend
+        self.trust_remote_code = trust_remote_code
+        # Extra keyword arguments per module name, from modules.json "kwargs" entries ({} for a
+        # loaded model without any, None for one assembled from modules, as in sentence-transformers).
+        self.module_kwargs: dict[str, list[str]] | None = (
+            None if model_name_or_path is None else model_config.pop(MODULE_KWARGS_KEY, {})
+        )
 
         # User prompts first, then saved ones fill what the user left unset (sentence-transformers' order).
         self.prompts: dict[str, str] = {**self._default_prompts, **(prompts or {})}  # type: ignore[dict-item]
@@ -363,6 +371,8 @@ class BaseEncoder(nn.Sequential):
         names: set[str] = set()
         for module in self.modules():  # routers' routes included
             names.update(getattr(module, "forward_kwargs", ()) if module is not self else ())
+        for declared in (self.module_kwargs or {}).values():
+            names.update(declared)
         return sorted(names)
 
     def set_pooling_include_prompt(self, include_prompt: bool) -> None:
@@ -392,8 +402,13 @@ class BaseEncoder(nn.Sequential):
 
     def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Run the modules in order; each gets only the keyword arguments it declares, a router all."""
-        for module in self._modules.values():
-            input = module(input, **(kwargs if isinstance(module, Router) else kwargs_for(module, kwargs)))
+        for name, module in self._modules.items():
+            if isinstance(module, Router):
+                passed = kwargs
+            else:
+                declared = (self.module_kwargs or {}).get(name, ())
+                passed = {**kwargs_for(module, kwargs), **{k: v for k, v in kwargs.items() if k in declared}}
+            input = module(input, **passed)
         return input
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
@@ -555,7 +570,10 @@ class BaseEncoder(nn.Sequential):
                 raise TypeError(f"module {idx} ({type(module).__name__}) cannot be saved: not a sparsebridge Module")
             rel = "" if idx == 0 and module.save_in_root else f"{idx}_{type(module).__name__}"
             module.save(root / rel, safe_serialization=safe_serialization)
-            entries.append({"idx": idx, "name": name, "path": rel, "type": module.st_type})
+            entry = {"idx": idx, "name": name, "path": rel, "type": module.st_type}
+            if self.module_kwargs and name in self.module_kwargs:
+                entry["kwargs"] = list(self.module_kwargs[name])
+            entries.append(entry)
         write_json(root / MODULES_FILE, entries)
         write_json(root / ST_MODEL_CONFIG, self._get_model_config())
         if create_model_card:

@@ -37,6 +37,8 @@ from .modules.transformer import MLMTransformer, Transformer
 logger = logging.getLogger(__name__)
 
 MODULES_FILE = "modules.json"
+# Where load_modules hands the modules.json "kwargs" entries over (in memory only, never saved).
+MODULE_KWARGS_KEY = "_module_kwargs"
 ST_MODEL_CONFIG = "config_sentence_transformers.json"
 # Weights in formats this library never reads; skipping them keeps Hub downloads small.
 _IGNORED_ON_HUB = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*"]
@@ -145,6 +147,14 @@ def load_modules(
         if not isinstance(entries, list) or not entries:
             raise ValueError(f"{modules_file}: expected a non-empty JSON list of modules")
         modules = []
+        # Per-module keyword arguments some sentence-transformers saves declare ("kwargs" entries).
+        module_kwargs = {
+            str(entry.get("name", idx)): list(entry["kwargs"])
+            for idx, entry in enumerate(entries)
+            if isinstance(entry, dict) and isinstance(entry.get("kwargs"), list)
+        }
+        if module_kwargs:
+            model_config = {**model_config, MODULE_KWARGS_KEY: module_kwargs}
         for idx, entry in enumerate(entries):
             if not isinstance(entry, dict) or "type" not in entry:
                 raise ValueError(f"{modules_file}: module {idx} has no 'type'")
