@@ -20,11 +20,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import EncodeArgumentError, EncodeInputTypeError
+from .hub import HubMixin
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .modules.base import Module, kwargs_for, write_json
 from .modules.pooling import Pooling
 from .modules.router import Router
 from .modules.transformer import Transformer
+from .peft_adapters import PeftAdapterMixin
 from .similarity import SimilarityFunction
 
 logger = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ def _input_length(text: str | tuple[str, str]) -> int:
     return sum(map(len, text)) if isinstance(text, tuple) else len(text)
 
 
-class BaseEncoder(nn.Sequential):
+class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
     model_type: ClassVar[str] = ""
@@ -548,6 +550,12 @@ class BaseEncoder(nn.Sequential):
     def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
         return SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)(embeddings1, embeddings2)
 
+    def evaluate(self, evaluator: Callable[..., Any], output_path: str | None = None) -> dict[str, float] | float:
+        """Run an evaluator (e.g. ``sparsebridge.evaluation.SparseInformationRetrievalEvaluator``) on this model."""
+        if output_path is not None:
+            os.makedirs(output_path, exist_ok=True)
+        return evaluator(self, output_path)
+
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(
         self,
@@ -577,7 +585,9 @@ class BaseEncoder(nn.Sequential):
         write_json(root / MODULES_FILE, entries)
         write_json(root / ST_MODEL_CONFIG, self._get_model_config())
         if create_model_card:
-            (root / "README.md").write_text(self._model_card(model_name), encoding="utf-8")
+            from .model_card import write_model_card
+
+            write_model_card(self, root, model_name=model_name, train_datasets=train_datasets)
 
     def _get_model_config(self) -> dict[str, Any]:
         """What ``config_sentence_transformers.json`` holds."""
@@ -594,6 +604,3 @@ class BaseEncoder(nn.Sequential):
         }
 
     save = save_pretrained
-
-    def _model_card(self, model_name: str | None) -> str:
-        raise NotImplementedError

@@ -8,11 +8,14 @@ class also derives from the builtin a caller would have caught before (``ValueEr
 from __future__ import annotations
 
 __all__ = [
+    "AdapterError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
     "EncodeArgumentError",
     "EncodeInputTypeError",
+    "EvaluationError",
+    "HubError",
     "IndexMismatchError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -75,3 +78,15 @@ class EncodeArgumentError(SparsebridgeError, ValueError):
 
 class EncodeInputTypeError(SparsebridgeError, TypeError):
     """An encoder method got inputs of the wrong type; the message names the item."""
+
+
+class EvaluationError(SparsebridgeError, ValueError):
+    """An evaluator was given unusable data (no query with a relevant document, bad cut-offs...)."""
+
+
+class HubError(SparsebridgeError, OSError):
+    """An upload to the Hugging Face Hub failed; the message names the repository and the cause."""
+
+
+class AdapterError(SparsebridgeError, ValueError):
+    """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""

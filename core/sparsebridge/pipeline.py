@@ -1,5 +1,9 @@
 """Ingest documents into a backend, search it, explain the hits, and evaluate the ranking.
 
+The way of a document: ``corpus`` (read) -> ``documents``/``passages`` (ids, records to make) ->
+the encoder -> ``vectors`` (``SparseVector`` rows) -> the connector. ``components`` builds what a config
+names, ``results`` holds what comes back, ``metrics`` scores a run.
+
 The pipeline only speaks the connector contract (``sparsebridge.connector``), so every backend
 works the same way::
 
@@ -23,24 +27,28 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import hashlib
-import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from .components import (
+    connector_from_config,
+    dense_dimension,
+    has_inference_free_queries,  # noqa: F401  (re-exported)
+    load_dense_encoder,
+    load_query_encoder,
+    load_sparse_encoder,
+)
 from .config import Config, ConfigError, IngestSettings, SearchSettings, reveal
 from .connector import (
     Connector,
     ConnectorError,
     Filter,
-    Hit,
     IndexSpec,
     Query,
     Record,
@@ -50,417 +58,23 @@ from .connector import (
     check_vocabulary,
 )
 from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
-from .defaults import resolve_model
+from .documents import AUTO_ID_FIELDS, document_id, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
+from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
+from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, split_passages
+from .results import (  # noqa: F401  (re-exported for callers of the older module layout)
+    Explanation,
+    IngestError,
+    IngestReport,
+    QueryResult,
+    SearchHit,
+    TokenMatch,
+    explain_match,
+)
+from .vectors import dense_rows, to_sparse_vectors
+from .vocabulary import Vocabulary, vocab_fingerprint, vocabulary  # noqa: F401  (re-exported)
 
 TEXT_KEY = "text"
-PARENT_KEY = "parent_id"
-PASSAGE_KEY = "passage"
-AUTO_ID_FIELDS = ("_id", "id")
 SEARCH_MODES = ("sparse", "dense", "hybrid")
-
-
-class IngestError(ConnectorError):
-    """The backend failed as a whole during an ingest; ``report`` holds what was done before."""
-
-    def __init__(self, message: str, report: IngestReport) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-# --------------------------------------------------------------------------- vectors
-
-
-def vocabulary(tokenizer: Any) -> list[str]:
-    """The tokenizer's tokens in id order (``convert_ids_to_tokens`` over every id)."""
-    size = len(tokenizer)
-    tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
-    return [t if t is not None else f"[{i}]" for i, t in enumerate(tokens)]
-
-
-def vocab_fingerprint(tokenizer: Any) -> str:
-    """sha256 over the id-ordered vocabulary: equal exactly when two tokenizers map ids alike."""
-    return _fingerprint(vocabulary(tokenizer))
-
-
-def _fingerprint(vocab: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for i, token in enumerate(vocab):
-        h.update(f"{i}\t{token}\n".encode())
-    return h.hexdigest()
-
-
-class Vocabulary:
-    """Id -> token lookup as a numpy array, plus the metadata stored with an index."""
-
-    def __init__(self, tokenizer: Any, model_name: str) -> None:
-        tokens = vocabulary(tokenizer)
-        self.tokens = np.array(tokens, dtype=object)
-        self.metadata = {
-            "model": model_name,
-            "vocab_size": len(tokens),
-            "vocab_fingerprint": _fingerprint(tokens),
-        }
-
-    def token_array(self, size: int) -> np.ndarray:
-        # Models may pad their output past the tokenizer (multiples of 8); name those ids by number.
-        if size > len(self.tokens):
-            extra = np.array([f"[{i}]" for i in range(len(self.tokens), size)], dtype=object)
-            self.tokens = np.concatenate([self.tokens, extra])
-        return self.tokens
-
-
-def to_sparse_vectors(embeddings: torch.Tensor, vocab: Vocabulary) -> list[SparseVector]:
-    """Rows of a (sparse COO or dense) ``[n, vocab]`` tensor as :class:`SparseVector`.
-
-    Works on the coalesced COO arrays at once: one filter, one bincount and one id -> token
-    lookup for the whole batch; Python only slices the results per row.
-    """
-    if embeddings.dim() == 1:
-        embeddings = embeddings.unsqueeze(0)
-    n_rows = embeddings.shape[0]
-    emb = embeddings.detach().to("cpu")
-    if emb.layout == torch.sparse_coo:
-        emb = emb.coalesce()
-        idx, values = emb.indices(), emb.values()
-    elif emb.layout == torch.strided:
-        idx = emb.nonzero().t()
-        values = emb[idx[0], idx[1]]
-    else:
-        emb = emb.to_sparse_coo().coalesce()
-        idx, values = emb.indices(), emb.values()
-    values = values.float()
-    keep = (values > 0) & torch.isfinite(values)
-    rows, cols, values = idx[0][keep], idx[1][keep], values[keep]
-    counts = torch.bincount(rows, minlength=n_rows).tolist()
-    cols_np = cols.numpy()
-    tokens = vocab.token_array(int(embeddings.shape[1]))[cols_np].tolist()
-    cols_list, values_list = cols_np.tolist(), values.tolist()
-    out, start = [], 0
-    for count in counts:
-        end = start + count
-        out.append(SparseVector(tuple(cols_list[start:end]), tuple(values_list[start:end]), tuple(tokens[start:end])))
-        start = end
-    return out
-
-
-def text_id(text: str) -> str:
-    """The id of a document without one: the first 32 hex digits of sha256 of its text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-# --------------------------------------------------------------------------- passages
-
-
-def split_passages(text: str, tokenizer: Any, max_tokens: int, overlap: int = 0) -> list[str]:
-    """Split ``text`` into passages of at most ``max_tokens`` tokens (``overlap`` shared between
-    neighbours), cutting between words; a text that fits is returned whole."""
-    if overlap >= max_tokens:
-        raise ValueError(f"passage overlap ({overlap}) must be smaller than passage length ({max_tokens})")
-    try:
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
-            "offset_mapping"
-        ]
-    except (NotImplementedError, TypeError, ValueError, KeyError):  # slow tokenizers have no offsets
-        return _split_by_tokens(text, tokenizer, max_tokens, overlap)
-    n = len(offsets)
-    if n <= max_tokens:
-        return [text]
-
-    def word_start(pos: int, low: int) -> int:
-        # Move a cut back to a token that follows whitespace, so no word (nor "word," / "##piece")
-        # is split; a single "word" longer than the window is cut where it falls.
-        if pos >= n:
-            return pos
-        back = pos
-        while back > low and offsets[back][0] == offsets[back - 1][1]:
-            back -= 1
-        return back if back > low else pos
-
-    passages, start = [], 0
-    while start < n:
-        end = word_start(min(start + max_tokens, n), start)
-        passages.append(text[offsets[start][0] : offsets[end - 1][1]])
-        if end >= n:
-            break
-        nxt = word_start(max(end - overlap, start + 1), start)
-        start = nxt if nxt > start else end
-    return passages
-
-
-def _split_by_tokens(text: str, tokenizer: Any, max_tokens: int, overlap: int) -> list[str]:
-    tokens = tokenizer.tokenize(text)
-    if len(tokens) <= max_tokens:
-        return [text]
-    step = max_tokens - overlap
-    return [
-        tokenizer.convert_tokens_to_string(tokens[i : i + max_tokens])
-        for i in range(0, max(len(tokens) - overlap, 1), step)
-    ]
-
-
-# --------------------------------------------------------------------------- reports and results
-
-
-@dataclass
-class IngestReport:
-    """What an ingest did. ``failed`` maps each failed document/record id to the reason."""
-
-    index: str = ""
-    documents: int = 0
-    records: int = 0
-    written: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    retries: int = 0
-    seconds: float = 0.0
-    # Where the time went: encoding (sparse and dense models) and the connector's writes; the rest
-    # of ``seconds`` is reading, preparing and converting documents.
-    encode_seconds: float = 0.0
-    write_seconds: float = 0.0
-
-    @property
-    def docs_per_second(self) -> float:
-        return self.documents / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["docs_per_second"] = round(self.docs_per_second, 2)
-        for key in ("seconds", "encode_seconds", "write_seconds"):
-            out[key] = round(out[key], 3)
-        return out
-
-
-@dataclass
-class TokenMatch:
-    token: str
-    query_weight: float
-    document_weight: float
-
-    @property
-    def product(self) -> float:
-        return self.query_weight * self.document_weight
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "token": self.token,
-            "query_weight": self.query_weight,
-            "document_weight": self.document_weight,
-            "product": self.product,
-        }
-
-
-@dataclass
-class Explanation:
-    """Tokens a query and a hit share, strongest contribution first; ``score`` is their dot product."""
-
-    matches: list[TokenMatch]
-    note: str | None = None
-
-    @property
-    def score(self) -> float:
-        return float(sum(m.product for m in self.matches))
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"score": self.score, "matches": [m.to_dict() for m in self.matches]}
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-@dataclass
-class SearchHit:
-    id: str
-    score: float
-    payload: dict[str, Any] = field(default_factory=dict)
-    explanation: Explanation | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "score": self.score, "payload": self.payload}
-        if self.explanation is not None:
-            out["explanation"] = self.explanation.to_dict()
-        return out
-
-
-@dataclass
-class QueryResult:
-    query: str
-    hits: list[SearchHit]
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "hits": [h.to_dict() for h in self.hits], "notes": self.notes}
-
-
-def explain_match(query: SparseVector, document: SparseVector) -> Explanation:
-    """The shared tokens of two sparse vectors with both weights, largest product first."""
-    doc = document.as_index_dict()
-    matches = [
-        TokenMatch(token, qw, doc[i]) for i, token, qw in zip(query.indices, query.tokens, query.values) if i in doc
-    ]
-    matches.sort(key=lambda m: (-m.product, m.token))
-    return Explanation(matches)
-
-
-# --------------------------------------------------------------------------- evaluation metrics
-
-
-def ndcg_at_k(ranking: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
-    """nDCG@k with linear gains (as trec_eval and BEIR compute it); 0 if nothing is relevant."""
-    ideal = sorted((r for r in relevant.values() if r > 0), reverse=True)[:k]
-    idcg = sum(rel / math.log2(i + 2) for i, rel in enumerate(ideal))
-    if idcg == 0:
-        return 0.0
-    dcg = sum(max(relevant.get(doc, 0), 0) / math.log2(i + 2) for i, doc in enumerate(ranking[:k]))
-    return dcg / idcg
-
-
-def mrr_at_k(ranking: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
-    """Reciprocal rank of the first relevant document within the top k (0 if none)."""
-    for i, doc in enumerate(ranking[:k]):
-        if relevant.get(doc, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
-def recall_at_k(ranking: Sequence[str], relevant: Mapping[str, int], k: int = 100) -> float:
-    """Share of the relevant documents found in the top k (0 if nothing is relevant)."""
-    wanted = {doc for doc, rel in relevant.items() if rel > 0}
-    if not wanted:
-        return 0.0
-    return len(wanted.intersection(ranking[:k])) / len(wanted)
-
-
-def evaluate_run(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
-    """Mean nDCG@10, MRR@10 and Recall@100 over the queries of ``qrels`` with a relevant document.
-
-    ``run`` maps query ids to ranked document ids; a query missing from it scores 0.
-    """
-    per_query: dict[str, dict[str, float]] = {}
-    for qid, relevant in qrels.items():
-        if not any(r > 0 for r in relevant.values()):
-            continue
-        ranking = list(run.get(qid, ()))
-        per_query[qid] = {
-            "ndcg@10": ndcg_at_k(ranking, relevant, 10),
-            "mrr@10": mrr_at_k(ranking, relevant, 10),
-            "recall@100": recall_at_k(ranking, relevant, 100),
-        }
-    n = len(per_query)
-    means = {
-        metric: (sum(q[metric] for q in per_query.values()) / n if n else 0.0)
-        for metric in ("ndcg@10", "mrr@10", "recall@100")
-    }
-    return {"queries": n, **means, "per_query": per_query}
-
-
-def collapse_passages(hits: Iterable[Hit | SearchHit]) -> list[str]:
-    """Document ids in rank order, passages folded into their parent (best passage counts)."""
-    seen: dict[str, None] = {}
-    for hit in hits:
-        doc = str(hit.payload.get(PARENT_KEY, hit.id)) if hit.payload else hit.id
-        seen.setdefault(doc, None)
-    return list(seen)
-
-
-# --------------------------------------------------------------------------- encoders
-
-
-def load_sparse_encoder(name_or_path: str, device: str | None = None) -> Any:
-    """The SPLADE encoder named in the config (``packaged:splade`` by default)."""
-    import sparsebridge
-
-    encoder_cls = getattr(sparsebridge, "SparseEncoder", None)
-    if encoder_cls is None:
-        raise ConfigError("this sparsebridge build has no SparseEncoder (sparsebridge.SparseEncoder)")
-    return encoder_cls(resolve_model(name_or_path), device=device)
-
-
-def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
-    """The dense encoder for hybrid search (``packaged:minilm`` by default)."""
-    import sparsebridge
-
-    encoder_cls = getattr(sparsebridge, "DenseEncoder", None)
-    if encoder_cls is None:
-        raise ConfigError("[search] hybrid = true needs sparsebridge.DenseEncoder, which this version does not include")
-    return encoder_cls(resolve_model(name_or_path), device=device)
-
-
-def has_inference_free_queries(encoder: Any) -> bool:
-    """Whether ``encoder.encode_query`` skips the transformer: a Router whose query route holds a
-    ``SparseStaticEmbedding`` (one weight per vocabulary token, looked up, no forward pass)."""
-    from .modules import Router, SparseStaticEmbedding
-
-    modules = encoder.modules() if hasattr(encoder, "modules") else ()
-    for module in modules:
-        if isinstance(module, Router):
-            try:
-                route = module.sub_modules[module.route("query")]
-            except (ValueError, KeyError):
-                return False
-            return any(isinstance(m, SparseStaticEmbedding) for m in route.modules())
-    return False
-
-
-def load_query_encoder(side: str, encoder: Any, config: Config) -> Any:
-    """The object that encodes queries, checked against ``[model] query_side``.
-
-    ``"inference-free"`` needs a model that encodes queries without a transformer pass (see
-    :func:`has_inference_free_queries`); ``"full"`` needs one that runs it. Either way queries go
-    through ``encode_query``: the setting states, and checks, what the model does.
-    """
-    free = has_inference_free_queries(encoder)
-    where = f"{config.source}: [model] query_side = {side!r}"
-    if side == "inference-free" and not free:
-        raise ConfigError(
-            f"{where}: the model {config.model.name_or_path!r} has no inference-free query route (a Router "
-            f"whose query route is a SparseStaticEmbedding); use query_side = 'full', or an inference-free model"
-        )
-    if side == "full" and free:
-        raise ConfigError(
-            f"{where}: the model {config.model.name_or_path!r} encodes queries inference-free (a "
-            f"SparseStaticEmbedding query route); set query_side = 'inference-free'"
-        )
-    return encoder
-
-
-def _dense_dimension(dense_encoder: Any) -> int:
-    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
-        method = getattr(dense_encoder, name, None)
-        if method is not None:
-            dim = method()
-            if dim:
-                return int(dim)
-    return int(np.asarray(dense_encoder.encode_document(["dimension probe"])).shape[-1])
-
-
-def _as_rows(vectors: Any) -> list[list[float]]:
-    if isinstance(vectors, torch.Tensor):
-        vectors = vectors.detach().to("cpu").float().numpy()
-    arr = np.asarray(vectors, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    return arr.tolist()
-
-
-def connector_from_config(config: Config) -> Connector:
-    """The connector named in ``[backend]``, given its options and the index name (as ``index``,
-    so it can count, search and read metadata before or without ``ensure_index``)."""
-    from . import plugins
-
-    where = f"{config.source}: [backend]"
-    try:
-        connector_cls = plugins.get_connector_class(config.backend.connector)
-    except plugins.UnknownConnectorError as exc:
-        raise ConfigError(f"{where} connector = {config.backend.connector!r}: {exc}") from exc
-    options = config.backend.connector_options()
-    options.setdefault("index", config.backend.index)
-    try:
-        return connector_cls(**options)
-    except (TypeError, ValueError, ConnectorError) as exc:
-        raise ConfigError(f"{where} options for connector {config.backend.connector!r}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -592,7 +206,7 @@ class Pipeline:
         dense_size = None
         if self.dense_encoder is not None:
             if self._dense_size is None:
-                self._dense_size = _dense_dimension(self.dense_encoder)
+                self._dense_size = dense_dimension(self.dense_encoder)
             dense_size = self._dense_size
         return IndexSpec(
             name=self.index,
@@ -691,7 +305,7 @@ class Pipeline:
         if not isinstance(doc, Mapping):
             report.failed[f"#{n}"] = f"document {n} is a {type(doc).__name__}, not a mapping"
             return None
-        doc_id = _document_id(doc, id_field)
+        doc_id = document_id(doc, id_field)
         parts, problem = [], None
         for name in text_fields:
             value = doc.get(name)
@@ -738,7 +352,7 @@ class Pipeline:
         dense: list[list[float]] | None = None
         if self.dense_encoder is not None:
             try:
-                dense = _as_rows(self.dense_encoder.encode_document(texts, batch_size=self.batch_size))
+                dense = dense_rows(self.dense_encoder.encode_document(texts, batch_size=self.batch_size))
             except Exception as exc:  # noqa: BLE001 - reported per record, never dropped
                 errors = {i: f"dense encoding failed: {exc}" for i in range(len(texts))}
         report.encode_seconds += time.perf_counter() - started
@@ -840,7 +454,7 @@ class Pipeline:
         dense: list[list[float]] | list[None] = [None] * len(queries)
         if mode != "sparse":
             encode = getattr(self.dense_encoder, "encode_query", None) or self.dense_encoder.encode_document
-            dense = _as_rows(encode(queries))
+            dense = dense_rows(encode(queries))
         batch = [
             Query(sparse=s if mode != "dense" else None, dense=d if mode != "sparse" else None, filter=filter)
             for s, d in zip(sparse, dense)
@@ -850,6 +464,7 @@ class Pipeline:
             top_k=top_k or settings.top_k,
             fusion=settings.fusion,  # type: ignore[arg-type]
             rrf_k=settings.rrf_k,
+            weights=settings.weights,
             prefetch_limit=settings.prefetch_limit,
         )
         raw = self.connector.search(batch, options)
@@ -917,15 +532,6 @@ class Pipeline:
         run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
         out.update(evaluate_run(run, qrels))
         return out
-
-
-def _document_id(doc: Mapping[str, Any], id_field: str | None) -> str | None:
-    names = (id_field,) if id_field else AUTO_ID_FIELDS
-    for name in names:
-        value = doc.get(name)
-        if value is not None and str(value) != "":
-            return str(value)
-    return None
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:

@@ -1,0 +1,99 @@
+"""The parts a config names, built: the sparse encoder, the query encoder (checked against
+``[model] query_side``), the dense encoder for hybrid search, and the connector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .config import Config, ConfigError
+from .connector import Connector, ConnectorError
+from .defaults import resolve_model
+
+
+def load_sparse_encoder(name_or_path: str, device: str | None = None) -> Any:
+    """The SPLADE encoder named in the config (``packaged:splade`` by default)."""
+    import sparsebridge
+
+    encoder_cls = getattr(sparsebridge, "SparseEncoder", None)
+    if encoder_cls is None:
+        raise ConfigError("this sparsebridge build has no SparseEncoder (sparsebridge.SparseEncoder)")
+    return encoder_cls(resolve_model(name_or_path), device=device)
+
+
+def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
+    """The dense encoder for hybrid search (``packaged:minilm`` by default)."""
+    import sparsebridge
+
+    encoder_cls = getattr(sparsebridge, "DenseEncoder", None)
+    if encoder_cls is None:
+        raise ConfigError("[search] hybrid = true needs sparsebridge.DenseEncoder, which this version does not include")
+    return encoder_cls(resolve_model(name_or_path), device=device)
+
+
+def has_inference_free_queries(encoder: Any) -> bool:
+    """Whether ``encoder.encode_query`` skips the transformer: a Router whose query route holds a
+    ``SparseStaticEmbedding`` (one weight per vocabulary token, looked up, no forward pass)."""
+    from .modules import Router, SparseStaticEmbedding
+
+    modules = encoder.modules() if hasattr(encoder, "modules") else ()
+    for module in modules:
+        if isinstance(module, Router):
+            try:
+                route = module.sub_modules[module.route("query")]
+            except (ValueError, KeyError):
+                return False
+            return any(isinstance(m, SparseStaticEmbedding) for m in route.modules())
+    return False
+
+
+def load_query_encoder(side: str, encoder: Any, config: Config) -> Any:
+    """The object that encodes queries, checked against ``[model] query_side``.
+
+    ``"inference-free"`` needs a model that encodes queries without a transformer pass (see
+    :func:`has_inference_free_queries`); ``"full"`` needs one that runs it. Either way queries go
+    through ``encode_query``: the setting states, and checks, what the model does.
+    """
+    free = has_inference_free_queries(encoder)
+    where = f"{config.source}: [model] query_side = {side!r}"
+    if side == "inference-free" and not free:
+        raise ConfigError(
+            f"{where}: the model {config.model.name_or_path!r} has no inference-free query route (a Router "
+            f"whose query route is a SparseStaticEmbedding); use query_side = 'full', or an inference-free model"
+        )
+    if side == "full" and free:
+        raise ConfigError(
+            f"{where}: the model {config.model.name_or_path!r} encodes queries inference-free (a "
+            f"SparseStaticEmbedding query route); set query_side = 'inference-free'"
+        )
+    return encoder
+
+
+def dense_dimension(dense_encoder: Any) -> int:
+    """The dense model's output size (asked of the model, else measured on one probe text)."""
+    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
+        method = getattr(dense_encoder, name, None)
+        if method is not None:
+            dim = method()
+            if dim:
+                return int(dim)
+    return int(np.asarray(dense_encoder.encode_document(["dimension probe"])).shape[-1])
+
+
+def connector_from_config(config: Config) -> Connector:
+    """The connector named in ``[backend]``, given its options and the index name (as ``index``,
+    so it can count, search and read metadata before or without ``ensure_index``)."""
+    from . import plugins
+
+    where = f"{config.source}: [backend]"
+    try:
+        connector_cls = plugins.get_connector_class(config.backend.connector)
+    except plugins.UnknownConnectorError as exc:
+        raise ConfigError(f"{where} connector = {config.backend.connector!r}: {exc}") from exc
+    options = config.backend.connector_options()
+    options.setdefault("index", config.backend.index)
+    try:
+        return connector_cls(**options)
+    except (TypeError, ValueError, ConnectorError) as exc:
+        raise ConfigError(f"{where} options for connector {config.backend.connector!r}: {exc}") from exc
