@@ -69,6 +69,13 @@ class SpladePooling(Module):
         return x
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "attention_mask" not in features and "cu_seq_lens_q" in features:
+            # Unpadded input (flash-attention style): all texts' logits in one row, split at cu_seq_lens_q.
+            pooled = self._pool_flat(features["token_embeddings"], features["cu_seq_lens_q"])
+            if self.embedding_dimension is None:
+                self.embedding_dimension = pooled.shape[-1]
+            features["sentence_embedding"] = pooled
+            return features
         mask = features["attention_mask"]
         if "vocab_projection" in features:
             pooled = self._pool_projected(features["token_hidden"], mask, features.pop("vocab_projection"))
@@ -79,6 +86,22 @@ class SpladePooling(Module):
             self.embedding_dimension = pooled.shape[-1]
         features["sentence_embedding"] = pooled
         return features
+
+    def _pool_flat(self, logits: torch.Tensor, cu_seq_lens: torch.Tensor) -> torch.Tensor:
+        """Pool [1, total_tokens, vocab] logits whose text i spans tokens cu[i]:cu[i+1].
+
+        Works on slices (views) of the caller's tensor, so nothing here is in-place.
+        """
+        flat = logits.reshape(-1, logits.shape[-1])
+        bounds = [int(x) for x in cu_seq_lens.tolist()]
+        rows = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            if end <= start:
+                rows.append(flat.new_zeros(flat.shape[-1]))
+                continue
+            act = self.activate(flat[start:end])
+            rows.append(act.amax(dim=0) if self.pooling_strategy == "max" else act.sum(dim=0))
+        return torch.stack(rows) if rows else flat.new_zeros(0, flat.shape[-1])
 
     # The textbook path, for models whose logits arrive materialised.
     def _pool_logits(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

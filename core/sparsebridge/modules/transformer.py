@@ -166,16 +166,44 @@ class Transformer(Module):
         return error <= 0.05
 
     # -- tokenization ---------------------------------------------------------------------
-    def tokenize(self, texts: list[str], padding: bool | str = True, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def tokenize(
+        self,
+        texts: list[str] | list[tuple[str, str]],
+        padding: bool | str = True,
+        processing_kwargs: dict[str, dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        """Token ids and masks of texts, or of text pairs (one ``(a, b)`` tuple each).
+
+        ``processing_kwargs`` overrides the tokenizer arguments for this call, as in
+        sentence-transformers: ``{"text": {"max_length": 64, ...}, "common": {...}}``.
+        """
         if self.do_lower_case:
-            texts = [t.lower() for t in texts]
-        return self.tokenizer(
-            texts,
-            padding=padding,
-            truncation="longest_first",
-            max_length=self.max_seq_length,
-            return_tensors="pt",
-        )
+            texts = [tuple(x.lower() for x in t) if isinstance(t, tuple) else t.lower() for t in texts]
+        call: dict[str, Any] = {"padding": padding, "truncation": "longest_first", "max_length": self.max_seq_length}
+        for key in ("common", "text"):
+            call.update((processing_kwargs or {}).get(key) or {})
+        call["return_tensors"] = "pt"
+        if texts and isinstance(texts[0], tuple):
+            return self.tokenizer([t[0] for t in texts], [t[1] for t in texts], **call)
+        return self.tokenizer(texts, **call)
+
+    def preprocess(self, inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """``tokenize`` with the prompt before each text, plus ``modality`` (and ``prompt_length``)."""
+        if prompt:
+            inputs = [(prompt + t[0], t[1]) if isinstance(t, tuple) else prompt + t for t in inputs]
+        features = dict(self.tokenize(inputs, processing_kwargs=kwargs.get("processing_kwargs")))
+        features["modality"] = "text"
+        if prompt:
+            ids = self.tokenize([prompt])["input_ids"][0]
+            special = set(getattr(self.tokenizer, "all_special_ids", ()))
+            features["prompt_length"] = int(ids.shape[-1]) - int(bool(len(ids)) and int(ids[-1]) in special)
+        return features
+
+    @property
+    def processor(self):
+        """The processor of a text model: its tokenizer."""
+        return self.tokenizer
 
     # -- forward --------------------------------------------------------------------------
     @property
@@ -187,7 +215,8 @@ class Transformer(Module):
         keys = ("input_ids", "attention_mask", "token_type_ids")
         return {k: features[k] for k in keys if k in features}
 
-    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    # No **kwargs: a keyword meant for another module is an error here, as in sentence-transformers.
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
         inputs = self._model_inputs(features)
         if self._runner is not None:
             out, is_hidden = self._runner(inputs)
