@@ -14,6 +14,7 @@ the point is the same code on a cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -30,10 +31,8 @@ import psutil
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):  # a child that just exited
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -110,8 +109,10 @@ def main() -> None:
     print(f"{'start-up + shutdown (s)':<28}{startup_local:>14.1f}{startup_ray:>14.1f}")
     print(f"{'peak memory, tree (MB)':<28}{med('local', 'peak_mb'):>14.0f}{med('ray', 'peak_mb'):>14.0f}")
     per_worker = docs / med("ray", "ingest") / args.workers
-    print(f"\nRay's cost over in-process start-up: {startup_ray - startup_local:.1f} s; "
-          f"measured per-worker throughput {per_worker:.1f} docs/s (load average now {psutil.getloadavg()[0]:.2f})")
+    print(
+        f"\nRay's cost over in-process start-up: {startup_ray - startup_local:.1f} s; "
+        f"measured per-worker throughput {per_worker:.1f} docs/s (load average now {psutil.getloadavg()[0]:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -57,10 +57,9 @@ def _cli(*args: str, cwd: Path, timeout: float = 900) -> dict:
 
 def _index(workdir: Path) -> dict[str, tuple[dict[int, float], dict]]:
     """Every stored point of the Edge index: id -> (sparse vector as {index: weight}, payload)."""
+    from sparsebridge.corpus import read_jsonl
     from sparsebridge_qdrant import QdrantConnector
     from sparsebridge_qdrant._common import hit_id
-
-    from sparsebridge.corpus import read_jsonl
 
     with QdrantConnector(mode="edge", path=str(workdir / "edge"), index=INDEX) as conn:
         count = conn.count()
@@ -185,9 +184,8 @@ def test_cli_ray_ingest_gives_the_in_process_index(in_process, tmp_path, data_di
     queries = [json.loads(line)["text"] for line in (data_dir / "cranfield" / "queries.jsonl").open()]
     tops = []
     for work in (ref_dir, tmp_path):
-        from sparsebridge_qdrant import QdrantConnector
-
         from sparsebridge.pipeline import Pipeline
+        from sparsebridge_qdrant import QdrantConnector
 
         conn = QdrantConnector(mode="edge", path=str(work / "edge"), index=INDEX)
         with Pipeline.from_config(_load(work), connector=conn, show_progress=False) as pipe:
@@ -264,7 +262,6 @@ def test_parallel_writers_upsert_into_a_server_backend(local_ray, encoder, tmp_p
     """Elasticsearch through the loopback engine double: writes come from Ray actors, in parallel."""
     sys.path.insert(0, str(Path(__file__).parent))
     from lucene_testkit import FakeEngine, FakeServer
-
     from sparsebridge.config import config_from_dict
     from sparsebridge.ray import ingest_with_ray
 
@@ -275,9 +272,8 @@ def test_parallel_writers_upsert_into_a_server_backend(local_ray, encoder, tmp_p
         )
         first = ingest_with_ray(config, data_dir / "cranfield", workers=2, limit=120, show_progress=False)
         again = ingest_with_ray(config, data_dir / "cranfield", workers=2, limit=120, show_progress=False)
-        bulk_sources = [
-            line for call in engine.calls(r"_bulk") for line in call.lines() if "index" not in line and "delete" not in line
-        ]
+        lines = [line for call in engine.calls(r"_bulk") for line in call.lines()]
+        bulk_sources = [line for line in lines if "index" not in line and "delete" not in line]
     assert first.written == again.written == 120 and not first.failed
     assert len(engine.indices["docs"]["docs"]) == 120  # upserts: the second run replaced, never added
     assert len(bulk_sources) == 240
