@@ -24,7 +24,7 @@ def cli(monkeypatch, encoder, tmp_path):
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     cached = caching_encoder(encoder)
-    monkeypatch.setattr(sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None: cached)
+    monkeypatch.setattr(sparsebridge.pipeline, "load_sparse_encoder", lambda name, *_: cached)
     runner = CliRunner()
 
     def run(*args, ok=True):

@@ -186,6 +186,26 @@ def main() -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Encoding batch size.")
 @cache_options
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where to encode: this process, or Ray Data workers (needs sparsebridge[ray]).",
+)
+@click.option(
+    "--address", default=None, help="With --engine ray: the Ray cluster to join (default: start a local Ray)."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="With --engine ray: encode actors."
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --engine ray: GPUs per actor.",
+)
 @index_option
 @common_options
 @progress_option
@@ -198,6 +218,10 @@ def ingest(
     batch_size: int | None,
     no_cache: bool,
     cache_path: Path | None,
+    engine: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
     index: str | None,
     config_path: Path | None,
     as_json: bool,
@@ -219,16 +243,19 @@ def ingest(
     if batch_size is not None:
         config.model.batch_size = batch_size
     if is_dataset(corpus):
-        if limit is not None:
-            raise click.UsageError("--limit applies to text corpora, not to a vector dataset")
+        if limit is not None or engine == "ray":
+            raise click.UsageError("--limit and --engine ray apply to text corpora, not to a vector dataset")
         with _pipeline(config, quiet) as pipe:
             report = pipe.ingest_dataset(corpus, recreate=recreate)
         name = corpus
     else:
         source = open_corpus(corpus, limit=limit)
-        with _pipeline(config, quiet, _open_cache(no_cache, cache_path)) as pipe:
-            report = pipe.ingest(source, recreate=recreate)
         name = source.name
+        if engine == "ray":
+            report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, quiet)
+        else:
+            with _pipeline(config, quiet, _open_cache(no_cache, cache_path)) as pipe:
+                report = pipe.ingest(source, recreate=recreate)
     data = {"corpus": name, "backend": config.backend.connector, **report.to_dict()}
     if as_json:
         _emit_json(data)
@@ -253,6 +280,33 @@ def ingest(
         )
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
+
+
+def _ingest_with_ray(
+    config: Config,
+    corpus: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
+    limit: int | None,
+    recreate: bool,
+    quiet: bool,
+) -> Any:
+    try:
+        from .ray import ingest_with_ray
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray: pip install 'sparsebridge[ray]' ({exc})") from exc
+    _quiet_libraries()
+    return ingest_with_ray(
+        config,
+        corpus,
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        limit=limit,
+        recreate=recreate,
+        show_progress=not quiet,
+    )
 
 
 # --------------------------------------------------------------------------- search

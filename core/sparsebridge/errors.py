@@ -14,6 +14,8 @@ __all__ = [
     "ConnectorError",
     "CorpusError",
     "DatasetError",
+    "EncodeArgumentError",
+    "EncodeInputTypeError",
     "EvaluationError",
     "HubError",
     "IndexMismatchError",
@@ -80,6 +82,14 @@ class DatasetError(SparsebridgeError, ValueError):
 class CacheError(SparsebridgeError, OSError):
     """The encode cache cannot be used (a corrupt file, one written by another program); the message
     names the file and how to clear it."""
+
+
+class EncodeArgumentError(SparsebridgeError, ValueError):
+    """An encoder method got an argument it cannot use (unknown keyword, bad ``top_k``, mixed inputs...)."""
+
+
+class EncodeInputTypeError(SparsebridgeError, TypeError):
+    """An encoder method got inputs of the wrong type; the message names the item."""
 
 
 class EvaluationError(SparsebridgeError, ValueError):
