@@ -11,6 +11,8 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "FilterError",
+    "IngestInterrupted",
     "IndexMismatchError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -43,6 +45,11 @@ class CorpusError(SparsebridgeError, ValueError):
     """The corpus cannot be read at all (missing file, unknown format)."""
 
 
+class FilterError(SparsebridgeError, ValueError):
+    """A search filter is malformed or names a field the index does not hold; raised the same way on
+    every backend (see ``sparsebridge.filters``)."""
+
+
 class ConnectorError(SparsebridgeError, RuntimeError):
     """A backend request failed as a whole (unreachable, refused, wrong mapping...)."""
 
@@ -65,3 +72,15 @@ class UnknownConnectorError(SparsebridgeError, KeyError):
 
 class WorkerError(SparsebridgeError, RuntimeError):
     """A pool worker failed or died; the message carries the worker's own error where it sent one."""
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an ingest, carrying the ``report`` of what was written before it.
+
+    Not an error of ours: it derives from ``KeyboardInterrupt`` so that an interrupt still stops
+    every caller that does not look for it; the CLI prints the report and exits with status 130.
+    """
+
+    def __init__(self, report: object) -> None:
+        super().__init__("interrupted")
+        self.report = report
