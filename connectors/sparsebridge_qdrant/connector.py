@@ -208,6 +208,11 @@ class QdrantConnector(Connector):
             results.append(SearchResult(hits=hits, notes=notes))
         return results
 
+    def check(self) -> None:
+        ping = getattr(self._backend, "ping", None)  # a server answers or fails now; Edge has nothing to reach
+        if ping is not None:
+            ping()
+
     def count(self) -> int:
         """Number of points in the collection; 0 when it does not exist."""
         name = self._name()

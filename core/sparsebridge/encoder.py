@@ -19,6 +19,7 @@ from .base_encoder import (  # noqa: F401  (re-exported for callers of the older
     _check_texts,
     _default_device,
 )
+from .encode_arguments import check_encode_arguments
 from .modules.sparse_auto_encoder import SparseAutoEncoder
 from .modules.splade_pooling import SpladePooling
 from .similarity import SimilarityFunction
@@ -120,6 +121,7 @@ class SparseEncoder(BaseEncoder):
         ``max_active_dims`` keeps the k largest weights of each row. ``device=["cpu", "cpu"]`` or
         ``pool=`` encodes in worker processes (see ``start_multi_process_pool``).
         """
+        check_encode_arguments(max_active_dims, pool)
         texts, single = _check_texts(sentences)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")

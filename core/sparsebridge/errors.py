@@ -17,6 +17,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "SparsebridgeError",
+    "SparsebridgeWarning",
     "UnknownConnectorError",
     "WorkerError",
 ]
@@ -24,6 +25,10 @@ __all__ = [
 
 class SparsebridgeError(Exception):
     """The base of every error sparsebridge raises on purpose; its message is one readable line."""
+
+
+class SparsebridgeWarning(UserWarning):
+    """A warning of ours; the CLI prints it as one ``Warning:`` line, without a source line."""
 
 
 class ConfigError(SparsebridgeError, ValueError):

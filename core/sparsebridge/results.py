@@ -23,6 +23,9 @@ class IngestReport:
     # of ``seconds`` is reading, preparing and converting documents.
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
+    # Documents longer than the model's max_seq_length, cut there by the encoder (not with passages).
+    truncated: int = 0
+    max_seq_length: int | None = None
 
     @property
     def docs_per_second(self) -> float:
