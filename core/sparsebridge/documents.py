@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,11 @@ def id_problem(doc: Mapping[str, Any], id_field: str | None) -> str | None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            return f"id field {name!r} is {_json_kind(value)} ({value!r}); ids must be strings or integers"
+            shown = json.dumps(value, default=str)
+            return f"id field {name!r} is {_json_kind(value)} ({shown}); ids must be strings or integers"
+        bad = next((i for i, ch in enumerate(str(value)) if "\ud800" <= ch <= "\udfff"), None)
+        if bad is not None:
+            return f"id field {name!r} holds a lone surrogate at position {bad}, which is not valid Unicode text"
         return None
     return None
 
