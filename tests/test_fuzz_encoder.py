@@ -90,13 +90,24 @@ def test_non_strings_are_refused_by_position(encoder, items):
 @FUZZ
 @given(
     data=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=8),
-    shape=st.sampled_from([(0,), (2, 3, 4), ()]),
+    form=st.sampled_from(["list", "tuple", "0-d", "3-d", "4-d"]),
 )
-def test_decode_refuses_what_is_not_an_embedding(encoder, data, shape):
+def test_decode_refuses_what_is_not_an_embedding(encoder, data, form):
     CASES["decode odd tensors"] += 1
+    # The drawn values, in a form that is not a 1-D or 2-D tensor; the message says which.
+    if form == "list":
+        value, expected = data, "decode expects a torch.Tensor, got list"
+    elif form == "tuple":
+        value, expected = tuple(data), "decode expects a torch.Tensor, got tuple"
+    elif form == "0-d":
+        value, expected = torch.tensor(data[0]), "decode expects a 1-D or 2-D tensor, got 0-D"
+    elif form == "3-d":
+        value, expected = torch.tensor(data).reshape(1, 1, -1), "decode expects a 1-D or 2-D tensor, got 3-D"
+    else:
+        value, expected = torch.tensor(data).reshape(1, -1, 1, 1), "decode expects a 1-D or 2-D tensor, got 4-D"
     with pytest.raises((TypeError, ValueError)) as err:
-        encoder.decode(torch.zeros(shape) if shape != (0,) else data)
-    assert "decode expects" in str(err.value)
+        encoder.decode(value)
+    assert str(err.value) == expected
 
 
 def test_a_one_megabyte_document_is_truncated_not_fatal(encoder):

@@ -30,6 +30,7 @@ from sparsebridge.connector import (  # noqa: E402
     SearchOptions,
     SparseVector,
 )
+from sparsebridge.errors import FilterError  # noqa: E402
 from sparsebridge.plugins import create_connector, get_connectors  # noqa: E402
 from sparsebridge_qdrant import QdrantConnector, QdrantOptionError, point_id  # noqa: E402
 
@@ -349,7 +350,7 @@ def test_filters(loaded, flt, keep):
 
 def test_filter_values_are_checked(loaded):
     conn, _ = loaded
-    with pytest.raises(ConnectorError, match="filter value"):
+    with pytest.raises(FilterError, match="filter value"):  # sparsebridge.filters: the same on every backend
         conn.search([Query(sparse=rand_sparse(random.Random(0), 3), filter={"tag": {"nested": 1}})])
 
 
