@@ -408,7 +408,7 @@ class _Section:
     def _shown(self, key: str, value: Any) -> str:
         if isinstance(value, Secret) or key in SECRET_KEYS:
             return "***"
-        return repr(value)
+        return repr(redact(value))
 
     def error(self, key: str, value: Any, problem: str) -> ConfigError:
         return ConfigError(f"{self._where(key)} = {self._shown(key, value)}: {problem}")
