@@ -322,7 +322,7 @@ def search(
     """Search the index for one or more QUERIES (one batch request) and print ranked hits."""
     for n, query in enumerate(queries, 1):
         if _SURROGATE.search(query):  # bytes that are not UTF-8 in argv arrive as lone surrogates
-            raise click.ClickException(f"query {n} ({printable(query)!r}) is not valid UTF-8 text")
+            raise click.ClickException(f"query {n} ('{printable(query)}') is not valid UTF-8 text")
     config = _config(config_path, index=index)
     flt = _parse_filters(filters)
     with _pipeline(config, quiet) as pipe:
