@@ -131,7 +131,8 @@ class IndexSpec:
 
 
 # A backend-neutral metadata filter: every key must match. A scalar value means equality, a
-# list means "any of these values".
+# list means "any of these values" (an empty list matches nothing). Connectors parse it with
+# sparsebridge.filters.parse_filter, so it means the same, and fails the same way, everywhere.
 Filter = Mapping[str, Any]
 
 
