@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,8 +119,8 @@ def test_ingest_search_small_corpus(cli, tmp_path):
     assert only_en[0]["hits"] and {h["id"] for h in only_en[0]["hits"]} <= {"wing", "heat"}
     assert all(h["payload"]["lang"] == "en" for h in only_en[0]["hits"])
     plain = cli("search", "hypersonic heat", "--no-explain", "--config", config, "-q").stdout
-    hit_lines = [line.split() for line in plain.splitlines() if line.strip()[:3].rstrip(".").isdigit()]
-    assert hit_lines[0][:2] == ["1.", "heat"] and "matched" not in plain
+    ranked = [m.groups() for m in re.finditer(r"^\s+(\d+)\. (\S+)  score ", plain, re.M)]
+    assert ranked[0] == ("1", "heat") and "matched" not in plain
 
 
 def test_ingest_failures_exit_nonzero_and_are_listed(cli, tmp_path):
