@@ -201,5 +201,5 @@ def test_script_without_main_guard_raises_instead_of_hanging(tmp_path, splade_pa
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "pool started" not in done.stdout
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("sparsebridge.multiprocess.WorkerError: 1 encoding worker(s) died while starting"), last
+    assert last.startswith("sparsebridge.errors.WorkerError: 1 encoding worker(s) died while starting"), last
     assert 'if __name__ == "__main__":' in last

@@ -18,9 +18,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .hub import HubMixin
 from .loading import MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .modules.base import Module, write_json
 from .modules.transformer import Transformer
+from .peft_adapters import PeftAdapterMixin
 from .similarity import SimilarityFunction
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ def _check_encodable(text: str, where: str) -> None:
         ) from None
 
 
-class BaseEncoder(nn.Sequential):
+class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
     model_type: ClassVar[str] = ""
@@ -328,12 +330,19 @@ class BaseEncoder(nn.Sequential):
     def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
         return SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)(embeddings1, embeddings2)
 
+    def evaluate(self, evaluator: Callable[..., Any], output_path: str | None = None) -> dict[str, float] | float:
+        """Run an evaluator (e.g. ``sparsebridge.evaluation.SparseInformationRetrievalEvaluator``) on this model."""
+        if output_path is not None:
+            os.makedirs(output_path, exist_ok=True)
+        return evaluator(self, output_path)
+
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(
         self,
         path: str | os.PathLike,
         model_name: str | None = None,
         create_model_card: bool = True,
+        train_datasets: list[str] | None = None,
         safe_serialization: bool = True,
         **_: Any,
     ) -> None:
@@ -363,9 +372,8 @@ class BaseEncoder(nn.Sequential):
             },
         )
         if create_model_card:
-            (root / "README.md").write_text(self._model_card(model_name), encoding="utf-8")
+            from .model_card import write_model_card
+
+            write_model_card(self, root, model_name=model_name, train_datasets=train_datasets)
 
     save = save_pretrained
-
-    def _model_card(self, model_name: str | None) -> str:
-        raise NotImplementedError

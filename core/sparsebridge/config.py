@@ -25,8 +25,9 @@ an embedded Qdrant Edge index in ``./sparsebridge-data``)::
     [search]
     top_k = 10
     hybrid = false
-    fusion = "rrf"
+    fusion = "rrf"                     # or "linear" (min-max, weighted) or "dbsf"
     rrf_k = 60
+    weights = { sparse = 1.0, dense = 1.0 }   # fusion = "linear" only
     dense_model = "packaged:minilm"
 
 Values are data only: nothing in a config is run through a shell or evaluated. ``${VAR}`` is the
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .connector import PAYLOAD_TYPES, Connector
+from .connector import FUSIONS, PAYLOAD_TYPES, Connector
 from .defaults import (
     DEFAULT_BACKEND_OPTIONS,
     DEFAULT_CONNECTOR,
@@ -66,7 +67,6 @@ else:  # pragma: no cover - Python 3.10
 CONFIG_ENV = "SPARSEBRIDGE_CONFIG"
 DEFAULT_CONFIG_FILE = "sparsebridge.toml"
 QUERY_SIDES = ("full", "inference-free")
-FUSIONS = ("rrf", "dbsf")
 SECRET_KEYS = frozenset(Connector.secret_options) | {"secret", "client_secret", "aws_secret_access_key"}
 _ENV_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -221,6 +221,7 @@ class SearchSettings:
     hybrid: bool = False
     fusion: str = "rrf"
     rrf_k: int = 60
+    weights: tuple[float, float] = (1.0, 1.0)  # (sparse, dense), for fusion = "linear"
     prefetch_limit: int | None = None
     dense_model: str = DEFAULT_DENSE_MODEL
 
@@ -360,11 +361,29 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         hybrid=search.boolean("hybrid", False),
         fusion=search.choice("fusion", "rrf", FUSIONS),
         rrf_k=search.integer("rrf_k", 60, minimum=1),
+        weights=_fusion_weights(search),
         prefetch_limit=search.integer("prefetch_limit", None, minimum=1),
         dense_model=search.string("dense_model", DEFAULT_DENSE_MODEL),
     )
     search.finish()
     return Config(model=m, backend=b, ingest=i, search=s, source=source)
+
+
+def _fusion_weights(search: _Section) -> tuple[float, float]:
+    """``[search] weights = { sparse = 0.3, dense = 0.7 }``: the legs' weights of linear fusion."""
+    value = search.table("weights", {"sparse": 1.0, "dense": 1.0})
+    out = []
+    for leg in ("sparse", "dense"):
+        w = value.get(leg, 1.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
+            raise search.error(f"weights.{leg}", w, "expected a number >= 0")
+        out.append(float(w))
+    extra = sorted(set(value) - {"sparse", "dense"})
+    if extra:
+        raise search.error("weights", value, f"unknown leg {extra[0]!r}; the legs are 'sparse' and 'dense'")
+    if sum(out) <= 0:
+        raise search.error("weights", value, "the two weights must not both be 0")
+    return out[0], out[1]
 
 
 def _check_connector(b: BackendSettings, source: str, explicit: bool) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
 from .base_encoder import BaseEncoder, _check_texts
 from .modules.base import Module
 from .modules.pooling import Pooling
@@ -114,14 +113,3 @@ class DenseEncoder(BaseEncoder):
         else:
             out = list(result.unbind(0))
         return out[0] if single else out
-
-    def _model_card(self, model_name: str | None) -> str:
-        title = model_name or self.model_name_or_path or "dense encoder"
-        modules = "\n".join(f"- `{type(m).__name__}`: {m.extra_repr()}" for m in self._modules.values())
-        return (
-            f"---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\ntags:\n"
-            f"- sentence-transformers\n- feature-extraction\n---\n\n# {title}\n\n"
-            f"A dense sentence encoder saved by sparsebridge {__version__} in the sentence-transformers layout.\n"
-            f"Output dimension: {self.get_sentence_embedding_dimension()}; similarity: "
-            f"{self.similarity_fn_name}.\n\nModules:\n{modules}\n"
-        )

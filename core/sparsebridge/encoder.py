@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
 from .base_encoder import (  # noqa: F401  (re-exported for callers of the older module layout)
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAMES,
@@ -227,17 +226,6 @@ class SparseEncoder(BaseEncoder):
             active = (rows != 0).sum(dim=1).float().cpu()
         mean_active = float(active.mean())
         return {"active_dims": mean_active, "sparsity_ratio": float((1 - active / dim).mean())}
-
-    def _model_card(self, model_name: str | None) -> str:
-        title = model_name or self.model_name_or_path or "sparse encoder"
-        modules = "\n".join(f"- `{type(m).__name__}`: {m.extra_repr()}" for m in self._modules.values())
-        return (
-            f"---\nlibrary_name: sentence-transformers\npipeline_tag: feature-extraction\ntags:\n"
-            f"- sparse-encoder\n- sparse\n- splade\n---\n\n# {title}\n\n"
-            f"A sparse encoder saved by sparsebridge {__version__} in the sentence-transformers layout.\n"
-            f"Output dimension: {self.get_sentence_embedding_dimension()}; similarity: "
-            f"{self.similarity_fn_name}.\n\nModules:\n{modules}\n"
-        )
 
 
 def _assemble(

@@ -8,10 +8,13 @@ class also derives from the builtin a caller would have caught before (``ValueEr
 from __future__ import annotations
 
 __all__ = [
+    "AdapterError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "EvaluationError",
     "FilterError",
+    "HubError",
     "IngestInterrupted",
     "IndexMismatchError",
     "ModelLoadError",
@@ -77,6 +80,18 @@ class UnknownConnectorError(SparsebridgeError, KeyError):
 
 class WorkerError(SparsebridgeError, RuntimeError):
     """A pool worker failed or died; the message carries the worker's own error where it sent one."""
+
+
+class EvaluationError(SparsebridgeError, ValueError):
+    """An evaluator was given unusable data (no query with a relevant document, bad cut-offs...)."""
+
+
+class HubError(SparsebridgeError, OSError):
+    """An upload to the Hugging Face Hub failed; the message names the repository and the cause."""
+
+
+class AdapterError(SparsebridgeError, ValueError):
+    """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""
 
 
 class IngestInterrupted(KeyboardInterrupt):

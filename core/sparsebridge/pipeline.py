@@ -485,6 +485,7 @@ class Pipeline:
             top_k=top_k or settings.top_k,
             fusion=settings.fusion,  # type: ignore[arg-type]
             rrf_k=settings.rrf_k,
+            weights=settings.weights,
             prefetch_limit=settings.prefetch_limit,
         )
         raw = self.connector.search(batch, options)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
+from ..peft_adapters import adapter_base_model, save_adapter
 from .base import Module, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class Transformer(Module):
         config_args = dict(config_args or {})
         name = str(model_name_or_path)
 
-        config = AutoConfig.from_pretrained(name, cache_dir=cache_dir, **config_args)
+        # an adapter-only folder (PEFT layout) takes its config from the base model; transformers loads the adapter
+        config = AutoConfig.from_pretrained(adapter_base_model(name) or name, cache_dir=cache_dir, **config_args)
         auto_cls = AutoModelForMaskedLM if transformer_task == "fill-mask" else AutoModel
         self.auto_model = auto_cls.from_pretrained(name, config=config, cache_dir=cache_dir, **model_args)
         self.auto_model.eval()
@@ -180,7 +182,8 @@ class Transformer(Module):
     def save(self, output_path: str | os.PathLike, safe_serialization: bool = True) -> None:
         path = Path(output_path)
         path.mkdir(parents=True, exist_ok=True)
-        self.auto_model.save_pretrained(path, safe_serialization=safe_serialization)
+        if not save_adapter(self.auto_model, path, safe_serialization):  # with adapters: the PEFT layout
+            self.auto_model.save_pretrained(path, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(path)
         config = self.get_config_dict()
         if self.transformer_task == "fill-mask":
