@@ -78,13 +78,19 @@ def test_empty_and_whitespace_text_gives_a_vector(encoder, text):
 )
 def test_non_strings_are_refused_by_position(encoder, items):
     CASES["non-string inputs"] += 1
-    bad = [i for i, x in enumerate(items) if not isinstance(x, str)]
+    # A list of exactly two strings is a text pair, which encoders take as sentence-transformers does.
+    pair = [isinstance(x, list) and len(x) == 2 and all(isinstance(t, str) for t in x) for x in items]
+    bad = [i for i, x in enumerate(items) if not isinstance(x, str) and not pair[i]]
+    if not bad and any(pair) and not all(pair):
+        with pytest.raises(ValueError, match="mix single texts and text pairs"):
+            encoder.encode_document(items)
+        return
     if not bad:
         check_vectors(encoder.encode_document(items), len(items), encoder.get_sentence_embedding_dimension())
         return
     with pytest.raises(TypeError) as err:
         encoder.encode_document(items)
-    assert f"sentences[{bad[0]}]" in str(err.value)
+    assert f"inputs[{bad[0]}]" in str(err.value)
 
 
 @FUZZ
@@ -94,17 +100,18 @@ def test_non_strings_are_refused_by_position(encoder, items):
 )
 def test_decode_refuses_what_is_not_an_embedding(encoder, data, form):
     CASES["decode odd tensors"] += 1
-    # The drawn values, in a form that is not a 1-D or 2-D tensor; the message says which.
+    # The drawn values, in a form that is not a 1-D or 2-D tensor; the message (sentence-transformers'
+    # wording, checked against the oracle in tests/test_st6_api.py) says which.
     if form == "list":
-        value, expected = data, "decode expects a torch.Tensor, got list"
+        value, expected = data, "Expected torch.Tensor, got <class 'list'>"
     elif form == "tuple":
-        value, expected = tuple(data), "decode expects a torch.Tensor, got tuple"
+        value, expected = tuple(data), "Expected torch.Tensor, got <class 'tuple'>"
     elif form == "0-d":
-        value, expected = torch.tensor(data[0]), "decode expects a 1-D or 2-D tensor, got 0-D"
+        value, expected = torch.tensor(data[0]), "Input tensor must be 1D or 2D, got 0D."
     elif form == "3-d":
-        value, expected = torch.tensor(data).reshape(1, 1, -1), "decode expects a 1-D or 2-D tensor, got 3-D"
+        value, expected = torch.tensor(data).reshape(1, 1, -1), "Input tensor must be 1D or 2D, got 3D."
     else:
-        value, expected = torch.tensor(data).reshape(1, -1, 1, 1), "decode expects a 1-D or 2-D tensor, got 4-D"
+        value, expected = torch.tensor(data).reshape(1, -1, 1, 1), "Input tensor must be 1D or 2D, got 4D."
     with pytest.raises((TypeError, ValueError)) as err:
         encoder.decode(value)
     assert str(err.value) == expected
@@ -134,7 +141,7 @@ def test_lone_surrogates_get_a_clear_error_naming_the_item(encoder, text):
     CASES["lone surrogates"] += 1
     with pytest.raises(ValueError) as err:
         encoder.encode_document(["fine", text])
-    assert "sentences[1]" in str(err.value) and "surrogate" in str(err.value)
+    assert "inputs[1]" in str(err.value) and "surrogate" in str(err.value)
 
 
 @pytest.mark.parametrize("text", LONE_SURROGATES)

@@ -77,7 +77,7 @@ def test_pool_results_in_input_order_equal_single_process(encoder, pool, texts, 
 
 
 def test_worker_error_is_raised_with_the_workers_message(encoder, pool, texts, expected):
-    with pytest.raises(WorkerError, match="unknown prompt name 'nope'"):
+    with pytest.raises(WorkerError, match="Prompt name 'nope' not found"):
         encoder.encode(texts[:4], pool=pool, prompt_name="nope")
     # The pool still works afterwards, and stale results of the failed call are ignored.
     assert torch.allclose(encoder.encode(texts[:20], pool=pool, chunk_size=4).to_dense(), expected[:20], atol=TOL)

@@ -97,6 +97,8 @@ class QdrantConnector(Connector):
         if mode not in MODES:
             raise QdrantOptionError(f"unknown Qdrant mode {options.get('mode')!r}; use one of: {', '.join(MODES)}")
         self.mode = mode
+        # Edge's folder and local mode's files belong to one process (see Connector.single_writer).
+        self.single_writer = mode in ("edge", "local")
         allowed = _COMMON | _BY_MODE[mode]
         for key in options:
             if key not in allowed:

@@ -34,7 +34,7 @@ import click
 from . import __version__
 from .config import Config, check_device, load_config
 from .corpus import CorpusError, InvalidDocument, open_corpus, read_jsonl
-from .errors import ConnectorError, IngestInterrupted, SparsebridgeError, SparsebridgeWarning
+from .errors import ConfigError, ConnectorError, IngestInterrupted, SparsebridgeError, SparsebridgeWarning
 
 MAX_LISTED_FAILURES = 20
 SAMPLE_TEXTS = (
@@ -201,6 +201,26 @@ def main() -> None:
     help="Split documents longer than the model's max length into passages ([ingest] split_passages).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Encoding batch size.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where to encode: this process, or Ray Data workers (needs sparsebridge[ray]).",
+)
+@click.option(
+    "--address", default=None, help="With --engine ray: the Ray cluster to join (default: start a local Ray)."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="With --engine ray: encode actors."
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --engine ray: GPUs per actor.",
+)
 @index_option
 @common_options
 @progress_option
@@ -210,6 +230,10 @@ def ingest(
     recreate: bool,
     split_passages: bool | None,
     batch_size: int | None,
+    engine: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
     index: str | None,
     config_path: Path | None,
     as_json: bool,
@@ -228,11 +252,14 @@ def ingest(
         config.model.batch_size = batch_size
     source = open_corpus(corpus, limit=limit)
     interrupted = False
-    with _pipeline(config, quiet) as pipe:
-        try:
-            report = pipe.ingest(source, recreate=recreate)
-        except IngestInterrupted as exc:
-            report, interrupted = exc.report, True
+    if engine == "ray":
+        report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, quiet)
+    else:
+        with _pipeline(config, quiet) as pipe:
+            try:
+                report = pipe.ingest(source, recreate=recreate)
+            except IngestInterrupted as exc:
+                report, interrupted = exc.report, True
     data = {"corpus": source.name, "backend": config.backend.connector, **report.to_dict()}
     if interrupted:
         data["interrupted"] = True
@@ -268,6 +295,33 @@ def _print_ingest_report(report: Any, source: str, config: Config, interrupted: 
             click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
             break
         click.echo(printable(f"  failed {doc_id}: {reason}"))
+
+
+def _ingest_with_ray(
+    config: Config,
+    corpus: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
+    limit: int | None,
+    recreate: bool,
+    quiet: bool,
+) -> Any:
+    try:
+        from .ray import ingest_with_ray
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray: pip install 'sparsebridge[ray]' ({exc})") from exc
+    _quiet_libraries()
+    return ingest_with_ray(
+        config,
+        corpus,
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        limit=limit,
+        recreate=recreate,
+        show_progress=not quiet,
+    )
 
 
 # --------------------------------------------------------------------------- search

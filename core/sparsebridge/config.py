@@ -9,6 +9,7 @@ an embedded Qdrant Edge index in ``./sparsebridge-data``)::
     batch_size = 32
     max_active_dims = 256              # keep only the strongest dimensions per vector
     query_side = "full"                # or "inference-free"
+    precision = "fp32"                 # or "bf16", "int8" (fp32, with a warning, where the CPU lacks them)
 
     [backend]                          # swapping backends = changing this section only
     connector = "elasticsearch"        # a name from `sparsebridge connectors`
@@ -67,6 +68,7 @@ else:  # pragma: no cover - Python 3.10
 CONFIG_ENV = "SPARSEBRIDGE_CONFIG"
 DEFAULT_CONFIG_FILE = "sparsebridge.toml"
 QUERY_SIDES = ("full", "inference-free")
+PRECISIONS = ("fp32", "bf16", "int8")  # as sparsebridge.precision.PRECISIONS (not imported: it loads torch)
 SECRET_KEYS = frozenset(Connector.secret_options) | {"secret", "client_secret", "aws_secret_access_key"}
 _ENV_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -178,6 +180,7 @@ class ModelSettings:
     batch_size: int = 32
     max_active_dims: int | None = None
     query_side: str = "full"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -319,6 +322,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         batch_size=model.integer("batch_size", 32, minimum=1),
         max_active_dims=model.integer("max_active_dims", None, minimum=1),
         query_side=model.choice("query_side", "full", QUERY_SIDES),
+        precision=model.choice("precision", "fp32", PRECISIONS),
     )
     model.finish()
 

@@ -309,6 +309,9 @@ class Connector(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     secret_options: ClassVar[tuple[str, ...]] = ("api_key", "password", "token", "basic_auth")
+    # True when one process owns the index (an embedded engine's folder): distributed ingests then
+    # write through that one process instead of from every worker.
+    single_writer: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)

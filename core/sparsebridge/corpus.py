@@ -97,23 +97,27 @@ def read_jsonl_located(path: str | Path) -> Iterator[tuple[str, dict[str, Any] |
             ref = f"{path.name}:{lineno}"
             if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                reason = f"not valid UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}"
-                yield ref, InvalidDocument(ref, reason)
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield ref, InvalidDocument(ref, f"not valid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            if not isinstance(row, dict):
-                yield ref, InvalidDocument(ref, f"expected a JSON object, got {type(row).__name__}")
-                continue
-            yield ref, row
+            row = parse_jsonl_line(raw, ref)
+            if row is not None:
+                yield ref, row
+
+
+def parse_jsonl_line(raw: bytes, ref: str) -> dict[str, Any] | InvalidDocument | None:
+    """One JSONL line as a dict, an :class:`InvalidDocument` saying what is wrong with it (``ref``
+    names it), or None for a blank line. Shared by every reader, local or distributed."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidDocument(ref, f"not valid UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}")
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return InvalidDocument(ref, f"not valid JSON: {exc.msg} (column {exc.colno})")
+    if not isinstance(row, dict):
+        return InvalidDocument(ref, f"expected a JSON object, got {type(row).__name__}")
+    return row
 
 
 class _LocatedDocuments:

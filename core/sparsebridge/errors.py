@@ -12,6 +12,8 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "EncodeArgumentError",
+    "EncodeInputTypeError",
     "EvaluationError",
     "FilterError",
     "HubError",
@@ -80,6 +82,14 @@ class UnknownConnectorError(SparsebridgeError, KeyError):
 
 class WorkerError(SparsebridgeError, RuntimeError):
     """A pool worker failed or died; the message carries the worker's own error where it sent one."""
+
+
+class EncodeArgumentError(SparsebridgeError, ValueError):
+    """An encoder method got an argument it cannot use (unknown keyword, bad ``top_k``, mixed inputs...)."""
+
+
+class EncodeInputTypeError(SparsebridgeError, TypeError):
+    """An encoder method got inputs of the wrong type; the message names the item."""
 
 
 class EvaluationError(SparsebridgeError, ValueError):

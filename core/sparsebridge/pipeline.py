@@ -163,7 +163,7 @@ class Pipeline:
         try:
             connector.check()  # an unreachable backend fails in a second, before any model loads
             if encoder is None:
-                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device)
+                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device, config.model.precision)
             query_encoder = load_query_encoder(config.model.query_side, encoder, config)
             if dense_encoder is None and config.search.hybrid:
                 dense_encoder = load_dense_encoder(config.search.dense_model, config.model.device)
