@@ -9,13 +9,13 @@ Three parts, each reusing the test suite's scenarios:
 * kills: ``sparsebridge ingest`` (a real subprocess) on vaswani into Qdrant Edge, SIGKILLed at the
   four kill points of tests/test_interrupted_ingest.py (early, between writes, mid-write, before
   flush), then run to the end. Documents lost = corpus ids not readable back; duplicates = stored
-  points beyond the distinct ids read back. A kill is survived when the folder reopens and holds
-  every write acknowledged before the kill.
+  points beyond the distinct ids read back. A kill is survived when the folder reopens, every id
+  acknowledged before the kill reads back, and it holds no point that is not one of those ids read.
 * bulk: the Elasticsearch and OpenSearch connectors (real clients) against the local fake server
   of tests/lucene_testkit.py, with whole requests failing (429, 503) and single bulk items
   rejected (429); figures: retried requests, documents lost.
 * fuzz: the hypothesis suites tests/test_fuzz_encoder.py and tests/test_fuzz_corpus_config.py,
-  run in-process; figure: cases run (and whether they passed).
+  run in-process; figures: cases run, and the outcome of each test as pytest reports it.
 """
 
 from __future__ import annotations
@@ -33,27 +33,50 @@ sys.path.insert(0, str(TESTS))
 
 
 def kills(corpus: Path, limit: int | None) -> dict:
-    from test_interrupted_ingest import DEFAULT_KILLS, Kill, corpus_ids, index_state, interrupted_ingest
+    from test_interrupted_ingest import (
+        DEFAULT_KILLS,
+        Kill,
+        corpus_ids,
+        index_state,
+        run_and_kill,
+        run_to_end,
+        write_config,
+    )
 
-    total = len(corpus_ids(corpus, limit))
-    scale = total / 11_429
+    ids = corpus_ids(corpus, limit)
+    scale = len(ids) / 11_429
     plan = [Kill(k.name, after_docs=int(k.after_docs * scale), pause=k.pause) if limit else k for k in DEFAULT_KILLS]
     start = time.perf_counter()
+    per_kill = []
     with tempfile.TemporaryDirectory(prefix="sb-faults-") as tmp:
         workdir = Path(tmp) / "killed"
-        result = interrupted_ingest(corpus, workdir, limit=limit, kills=plan)  # asserts each kill kept acked writes
-        ids = result["ids"]
+        workdir.mkdir(parents=True)
+        config = write_config(workdir)
+        for kill in plan:
+            seen = run_and_kill(corpus, workdir, config, kill, limit)
+            state = index_state(workdir, ids)
+            stored = set(state["found"])
+            # Judged by ids: the ingest writes the corpus in order, so the documents acknowledged
+            # before the kill are its first ones; each must be readable back, and nothing else stored.
+            acked = set(ids[: seen["written_before_kill"]])
+            seen.update(
+                count_after=state["count"],
+                readable_after=len(stored),
+                acknowledged_lost=sorted(acked - stored)[:10],
+                unknown_points=state["count"] - len(stored),
+            )
+            seen["survived"] = not (acked - stored) and state["count"] == len(stored)
+            per_kill.append(seen)
+        report = run_to_end(corpus, workdir, config, limit)
         state = index_state(workdir, ids)
     return {
-        "documents": total,
-        "kills": len(result["kills"]),
-        "kills_survived": sum(
-            1 for k in result["kills"] if k["count_after"] == k["readable_after"] >= k["written_before_kill"]
-        ),
-        "per_kill": result["kills"],
+        "documents": len(ids),
+        "kills": len(per_kill),
+        "kills_survived": sum(1 for k in per_kill if k["survived"]),
+        "per_kill": per_kill,
         "documents_lost": len(set(ids) - set(state["found"])),
         "duplicates": state["count"] - len(state["found"]),
-        "final_report": {k: result["report"][k] for k in ("documents", "written", "failed", "retries")},
+        "final_report": {k: report[k] for k in ("documents", "written", "failed", "retries")},
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -102,16 +125,31 @@ def bulk() -> dict:
 def fuzz() -> dict:
     import pytest
 
+    class Outcomes:
+        """The outcome of each test that ran (its call phase), as pytest reports it."""
+
+        def __init__(self) -> None:
+            self.outcomes: dict[str, str] = {}
+
+        def pytest_runtest_logreport(self, report) -> None:  # noqa: ANN001 - pytest's hook
+            if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+                self.outcomes[report.nodeid] = report.outcome
+
     files = [str(TESTS / "test_fuzz_encoder.py"), str(TESTS / "test_fuzz_corpus_config.py")]
     start = time.perf_counter()
-    code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", *files])
+    seen = Outcomes()
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "--no-header", *files], plugins=[seen])
+    # Cases are counted by the properties themselves as each example runs (examples hypothesis
+    # discards through assume() are not counted); the tests' own outcomes say whether they passed.
     cases: dict[str, int] = {}
     for module in ("test_fuzz_encoder", "test_fuzz_corpus_config"):
         mod = sys.modules.get(module)
         if mod is not None:
             cases.update(getattr(mod, "CASES", {}))
+    outcomes = list(seen.outcomes.values())
     return {
-        "passed": int(code) == 0,
+        "passed": int(code) == 0 and "failed" not in outcomes,
+        "tests": {k: outcomes.count(k) for k in ("passed", "failed", "skipped")},
         "cases": dict(sorted(cases.items())),
         "total": sum(cases.values()),
         "seconds": round(time.perf_counter() - start, 1),
@@ -156,7 +194,12 @@ def main() -> None:
         )
     if "fuzz" in figures:
         f = figures["fuzz"]
-        print(f"fuzz cases run      {f['total']} ({'all passed' if f['passed'] else 'FAILURES'}, {f['seconds']}s)")
+        t = f["tests"]
+        verdict = "all passed" if f["passed"] else "FAILURES"
+        print(
+            f"fuzz cases run      {f['total']} in {sum(t.values())} tests ({t['passed']} passed, {t['failed']} failed, "
+            f"{t['skipped']} skipped: {verdict}, {f['seconds']}s)"
+        )
         for name, count in f["cases"].items():
             print(f"  {name:<28} {count}")
 

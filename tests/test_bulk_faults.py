@@ -174,13 +174,31 @@ def test_unreachable_server_fails_fast_with_one_line(kind, operation):
     assert PASSWORD not in message
 
 
-def test_server_going_away_mid_ingest_is_one_line_too(kind):
+def test_server_going_away_mid_ingest_is_one_line_too(kind, sleeps):
     engine = FakeEngine(**ENGINES[kind][1])
-    with FakeServer(engine, keep_alive=False) as srv:
-        conn = make(kind, srv.url)
+    srv = FakeServer(engine, keep_alive=False)
+    srv.httpd.handle_error = lambda request, address: None  # the dropped connection below is on purpose
+    handle, bulks = engine.handle, []
+
+    def going_away(method, target, headers, body):
+        if target.split("?")[0].endswith("/_bulk"):
+            bulks.append(target)
+            if len(bulks) == 2:
+                # The second bulk request of the write: the server stops listening and drops the
+                # connection without an answer, the first request's documents already stored.
+                srv.httpd.shutdown()
+                srv.httpd.server_close()
+                raise ConnectionAbortedError("server going away")
+        return handle(method, target, headers, body)
+
+    engine.handle = going_away
+    with srv:
+        conn = make(kind, srv.url, chunk_size=2)
         conn.ensure_index(SPEC)
-    with pytest.raises(ConnectorError) as err:  # the server is gone, the client connected before
-        conn.write(records(2))
+        with pytest.raises(ConnectorError) as err:
+            conn.write(records(6))
+    assert len(bulks) >= 2  # it went away in the middle of the write, not before it
+    assert sorted(engine.indices["docs"]["docs"]) == ["r0", "r1"]
     assert "\n" not in str(err.value) and srv.url in str(err.value)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import sparsebridge.pipeline
 from click.testing import CliRunner
 from pipeline_support import beir, brute_force_ranking, caching_encoder, doc_text, reference_metrics
 from sparsebridge.cli import main
@@ -19,12 +19,11 @@ pytest.importorskip("qdrant_edge")
 
 
 @pytest.fixture
-def cli(monkeypatch, encoder, tmp_path):
-    """Run the CLI in-process in tmp_path; the model loader hands out the session's (caching) encoder."""
+def cli(monkeypatch, tmp_path):
+    """Run the CLI in-process in tmp_path. Nothing is patched: each command loads the configured model
+    itself (the packaged SPLADE model, 4M parameters), as a user's run does."""
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    cached = caching_encoder(encoder)
-    monkeypatch.setattr(sparsebridge.pipeline, "load_sparse_encoder", lambda name, *_: cached)
     runner = CliRunner()
 
     def run(*args, ok=True):
@@ -109,10 +108,19 @@ def test_ingest_search_small_corpus(cli, tmp_path):
     assert again["written"] == 3 and again["failed"] == {}
     res = json.loads(cli("search", "wing lift", "--config", config, "--json", "-q").stdout)
     assert res[0]["hits"][0]["id"] == "wing"
-    only_fr = json.loads(cli("search", "wing lift", "--filter", "lang=fr", "--config", config, "--json", "-q").stdout)
-    assert [h["id"] for h in only_fr[0]["hits"]] in ([], ["fr"])
+    # The filter keeps exactly the French document (the query matches it), and only English ones.
+    only_fr = json.loads(
+        cli("search", "portance aile", "--filter", "lang=fr", "--config", config, "--json", "-q").stdout
+    )
+    assert [(h["id"], h["payload"]["lang"]) for h in only_fr[0]["hits"]] == [("fr", "fr")]
+    only_en = json.loads(
+        cli("search", "portance aile wing heat", "--filter", "lang=en", "--config", config, "--json", "-q").stdout
+    )
+    assert only_en[0]["hits"] and {h["id"] for h in only_en[0]["hits"]} <= {"wing", "heat"}
+    assert all(h["payload"]["lang"] == "en" for h in only_en[0]["hits"])
     plain = cli("search", "hypersonic heat", "--no-explain", "--config", config, "-q").stdout
-    assert "heat" in plain and "matched" not in plain
+    ranked = [m.groups() for m in re.finditer(r"^\s+(\d+)\. (\S+)  score ", plain, re.M)]
+    assert ranked[0] == ("1", "heat") and "matched" not in plain
 
 
 def test_ingest_failures_exit_nonzero_and_are_listed(cli, tmp_path):

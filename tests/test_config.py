@@ -287,3 +287,34 @@ def test_env_values_in_tables_reach_the_index_spec_revealed(monkeypatch, tmp_pat
     assert "from-env" not in repr(config.backend)
     with Pipeline.from_config(config, encoder=encoder, show_progress=False) as pipe:
         assert pipe.index_spec().options == {"note": "from-env", "plain": 1}
+
+
+def test_credentials_inside_urls_are_redacted_wherever_a_config_is_shown(tmp_path):
+    from sparsebridge.config import redact_url
+
+    path = write(
+        tmp_path,
+        '[backend]\nconnector = "elasticsearch"\nurl = "http://elastic:S3cret@es.example:9200/x?y=1"\n'
+        'hosts = ["https://u:p4ss@a:9200", "https://b:9200"]\n',
+    )
+    config = load_config(path)
+    assert config.backend.connector_options()["url"] == "http://elastic:S3cret@es.example:9200/x?y=1"  # used as is
+    shown = config.to_dict()["backend"]
+    assert shown["url"] == "http://***@es.example:9200/x?y=1"
+    assert shown["hosts"] == ["https://***@a:9200", "https://b:9200"]
+    for text in (repr(config), repr(config.backend), str(config.to_dict())):
+        assert "S3cret" not in text and "p4ss" not in text
+    assert redact_url("no url here: a@b") == "no url here: a@b"
+
+
+def test_device_is_checked_before_any_model_loads(tmp_path):
+    import torch
+    from sparsebridge.config import check_device
+
+    check_device(config_from_dict({"model": {"device": "cpu"}}))
+    check_device(config_from_dict({}))
+    with pytest.raises(ConfigError, match=r"sb.toml: \[model\] device = 'gpu7': not a torch device"):
+        check_device(config_from_dict({"model": {"device": "gpu7"}}, source="sb.toml"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"sb.toml: \[model\] device = 'cuda:0': this torch build .* cannot use"):
+            check_device(config_from_dict({"model": {"device": "cuda:0"}}, source="sb.toml"))

@@ -105,3 +105,44 @@ def test_stdlib_spec():
     assert open_corpus("stdlib:").size == STDLIB_DEFAULT_LIMIT
     with pytest.raises(CorpusError, match="stdlib:N"):
         open_corpus("stdlib:many")
+
+
+def test_utf8_bom_on_line_one_is_skipped(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": 1, "text": "a"}\n{"id": 2, "text": "\xef\xbb\xbfb"}\n')
+    rows = list(read_jsonl(path))
+    # Only the file's byte order mark goes; one inside a later line is that line's text.
+    assert rows == [{"id": 1, "text": "a"}, {"id": 2, "text": "\ufeffb"}]
+    assert open_corpus(path).size == 2
+
+
+def test_empty_corpus_and_stdlib_zero_are_errors(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\xef\xbb\xbf\n \n")
+    with pytest.raises(CorpusError, match="is empty: no documents to ingest"):
+        open_corpus(empty)
+    for spec in ("stdlib:0", "stdlib:-3"):
+        with pytest.raises(CorpusError, match="asks for no documents"):
+            open_corpus(spec)
+    assert stdlib_docs(limit=0) == []
+
+
+def test_jsonl_corpus_knows_the_line_of_each_document(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 1, "text": "a"}\n\n{"id": 2, "text": "b"}\n{"id": 3, "text": "c"}\n')
+    corpus = open_corpus(path, limit=2)
+    seen = [(doc["id"], corpus.location()) for doc in corpus]
+    assert seen == [(1, "docs.jsonl:1"), (2, "docs.jsonl:3")]
+
+
+def test_queries_need_an_id_and_a_text(tmp_path):
+    for line, needle in (
+        ('{"text": "q"}', "queries.jsonl:2: no '_id'"),
+        ('{"_id": true, "text": "q"}', "queries.jsonl:2: '_id' True is not a string or an integer"),
+        ('{"_id": "q2"}', "queries.jsonl:2: query 'q2' has no 'text' string"),
+    ):
+        (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "fine"}\n' + line + "\n")
+        with pytest.raises(CorpusError, match=needle):
+            read_beir_queries(tmp_path)
+    (tmp_path / "queries.jsonl").write_text('{"_id": 7, "text": "seven"}\n')
+    assert read_beir_queries(tmp_path) == {"7": "seven"}

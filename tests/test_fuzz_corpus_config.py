@@ -150,45 +150,52 @@ def test_every_document_is_written_or_reported(encoder, edge_root, lines):
     path = edge_root / f"corpus-{run}.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     conn = QdrantConnector(mode="edge", path=str(edge_root / "edge"), index=f"fuzz{run}")
+    written_ids, failed_refs = _expected_outcome(lines, path.name)
     with Pipeline(encoder, conn, f"fuzz{run}", batch_size=4, show_progress=False) as pipe:
         report = pipe.ingest(str(path))
-        assert report.documents == len(lines)
-        written_ids = _written_ids(lines, report.failed)
         found = pipe.connector.get(sorted(written_ids)) if written_ids else {}
         count = pipe.count()
         pipe.connector.drop()
-    # Every line is accounted for exactly once: readable by its id, or failed with a reason.
+    # Every line is accounted for exactly once, as the input alone says: readable by its id, or
+    # failed under its id (or its file:line when it has none) with a reason.
+    assert report.documents == len(lines)
     assert set(found) == written_ids
     assert count == len(written_ids) == report.written
-    assert len(written_ids) + len(report.failed) == len(lines), (written_ids, report.failed)
+    assert set(report.failed) == failed_refs, (written_ids, report.failed)
     assert all(isinstance(r, str) and r for r in report.failed.values())
-    for ref in report.failed:
-        if ref.startswith(path.name + ":"):
-            assert 1 <= int(ref.rsplit(":", 1)[1]) <= len(lines)
 
 
-def _written_ids(lines: list[str], failed: dict[str, str]) -> set[str]:
-    """The record ids the pipeline should have written: the lines' ids (or text hashes) not failed."""
+def _expected_outcome(lines: list[str], name: str) -> tuple[set[str], set[str]]:
+    """(record ids that must be written, failure keys that must be reported), from the lines alone:
+    a line that is not a JSON object fails at its ``file:line``; an id that is not a string or an
+    integer fails there too; a title or text that is present but not a string, or no text at all,
+    fails under the id (``file:line`` without one); the rest is written under its id, or the hash
+    of its text when it has none."""
     from sparsebridge.pipeline import text_id
 
-    ids = set()
+    written, failed = set(), set()
     for n, line in enumerate(lines, 1):
+        ref = f"{name}:{n}"
         try:
             doc = json.loads(line)
         except ValueError:
+            failed.add(ref)
             continue
         if not isinstance(doc, dict):
+            failed.add(ref)
             continue
         raw = doc.get("_id")
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, (str, int))):
+            failed.add(ref)
+            continue
         doc_id = str(raw) if raw is not None and str(raw) != "" else None
-        # A title or text that is there but not a string fails the document (reported by id or "#n").
         wrong_type = any(doc.get(f) is not None and not isinstance(doc.get(f), str) for f in ("title", "text"))
-        if doc_id is None:
-            parts = [doc[f].strip() for f in ("title", "text") if isinstance(doc.get(f), str) and doc[f].strip()]
-            doc_id = text_id(" ".join(parts)) if parts and not wrong_type else f"#{n}"
-        if doc_id not in failed:
-            ids.add(doc_id)
-    return ids
+        parts = [doc[f].strip() for f in ("title", "text") if isinstance(doc.get(f), str) and doc[f].strip()]
+        if wrong_type or not parts:
+            failed.add(doc_id or ref)
+            continue
+        written.add(doc_id or text_id(" ".join(parts)))
+    return written, failed
 
 
 def test_duplicate_ids_are_reported_not_silently_replaced(encoder, tmp_path):
@@ -297,11 +304,11 @@ literal = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="
 @FUZZ
 @given(parts=st.lists(st.one_of(st.sampled_from(PIECES), literal.map(lambda s: (s, s))), min_size=1, max_size=6))
 def test_env_interpolation_follows_the_documented_rules(fuzz_env, parts):
-    CASES["config ${VAR} rules"] += 1
     raw = "".join(p for p, _ in parts)
     failing = any(e is ConfigError for _, e in parts)
     expected = None if failing else "".join(e for _, e in parts)
     assume(failing or expected.strip())  # an empty id_field is a different (type) error
+    CASES["config ${VAR} rules"] += 1  # counted once it runs: examples assume() discards are not cases
     try:
         config = config_from_dict({"ingest": {"id_field": raw}}, source="fuzz.toml")
     except ConfigError as exc:

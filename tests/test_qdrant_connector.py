@@ -30,6 +30,7 @@ from sparsebridge.connector import (  # noqa: E402
     SearchOptions,
     SparseVector,
 )
+from sparsebridge.errors import FilterError  # noqa: E402
 from sparsebridge.plugins import create_connector, get_connectors  # noqa: E402
 from sparsebridge_qdrant import QdrantConnector, QdrantOptionError, point_id  # noqa: E402
 
@@ -212,13 +213,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+@pytest.mark.filterwarnings("ignore:the Qdrant api_key is sent unencrypted")
 @pytest.mark.parametrize("grpc", [False, True])
 def test_unreachable_server_fails_fast_in_one_line(grpc):
     port = _free_port()
     opts = {"mode": "server", "url": f"http://127.0.0.1:{port}", "api_key": "s3cr3t-key", "timeout": 5}
+    dialled = f"127.0.0.1:{port}"
     if grpc:
         opts.update(prefer_grpc=True, grpc_port=_free_port())
+        dialled = f"127.0.0.1:{opts['grpc_port']} (gRPC)"  # the address it dialled, not the REST one
     c = QdrantConnector(**opts)
     start = time.monotonic()
     with pytest.raises(ConnectorError) as info:
@@ -227,9 +230,19 @@ def test_unreachable_server_fails_fast_in_one_line(grpc):
     msg = str(info.value)
     assert elapsed < 5, elapsed
     assert "\n" not in msg
-    assert f"127.0.0.1:{port}" in msg and "cannot reach Qdrant" in msg
+    assert dialled in msg and "cannot reach Qdrant" in msg
     assert "s3cr3t-key" not in msg
     c.close()
+
+
+def test_api_key_over_http_is_one_warning_in_our_words():
+    from sparsebridge.errors import SparsebridgeWarning
+
+    with pytest.warns(
+        SparsebridgeWarning, match="the Qdrant api_key is sent unencrypted to http://q.invalid:6333"
+    ) as seen:
+        QdrantConnector(mode="server", url="http://q.invalid:6333", api_key="k").close()
+    assert [type(w.message) for w in seen] == [SparsebridgeWarning]  # the client's raw UserWarning is gone
 
 
 def test_no_collection_selected(conn):
@@ -349,7 +362,7 @@ def test_filters(loaded, flt, keep):
 
 def test_filter_values_are_checked(loaded):
     conn, _ = loaded
-    with pytest.raises(ConnectorError, match="filter value"):
+    with pytest.raises(FilterError, match="filter value"):  # sparsebridge.filters: the same on every backend
         conn.search([Query(sparse=rand_sparse(random.Random(0), 3), filter={"tag": {"nested": 1}})])
 
 

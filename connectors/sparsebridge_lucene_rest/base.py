@@ -319,6 +319,10 @@ class LuceneConnector(Connector):
             self._client = client
         return self._client
 
+    def check(self) -> None:
+        """Connect now (``GET /``, no retries): an unreachable server is reported before a model loads."""
+        self.client  # noqa: B018 - connects
+
     @property
     def server_version(self) -> tuple[int, ...]:
         self.client  # noqa: B018 - connects

@@ -14,12 +14,12 @@ keys are written), so a connector opened with only ``index=...`` finds its way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sparsebridge.connector import Filter
+from sparsebridge.filters import parse_filter
 
 META_KEY = "sparsebridge"
 META_FORMAT = 1
@@ -29,31 +29,16 @@ RESERVED_FIELDS = (TEXT_FIELD, PAYLOAD_FIELD)
 
 
 def filter_clauses(flt: Filter | None) -> list[dict[str, Any]]:
-    """Query.filter -> bool filter clauses on ``payload.<key>``: a scalar is a ``term``, a list or
-    tuple a ``terms`` (any of)."""
+    """Query.filter (parsed by ``sparsebridge.filters``) -> bool filter clauses on ``payload.<key>``:
+    equality is a ``term``, any-of a ``terms`` (an empty list matches nothing, as on every backend)."""
     clauses: list[dict[str, Any]] = []
-    for key, value in (flt or {}).items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"filter keys must be non-empty strings, got {key!r}")
-        path = f"{PAYLOAD_FIELD}.{key}"
-        if isinstance(value, (list, tuple, set, frozenset)):
-            values = list(value)
-            if not values:
-                raise ValueError(f"filter on {key!r} has an empty list of values")
-            for v in values:
-                _check_filter_value(key, v)
-            clauses.append({"terms": {path: values}})
+    for c in parse_filter(flt):
+        path = f"{PAYLOAD_FIELD}.{c.key}"
+        if c.kind == "any":
+            clauses.append({"terms": {path: list(c.values)}})
         else:
-            _check_filter_value(key, value)
-            clauses.append({"term": {path: {"value": value}}})
+            clauses.append({"term": {path: {"value": c.value}}})
     return clauses
-
-
-def _check_filter_value(key: str, value: Any) -> None:
-    if value is None or isinstance(value, (Mapping, list, tuple)):
-        raise ValueError(f"filter on {key!r}: values must be strings, numbers or booleans, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"filter on {key!r}: value {value!r} is not finite")
 
 
 def combine(clause: dict[str, Any], filters: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,8 +13,10 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, SearchOptions
+from sparsebridge.errors import SparsebridgeWarning
 
 from ._common import (
     META_KEY,
@@ -112,7 +114,8 @@ class ClientBackend:
         if mode == "server":
             if not url:
                 raise ConnectorError("mode='server' needs url=... (e.g. http://127.0.0.1:6333)")
-            self.where = redact_url(url)
+            # With prefer_grpc the client dials the gRPC port (6334 unless grpc_port says otherwise).
+            self.where = _grpc_address(url, grpc_port) if prefer_grpc else redact_url(url)
             kwargs: dict[str, Any] = {
                 "url": url,
                 "api_key": api_key,
@@ -145,8 +148,19 @@ class ClientBackend:
                     raise ConnectorError(f"cannot read the CA bundle verify={verify!r}: {exc}") from None
             else:
                 kwargs["verify"] = bool(verify)
-            # qdrant-client warns when an api_key travels over plain http: a warning worth seeing.
-            self.client = QdrantClient(**kwargs)
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                self.client = QdrantClient(**kwargs)
+            for w in seen:
+                # An api_key over plain http is worth a warning, in our words and without a source line.
+                if "insecure connection" in str(w.message):
+                    warnings.warn(
+                        f"the Qdrant api_key is sent unencrypted to {self.where}; use an https:// url",
+                        SparsebridgeWarning,
+                        stacklevel=2,
+                    )
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         else:
             if path is not None and location is not None:
                 raise ConnectorError("mode='local' takes path=... or location=':memory:', not both")
@@ -159,6 +173,11 @@ class ClientBackend:
 
     def describe(self) -> str:
         return f"Qdrant at {self.where}" if self.mode == "server" else self.where
+
+    def ping(self) -> None:
+        """One request without retries, so that an unreachable server fails fast (refused at once)."""
+        if self.mode == "server" and not self._probed:
+            self.call("connect", lambda: self.client.get_collections(), retry=False)
 
     # -- requests -----------------------------------------------------------------------------------
     def _fail(self, what: str, exc: BaseException) -> ConnectorError:
@@ -479,3 +498,11 @@ def _status_of(exc: ConnectorError) -> int | None:
 def _distance_name(distance: Any) -> str:
     value = str(getattr(distance, "value", distance)).lower()
     return {"cosine": "cosine", "dot": "dot", "euclid": "euclid", "manhattan": "manhattan"}.get(value, value)
+
+
+def _grpc_address(url: str, grpc_port: int | None) -> str:
+    """The address the client dials with ``prefer_grpc``: the url's host on the gRPC port."""
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme or 'http'}://{host}:{grpc_port or 6334} (gRPC)"

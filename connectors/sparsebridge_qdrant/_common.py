@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, IndexSpec, Query, Record, SearchOptions
+from sparsebridge.filters import Condition, parse_filter  # noqa: F401  (one filter parser for every backend)
 
 # Point ids must be unsigned ints or UUIDs, so a record's string id becomes a UUIDv5 over this fixed
 # namespace: the same id always maps to the same point, and a re-run ingest upserts in place.
@@ -257,45 +258,6 @@ def _prepare(rec: Record, layout: Layout, id_key: str, text_key: str) -> Prepare
 
 
 # --- queries ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Condition:
-    """One neutral filter condition: ``key`` equals ``value`` (kind "eq") or is one of ``values``."""
-
-    key: str
-    kind: str  # "eq" | "any"
-    value: Any = None
-    values: list[Any] = field(default_factory=list)
-
-
-def parse_filter(flt: Mapping[str, Any] | None) -> list[Condition]:
-    """sparsebridge's filter (``{field: scalar}`` equality, ``{field: [..]}`` any-of) as conditions."""
-    if not flt:
-        return []
-    out = []
-    for key, value in flt.items():
-        if not isinstance(key, str) or not key:
-            raise ConnectorError(f"filter keys must be non-empty strings, got {key!r}")
-        if isinstance(value, (list, tuple, set, frozenset)):
-            values = list(value)
-            for v in values:
-                _check_scalar(key, v)
-            out.append(Condition(key, "any", values=values))
-        else:
-            _check_scalar(key, value)
-            out.append(Condition(key, "eq", value=value))
-    return out
-
-
-def _check_scalar(key: str, value: Any) -> None:
-    if not isinstance(value, (str, int, float, bool)):
-        raise ConnectorError(
-            f"filter value for {key!r} must be a string, number or boolean (or a list of them), "
-            f"got {type(value).__name__}"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConnectorError(f"filter value for {key!r} must be finite")
 
 
 @dataclass

@@ -252,6 +252,11 @@ class QdrantConnector(Connector):
             out.append([(by_key[h.id][0], h.score, by_key[h.id][1]) for h in fuse_legs(hit_legs, options)])
         return out
 
+    def check(self) -> None:
+        ping = getattr(self._backend, "ping", None)  # a server answers or fails now; Edge has nothing to reach
+        if ping is not None:
+            ping()
+
     def count(self) -> int:
         """Number of points in the collection; 0 when it does not exist."""
         name = self._name()

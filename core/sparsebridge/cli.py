@@ -12,14 +12,17 @@
 
 Every command takes ``--config`` (default: ``$SPARSEBRIDGE_CONFIG``, else ``./sparsebridge.toml``
 when present, else the built-in defaults) and ``--json``. Progress goes to stderr. A user error
-(bad config, unknown connector, unreachable backend, missing file) ends with one ``Error:`` line
-and exit status 1, never a traceback.
+(any :class:`~sparsebridge.errors.SparsebridgeError`: bad config, unknown connector, unreachable
+backend, missing file or model) ends with one ``Error:`` line and exit status 1, never a traceback;
+Ctrl-C ends with exit status 130 (an interrupted ingest first prints the report of what it wrote).
+All of this is handled in one place, :class:`_Commands`, so every command gets it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -29,10 +32,9 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import Config, ConfigError, load_config
-from .connector import ConnectorError
+from .config import Config, check_device, load_config
 from .corpus import CorpusError, InvalidDocument, open_corpus, read_jsonl
-from .defaults import ModelNotFoundError
+from .errors import ConfigError, ConnectorError, IngestInterrupted, SparsebridgeError, SparsebridgeWarning
 
 MAX_LISTED_FAILURES = 20
 SAMPLE_TEXTS = (
@@ -43,38 +45,63 @@ SAMPLE_TEXTS = (
 )
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .errors import CacheError, DatasetError
-    from .plugins import UnknownConnectorError
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+# Every error we raise on purpose, and the OS errors a user causes (a path that is not there).
+USER_ERRORS: tuple[type[BaseException], ...] = (SparsebridgeError, FileNotFoundError, PermissionError)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
-    return (
-        CacheError,
-        DatasetError,
-        ConfigError,
-        ConnectorError,
-        CorpusError,
-        ModelNotFoundError,
-        UnknownConnectorError,
-        FileNotFoundError,
-        PermissionError,
-    )
+
+def printable(text: str) -> str:
+    """``text`` safe to print: a lone surrogate (from a JSON ``"\\udc80"`` escape) becomes that escape
+    instead of a UnicodeEncodeError in the middle of a report."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, (FileNotFoundError, PermissionError)) and exc.filename and exc.strerror:
         text = f"{exc.strerror}: {exc.filename}"
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
+
+
+class _Commands(click.Group):
+    """The command group. Its ``invoke`` is the one place where user errors become one ``Error:``
+    line (exit 1) and Ctrl-C becomes exit status 130, for every command, present and future."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings():
+            _one_line_warnings()
+            try:
+                return super().invoke(ctx)
+            except USER_ERRORS as exc:
+                raise click.ClickException(_one_line(exc)) from None
+            except KeyboardInterrupt:
+                click.echo("Error: interrupted", err=True)
+                raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def _one_line_warnings() -> None:
+    # Our own warnings as one "Warning:" line, without the file name and source line Python adds.
+    default = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, SparsebridgeWarning):
+            click.echo(f"Warning: {printable(str(message))}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures into one readable ``Error:`` line (exit status 1)."""
+    """Turn user errors into one ``Error:`` line; the group already does it for every command, this
+    is for a command used on its own (``ingest.main(...)``) or outside the group."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except _user_errors() as exc:
+        except USER_ERRORS as exc:
             raise click.ClickException(_one_line(exc)) from None
 
     return wrapper
@@ -120,10 +147,19 @@ def _quiet_libraries() -> None:
 
 
 def _pipeline(config: Config, quiet: bool, cache: Any = None) -> Any:
-    from .pipeline import Pipeline
+    from .components import connector_from_config
 
-    _quiet_libraries()
-    return Pipeline.from_config(config, show_progress=not quiet, cache=cache)
+    # The backend is checked before torch and the models load: an unreachable one fails in a second.
+    connector = connector_from_config(config)
+    try:
+        connector.check()
+        from .pipeline import Pipeline
+
+        _quiet_libraries()
+        return Pipeline.from_config(config, connector=connector, show_progress=not quiet, cache=cache)
+    except BaseException:
+        connector.close()
+        raise
 
 
 def _open_cache(no_cache: bool, path: Path | None) -> Any:
@@ -148,17 +184,18 @@ def cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _encoder(config: Config) -> Any:
-    from .pipeline import load_sparse_encoder
+    from .components import load_sparse_encoder
 
+    check_device(config)
     _quiet_libraries()
     return load_sparse_encoder(config.model.name_or_path, config.model.device)
 
 
 def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    click.echo(printable(json.dumps(data, ensure_ascii=False, indent=2, default=str)))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sparsebridge")
 def main() -> None:
     """Learned sparse (SPLADE) vectors in and out of Elasticsearch, OpenSearch and Qdrant.
@@ -209,7 +246,6 @@ def main() -> None:
 @index_option
 @common_options
 @progress_option
-@user_errors
 def ingest(
     corpus: str,
     limit: int | None,
@@ -242,6 +278,7 @@ def ingest(
         config.ingest.split_passages = split_passages
     if batch_size is not None:
         config.model.batch_size = batch_size
+    interrupted = False
     if is_dataset(corpus):
         if limit is not None or engine == "ray":
             raise click.UsageError("--limit and --engine ray apply to text corpora, not to a vector dataset")
@@ -255,31 +292,52 @@ def ingest(
             report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, quiet)
         else:
             with _pipeline(config, quiet, _open_cache(no_cache, cache_path)) as pipe:
-                report = pipe.ingest(source, recreate=recreate)
+                try:
+                    report = pipe.ingest(source, recreate=recreate)
+                except IngestInterrupted as exc:
+                    report, interrupted = exc.report, True
     data = {"corpus": name, "backend": config.backend.connector, **report.to_dict()}
+    if interrupted:
+        data["interrupted"] = True
     if as_json:
         _emit_json(data)
     else:
+        _print_ingest_report(report, name, config, interrupted)
+    if interrupted:
         click.echo(
-            f"ingested {report.documents} documents from {name} into index {report.index!r} "
-            f"({config.backend.connector}): {report.written} records written, {len(report.failed)} failed, "
-            f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s; "
-            f"encoding {report.encode_seconds:.1f}s, writing {report.write_seconds:.1f}s)"
+            f"Error: interrupted after {report.written} records written; run the same command again to resume",
+            err=True,
         )
-        if report.cache_hits or report.cache_misses:
-            click.echo(f"  encode cache: {report.cache_hits} served, {report.cache_misses} encoded")
-        for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
-            if i == MAX_LISTED_FAILURES:
-                click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
-                break
-            click.echo(f"  failed {doc_id}: {reason}")
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
+
+
+def _print_ingest_report(report: Any, source: str, config: Config, interrupted: bool) -> None:
+    verb = "interrupted after" if interrupted else "ingested"
+    click.echo(
+        f"{verb} {report.documents} documents from {printable(source)} into index {report.index!r} "
+        f"({config.backend.connector}): {report.written} records written, {len(report.failed)} failed, "
+        f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s; "
+        f"encoding {report.encode_seconds:.1f}s, writing {report.write_seconds:.1f}s)"
+    )
+    if report.truncated:
+        click.echo(
+            f"  {report.truncated} documents are longer than the model's max_seq_length "
+            f"({report.max_seq_length} tokens) and were truncated; --split-passages indexes them whole"
+        )
+    if report.cache_hits or report.cache_misses:
+        click.echo(f"  encode cache: {report.cache_hits} served, {report.cache_misses} encoded")
     if report.cache_corrupt:
         click.echo(
             f"warning: {report.cache_corrupt} corrupt encode-cache entries were discarded and encoded again",
             err=True,
         )
-    if report.failed:
-        raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
+    for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
+        if i == MAX_LISTED_FAILURES:
+            click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
+            break
+        click.echo(printable(f"  failed {doc_id}: {reason}"))
 
 
 def _ingest_with_ray(
@@ -347,7 +405,6 @@ def _snippet(hit_id: str, payload: dict[str, Any], width: int = 100) -> str:
 @index_option
 @common_options
 @progress_option
-@user_errors
 def search(
     queries: tuple[str, ...],
     top_k: int | None,
@@ -360,6 +417,9 @@ def search(
     quiet: bool,
 ) -> None:
     """Search the index for one or more QUERIES (one batch request) and print ranked hits."""
+    for n, query in enumerate(queries, 1):
+        if _SURROGATE.search(query):  # bytes that are not UTF-8 in argv arrive as lone surrogates
+            raise click.ClickException(f"query {n} ('{printable(query)}') is not valid UTF-8 text")
     config = _config(config_path, index=index)
     flt = _parse_filters(filters)
     with _pipeline(config, quiet) as pipe:
@@ -370,16 +430,16 @@ def search(
     for n, result in enumerate(results):
         if n:
             click.echo()
-        click.echo(f"query: {result.query}")
+        click.echo(printable(f"query: {result.query}"))
         for note in result.notes:
             click.echo(f"  note: {note}")
         if not result.hits:
             click.echo("  no hits")
         for rank, hit in enumerate(result.hits, 1):
-            click.echo(f"  {rank:>2}. {hit.id}  score {hit.score:.4f}")
+            click.echo(printable(f"  {rank:>2}. {hit.id}  score {hit.score:.4f}"))
             snippet = _snippet(hit.id, hit.payload)
             if snippet:
-                click.echo(f"      {snippet}")
+                click.echo(printable(f"      {snippet}"))
             if hit.explanation is not None:
                 if hit.explanation.note:
                     click.echo(f"      ({hit.explanation.note})")
@@ -388,7 +448,7 @@ def search(
                         f"{m.token} {m.query_weight:.2f}x{m.document_weight:.2f}" for m in hit.explanation.matches[:8]
                     )
                     more = len(hit.explanation.matches) - 8
-                    click.echo(f"      matched: {shown}" + (f" (+{more} more)" if more > 0 else ""))
+                    click.echo(printable(f"      matched: {shown}" + (f" (+{more} more)" if more > 0 else "")))
                 else:
                     click.echo("      matched: no shared tokens (dense hit)")
 
@@ -404,7 +464,6 @@ def search(
 @index_option
 @common_options
 @progress_option
-@user_errors
 def eval_cmd(
     beir_dir: Path,
     split: str,
@@ -510,7 +569,6 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
 @click.option("--no-text", is_flag=True, help="Dataset mode: leave the text column empty.")
 @common_options
 @progress_option
-@user_errors
 def encode(
     texts: tuple[str, ...],
     input_path: Path | None,
@@ -552,7 +610,7 @@ def encode(
         for (doc_id, _), vec in zip(items, vectors):
             pairs = sorted(zip(vec.tokens, vec.values), key=lambda p: (-p[1], p[0]))[:top_k]
             line = json.dumps({"id": doc_id, "tokens": {t: round(w, 6) for t, w in pairs}}, ensure_ascii=False)
-            click.echo(line, file=out)
+            click.echo(printable(line), file=out)
     finally:
         if out is not None:
             out.close()
@@ -760,8 +818,26 @@ def cache_clear(cache_path: Path | None) -> None:
 
 
 @main.command()
+@index_option
 @common_options
-@user_errors
+def count(index: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Number of records in the index (documents, or passages with --split-passages); no model loads."""
+    from .components import connector_from_config
+
+    config = _config(config_path, index=index)
+    with connector_from_config(config) as connector:
+        connector.check()
+        if connector.index_metadata() is None:
+            raise ConnectorError(f"index {config.backend.index!r} does not exist; run `sparsebridge ingest` first")
+        n = connector.count()
+    if as_json:
+        _emit_json({"index": config.backend.index, "backend": config.backend.connector, "count": n})
+    else:
+        click.echo(f"{n} records in index {config.backend.index!r} ({config.backend.connector})")
+
+
+@main.command()
+@common_options
 def connectors(config_path: Path | None, as_json: bool) -> None:
     """List the installed connector plugins, their versions and which one the config uses."""
     from .plugins import get_connectors, plugin_versions
@@ -797,7 +873,6 @@ def connectors(config_path: Path | None, as_json: bool) -> None:
 @main.command()
 @click.option("--text", "texts", multiple=True, help="Measure sparsity on these texts instead of built-in samples.")
 @common_options
-@user_errors
 def info(texts: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
     """Model summary (vocabulary, max length, modules) and the sparsity of its vectors."""
     from .defaults import resolve_model

@@ -10,6 +10,7 @@ import numpy as np
 from .config import Config, ConfigError
 from .connector import Connector, ConnectorError
 from .defaults import resolve_model
+from .errors import ModelLoadError, SparsebridgeError
 
 
 def load_sparse_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Any:
@@ -19,7 +20,19 @@ def load_sparse_encoder(name_or_path: str, device: str | None = None, precision:
     encoder_cls = getattr(sparsebridge, "SparseEncoder", None)
     if encoder_cls is None:
         raise ConfigError("this sparsebridge build has no SparseEncoder (sparsebridge.SparseEncoder)")
-    return encoder_cls(resolve_model(name_or_path), device=device, precision=precision)
+    return _load(encoder_cls, name_or_path, device=device, precision=precision)
+
+
+def _load(encoder_cls: Any, name_or_path: str, **options: Any) -> Any:
+    """Build an encoder; a model that cannot be read (missing, uncached while offline, not a model
+    folder) is a ModelLoadError naming it, in one line, whichever library noticed first."""
+    try:
+        return encoder_cls(resolve_model(name_or_path), **options)
+    except SparsebridgeError:
+        raise
+    except (OSError, ValueError) as exc:
+        cause = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {cause}") from exc
 
 
 def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
@@ -29,7 +42,7 @@ def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
     encoder_cls = getattr(sparsebridge, "DenseEncoder", None)
     if encoder_cls is None:
         raise ConfigError("[search] hybrid = true needs sparsebridge.DenseEncoder, which this version does not include")
-    return encoder_cls(resolve_model(name_or_path), device=device)
+    return _load(encoder_cls, name_or_path, device=device)
 
 
 def has_inference_free_queries(encoder: Any) -> bool:

@@ -119,14 +119,55 @@ def reveal(value: Any) -> Any:
 
 
 def redact(value: Any) -> Any:
-    """A printable copy: Secrets become ``"***"``."""
+    """A printable copy: Secrets become ``"***"``, and so do credentials inside URLs
+    (``http://elastic:PASS@host:9200`` -> ``http://***@host:9200``). Every place that shows a
+    config goes through here."""
     if isinstance(value, Secret):
         return "***"
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_url(value)
     return value
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user and password of any URL in it replaced by ``***``."""
+    return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+
+
+def check_device(config: Config) -> None:
+    """Refuse ``[model] device`` when it is not a torch device or this torch build lacks it.
+
+    Done before any model loads (torch would fail later with an ``AssertionError`` deep inside
+    the first forward pass), and only when a device is configured, so that commands without a
+    model never import torch.
+    """
+    device = config.model.device
+    if device is None:
+        return
+    import torch
+
+    where = f"{config.source}: [model] device = {device!r}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"{where}: not a torch device ({reason}); use e.g. 'cpu' or 'cuda:0'") from None
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}.get(dev.type)
+    if dev.type != "cpu" and (backend is None or not backend.is_available()):
+        raise ConfigError(
+            f"{where}: this torch build ({torch.__version__}) cannot use {dev.type} here; use 'cpu' "
+            f"or install a torch with {dev.type} support"
+        )
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ConfigError(f"{where}: there are {count()} {dev.type} devices (0 to {count() - 1})")
 
 
 # --------------------------------------------------------------------------- settings
@@ -390,7 +431,7 @@ class _Section:
     def _shown(self, key: str, value: Any) -> str:
         if isinstance(value, Secret) or key in SECRET_KEYS:
             return "***"
-        return repr(value)
+        return repr(redact(value))
 
     def error(self, key: str, value: Any, problem: str) -> ConfigError:
         return ConfigError(f"{self._where(key)} = {self._shown(key, value)}: {problem}")

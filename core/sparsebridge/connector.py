@@ -6,6 +6,7 @@ The core never imports a backend client; it only speaks the types defined here.
 Lifecycle, in the order the pipeline calls it::
 
     conn = ConnectorClass(**backend_options)     # connect (lazily is fine), validate options
+    conn.check()                                 # fail fast when the backend does not answer
     conn.ensure_index(spec)                      # create, or check an existing index matches spec
     conn.write(records)                          # upsert a batch; idempotent by Record.id
     conn.search(queries, top_k=10, ...)          # one batch request for many queries
@@ -131,7 +132,8 @@ class IndexSpec:
 
 
 # A backend-neutral metadata filter: every key must match. A scalar value means equality, a
-# list means "any of these values".
+# list means "any of these values" (an empty list matches nothing). Connectors parse it with
+# sparsebridge.filters.parse_filter, so it means the same, and fails the same way, everywhere.
 Filter = Mapping[str, Any]
 
 
@@ -348,6 +350,14 @@ class Connector(ABC):
     @abstractmethod
     def index_metadata(self) -> dict[str, Any] | None:
         """The ``IndexSpec.metadata`` stored at creation, or None if the index does not exist."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook: embedded backends have nothing to reach
+        """Make sure the backend answers, within a couple of seconds, or raise :class:`ConnectorError`.
+
+        The pipeline calls it before loading any model, so that an unreachable server is reported
+        at once rather than after the model load. A server connector makes one cheap request with a
+        short timeout and no retries; the default does nothing.
+        """
 
     def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored payloads by id (ids not found are absent). Optional; used by tests and eval."""

@@ -13,6 +13,7 @@ naming the file and line, and the ingest report lists it with the other failures
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import importlib
@@ -68,21 +69,37 @@ class Corpus:
     def __iter__(self) -> Iterator[dict[str, Any] | InvalidDocument]:
         return iter(self.documents)
 
+    def location(self) -> str | None:
+        """Where the document yielded last comes from (``file:line``), when the reader knows."""
+        return getattr(self.documents, "ref", None)
+
 
 # --------------------------------------------------------------------------- JSONL and BEIR
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any] | InvalidDocument]:
     """Yield one dict per non-blank line; a bad line yields an :class:`InvalidDocument`."""
+    for _ref, item in read_jsonl_located(path):
+        yield item
+
+
+def read_jsonl_located(path: str | Path) -> Iterator[tuple[str, dict[str, Any] | InvalidDocument]]:
+    """Like :func:`read_jsonl`, each item with where it is (``file:line``), for messages by line.
+
+    A UTF-8 byte order mark at the start of the file (Windows editors write one) is skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file not found: {path}")
     # Binary lines, decoded one by one: a line that is not UTF-8 is reported, not fatal for the file.
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            row = parse_jsonl_line(raw, f"{path.name}:{lineno}")
+            ref = f"{path.name}:{lineno}"
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            row = parse_jsonl_line(raw, ref)
             if row is not None:
-                yield row
+                yield ref, row
 
 
 def parse_jsonl_line(raw: bytes, ref: str) -> dict[str, Any] | InvalidDocument | None:
@@ -103,9 +120,25 @@ def parse_jsonl_line(raw: bytes, ref: str) -> dict[str, Any] | InvalidDocument |
     return row
 
 
+class _LocatedDocuments:
+    """The documents of a JSONL file; ``ref`` is the ``file:line`` of the one yielded last, so the
+    pipeline can name the line of a document it refuses."""
+
+    def __init__(self, path: Path, limit: int | None) -> None:
+        self.path, self.limit = path, limit
+        self.ref: str | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any] | InvalidDocument]:
+        for n, (ref, item) in enumerate(read_jsonl_located(self.path)):
+            if self.limit is not None and n >= self.limit:
+                return
+            self.ref = ref
+            yield item
+
+
 def count_lines(path: str | Path) -> int:
     with open(path, "rb") as fh:
-        return sum(1 for line in fh if line.strip())
+        return sum(1 for line in fh if line.strip() and line.strip() != codecs.BOM_UTF8)
 
 
 def beir_corpus_path(path: str | Path) -> Path:
@@ -126,10 +159,17 @@ def read_beir_queries(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise CorpusError(f"BEIR queries not found: {path}")
     queries: dict[str, str] = {}
-    for row in read_jsonl(path):
+    for ref, row in read_jsonl_located(path):
         if isinstance(row, InvalidDocument):
-            raise CorpusError(f"{path}: {row.ref}: {row.reason}")
-        queries[str(row["_id"])] = str(row.get("text", ""))
+            raise CorpusError(f"{path.parent / ref}: {row.reason}")
+        qid = row.get("_id")
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)) or qid == "":
+            got = "no '_id'" if qid is None else f"'_id' {qid!r} is not a string or an integer"
+            raise CorpusError(f"{path.parent / ref}: {got}; every query needs an '_id' and a 'text'")
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise CorpusError(f"{path.parent / ref}: query {qid!r} has no 'text' string")
+        queries[str(qid)] = text
     return queries
 
 
@@ -263,6 +303,8 @@ def stdlib_docs(limit: int | None = STDLIB_DEFAULT_LIMIT, per_module: int = STDL
             if doc["text"] not in seen_text:
                 seen_text.add(doc["text"])
                 docs.append(doc)
+    if limit is not None and limit <= 0:
+        return []
     if limit is not None and len(docs) > limit:
         # Thin evenly rather than cutting the alphabet short, so every module keeps a share.
         step = len(docs) / limit
@@ -287,6 +329,8 @@ def open_corpus(spec: str | Path, limit: int | None = None) -> Corpus:
                     n = int(rest)
                 except ValueError as exc:
                     raise CorpusError(f"stdlib corpus: expected stdlib: or stdlib:N, got {text!r}") from exc
+                if n < 1:
+                    raise CorpusError(f"stdlib corpus: {text!r} asks for no documents; expected stdlib:N with N >= 1")
         docs = stdlib_docs(limit=n)
         return Corpus(
             documents=docs,
@@ -306,9 +350,10 @@ def open_corpus(spec: str | Path, limit: int | None = None) -> Corpus:
         corpus_file = path
         beir = path.name == "corpus.jsonl"
     size = count_lines(corpus_file)
-    docs: Iterable[dict[str, Any] | InvalidDocument] = read_jsonl(corpus_file)
+    if size == 0:
+        raise CorpusError(f"corpus {corpus_file} is empty: no documents to ingest")
+    docs = _LocatedDocuments(corpus_file, limit)
     if limit is not None:
-        docs = _take(docs, limit)
         size = min(size, limit)
     return Corpus(
         documents=docs,
@@ -318,10 +363,3 @@ def open_corpus(spec: str | Path, limit: int | None = None) -> Corpus:
         payload_fields=("title",) if beir else (),
         size=size,
     )
-
-
-def _take(items: Iterable, n: int) -> Iterator:
-    for i, item in enumerate(items):
-        if i >= n:
-            return
-        yield item

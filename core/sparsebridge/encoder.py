@@ -20,6 +20,7 @@ from .base_encoder import (  # noqa: F401  (re-exported for callers of the older
     _default_device,
     renamed_kwargs,
 )
+from .encode_arguments import check_encode_arguments
 from .errors import EncodeArgumentError, EncodeInputTypeError
 from .loading import append_csr_head, sparse_checkpoint_modules
 from .modules.sparse_auto_encoder import SparseAutoEncoder
@@ -158,6 +159,7 @@ class SparseEncoder(BaseEncoder):
         must be ones the modules take (``get_model_kwargs()``), ``task``, or ``processing_kwargs``
         (tokenizer overrides for this call, e.g. ``{"text": {"max_length": 64}}``).
         """
+        check_encode_arguments(max_active_dims, pool)
         texts, single = _check_texts(inputs)
         if batch_size <= 0:
             raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")

@@ -17,11 +17,14 @@ __all__ = [
     "EncodeArgumentError",
     "EncodeInputTypeError",
     "EvaluationError",
+    "FilterError",
     "HubError",
+    "IngestInterrupted",
     "IndexMismatchError",
     "ModelLoadError",
     "ModelNotFoundError",
     "SparsebridgeError",
+    "SparsebridgeWarning",
     "UnknownConnectorError",
     "WorkerError",
 ]
@@ -29,6 +32,10 @@ __all__ = [
 
 class SparsebridgeError(Exception):
     """The base of every error sparsebridge raises on purpose; its message is one readable line."""
+
+
+class SparsebridgeWarning(UserWarning):
+    """A warning of ours; the CLI prints it as one ``Warning:`` line, without a source line."""
 
 
 class ConfigError(SparsebridgeError, ValueError):
@@ -48,6 +55,11 @@ class ModelNotFoundError(ModelLoadError, FileNotFoundError):
 
 class CorpusError(SparsebridgeError, ValueError):
     """The corpus cannot be read at all (missing file, unknown format)."""
+
+
+class FilterError(SparsebridgeError, ValueError):
+    """A search filter is malformed or names a field the index does not hold; raised the same way on
+    every backend (see ``sparsebridge.filters``)."""
 
 
 class ConnectorError(SparsebridgeError, RuntimeError):
@@ -102,3 +114,15 @@ class HubError(SparsebridgeError, OSError):
 
 class AdapterError(SparsebridgeError, ValueError):
     """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an ingest, carrying the ``report`` of what was written before it.
+
+    Not an error of ours: it derives from ``KeyboardInterrupt`` so that an interrupt still stops
+    every caller that does not look for it; the CLI prints the report and exits with status 130.
+    """
+
+    def __init__(self, report: object) -> None:
+        super().__init__("interrupted")
+        self.report = report

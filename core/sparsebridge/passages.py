@@ -66,3 +66,20 @@ def collapse_passages(hits: Iterable[Hit | Any]) -> list[str]:
         doc = str(hit.payload.get(PARENT_KEY, hit.id)) if hit.payload else hit.id
         seen.setdefault(doc, None)
     return list(seen)
+
+
+def count_truncated(texts: Iterable[str], tokenizer: Any, max_tokens: int) -> int:
+    """How many ``texts`` are longer than ``max_tokens`` tokens (special tokens included), which the
+    encoder cuts at that length: the ingest report counts them and points at ``--split-passages``."""
+    # A token covers at least one UTF-8 byte (a word-initial marker aside), so shorter texts cannot
+    # be cut; only the others are tokenized, keeping this cheap next to encoding.
+    candidates = [t for t in texts if len(t.encode("utf-8", "surrogatepass")) >= max_tokens // 2]
+    if not candidates:
+        return 0
+    try:
+        lengths = tokenizer(
+            candidates, add_special_tokens=True, truncation=False, return_attention_mask=False, verbose=False
+        )["input_ids"]
+    except (TypeError, ValueError):  # a text the tokenizer refuses fails its encoding; not counted here
+        return 0
+    return sum(1 for ids in lengths if len(ids) > max_tokens)

@@ -47,7 +47,7 @@ from .components import (
     load_query_encoder,
     load_sparse_encoder,
 )
-from .config import Config, ConfigError, IngestSettings, SearchSettings, reveal
+from .config import Config, ConfigError, IngestSettings, SearchSettings, check_device, reveal
 from .connector import (
     Connector,
     ConnectorError,
@@ -61,9 +61,11 @@ from .connector import (
     check_vocabulary,
 )
 from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
-from .documents import AUTO_ID_FIELDS, document_id, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
+from .documents import AUTO_ID_FIELDS, document_id, id_problem, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
+from .errors import IngestInterrupted
+from .filters import PAYLOAD_FIELDS_KEY, check_filter_fields
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
-from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, split_passages
+from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, count_truncated, split_passages
 from .producer import check_producer, dataset_index_metadata, producer_info
 from .results import (  # noqa: F401  (re-exported for callers of the older module layout)
     Explanation,
@@ -174,9 +176,11 @@ class Pipeline:
         """Build everything the config names (model, query side, backend, dense model if hybrid)."""
         # The connector first: it is cheap (clients connect lazily), so a wrong option is reported
         # before seconds go into loading models.
+        check_device(config)
         if connector is None:
             connector = connector_from_config(config)
         try:
+            connector.check()  # an unreachable backend fails in a second, before any model loads
             if encoder is None:
                 encoder = load_sparse_encoder(config.model.name_or_path, config.model.device, config.model.precision)
             query_encoder = load_query_encoder(config.model.query_side, encoder, config)
@@ -238,7 +242,7 @@ class Pipeline:
             dense_field=self.dense_field if dense_size else None,
             dense_size=dense_size,
             payload_fields={k: v for k, v in (payload_types or {}).items() if v},
-            metadata=self.metadata,
+            metadata={**self.metadata, PAYLOAD_FIELDS_KEY: sorted(payload_types or {})},
             options=dict(self.index_options),
         )
 
@@ -277,6 +281,9 @@ class Pipeline:
         progress = _progress(corpus.size, "ingest", "docs", self.show_progress)
         try:
             self.write_records(self.text_vectors(corpus, plan, report, progress), report, progress)
+        except KeyboardInterrupt as exc:
+            # What was written before Ctrl-C is in the report; a rerun resumes (writes are upserts).
+            raise IngestInterrupted(report) from exc
         finally:
             progress.close()
             report.seconds = time.perf_counter() - start
@@ -430,8 +437,9 @@ class Pipeline:
         seen: dict[str, int] = {}  # id -> number of the document that holds it in this run
         for n, doc in enumerate(corpus, 1):
             report.documents += 1
+            where = corpus.location() or f"#{n}"
             prepared = self._prepare(
-                doc, n, plan.id_field, plan.text_fields, plan.payload_types, plan.passage_tokens, report, seen
+                doc, n, plan.id_field, plan.text_fields, plan.payload_types, plan.passage_tokens, report, seen, where
             )
             if prepared is not None and skip and (prepared.ids[0] in skip):
                 report.skipped += 1
@@ -475,12 +483,18 @@ class Pipeline:
         passage_tokens: int | None,
         report: IngestReport,
         seen: dict[str, int],
+        where: str | None = None,
     ) -> _Prepared | None:
+        where = where or f"#{n}"
         if isinstance(doc, InvalidDocument):
             report.failed[doc.ref] = doc.reason
             return None
         if not isinstance(doc, Mapping):
-            report.failed[f"#{n}"] = f"document {n} is a {type(doc).__name__}, not a mapping"
+            report.failed[where] = f"document {n} is a {type(doc).__name__}, not a mapping"
+            return None
+        bad_id = id_problem(doc, id_field)
+        if bad_id is not None:
+            report.failed[where] = bad_id
             return None
         doc_id = document_id(doc, id_field)
         parts, problem = [], None
@@ -496,7 +510,7 @@ class Pipeline:
         if problem is None and not parts:
             problem = f"no text: the fields {', '.join(repr(f) for f in text_fields)} are missing or empty"
         if problem is not None:
-            report.failed[doc_id or f"#{n}"] = problem
+            report.failed[doc_id or where] = problem
             return None
         text = " ".join(parts)
         doc_id = doc_id or text_id(text)
@@ -526,6 +540,10 @@ class Pipeline:
         ids = [i for p in chunk for i in p.ids]
         texts = [t for p in chunk for t in p.texts]
         payloads = [pl for p in chunk for pl in p.payloads]
+        max_len = getattr(self.encoder, "max_seq_length", None)
+        if max_len and not self.ingest_settings.split_passages:
+            report.max_seq_length = int(max_len)
+            report.truncated += count_truncated(texts, self.encoder.tokenizer, int(max_len))
         started = time.perf_counter()
         sparse, errors = self._cached_sparse(texts, report)
         dense: list[list[float]] | None = None
@@ -606,9 +624,9 @@ class Pipeline:
         """Encode a batch; if the batch fails, encode one by one so only the bad texts fail."""
         try:
             return to_sparse_vectors(self._encode(self.encoder.encode_document, texts), self.vocab), {}
-        except Exception:  # noqa: BLE001 - isolate the culprit below
-            if len(texts) == 1:
-                raise
+        except Exception as exc:  # noqa: BLE001 - isolate the culprit below
+            if len(texts) == 1:  # the culprit is known: report it like any other, never abort the ingest
+                return [SparseVector((), (), ())], {0: f"encoding failed: {type(exc).__name__}: {exc}"}
         vectors: list[SparseVector] = []
         errors: dict[int, str] = {}
         for k, text in enumerate(texts):
@@ -666,6 +684,7 @@ class Pipeline:
         if stored is None:
             raise ConnectorError(f"index {self.index!r} does not exist; run `sparsebridge ingest` first")
         check_vocabulary(stored, self.query_vocab.metadata, self.index)
+        check_filter_fields(filter, stored, self.index, also=self.ingest_settings.payload_fields or ())
 
         sparse = self.encode_queries(queries) if mode != "dense" or explain else [None] * len(queries)
         dense: list[list[float]] | list[None] = [None] * len(queries)

@@ -28,6 +28,9 @@ class IngestReport:
     cache_hits: int = 0
     cache_misses: int = 0
     cache_corrupt: int = 0
+    # Documents longer than the model's max_seq_length, cut there by the encoder (not with passages).
+    truncated: int = 0
+    max_seq_length: int | None = None
 
     @property
     def docs_per_second(self) -> float:
