@@ -42,7 +42,7 @@ import pyarrow as pa
 import ray
 
 from .config import Config, ConfigError, IngestSettings
-from .connector import Record, SparseVector, check_vocabulary
+from .connector import Record, SparseVector
 from .corpus import STDLIB_SPEC, CorpusError, beir_corpus_path, open_corpus, parse_jsonl_line
 from .documents import text_id
 from .results import IngestReport
@@ -408,9 +408,8 @@ def write_dataset(
     start = time.perf_counter()
     try:
         if pipeline is None:
-            spec = pipe.index_spec(dict(config.ingest.payload_fields or {}))
-            check_vocabulary(pipe.connector.index_metadata(), spec.metadata, pipe.index)
-            pipe.connector.ensure_index(spec)
+            # The same checks as a local ingest: vocabulary and what produced the vectors.
+            pipe.open_index(pipe.index_spec(dict(config.ingest.payload_fields or {})))
         tokens = pipe.vocab.token_array(len(pipe.vocab.tokens))
         progress = _progress(total, "ingest (ray)", "docs", show_progress)
         try:
@@ -582,9 +581,7 @@ def ingest_with_ray(
                 passage_tokens = settings.passage_tokens or max(int(pipe.encoder.max_seq_length) - 2, 8)
             if recreate:
                 pipe.connector.drop()
-            spec = pipe.index_spec(payload_types)
-            check_vocabulary(pipe.connector.index_metadata(), spec.metadata, pipe.index)
-            pipe.connector.ensure_index(spec)
+            pipe.open_index(pipe.index_spec(payload_types))
 
             ds = read_corpus(corpus, limit=limit)
             encoded = ds.map_batches(
