@@ -97,6 +97,16 @@ def index_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--index", default=None, help="Index name (overrides [backend] index).")(fn)
 
 
+def model_change_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--allow-model-change",
+        is_flag=True,
+        default=None,
+        help="Use an index built by another model (weights, pooling, max_active_dims, query side) "
+        "([ingest] allow_model_change).",
+    )(fn)
+
+
 def _config(path: Path | None, *, check_connector: bool = True, index: str | None = None) -> Config:
     config = load_config(path, check_connector=check_connector)
     if index:
@@ -162,6 +172,7 @@ def main() -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Encoding batch size.")
 @index_option
+@model_change_option
 @common_options
 @progress_option
 @user_errors
@@ -172,6 +183,7 @@ def ingest(
     split_passages: bool | None,
     batch_size: int | None,
     index: str | None,
+    allow_model_change: bool | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
@@ -187,6 +199,8 @@ def ingest(
         config.ingest.split_passages = split_passages
     if batch_size is not None:
         config.model.batch_size = batch_size
+    if allow_model_change:
+        config.ingest.allow_model_change = True
     source = open_corpus(corpus, limit=limit)
     with _pipeline(config, quiet) as pipe:
         report = pipe.ingest(source, recreate=recreate)
@@ -200,6 +214,8 @@ def ingest(
             f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s; "
             f"encoding {report.encode_seconds:.1f}s, writing {report.write_seconds:.1f}s)"
         )
+        for note in report.notes:
+            click.echo(f"  note: {note}")
         for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
             if i == MAX_LISTED_FAILURES:
                 click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
@@ -245,6 +261,7 @@ def _snippet(hit_id: str, payload: dict[str, Any], width: int = 100) -> str:
 @click.option("--mode", type=click.Choice(["sparse", "dense", "hybrid"]), default=None, help="Which vectors to use.")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Show the tokens each hit matched.")
 @index_option
+@model_change_option
 @common_options
 @progress_option
 @user_errors
@@ -255,12 +272,15 @@ def search(
     mode: str | None,
     explain: bool,
     index: str | None,
+    allow_model_change: bool | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Search the index for one or more QUERIES (one batch request) and print ranked hits."""
     config = _config(config_path, index=index)
+    if allow_model_change:
+        config.ingest.allow_model_change = True
     flt = _parse_filters(filters)
     with _pipeline(config, quiet) as pipe:
         results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
@@ -301,7 +321,11 @@ def search(
 @click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to use.")
 @click.option("--recreate", is_flag=True, help="Drop the index and ingest the corpus again.")
 @click.option("--per-query", is_flag=True, help="Include per-query figures in --json output.")
+@click.option(
+    "--no-ingest", is_flag=True, help="Refuse an index that lacks documents of the corpus instead of ingesting them."
+)
 @index_option
+@model_change_option
 @common_options
 @progress_option
 @user_errors
@@ -310,24 +334,30 @@ def eval_cmd(
     split: str,
     recreate: bool,
     per_query: bool,
+    no_ingest: bool,
     index: str | None,
+    allow_model_change: bool | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset through the configured backend.
 
-    Ingests BEIR_DIR/corpus.jsonl first when the index is missing or empty.
+    Compares the index with BEIR_DIR/corpus.jsonl first and ingests the documents it lacks (all of
+    them for a new index; the rest of an interrupted ingest), or with --no-ingest refuses to score a
+    partial index.
     """
     from .corpus import beir_corpus_path
 
     config = _config(config_path, index=index)
+    if allow_model_change:
+        config.ingest.allow_model_change = True
     with _pipeline(config, quiet) as pipe:
         if recreate:
             pipe.connector.drop()
         elif pipe.exists() and pipe.count() > 0:
             _check_index_holds(pipe, beir_corpus_path(beir_dir), config)
-        result = pipe.evaluate(beir_dir, split=split)
+        result = pipe.evaluate(beir_dir, split=split, ingest_if_missing=not no_ingest)
     if not per_query:
         result.pop("per_query", None)
     result["backend"] = config.backend.connector
@@ -335,7 +365,9 @@ def eval_cmd(
         _emit_json(result)
         return
     if "ingest" in result:
-        ing = result["ingest"]
+        ing, cov = result["ingest"], result["coverage"]
+        if cov["indexed"]:
+            click.echo(f"the index held {cov['indexed']} of the {cov['documents']} documents: resuming the ingest")
         click.echo(
             f"ingested {ing['documents']} documents ({ing['written']} records, {len(ing['failed'])} failed) "
             f"in {ing['seconds']:.1f}s"

@@ -23,6 +23,8 @@ class IngestReport:
     # of ``seconds`` is reading, preparing and converting documents.
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
+    # What the user should know about the index (e.g. it records no model fingerprint).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def docs_per_second(self) -> float:
