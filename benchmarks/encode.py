@@ -1,11 +1,27 @@
-"""Encode throughput, memory and parity: sparsebridge vs sentence-transformers, side by side.
+"""Encode throughput, memory, parity and ranking quality: sparsebridge's variants vs sentence-transformers'.
 
-    python benchmarks/encode.py ../shared/data/cranfield --docs 256 --batch-size 32
+    python benchmarks/encode.py ../shared/data/cranfield --docs 160 --batch-size 32
+    python benchmarks/encode.py ../shared/data/cranfield --model bert-base --docs 32 --max-length 256 \\
+        --variants fp32,bf16,int8,onnx,openvino,st-fp32,st-bf16,st-onnx,st-onnx-qint8 --rounds 3
+    python benchmarks/encode.py ../shared/data/cranfield --busy-cores 1      # one foreign spinning process
 
-Each encoder runs in its own subprocess (so peak RSS is its own) on the first N documents
-(title + text) of a BEIR corpus. Prints docs/s, tokens/s, peak RSS, the throughput ratio, the max
-abs difference between the two outputs, and the share of this machine's fp32 matmul roofline
-(measured here with a large matmul) that each reaches, from the model's FLOPs per token.
+Each variant runs in its own subprocess (so its peak RSS is its own), in alternating rounds, on the
+first N documents (title + text) of a BEIR corpus. Ours: ``fp32``, ``bf16``, ``int8`` (torch),
+``onnx``, ``onnx-qint8``, ``openvino`` (our backends), ``fp32-fixed`` (fp32 with all ``--threads``
+whatever the load: the thread budget off). sentence-transformers': ``st-fp32``,
+``st-bf16`` (this venv), and ``st-onnx``, ``st-onnx-qint8``, ``st-openvino``, ``st-openvino-int8``
+from a peer virtual environment (``--peer-python``, default /work/venvs/st5-onnx: its ONNX backend
+needs optimum-onnx, which needs transformers<4.58); a variant whose environment is missing is
+reported as skipped.
+
+Prints, per variant: docs/s (median over rounds) and its ratio to st-fp32, peak RSS, the max abs
+difference from st-fp32's output, the share of this machine's matmul roofline in the variant's
+precision (fp32 / bf16 / int8, measured here), and the foreign CPU load (cores busy with other
+processes) while it ran; then the CPU's capabilities. ``--model packaged`` (the default, a real
+SPLADE model) also prints the ranking quality of our variants on cranfield: nDCG@10 and the mean
+overlap of each query's top 10 with fp32's (bounds: within 0.005, >= 0.95).
+``--model bert-base`` builds a random-weight BERT-base-size masked LM (12 layers, hidden 768,
+vocabulary 30522) with the packaged model's tokenizer.
 """
 
 from __future__ import annotations
@@ -13,17 +29,29 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import multiprocessing
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_MODEL = "packaged"
+# fp32-fixed: fp32 with all --threads threads whatever the load (the thread budget off).
+OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "fp32-fixed")
+THEIRS = ("st-fp32", "st-bf16", "st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
+PEER_VARIANTS = ("st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
+DEFAULT_VARIANTS = "fp32,bf16,int8,onnx,openvino,st-fp32,st-bf16,st-onnx,st-onnx-qint8,st-openvino"
+PRECISION_OF = {"bf16": "bf16", "st-bf16": "bf16", "int8": "int8", "onnx-qint8": "int8", "st-onnx-qint8": "int8"}
+PRECISION_OF["st-openvino-int8"] = "int8"
+ONNX_QINT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
+OV_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"
 
 
+# ---------------------------------------------------------------------------- inputs
 def packaged_model() -> str:
     spec = importlib.util.find_spec("cognition")
     if spec is None:
@@ -31,57 +59,139 @@ def packaged_model() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 
-def read_corpus(corpus_dir: Path, n: int) -> list[str]:
-    texts = []
-    with open(corpus_dir / "corpus.jsonl", encoding="utf-8") as fh:
+def build_bert_base(folder: Path) -> str:
+    """A random-weight BERT-base-size masked LM (seeded) with the packaged model's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12)
+    config.intermediate_size = 3072
+    BertForMaskedLM(config).eval().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(packaged_model()).save_pretrained(folder)
+    return str(folder)
+
+
+def read_jsonl(path: Path, n: int | None = None) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
         for line in fh:
-            doc = json.loads(line)
-            texts.append(f"{doc.get('title', '')} {doc.get('text', '')}".strip())
-            if len(texts) >= n:
+            rows.append(json.loads(line))
+            if n is not None and len(rows) >= n:
                 break
-    return texts
+    return rows
+
+
+def doc_text(doc: dict) -> str:
+    return f"{doc.get('title', '')} {doc.get('text', '')}".strip()
+
+
+# ---------------------------------------------------------------------------- CPU accounting
+def busy_seconds() -> float:
+    """Machine-wide busy CPU seconds (all cores) from /proc/stat."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def spin() -> None:
+    while True:
+        pass
+
+
+# ---------------------------------------------------------------------------- worker side
+def load_variant(variant: str, model_path: str, work: Path):
+    """Load one variant's encoder (exports for the ONNX / OpenVINO variants happen here, untimed)."""
+    import torch
+
+    if variant in OURS:
+        from sparsebridge import SparseEncoder
+
+        if variant in ("fp32", "bf16", "int8"):
+            return SparseEncoder(model_path, device="cpu", precision=variant)
+        if variant == "fp32-fixed":
+            model = SparseEncoder(model_path, device="cpu")
+            model.num_threads = torch.get_num_threads()
+            return model
+        if variant == "onnx-qint8":
+            if not (Path(model_path) / ONNX_QINT8_FILE).is_file():
+                from sparsebridge.backends import export_dynamic_quantized_onnx_model
+
+                onnx_model = SparseEncoder(model_path, backend="onnx")
+                export_dynamic_quantized_onnx_model(onnx_model, "avx512_vnni", model_path)
+            return SparseEncoder(model_path, backend="onnx", model_kwargs={"file_name": ONNX_QINT8_FILE})
+        return SparseEncoder(model_path, device="cpu", backend=variant)
+    from sentence_transformers import SparseEncoder
+
+    if variant == "st-fp32":
+        return SparseEncoder(model_path, device="cpu")
+    if variant == "st-bf16":
+        return SparseEncoder(model_path, device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
+    backend = "onnx" if "onnx" in variant else "openvino"
+    if variant == "st-onnx-qint8":
+        if not (Path(model_path) / ONNX_QINT8_FILE).is_file():
+            from sentence_transformers import export_dynamic_quantized_onnx_model
+
+            export_dynamic_quantized_onnx_model(SparseEncoder(model_path, backend="onnx"), "avx512_vnni", model_path)
+        return SparseEncoder(model_path, backend="onnx", model_kwargs={"file_name": ONNX_QINT8_FILE})
+    if variant == "st-openvino-int8":
+        if not (Path(model_path) / OV_INT8_FILE).is_file():
+            from sentence_transformers import export_static_quantized_openvino_model
+
+            export_static_quantized_openvino_model(SparseEncoder(model_path, backend="openvino"), None, model_path)
+        return SparseEncoder(model_path, backend="openvino", model_kwargs={"file_name": OV_INT8_FILE})
+    exported = any((Path(model_path) / backend).glob("*.onnx" if backend == "onnx" else "*.xml"))
+    model = SparseEncoder(model_path, backend=backend)
+    if not exported:  # keep the export for the next rounds
+        model.save_pretrained(model_path)
+    return model
+
+
+def as_dense(embeddings):
+    import torch
+
+    if isinstance(embeddings, list):
+        embeddings = torch.stack([e.to_dense() if e.is_sparse else e for e in embeddings])
+    return (embeddings.to_dense() if embeddings.is_sparse else embeddings).float()
+
+
 def worker(args: argparse.Namespace) -> None:
-    """Runs in a subprocess: load one implementation, encode, report JSON on stdout."""
+    """Runs in a subprocess: load one variant, encode, report JSON on stdout."""
     import torch
 
     torch.set_num_threads(args.threads)
     texts = json.loads(Path(args.texts_file).read_text())
-    if args.worker == "sparsebridge":
-        from sparsebridge import SparseEncoder
-    else:
-        from sentence_transformers import SparseEncoder
-    model = SparseEncoder(args.model, device=args.device)
+    model = load_variant(args.worker, args.model, Path(args.out).parent)
+    if args.max_length:
+        model.max_seq_length = args.max_length
+    if args.quality:
+        queries = json.loads(Path(args.queries_file).read_text())
+        docs = as_dense(model.encode_document(texts, batch_size=args.batch_size))
+        qs = as_dense(model.encode_query(queries, batch_size=args.batch_size))
+        top = (qs @ docs.T).topk(10, dim=1)
+        print(json.dumps({"top_ids": top.indices.tolist(), "top_scores": top.values.tolist()}))
+        return
     model.encode(texts[: args.batch_size], batch_size=args.batch_size)  # warm-up
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    rss_before = rss_mb()
-    start = time.perf_counter()
-    emb = model.encode(texts, batch_size=args.batch_size, save_to_cpu=True)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    busy0, own0, start = busy_seconds(), own_cpu_seconds(), time.perf_counter()
+    emb = model.encode(texts, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
+    foreign = max(0.0, (busy_seconds() - busy0) - (own_cpu_seconds() - own0)) / seconds
     tok = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
-    n_tokens = sum(len(t) for t in tok)
-    torch.save(emb.coalesce(), args.out)
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "docs": len(texts),
-                "tokens": n_tokens,
-                "rss_before_mb": rss_before,
-                "peak_rss_mb": rss_mb(),
-            }
-        )
-    )
+    torch.save(as_dense(emb), args.out)
+    result = {"seconds": seconds, "docs": len(texts), "tokens": sum(len(t) for t in tok), "foreign": foreign}
+    result.update(peak_rss_mb=rss_mb(), own_cpu_s=own_cpu_seconds() - own0)
+    print(json.dumps(result))
 
 
+# ---------------------------------------------------------------------------- main side
 def flops_per_token(model_path: str, avg_len: float) -> float:
     """Forward FLOPs per token of a BERT-style masked LM: encoder layers, head and vocab projection."""
     cfg = json.loads((Path(model_path) / "config.json").read_text())
@@ -90,92 +200,207 @@ def flops_per_token(model_path: str, avg_len: float) -> float:
     return layers * per_layer + 2 * h * h + 2 * h * vocab
 
 
-def matmul_gflops(threads: int, device: str) -> float:
+def matmul_rooflines(threads: int) -> dict[str, float]:
+    """GFLOP/s of a large matmul here: fp32 and bf16 (torch), int8 (torch dynamic int8 Linear)."""
+    import warnings
+
     import torch
 
     torch.set_num_threads(threads)
-    n = 2048 if device == "cpu" else 8192
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    reps = 5 if device == "cpu" else 50
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    n = 2048
+    out = {}
+
+    def timed(fn, reps=5):
+        fn()
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        out[name] = timed(lambda a=a, b=b: a @ b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        linear = quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(n, n)), {torch.nn.Linear})
+    x = torch.randn(n, n)
+    with torch.inference_mode():
+        out["int8"] = timed(lambda: linear(x))
+    return out
+
+
+def run_worker(variant, args, tmp, texts_file, queries_file=None) -> dict:
+    python = args.peer_python if variant in PEER_VARIANTS else sys.executable
+    out = Path(tmp) / f"{variant}.pt"
+    model = args.model_copies["peer" if variant in PEER_VARIANTS else "here"]
+    cmd = [python, __file__, "--worker", variant, "--texts-file", str(texts_file), "--out", str(out)]
+    cmd += ["--model", model, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    cmd += ["--max-length", str(args.max_length or 0)]
+    if queries_file is not None:
+        cmd += ["--quality", "--queries-file", str(queries_file)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if variant in PEER_VARIANTS:
+        env.pop("PYTHONPATH", None)  # the peer must not see this checkout
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+        return {"error": lines[-1][:160] if lines else f"exit {proc.returncode}"}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out.is_file():
+        import torch
+
+        result["embeddings"] = torch.load(out, weights_only=True)
+        out.unlink()
+    return result
+
+
+def quality(args, variants, tmp) -> None:
+    """nDCG@10 on cranfield and top-10 overlap with fp32, for our variants on the whole corpus."""
+    import ir_measures
+    from ir_measures import nDCG
+
+    corpus = read_jsonl(args.corpus_dir / "corpus.jsonl")
+    queries = read_jsonl(args.corpus_dir / "queries.jsonl")
+    qrels_rows = (args.corpus_dir / "qrels" / "test.tsv").read_text().splitlines()[1:]
+    qrels = [ir_measures.Qrel(q, d, int(s)) for q, d, s in (row.split("\t") for row in qrels_rows if row)]
+    judged = {q.query_id for q in qrels}
+    queries = [q for q in queries if q["_id"] in judged]
+    texts_file, queries_file = Path(tmp) / "all_docs.json", Path(tmp) / "queries.json"
+    texts_file.write_text(json.dumps([doc_text(d) for d in corpus]))
+    queries_file.write_text(json.dumps([q["text"] for q in queries]))
+    tops = {}
+    print(f"\nranking quality: {args.corpus_dir.name}, {len(corpus)} docs, {len(queries)} queries")
+    print(f"{'variant':<18} {'nDCG@10':>8} {'delta':>8} {'top-10 overlap':>15}  bounds: |delta| <= 0.005, >= 0.95")
+    for variant in [v for v in variants if v in OURS]:
+        r = run_worker(variant, args, tmp, texts_file, queries_file)
+        if "error" in r:
+            print(f"{variant:<18} failed: {r['error']}")
+            continue
+        tops[variant] = r["top_ids"]
+        run = [
+            ir_measures.ScoredDoc(q["_id"], corpus[i]["_id"], s)
+            for q, ids, scores in zip(queries, r["top_ids"], r["top_scores"])
+            for i, s in zip(ids, scores)
+        ]
+        score = ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
+        ref = tops.get("fp32")
+        overlap = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(ref, r["top_ids"])) if ref else float("nan")
+        tops[variant + ":ndcg"] = score
+        delta = score - tops.get("fp32:ndcg", score)
+        ok = "ok" if abs(delta) <= 0.005 and (ref is None or overlap >= 0.95) else "OUT OF BOUNDS"
+        print(f"{variant:<18} {score:>8.4f} {delta:>+8.4f} {overlap:>15.3f}  {ok}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus_dir", type=Path, nargs="?")
-    parser.add_argument("--docs", type=int, default=256)
+    parser.add_argument("--docs", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model folder or Hub id (default: packaged SPLADE)")
+    parser.add_argument("--model", default="packaged", help="'packaged' (default), 'bert-base', or a model folder")
+    parser.add_argument("--max-length", type=int, default=None, help="truncate documents to this many tokens")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma list of {', '.join(OURS + THEIRS)}")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; docs/s is the median")
+    parser.add_argument("--busy-cores", type=int, default=0, help="spinning foreign processes during the run")
+    parser.add_argument("--no-quality", action="store_true", help="skip the cranfield ranking quality")
+    parser.add_argument("--peer-python", default="/work/venvs/st5-onnx/bin/python")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip-reference", action="store_true", help="run sparsebridge only")
-    parser.add_argument("--worker", choices=["sparsebridge", "sentence-transformers"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--texts-file", help=argparse.SUPPRESS)
+    parser.add_argument("--queries-file", help=argparse.SUPPRESS)
+    parser.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.model == DEFAULT_MODEL:
-        args.model = packaged_model()
     if args.worker:
+        args.max_length = args.max_length or None
         worker(args)
         return
     if args.corpus_dir is None:
         parser.error("CORPUS_DIR is required")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in OURS + THEIRS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(OURS + THEIRS)}")
+    if any(v in PEER_VARIANTS for v in variants) and not Path(args.peer_python).is_file():
+        print(f"no peer environment at {args.peer_python}: skipping {[v for v in variants if v in PEER_VARIANTS]}")
+        variants = [v for v in variants if v not in PEER_VARIANTS]
 
     import torch
+    from sparsebridge.precision import describe_cpu
 
-    texts = read_corpus(args.corpus_dir, args.docs)
-    impls = ["sparsebridge"] + ([] if args.skip_reference else ["sentence-transformers"])
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        texts_file = Path(tmp) / "texts.json"
-        texts_file.write_text(json.dumps(texts))
-        for impl in impls:
-            out = Path(tmp) / f"{impl}.pt"
-            cmd = [sys.executable, __file__, "--worker", impl, "--texts-file", str(texts_file), "--out", str(out)]
-            cmd += ["--model", args.model, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-            cmd += ["--device", args.device]
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                sys.exit(f"{impl} worker failed:\n{proc.stderr[-3000:]}")
-            results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
-            results[impl]["embeddings"] = torch.load(out, weights_only=True)
+    spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy_cores)]
+    for p in spinners:
+        p.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            # Exports land in the model folder: give each environment a copy of its own.
+            source = build_bert_base(Path(tmp) / "bert-base") if args.model == "bert-base" else args.model
+            source = packaged_model() if source == "packaged" else source
+            args.model_copies = {}
+            for env in ("here", "peer"):
+                copy = Path(tmp) / f"model-{env}"
+                shutil.copytree(source, copy, ignore=shutil.ignore_patterns("onnx", "openvino"))
+                args.model_copies[env] = str(copy)
+            bench(args, variants, tmp, source, torch, describe_cpu)
+    finally:
+        for p in spinners:
+            p.kill()
 
-    ours = results["sparsebridge"]
-    avg_len = ours["tokens"] / ours["docs"]
-    fpt = flops_per_token(args.model, avg_len)
-    peak = matmul_gflops(args.threads, args.device)
-    print(f"corpus {args.corpus_dir} | {len(texts)} docs | avg {avg_len:.0f} tokens | batch {args.batch_size}")
-    print(f"device {args.device} | threads {args.threads} | fp32 matmul roofline {peak:.1f} GFLOP/s")
-    print(f"model FLOPs per token {fpt / 1e6:.2f} MFLOP")
-    header = f"{'encoder':<22} {'docs/s':>9} {'tokens/s':>10} {'peak RSS MB':>12} {'GFLOP/s':>9} {'roofline':>9}"
+
+def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
+    texts = [doc_text(d) for d in read_jsonl(args.corpus_dir / "corpus.jsonl", args.docs)]
+    texts_file = Path(tmp) / "texts.json"
+    texts_file.write_text(json.dumps(texts))
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for round_no in range(1, args.rounds + 1):
+        for variant in variants:
+            if runs[variant] and "error" in runs[variant][-1]:
+                continue
+            r = run_worker(variant, args, tmp, texts_file)
+            runs[variant].append(r)
+            shown = r.get("error") or f"{r['docs'] / r['seconds']:.2f} docs/s, foreign load {r['foreign']:.2f} cores"
+            print(f"round {round_no} {variant}: {shown}", file=sys.stderr, flush=True)
+    ok = {v: [r for r in rs if "error" not in r] for v, rs in runs.items()}
+    first = next((rs[0] for rs in ok.values() if rs), None)
+    if first is None:
+        sys.exit("every variant failed: " + "; ".join(f"{v}: {rs[0]['error']}" for v, rs in runs.items()))
+    avg_len = first["tokens"] / first["docs"]
+    fpt = flops_per_token(source, avg_len)
+    roofs = matmul_rooflines(args.threads)
+    busy = f", {args.busy_cores} spinning foreign process(es)" if args.busy_cores else ""
+    print(f"model {args.model} | corpus {args.corpus_dir.name} | {len(texts)} docs | avg {avg_len:.0f} tokens")
+    print(f"batch {args.batch_size} | threads {args.threads} of {os.cpu_count()} cores{busy} | rounds {args.rounds}")
+    print(f"CPU: {describe_cpu()} | torch {torch.backends.cpu.get_cpu_capability()}")
+    print("matmul roofline GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in roofs.items()))
+    print(f"model FLOPs per token {fpt / 1e6:.1f} MFLOP")
+
+    def docs_s(v):
+        return statistics.median(r["docs"] / r["seconds"] for r in ok[v]) if ok[v] else None
+
+    base = docs_s("st-fp32") if "st-fp32" in ok else None
+    ref = ok["st-fp32"][0]["embeddings"] if base else (ok["fp32"][0]["embeddings"] if ok.get("fp32") else None)
+    header = (
+        f"{'variant':<18} {'docs/s':>8} {'x st-fp32':>9} {'peak RSS MB':>11} {'max|diff|':>9} "
+        f"{'roofline':>8} {'foreign':>8}"
+    )
     print(header)
     print("-" * len(header))
-    for impl in impls:
-        r = results[impl]
-        docs_s = r["docs"] / r["seconds"]
-        tok_s = r["tokens"] / r["seconds"]
-        gflops = tok_s * fpt / 1e9
-        print(
-            f"{impl:<22} {docs_s:>9.1f} {tok_s:>10.0f} {r['peak_rss_mb']:>12.0f} {gflops:>9.1f} {gflops / peak:>8.0%}"
-        )
-    if "sentence-transformers" in results:
-        ref = results["sentence-transformers"]
-        ratio = (ours["docs"] / ours["seconds"]) / (ref["docs"] / ref["seconds"])
-        diff = (ours["embeddings"].to_dense() - ref["embeddings"].to_dense()).abs().max().item()
-        print(f"throughput ratio (sparsebridge / sentence-transformers): {ratio:.2f}x")
-        print(f"peak RSS ratio (sparsebridge / sentence-transformers): {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}")
-        print(f"max abs difference: {diff:.2e}")
+    for v in variants:
+        if not ok[v]:
+            print(f"{v:<18} failed: {runs[v][0]['error']}")
+            continue
+        rate = docs_s(v)
+        ratio = f"{rate / base:.2f}" if base else "-"
+        rss = max(r["peak_rss_mb"] for r in ok[v])
+        emb = ok[v][0]["embeddings"]
+        diff = (emb - ref).abs().max().item() if ref is not None and emb.shape == ref.shape else float("nan")
+        share = rate * avg_len * fpt / 1e9 / roofs[PRECISION_OF.get(v, "fp32")]
+        foreign = statistics.mean(r["foreign"] for r in ok[v])
+        print(f"{v:<18} {rate:>8.2f} {ratio:>9} {rss:>11.0f} {diff:>9.3f} {share:>8.0%} {foreign:>8.2f}")
+    print("foreign: cores busy with other processes while the variant ran (mean over rounds)")
+    if args.model == "packaged" and not args.no_quality:
+        quality(args, variants, tmp)
 
 
 if __name__ == "__main__":

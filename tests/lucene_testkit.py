@@ -4,24 +4,44 @@ tests, and the corpus encoding and exact reference ranking for the live ones.
 A stand-in Elasticsearch / OpenSearch REST server on 127.0.0.1, for tests that cannot run a real one.
 
 The real ``elasticsearch`` / ``opensearch-py`` clients talk to it over HTTP through their own
-transports and bulk helpers, so what it records is exactly what the clients would send to an engine.
-It answers the handful of APIs the connectors use the way the engines document them (response
-shapes, error objects, status codes), keeps documents in memory and scores the sparse queries it
-knows (``sparse_vector``, ``neural_sparse`` with ``query_tokens``, ``bool`` of boosted ``term``
-queries on a sparse field) by the exact dot product, with ``term``/``terms`` filters. It also
-behaves like the versions it claims to be where the connectors care: an 8.x Elasticsearch refuses
-the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vector`` query before 8.15 and
-no dots in ``sparse_vector`` keys before 8.16; OpenSearch refuses ``neural_sparse`` weights outside
-(0, 64] on ``rank_features``. Fault injection: whole-request error statuses and per-item bulk
-failures, scripted per test.
+transports and bulk helpers, so what it records (every request, and the answer it gave) is exactly
+what the clients would send to an engine. It answers the handful of APIs the connectors use the way
+the engines document and test them (``tests/test_engine_double.py`` holds it to the engines' own
+YAML REST tests and integration tests, and every answer can be checked against the response
+schemas of the specifications):
 
-It is a test double, not an engine: no analysis, no relevance beyond the dot product, one shard.
+* weights of ``rank_features`` / ``sparse_vector`` fields are kept as Lucene's FeatureField keeps
+  them (9 significant bits, truncated) and scores are float32 products summed as Lucene sums a
+  disjunction; multi-valued Elasticsearch ``sparse_vector`` values (8.15+) keep each token's
+  strongest weight;
+* queries: ``sparse_vector`` (``query_vector``, ``prune``/``pruning_config`` with Elasticsearch's
+  token pruning, the field's pruning default on 8.19+/9.1+, ``boost``, ``_name``, its errors),
+  ``neural_sparse`` with ``query_tokens`` (``boost``, ``method_parameters.filter``), ``bool`` of
+  boosted ``term`` queries on a sparse field, ``term``/``terms`` filters, ``match_all``;
+* bulk: index/create/update/delete with the documented item results (a delete of a missing
+  document is 404 ``not_found`` and no error), mapping checks per item;
+* ``_source`` filtering in all its forms (``false``, a pattern, a list, includes/excludes with
+  ``*``), and Elasticsearch 9.2+'s ``index.mapping.exclude_source_vectors``: vector fields left out
+  of every answer unless asked for (``exclude_vectors: false``, ``_source_exclude_vectors=false`` or
+  an include naming the field), and then rebuilt from what the index keeps.
+
+It also behaves like the versions it claims to be where the connectors care: an 8.x Elasticsearch
+refuses the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vector`` query before
+8.15 and no dots in ``sparse_vector`` keys before 8.16; OpenSearch refuses ``neural_sparse``
+weights outside (0, 64] on ``rank_features``. Fault injection: whole-request error statuses and
+per-item bulk failures, scripted per test.
+
+It is a test double, not an engine: no analysis, no relevance beyond the dot product, one shard,
+no index auto-creation, and no SEISMIC approximation or quantization (an OpenSearch segment below
+``approximate_threshold`` documents is searched exactly, as the double always does).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import struct
 import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -32,11 +52,15 @@ from urllib.parse import parse_qs, urlsplit
 
 @dataclass
 class Recorded:
+    """One request the stand-in server received, and the answer it gave (status, decoded JSON)."""
+
     method: str
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    status: int = 0
+    response: Any = None
 
     def lines(self) -> list[Any]:
         return [json.loads(x) for x in self.body.splitlines() if x.strip()]
@@ -60,8 +84,453 @@ class _RequestError(Exception):
         self.status, self.etype, self.reason = status, etype, reason
 
 
+# --- what Lucene and the engines do to the data ---------------------------------------------------
+
+# Lucene's FeatureField (behind ``rank_features``, Elasticsearch ``sparse_vector`` and the SEISMIC
+# ``sparse_vector`` of OpenSearch's neural-search, whose ValueEncoder does the same) stores a weight
+# as a term frequency: the float32's bits shifted right by 15, i.e. sign, exponent and the top 8
+# mantissa bits (9 significant bits, truncated). neural-search's own integration tests compute their
+# expected scores with exactly this round trip (BaseNeuralSearchIT.getFeatureFieldCompressedNumber).
+FLOAT_MIN_NORMAL = 2.0**-126
+
+
+def float32(x: float) -> float:
+    """``x`` rounded to the nearest float32, as the engines parse JSON numbers for these fields."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def lucene_feature_value(weight: float) -> float:
+    """The weight a FeatureField gives back for ``weight``: float32, low 15 bits cleared."""
+    bits = struct.unpack("<I", struct.pack("<f", weight))[0]
+    return struct.unpack("<f", struct.pack("<I", (bits >> 15) << 15))[0]
+
+
+def lucene_score_sum(products: list[float]) -> float:
+    """A disjunction's score: the clauses' float32 scores summed in double, then cast to float32."""
+    return float32(math.fsum(products)) if products else 0.0
+
+
+# Elasticsearch's token pruning defaults (``TokenPruningConfig``): a query token is pruned when it
+# is frequent in the field (document frequency ratio above ``tokens_freq_ratio_threshold`` x the
+# field's average) and weak (below ``tokens_weight_threshold`` x the query's best weight).
+DEFAULT_PRUNING = {
+    "tokens_freq_ratio_threshold": 5.0,
+    "tokens_weight_threshold": 0.4,
+    "only_score_pruned_tokens": False,
+}
+
+VECTOR_TYPES = ("dense_vector", "sparse_vector", "rank_vectors")
+
+
+def _pattern(p: str) -> re.Pattern[str]:
+    return re.compile("".join(".*" if c == "*" else re.escape(c) for c in p) + r"\Z")
+
+
+def _may_match_below(pattern: str, path: str) -> bool:
+    """Whether ``pattern`` can match some field under the object at ``path``."""
+    literal = pattern.split("*", 1)[0]
+    head = path + "."
+    return literal.startswith(head) or ("*" in pattern and head.startswith(literal))
+
+
+def filter_source(source: dict[str, Any], includes: list[str], excludes: list[str], prefix: str = "") -> dict[str, Any]:
+    """Elasticsearch / OpenSearch source filtering: full dotted paths matched against ``*``
+    patterns; an included object comes whole, a partly included one only with what is included
+    (objects left empty that way are dropped, in arrays too); excludes win."""
+    inc = [_pattern(p) for p in includes]
+    exc = [_pattern(p) for p in excludes]
+
+    def walk(obj: dict[str, Any], prefix: str, whole: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            path = prefix + key
+            if any(e.match(path) for e in exc):
+                continue
+            here = whole or not inc or any(i.match(path) for i in inc)
+            if not here and not any(_may_match_below(p, path) for p in includes):
+                continue
+            if isinstance(value, dict):
+                sub = walk(value, path + ".", here)
+                if here or sub:
+                    out[key] = sub
+            elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+                items = [walk(v, path + ".", here) if isinstance(v, dict) else v for v in value]
+                items = [v for v in items if here or not isinstance(v, dict) or v]
+                if here or items:
+                    out[key] = items
+            elif here:
+                out[key] = value
+        return out
+
+    return walk(source, prefix, False)
+
+
+def source_request(spec: Any, query: dict[str, list[str]] | None = None) -> tuple[bool, list[str], list[str], Any]:
+    """Read a ``_source`` request in any of its forms (``false``/``true``, a pattern, a list of
+    patterns, ``{includes, excludes, exclude_vectors}``, the URL parameters ``_source``,
+    ``_source_includes``, ``_source_excludes``, ``_source_exclude_vectors``): (wanted, includes,
+    excludes, exclude_vectors or None when not said)."""
+    query = query or {}
+
+    def patterns(x: Any) -> list[str]:
+        if x is None:
+            return []
+        return [p for item in ([x] if isinstance(x, str) else x) for p in str(item).split(",") if p]
+
+    exclude_vectors = None
+    if spec is None and "_source" in query:
+        raw = query["_source"][0]
+        spec = {"true": True, "false": False}.get(raw, raw)
+    if spec is False:
+        return False, [], [], None
+    includes: list[str] = []
+    excludes: list[str] = []
+    if isinstance(spec, (str, list)):
+        includes = patterns(spec)
+    elif isinstance(spec, dict):
+        includes = patterns(spec.get("includes", spec.get("include")))
+        excludes = patterns(spec.get("excludes", spec.get("exclude")))
+        exclude_vectors = spec.get("exclude_vectors")
+    includes += patterns(query.get("_source_includes"))
+    excludes += patterns(query.get("_source_excludes"))
+    if "_source_exclude_vectors" in query:
+        exclude_vectors = query["_source_exclude_vectors"][0] != "false"
+    return True, includes, excludes, exclude_vectors
+
+
+def _flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat_settings(value, prefix + key + "."))
+        else:
+            out[(prefix + key).removeprefix("index.")] = value
+    return out
+
+
+def _vector_paths(props: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted path -> type of every vector field in a mapping's ``properties``."""
+    out: dict[str, str] = {}
+    for name, prop in props.items():
+        if prop.get("type") in VECTOR_TYPES:
+            out[prefix + name] = prop["type"]
+        out.update(_vector_paths(prop.get("properties") or {}, prefix + name + "."))
+    return out
+
+
+def _lookup(src: Any, path: str) -> Any:
+    """The value at a dotted ``path``, whether the source nests objects or writes dotted keys."""
+    if not isinstance(src, dict):
+        return None
+    if path in src:
+        return src[path]
+    head, dot, rest = path.partition(".")
+    while dot:
+        if head in src:
+            found = _lookup(src[head], rest)
+            if found is not None:
+                return found
+        more, dot, rest = rest.partition(".")
+        head = head + "." + more
+    return None
+
+
+# --- hybrid search in the engine double: kNN, retrievers, the hybrid query, search pipelines -------
+#
+# Held to the engines' documented behaviour (and their source where the documentation is silent):
+#
+# * kNN scores. Elasticsearch ``dense_vector``: cosine ``(1 + cos) / 2``, dot_product
+#   ``(1 + dot) / 2``, l2_norm ``1 / (1 + d**2)``. OpenSearch ``knn_vector`` (Lucene engine):
+#   cosinesimil ``(1 + cos) / 2``, innerproduct ``dot + 1`` (``1 / (1 - dot)`` below 0), l2
+#   ``1 / (1 + d**2)``. Filters inside the kNN search apply before its top-k cut.
+# * Elasticsearch retrievers (8.14+; ``linear`` 8.18+; both need an Enterprise or trial licence,
+#   else 403 ``security_exception`` "current license is non-compliant for [...]"): ``rrf`` sums
+#   ``1 / (rank_constant + rank)`` with ranks from 1 over each child's top ``rank_window_size``
+#   (defaults 60 and ``size``, which must not exceed the window); ``linear`` sums ``weight *
+#   normalized score`` with ``minmax`` ``(s - min) / (max - min)`` over each child's window, a
+#   leg whose scores are all equal keeping its raw scores (MinMaxScoreNormalizer), absent = 0.
+# * OpenSearch ``hybrid`` (2.10+) runs only through a search pipeline with a
+#   ``normalization-processor`` or (2.19+) a ``score-ranker-processor``; each sub-query contributes
+#   its top ``size`` hits. ``min_max`` gives ``(s - min) / (max - min)``, 0.001 instead of 0, and 1.0
+#   for a sub-query whose scores are all equal; ``arithmetic_mean`` is ``sum(w * s) / sum(w)`` over
+#   all sub-queries (absent = 0), and the weights must sum to 1; ``rrf`` sums
+#   ``1 / (rank_constant + rank)``, ranks from 1, ``rank_constant`` default 60.
+
+ES_RETRIEVERS_SINCE = (8, 14)
+ES_LINEAR_RETRIEVER_SINCE = (8, 18)
+OS_SCORE_RANKER_SINCE = (2, 19)
+_ES_RETRIEVER_FEATURES = {"rrf": "Reciprocal Rank Fusion (RRF)", "linear": "linear retriever"}
+
+
+class HybridEngineMixin:
+    """What :class:`FakeEngine` needs for hybrid search (see the notes above); its hooks are
+    :meth:`_route_hybrid`, :meth:`_search_hybrid` and :meth:`_eval_knn`."""
+
+    def pipelines(self) -> dict[str, Any]:
+        return self.__dict__.setdefault("_pipelines", {})
+
+    # --- routes: search pipelines and the single-search API
+
+    def _route_hybrid(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any] | None:
+        segs = [s for s in path.split("/") if s]
+        if not self.is_es and segs[:2] == ["_search", "pipeline"] and len(segs) == 3:
+            name = segs[2]
+            if method == "PUT":
+                return self._put_pipeline(name, json.loads(body or b"{}"))
+            if method == "GET":
+                if name not in self.pipelines():
+                    return 404, {}
+                return 200, {name: self.pipelines()[name]}
+            if method == "DELETE":
+                self.pipelines().pop(name, None)
+                return 200, {"acknowledged": True}
+        if len(segs) == 2 and segs[1] == "_search" and method in ("GET", "POST"):
+            index = segs[0]
+            if index not in self.indices:
+                return self._missing(index)
+            search = json.loads(body or b"{}")
+            pipeline = (query.get("search_pipeline") or [None])[0]
+            try:
+                result = self._search_hybrid(self.indices[index], index, search, pipeline)
+                if result is None:
+                    result = self._search(self.indices[index], index, search)
+            except _RequestError as err:
+                return _error(err.status, err.etype, err.reason)
+            result.pop("status", None)
+            return 200, result
+        return None
+
+    def _put_pipeline(self, name: str, body: dict[str, Any]) -> tuple[int, Any]:
+        for proc in body.get("phase_results_processors", []):
+            ((kind, spec),) = proc.items()
+            if kind == "score-ranker-processor" and self.vtuple < OS_SCORE_RANKER_SINCE:
+                return _error(400, "parse_exception", f"Invalid processor type {kind}")
+            if kind == "normalization-processor":
+                weights = ((spec.get("combination") or {}).get("parameters") or {}).get("weights")
+                if weights is not None and abs(sum(weights) - 1.0) > 0.01:
+                    return _error(
+                        400,
+                        "illegal_argument_exception",
+                        f"sum of weights for combination must be equal to 1.0, submitted weights: {weights}",
+                    )
+        self.pipelines()[name] = body
+        return 200, {"acknowledged": True}
+
+    # --- searches
+
+    def _search_hybrid(
+        self, idx: dict[str, Any], index: str, body: dict[str, Any], pipeline: str | None = None
+    ) -> dict[str, Any] | None:
+        """The answer to a search with a retriever, a top-level knn or a hybrid query; None for any
+        other search (the plain path answers it)."""
+        size = body.get("size", 10)
+        if "retriever" in body:
+            if not self.is_es or self.vtuple < ES_RETRIEVERS_SINCE:
+                raise _RequestError(400, "parsing_exception", "Unknown key for a START_OBJECT in [retriever].")
+            ranked = self._retrieve(idx, body["retriever"], size)
+        elif "knn" in body and self.is_es:
+            knn = body["knn"]
+            ranked = self._knn_ranking(idx, knn["field"], knn["query_vector"], knn.get("k", size), knn.get("filter"))
+        elif "hybrid" in (body.get("query") or {}) and not self.is_es:
+            ranked = self._hybrid(idx, body["query"]["hybrid"], size, pipeline)
+        else:
+            return None
+        return self._hits_response(idx, index, ranked[:size], body)
+
+    def _hits_response(
+        self, idx: dict[str, Any], index: str, ranked: list[tuple[float, str]], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        hits = []
+        for score, doc_id in ranked:
+            hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
+            # The same source rules as every other answer (list form, vectors left out on ES 9.2+).
+            source = self._source_of(idx, idx["docs"][doc_id], body.get("_source"))
+            if source is not None:
+                hit["_source"] = source
+            hits.append(hit)
+        result: dict[str, Any] = {
+            "took": 1,
+            "timed_out": False,
+            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+            "hits": {"max_score": hits[0]["_score"] if hits else None, "hits": hits},
+            "status": 200,
+        }
+        if body.get("track_total_hits", True) is not False:
+            result["hits"]["total"] = {"value": len(ranked), "relation": "eq"}
+        return result
+
+    def _query_ranking(self, idx: dict[str, Any], query: dict[str, Any], flt: Any = None) -> list[tuple[float, str]]:
+        scored = []
+        for doc_id, src in idx["docs"].items():
+            matched, score = self._eval(idx, query, src)
+            if matched and self._passes(idx, flt, src):
+                scored.append((score, doc_id))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        return scored
+
+    def _passes(self, idx: dict[str, Any], flt: Any, src: dict[str, Any]) -> bool:
+        return all(self._eval(idx, f, src)[0] for f in _as_list(flt))
+
+    def _knn_ranking(
+        self, idx: dict[str, Any], field_name: str, vector: list[float], k: int, flt: Any = None
+    ) -> list[tuple[float, str]]:
+        prop = self._property(idx, field_name)
+        if prop is None or prop.get("type") not in ("dense_vector", "knn_vector"):
+            raise _RequestError(400, "illegal_argument_exception", f"field [{field_name}] is not a dense vector field")
+        dims = prop.get("dims") or prop.get("dimension")
+        if len(vector) != dims:
+            raise _RequestError(
+                400,
+                "illegal_argument_exception",
+                f"The query vector has a different number of dimensions [{len(vector)}] than the document "
+                f"vectors [{dims}].",
+            )
+        if prop["type"] == "dense_vector":
+            space = {"cosine": "cosine", "dot_product": "dot", "l2_norm": "l2"}[prop.get("similarity", "cosine")]
+        else:
+            method = prop.get("method") or {}
+            space = {"cosinesimil": "cosine", "innerproduct": "ip", "l2": "l2"}[
+                method.get("space_type", prop.get("space_type", "l2"))
+            ]
+        scored = []
+        for doc_id, src in idx["docs"].items():
+            doc = src.get(field_name)
+            if doc is None or not self._passes(idx, flt, src):
+                continue
+            scored.append((_vector_score(space, vector, doc, self.is_es), doc_id))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        return scored[:k]
+
+    def _property(self, idx: dict[str, Any], name: str) -> dict[str, Any] | None:
+        return idx["mappings"].get("properties", {}).get(name)
+
+    def _eval_knn(self, idx: dict[str, Any], spec: dict[str, Any], src: dict[str, Any]) -> tuple[bool, float]:
+        """OpenSearch's ``knn`` query: a hit when the document is among the k nearest."""
+        if self.is_es:
+            raise _RequestError(400, "parsing_exception", "unknown query [knn]")
+        ((fname, inner),) = spec.items()
+        ranked = self._knn_ranking(idx, fname, inner["vector"], inner["k"], inner.get("filter"))
+        me = self._doc_id(idx, src)
+        for score, doc_id in ranked:
+            if doc_id == me:
+                return True, score
+        return False, 0.0
+
+    @staticmethod
+    def _doc_id(idx: dict[str, Any], src: dict[str, Any]) -> str | None:
+        for doc_id, doc in idx["docs"].items():
+            if doc is src:
+                return doc_id
+        return None
+
+    # --- Elasticsearch retrievers
+
+    def _retrieve(self, idx: dict[str, Any], container: dict[str, Any], size: int) -> list[tuple[float, str]]:
+        ((kind, spec),) = container.items()
+        flt = spec.get("filter")
+        if kind == "standard":
+            ranked = self._query_ranking(idx, spec.get("query", {"match_all": {}}), flt)
+            return ranked
+        if kind == "knn":
+            return self._knn_ranking(idx, spec["field"], spec["query_vector"], spec["k"], flt)
+        if kind in ("rrf", "linear"):
+            if kind == "linear" and self.vtuple < ES_LINEAR_RETRIEVER_SINCE:
+                raise _RequestError(400, "x_content_parse_exception", "unknown retriever [linear]")
+            if self.license not in ("trial", "enterprise"):
+                raise _RequestError(
+                    403,
+                    "security_exception",
+                    f"current license is non-compliant for [{_ES_RETRIEVER_FEATURES[kind]}]",
+                )
+            window = spec.get("rank_window_size", size)
+            if window < size:
+                raise _RequestError(
+                    400,
+                    "illegal_argument_exception",
+                    f"[rank_window_size] must be greater than or equal to [size], got {window} and {size}",
+                )
+            fused: dict[str, float] = defaultdict(float)
+            for child in spec["retrievers"]:
+                if kind == "rrf":
+                    inner = child.get("retriever", child) if "retriever" in child else child
+                    ranked = self._retrieve(idx, inner, window)[:window]
+                    for rank, (_, doc_id) in enumerate(ranked, start=1):
+                        fused[doc_id] += 1.0 / (spec.get("rank_constant", 60) + rank)
+                else:
+                    ranked = self._retrieve(idx, child["retriever"], window)[:window]
+                    for score, doc_id in _es_minmax(ranked, child.get("normalizer", "none")):
+                        fused[doc_id] += child.get("weight", 1.0) * score
+            out = sorted(((s, d) for d, s in fused.items()), key=lambda t: (-t[0], t[1]))
+            return [(s, d) for s, d in out if self._passes(idx, flt, idx["docs"][d])]
+        raise _RequestError(400, "x_content_parse_exception", f"unknown retriever [{kind}]")
+
+    # --- OpenSearch hybrid query
+
+    def _hybrid(
+        self, idx: dict[str, Any], hybrid: dict[str, Any], size: int, pipeline: str | None
+    ) -> list[tuple[float, str]]:
+        if pipeline is None:
+            raise _RequestError(400, "illegal_argument_exception", "hybrid query must be used with a search pipeline")
+        if pipeline not in self.pipelines():
+            raise _RequestError(404, "resource_not_found_exception", f"Pipeline {pipeline} is not defined")
+        ((kind, spec),) = self.pipelines()[pipeline]["phase_results_processors"][0].items()
+        legs = [self._query_ranking(idx, q, hybrid.get("filter"))[:size] for q in hybrid["queries"]]
+        fused: dict[str, float] = defaultdict(float)
+        if kind == "score-ranker-processor":
+            k = spec["combination"].get("rank_constant", 60)
+            for leg in legs:
+                for rank, (_, doc_id) in enumerate(leg, start=1):
+                    fused[doc_id] += 1.0 / (k + rank)
+        else:
+            weights = (spec.get("combination") or {}).get("parameters", {}).get("weights") or [1.0] * len(legs)
+            for leg, w in zip(legs, weights):
+                for score, doc_id in _os_minmax(leg):
+                    fused[doc_id] += w * score
+            fused = defaultdict(float, {d: s / sum(weights) for d, s in fused.items()})
+        return sorted(((s, d) for d, s in fused.items()), key=lambda t: (-t[0], t[1]))
+
+
+def _vector_score(space: str, query: list[float], doc: list[float], is_es: bool) -> float:
+    import math
+
+    dot = sum(a * b for a, b in zip(query, doc))
+    if space == "cosine":
+        norm = math.sqrt(sum(a * a for a in query)) * math.sqrt(sum(b * b for b in doc))
+        return (1.0 + (dot / norm if norm else 0.0)) / 2.0
+    if space == "dot":
+        return (1.0 + dot) / 2.0
+    if space == "ip":
+        return dot + 1.0 if dot >= 0 else 1.0 / (1.0 - dot)
+    return 1.0 / (1.0 + sum((a - b) ** 2 for a, b in zip(query, doc)))
+
+
+def _es_minmax(ranked: list[tuple[float, str]], normalizer: str) -> list[tuple[float, str]]:
+    if normalizer != "minmax" or not ranked:
+        return ranked
+    scores = [s for s, _ in ranked]
+    lo, hi = min(scores), max(scores)
+    if abs(hi - lo) < 1e-6:
+        return ranked  # Elasticsearch keeps the raw scores of a leg whose scores are all equal
+    return [((s - lo) / (hi - lo), d) for s, d in ranked]
+
+
+def _os_minmax(ranked: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    if not ranked:
+        return ranked
+    scores = [s for s, _ in ranked]
+    lo, hi = min(scores), max(scores)
+    out = []
+    for s, d in ranked:
+        if hi == lo:
+            out.append((1.0, d))
+        else:
+            n = (s - lo) / (hi - lo)
+            out.append((n if n != 0.0 else 0.001, d))
+    return out
+
+
 @dataclass
-class FakeEngine:
+class FakeEngine(HybridEngineMixin):
     flavor: str = "elasticsearch"  # or "opensearch"
     version: str = "9.1.0"
     plugins: tuple[str, ...] = ("opensearch-neural-search", "opensearch-knn")
@@ -71,11 +540,13 @@ class FakeEngine:
     # Per-item bulk faults: document id -> deque of (status, error type), one per attempt.
     item_faults: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
     require_auth: str | None = None  # the exact Authorization header value to accept
+    license: str = "trial"  # Elasticsearch licence: "basic" has no rrf/linear retrievers
 
     def __post_init__(self) -> None:
         self.requests: list[Recorded] = []
         self.indices: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
+        self.seq_no = 0
 
     # --- test helpers ---
 
@@ -97,15 +568,24 @@ class FakeEngine:
         return [r for r in self.requests if re.search(path_regex, r.path) and (method is None or r.method == method)]
 
     def add_index(self, name: str, mappings: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
-        self.indices[name] = {"mappings": mappings, "settings": settings or {}, "docs": {}}
+        """Put an index in place as if created on this engine's current version."""
+        self.indices[name] = {"mappings": mappings, "settings": settings or {}, "docs": {}, "created": self.vtuple}
 
     # --- HTTP ---
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, Any]:
+        """Answer one HTTP request: (status, response headers, JSON payload or None)."""
         parts = urlsplit(target)
-        path, query = parts.path, parse_qs(parts.query)
+        record = Recorded(method, parts.path, parse_qs(parts.query), dict(headers), body)
         with self.lock:
-            self.requests.append(Recorded(method, path, query, dict(headers), body))
+            self.requests.append(record)
+        status, resp_headers, payload = self._answer(method, record.path, record.query, headers, body)
+        record.status, record.response = status, json.loads(json.dumps(payload))  # as sent, not later edits
+        return status, resp_headers, payload
+
+    def _answer(
+        self, method: str, path: str, query: dict, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict, Any]:
         resp_headers = {"content-type": "application/json"}
         if self.is_es:
             resp_headers["x-elastic-product"] = "Elasticsearch"
@@ -148,6 +628,9 @@ class FakeEngine:
 
     def _route(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, Any]:
         segs = [s for s in path.split("/") if s]
+        hybrid = self._route_hybrid(method, path, query, body)
+        if hybrid is not None:
+            return hybrid
         if method == "GET" and not segs:
             return 200, self._info()
         if segs[:2] == ["_cat", "plugins"]:
@@ -182,26 +665,32 @@ class FakeEngine:
         if op == "_count":
             return 200, {"count": len(idx["docs"]), "_shards": {"total": 1, "successful": 1, "failed": 0}}
         if op == "_mget":
-            ids = json.loads(body)["ids"]
-            docs = []
-            for i in ids:
-                if i in idx["docs"]:
-                    docs.append({"_index": index, "_id": i, "_version": 1, "found": True, "_source": idx["docs"][i]})
-                else:
-                    docs.append({"_index": index, "_id": i, "found": False})
-            return 200, {"docs": docs}
+            return 200, self._mget(index, idx, json.loads(body), query)
         raise _RequestError(400, "illegal_argument_exception", f"fake server: no handler for {method} {path}")
 
     def _missing(self, index: str) -> tuple[int, Any]:
         return _error(404, "index_not_found_exception", f"no such index [{index}]", index=index)
 
     def _info(self) -> dict[str, Any]:
-        version: dict[str, Any] = {"number": self.version, "build_type": "docker", "lucene_version": "10.2.2"}
+        # Every field the specifications require of ``GET /`` (ElasticsearchVersionInfo /
+        # OpenSearchVersionInfo); the values are placeholders of the right type.
+        major = self.vtuple[0]
+        version: dict[str, Any] = {
+            "number": self.version,
+            "build_type": "docker",
+            "build_hash": "0" * 40,
+            "build_date": "2025-01-01T00:00:00.000000000Z",
+            "build_snapshot": False,
+            "lucene_version": "10.2.2",
+            "minimum_wire_compatibility_version": f"{max(major - 1, 1)}.0.0",
+            "minimum_index_compatibility_version": f"{max(major - 1, 1)}.0.0",
+        }
+        info = {"name": "node-1", "cluster_name": "fake", "cluster_uuid": "aBcDeFgHiJkLmNoPqRsTuV"}
         if self.is_es:
             version["build_flavor"] = self.build_flavor
-            return {"name": "node-1", "cluster_name": "fake", "version": version, "tagline": "You Know, for Search"}
+            return {**info, "version": version, "tagline": "You Know, for Search"}
         version["distribution"] = "opensearch"
-        return {"name": "node-1", "cluster_name": "fake", "version": version, "tagline": "The OpenSearch Project"}
+        return {**info, "version": version, "tagline": "The OpenSearch Project"}
 
     # --- index creation ---
 
@@ -226,12 +715,24 @@ class FakeEngine:
                     raise _RequestError(
                         400, "illegal_argument_exception", "sparse_vector field requires index.sparse: true"
                     )
-        self.indices[index] = {
-            "mappings": json.loads(json.dumps(mappings)),
-            "settings": body.get("settings", {}),
-            "docs": {},
-        }
+        self.add_index(index, json.loads(json.dumps(mappings)), body.get("settings", {}))
         return 200, {"acknowledged": True, "shards_acknowledged": True, "index": index}
+
+    def _excludes_vectors(self, idx: dict[str, Any]) -> bool:
+        """Elasticsearch ``index.mapping.exclude_source_vectors``: on by default for indices created
+        on 9.2+ and on serverless (vector values left out of the stored ``_source`` and of every
+        answer that does not ask for them); an index created earlier keeps its vectors."""
+        if not self.is_es:
+            return False
+        value = _flat_settings(idx["settings"]).get("mapping.exclude_source_vectors")
+        if value is not None:
+            return str(value).lower() == "true"
+        return idx["created"] >= (9, 2) or self.build_flavor == "serverless"
+
+    def _prunes_by_default(self, idx: dict[str, Any]) -> bool:
+        """New ``sparse_vector`` fields prune query tokens unless told not to: 8.19+ and 9.1+."""
+        created = idx["created"]
+        return self.is_es and ((8, 19) <= created < (9, 0) or created >= (9, 1) or self.build_flavor == "serverless")
 
     # --- bulk ---
 
@@ -264,10 +765,23 @@ class FakeEngine:
                 )
                 errors = True
             elif op == "delete":
+                # A delete of a missing document is no failure: ``errors`` stays false and the item
+                # says 404 ``not_found`` (the engines' bulk API documentation and examples).
                 found = self.indices[index]["docs"].pop(doc_id, None) is not None
-                item.update(status=200 if found else 404, result="deleted" if found else "not_found", _version=1)
-                errors = errors or not found
+                item.update(self._written(index, doc_id, "deleted" if found else "not_found"))
+                item["status"] = 200 if found else 404
+            elif op == "create" and doc_id in self.indices[index]["docs"]:
+                reason = f"[{doc_id}]: version conflict, document already exists (current version [1])"
+                item.update(status=409, error={"type": "version_conflict_engine_exception", "reason": reason})
+                errors = True
+            elif op == "update" and doc_id not in self.indices[index]["docs"]:
+                item.update(
+                    status=404, error={"type": "document_missing_exception", "reason": f"[{doc_id}]: document missing"}
+                )
+                errors = True
             else:
+                if op == "update":  # a partial document, merged into the stored one
+                    source = {**self.indices[index]["docs"][doc_id], **(source or {}).get("doc", {})}
                 problem = self._check_doc(self.indices[index]["mappings"], source)
                 if problem:
                     etype = (
@@ -280,11 +794,24 @@ class FakeEngine:
                 else:
                     existed = doc_id in self.indices[index]["docs"]
                     self.indices[index]["docs"][doc_id] = source
-                    item.update(status=200 if existed else 201, result="updated" if existed else "created", _version=1)
+                    item.update(self._written(index, doc_id, "updated" if existed else "created"))
+                    item["status"] = 200 if existed else 201
             items.append({op: item})
         return 200, {"took": 1, "errors": errors, "items": items}
 
-    def _check_doc(self, mappings: dict[str, Any], source: dict[str, Any]) -> str | None:
+    def _written(self, index: str, doc_id: str, result: str) -> dict[str, Any]:
+        versions = self.indices[index].setdefault("versions", {})
+        versions[doc_id] = versions.get(doc_id, 0) + (result != "not_found")
+        self.seq_no += 1
+        return {
+            "_version": max(versions[doc_id], 1),
+            "result": result,
+            "_shards": {"total": 1, "successful": 1, "failed": 0},
+            "_seq_no": self.seq_no - 1,
+            "_primary_term": 1,
+        }
+
+    def _check_doc(self, mappings: dict[str, Any], source: dict[str, Any], prefix: str = "") -> str | None:
         props = mappings.get("properties", {})
         for name, value in source.items():
             prop = props.get(name)
@@ -292,20 +819,9 @@ class FakeEngine:
                 continue
             kind = prop.get("type", "object")
             if kind in ("sparse_vector", "rank_features"):
-                if not isinstance(value, dict):
-                    return f"[{kind}] fields must be json objects"
-                for key, w in value.items():
-                    if not isinstance(w, (int, float)) or w <= 0:
-                        return (
-                            f"[{kind}] fields take hashes that map a feature to a strictly positive "
-                            f"float, but got [{w}] for [{key}]"
-                        )
-                    if kind == "sparse_vector" and self.is_es and "." in key and self.vtuple < (8, 16):
-                        return f"[sparse_vector] fields do not support dots in feature names but found [{key}]"
-                    if kind == "sparse_vector" and not self.is_es and not key.isdigit():
-                        return (
-                            f"failed to parse field [{name}] of type [sparse_vector]: token [{key}] is not an integer"
-                        )
+                problem = self._check_features(kind, prefix + name, value)
+                if problem:
+                    return problem
             elif kind == "dense_vector" and len(value) != prop.get("dims"):
                 return (
                     f"The [dense_vector] field [{name}] in doc has a different number of dimensions "
@@ -314,7 +830,7 @@ class FakeEngine:
             elif kind == "knn_vector" and len(value) != prop.get("dimension"):
                 return f"Vector dimension mismatch. Expected: {prop.get('dimension')}, Given: {len(value)}"
             elif kind == "object" and isinstance(value, dict):
-                problem = self._check_doc(prop, value)
+                problem = self._check_doc(prop, value, prefix + name + ".")
                 if problem:
                     return problem
             elif kind == "integer" and not (isinstance(value, int) and not isinstance(value, bool)):
@@ -325,6 +841,62 @@ class FakeEngine:
             elif kind == "boolean" and not isinstance(value, bool):
                 return f"failed to parse field [{name}] of type [boolean]"
         return None
+
+    def _check_features(self, kind: str, name: str, value: Any) -> str | None:
+        # Elasticsearch 8.15+ takes a list of objects for one sparse_vector (multi-valued; the
+        # strongest weight of a token wins); an empty list or object is a document without tokens.
+        multi = kind == "sparse_vector" and self.is_es and self.vtuple >= (8, 15) and isinstance(value, list)
+        for part in value if multi else [value]:
+            if not isinstance(part, dict):
+                return f"[{kind}] fields must be json objects, expected a START_OBJECT but got: {type(part).__name__}"
+            for key, w in part.items():
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+                    return (
+                        f"[{kind}] fields take hashes that map a feature to a strictly positive "
+                        f"float, but got [{w}] for [{key}]"
+                    )
+                if float32(w) < FLOAT_MIN_NORMAL:
+                    return f"[{kind}] field [{name}]: feature value {w} for [{key}] is below the minimum normal float"
+                if kind == "sparse_vector" and self.is_es and "." in key and self.vtuple < (8, 16):
+                    return f"[sparse_vector] fields do not support dots in feature names but found [{key}]"
+                if kind == "sparse_vector" and not self.is_es and not key.isdigit():
+                    return f"failed to parse field [{name}] of type [sparse_vector]: token [{key}] is not an integer"
+        return None
+
+    # --- reading documents back ---
+
+    def _source_of(
+        self, idx: dict[str, Any], src: dict[str, Any], spec: Any, query: dict[str, list[str]] | None = None
+    ) -> dict[str, Any] | None:
+        """The ``_source`` an answer carries for a stored document (None: left out), after the
+        request's source filter and, on Elasticsearch indices that exclude vectors from the
+        source, with vector fields only when asked: ``exclude_vectors: false`` (or the URL
+        parameter ``_source_exclude_vectors=false``) or an include naming the field exactly. Such
+        vectors are rebuilt from the index, so a sparse vector comes back with the weights Lucene
+        kept (9 significant bits) and a dense one in float32."""
+        wanted, includes, excludes, exclude_vectors = source_request(spec, query)
+        if not wanted:
+            return None
+        if self._excludes_vectors(idx):
+            vectors = _vector_paths(idx["mappings"].get("properties") or {})
+            kept = {p for p in vectors if exclude_vectors is False or p in includes}
+            src = _rebuild_vectors(src, {p: t for p, t in vectors.items() if p in kept})
+            excludes = excludes + [p for p in vectors if p not in kept]
+        return filter_source(src, includes, excludes)
+
+    def _mget(self, index: str, idx: dict[str, Any], body: dict[str, Any], query: dict) -> dict[str, Any]:
+        docs = []
+        for i in body.get("ids") or [d["_id"] for d in body.get("docs", [])]:
+            if i in idx["docs"]:
+                doc: dict[str, Any] = {"_index": index, "_id": i, "_version": 1, "_seq_no": 0, "_primary_term": 1}
+                doc["found"] = True
+                source = self._source_of(idx, idx["docs"][i], body.get("_source"), query)
+                if source is not None:
+                    doc["_source"] = source
+                docs.append(doc)
+            else:
+                docs.append({"_index": index, "_id": i, "found": False})
+        return {"docs": docs}
 
     # --- search ---
 
@@ -343,22 +915,25 @@ class FakeEngine:
         return 200, {"took": 1, "responses": responses}
 
     def _search(self, idx: dict[str, Any], index: str, body: dict[str, Any]) -> dict[str, Any]:
+        hybrid = self._search_hybrid(idx, index, body)
+        if hybrid is not None:
+            return hybrid
         size = body.get("size", 10)
         scored = []
         for doc_id, src in idx["docs"].items():
-            matched, score = self._eval(idx, body.get("query", {"match_all": {}}), src)
+            named: list[str] = []
+            matched, score = self._eval(idx, body.get("query", {"match_all": {}}), src, named)
             if matched:
-                scored.append((score, doc_id))
+                scored.append((score, doc_id, named))
         scored.sort(key=lambda t: (-t[0], t[1]))
         hits = []
-        for score, doc_id in scored[:size]:
+        for score, doc_id, named in scored[:size]:
             hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
-            src_filter = body.get("_source", True)
-            if src_filter is not False:
-                src = idx["docs"][doc_id]
-                if isinstance(src_filter, dict):
-                    src = {k: v for k, v in src.items() if k in src_filter.get("includes", src)}
-                hit["_source"] = src
+            source = self._source_of(idx, idx["docs"][doc_id], body.get("_source"))
+            if source is not None:
+                hit["_source"] = source
+            if named:
+                hit["matched_queries"] = named
             hits.append(hit)
         result: dict[str, Any] = {
             "took": 1,
@@ -372,76 +947,186 @@ class FakeEngine:
         return result
 
     def _field_type(self, idx: dict[str, Any], path: str) -> str | None:
-        props = idx["mappings"].get("properties", {})
-        parts = path.split(".")
-        for p in parts[:-1]:
-            props = (props.get(p) or {}).get("properties", {})
-        return (props.get(parts[-1]) or {}).get("type")
+        prop = self._field_mapping(idx, path)
+        return prop.get("type", "object") if prop else None
 
-    @staticmethod
-    def _get(src: dict[str, Any], path: str) -> Any:
-        cur: Any = src
-        for p in path.split("."):
-            if not isinstance(cur, dict) or p not in cur:
-                return None
-            cur = cur[p]
-        return cur
+    def _features(self, src: dict[str, Any], field: str) -> dict[str, float]:
+        """The token weights the index holds for ``field`` of a document (FeatureField values)."""
+        value = _lookup(src, field)
+        parts = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+        out: dict[str, float] = {}
+        for part in parts:
+            for key, w in part.items():
+                out[key] = max(out.get(key, 0.0), lucene_feature_value(w))
+        return out
 
-    def _eval(self, idx: dict[str, Any], q: dict[str, Any], src: dict[str, Any]) -> tuple[bool, float]:
+    def _eval(
+        self, idx: dict[str, Any], q: dict[str, Any], src: dict[str, Any], named: list[str] | None = None
+    ) -> tuple[bool, float]:
+        named = [] if named is None else named
         ((kind, spec),) = q.items()
         if kind == "match_all":
-            return True, 1.0
+            return True, float32(spec.get("boost", 1.0)) if isinstance(spec, dict) else 1.0
+        if kind == "knn":
+            return self._eval_knn(idx, spec, src)
         if kind == "sparse_vector":
-            if not self.is_es or self.vtuple < (8, 15):
-                raise _RequestError(400, "parsing_exception", "unknown query [sparse_vector]")
-            return self._dot(src.get(spec["field"]) or {}, spec["query_vector"])
+            return self._sparse_vector_query(idx, spec, src, named)
         if kind == "neural_sparse":
             if self.is_es or "opensearch-neural-search" not in self.plugins:
                 raise _RequestError(400, "parsing_exception", "unknown query [neural_sparse]")
             ((fname, inner),) = spec.items()
+            ftype = self._field_type(idx, fname)
+            if ftype not in ("rank_features", "sparse_vector"):
+                raise _RequestError(
+                    400,
+                    "illegal_argument_exception",
+                    f"[neural_sparse] query only works on [rank_features] fields: [{fname}]",
+                )
             tokens = inner["query_tokens"]
-            if self._field_type(idx, fname) == "rank_features":
+            if ftype == "rank_features":
                 for w in tokens.values():
                     if not 0 < w <= 64:
                         raise _RequestError(400, "illegal_argument_exception", f"weight must be in (0, 64], got: {w}")
             flt = (inner.get("method_parameters") or {}).get("filter")
             if flt is not None and not self._eval(idx, flt, src)[0]:
                 return False, 0.0
-            return self._dot(src.get(fname) or {}, tokens)
+            ok, score = self._dot(self._features(src, fname), tokens)
+            return ok, float32(score * inner.get("boost", 1.0))
         if kind == "term":
             ((fname, inner),) = spec.items()
             value = inner["value"] if isinstance(inner, dict) else inner
+            boost = inner.get("boost", 1.0) if isinstance(inner, dict) else 1.0
             ftype = self._field_type(idx, fname)
             if ftype == "sparse_vector" and self.is_es:
-                w = (src.get(fname) or {}).get(value)
-                boost = inner.get("boost", 1.0) if isinstance(inner, dict) else 1.0
-                return (w is not None), (boost * w if w is not None else 0.0)
-            return self._get(src, fname) == value, 1.0
+                # A term query on a sparse_vector field scores the stored feature weight x boost.
+                w = self._features(src, fname).get(value)
+                return (w is not None), (float32(float32(boost) * w) if w is not None else 0.0)
+            return _lookup(src, fname) == value, float32(boost)
         if kind == "terms":
-            ((fname, values),) = spec.items()
-            have = self._get(src, fname)
-            return have in values, 1.0
+            values = next(v for k, v in spec.items() if k != "boost")
+            fname = next(k for k in spec if k != "boost")
+            return _lookup(src, fname) in values, float32(spec.get("boost", 1.0))
         if kind == "bool":
-            score = 0.0
+            scores: list[float] = []
             for clause in _as_list(spec.get("must")):
-                ok, s = self._eval(idx, clause, src)
+                ok, s = self._eval(idx, clause, src, named)
                 if not ok:
                     return False, 0.0
-                score += s
+                scores.append(s)
             for clause in _as_list(spec.get("filter")):
                 if not self._eval(idx, clause, src)[0]:
                     return False, 0.0
-            should = [self._eval(idx, c, src) for c in _as_list(spec.get("should"))]
+            should = [self._eval(idx, c, src, named) for c in _as_list(spec.get("should"))]
             if should and not spec.get("must") and not spec.get("filter") and not any(ok for ok, _ in should):
                 return False, 0.0
-            score += sum(s for ok, s in should if ok)
-            return True, score
+            scores += [s for ok, s in should if ok]
+            return True, lucene_score_sum(scores)
         raise _RequestError(400, "parsing_exception", f"unknown query [{kind}]")
+
+    def _sparse_vector_query(
+        self, idx: dict[str, Any], spec: dict[str, Any], src: dict[str, Any], named: list[str]
+    ) -> tuple[bool, float]:
+        if not self.is_es or self.vtuple < (8, 15):
+            raise _RequestError(400, "parsing_exception", "unknown query [sparse_vector]")
+        has_vector, has_inference = "query_vector" in spec, "inference_id" in spec
+        if has_vector == has_inference or (has_vector and "query" in spec):
+            raise _RequestError(
+                400, "illegal_argument_exception", "[sparse_vector] requires one of [query_vector] or [inference_id]"
+            )
+        fname = spec["field"]
+        ftype = self._field_type(idx, fname)
+        if ftype != "sparse_vector":
+            raise _RequestError(
+                400, "illegal_argument_exception", f"[{fname}] must be type [sparse_vector] but is type [{ftype}]"
+            )
+        if has_inference:
+            raise _RequestError(400, "resource_not_found_exception", "the engine double runs no inference")
+        tokens = self._pruned(idx, fname, spec)
+        ok, score = self._dot(self._features(src, fname), tokens)
+        if ok and spec.get("_name"):
+            named.append(spec["_name"])
+        return ok, float32(score * spec.get("boost", 1.0))
+
+    def _pruned(self, idx: dict[str, Any], fname: str, spec: dict[str, Any]) -> dict[str, float]:
+        """The query tokens a ``sparse_vector`` query scores with: all of them, or after token
+        pruning (the query's ``prune``/``pruning_config``, else the field's ``index_options``, else
+        the version's default)."""
+        tokens = dict(spec["query_vector"])
+        field_opts = self._field_mapping(idx, fname).get("index_options") or {}
+        prune = spec.get("prune", field_opts.get("prune", self._prunes_by_default(idx)))
+        if not prune or not tokens:
+            return tokens
+        config = {**DEFAULT_PRUNING, **(field_opts.get("pruning_config") or {}), **(spec.get("pruning_config") or {})}
+        docs = [self._features(src, fname) for src in idx["docs"].values()]
+        docs = [d for d in docs if d]
+        doc_freq: dict[str, int] = defaultdict(int)
+        for d in docs:
+            for token in d:
+                doc_freq[token] += 1
+        if not docs:
+            return {}
+        average = sum(doc_freq.values()) / len(docs) / len(doc_freq)
+        best = max(tokens.values())
+        kept = {}
+        for token, w in tokens.items():
+            df = doc_freq.get(token, 0)
+            keep = df > 0 and (
+                df / len(docs) < config["tokens_freq_ratio_threshold"] * average
+                or w > config["tokens_weight_threshold"] * best
+            )
+            if keep != bool(config["only_score_pruned_tokens"]):
+                kept[token] = w
+        return kept
+
+    def _field_mapping(self, idx: dict[str, Any], path: str) -> dict[str, Any]:
+        """The mapping of the field at a dotted ``path``; names may hold dots themselves
+        (``subobjects: false``), so every split of the path is tried."""
+        return _mapping_at(idx["mappings"].get("properties") or {}, path) or {}
 
     @staticmethod
     def _dot(doc: dict[str, float], query: dict[str, float]) -> tuple[bool, float]:
+        """Score of a bool of FeatureField linear queries: float32 query weight x stored weight
+        per shared token, summed as Lucene sums a disjunction."""
         shared = [k for k in query if k in doc]
-        return bool(shared), float(sum(query[k] * doc[k] for k in shared))
+        return bool(shared), lucene_score_sum([float32(float32(query[k]) * doc[k]) for k in shared])
+
+
+def _mapping_at(props: dict[str, Any], path: str) -> dict[str, Any] | None:
+    if path in props:
+        return props[path]
+    parts = path.split(".")
+    for cut in range(1, len(parts)):
+        head = ".".join(parts[:cut])
+        if head in props:
+            found = _mapping_at(props[head].get("properties") or {}, ".".join(parts[cut:]))
+            if found is not None:
+                return found
+    return None
+
+
+def _rebuild_vectors(src: dict[str, Any], kinds: dict[str, str], prefix: str = "") -> dict[str, Any]:
+    """``src`` with the vector fields at ``kinds`` (dotted path -> type) as the index rebuilds them:
+    sparse weights through the FeatureField round trip, dense values in float32."""
+    out: dict[str, Any] = {}
+    for key, value in src.items():
+        path = prefix + key
+        kind = kinds.get(path)
+        if kind == "sparse_vector":
+            parts = value if isinstance(value, list) else [value]
+            merged: dict[str, float] = {}
+            for part in parts:
+                for token, w in (part or {}).items():
+                    merged[token] = max(merged.get(token, 0.0), lucene_feature_value(w))
+            out[key] = merged
+        elif kind in ("dense_vector", "rank_vectors") and isinstance(value, list):
+            out[key] = json.loads(json.dumps(value), parse_float=float32)
+        elif isinstance(value, dict):
+            out[key] = _rebuild_vectors(value, kinds, path + ".")
+        elif isinstance(value, list):
+            out[key] = [_rebuild_vectors(v, kinds, path + ".") if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+    return out
 
 
 def _as_list(x: Any) -> list:
@@ -562,7 +1247,7 @@ def _postings(key: int, doc_vectors: dict[str, Any]) -> dict[int, list[tuple[str
     return _POSTINGS[key]
 
 
-# Lucene keeps a feature weight in 9 significant bits (``FeatureField``: the float's upper 16 bits),
+# Lucene keeps a feature weight in 9 significant bits (``FeatureField``: the float's bits >> 15),
 # truncating, so a stored document weight is up to 2**-8 (0.39%) below the real one; query weights
 # travel as float32. 1% covers both with room.
 SCORE_RTOL = 0.01

@@ -22,7 +22,8 @@ from sparsebridge.connector import (
     Record,
     SparseVector,
 )
-from sparsebridge_elasticsearch import ElasticsearchConnector, _lucene
+from sparsebridge_elasticsearch import ElasticsearchConnector
+from sparsebridge_lucene_rest import base as lucene_base
 from sparsebridge_opensearch import OpenSearchConnector
 
 ENGINES = {
@@ -65,7 +66,7 @@ def server(engine):
 @pytest.fixture
 def sleeps(monkeypatch) -> list[float]:
     recorded: list[float] = []
-    monkeypatch.setattr(_lucene.time, "sleep", recorded.append)
+    monkeypatch.setattr(lucene_base.time, "sleep", recorded.append)
     return recorded
 
 

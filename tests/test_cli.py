@@ -24,7 +24,7 @@ def cli(monkeypatch, encoder, tmp_path):
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     cached = caching_encoder(encoder)
-    monkeypatch.setattr(sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None: cached)
+    monkeypatch.setattr(sparsebridge.pipeline, "load_sparse_encoder", lambda name, *_: cached)
     runner = CliRunner()
 
     def run(*args, ok=True):
@@ -297,7 +297,9 @@ def test_swap_backends_same_results_on_stand_in_servers(cli, tmp_path, monkeypat
     ranked = {name: [(h["id"], h["score"]) for h in out[0]["hits"]] for name, out in outputs.items()}
     assert len(ranked["qdrant"]) == 5
     for name in ("elasticsearch", "opensearch"):
-        assert [s for _, s in ranked[name]] == pytest.approx([s for _, s in ranked["qdrant"]], rel=1e-4)
+        # Lucene keeps 9 significant bits of a document weight (truncated, relative error < 2**-8);
+        # Qdrant keeps float32: the engines' scores sit up to that much below Qdrant's.
+        assert [s for _, s in ranked[name]] == pytest.approx([s for _, s in ranked["qdrant"]], rel=2**-8)
         assert [i for i, _ in ranked[name]] == [i for i, _ in ranked["qdrant"]]
 
 

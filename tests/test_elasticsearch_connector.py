@@ -11,7 +11,7 @@ updates, each bulk action and source line, each msearch header/body pair, mget â
 from __future__ import annotations
 
 import pytest
-from lucene_testkit import FakeEngine, FakeServer
+from lucene_testkit import FakeEngine, FakeServer, lucene_feature_value
 from sparsebridge.connector import (
     ConnectorError,
     IndexMismatchError,
@@ -52,8 +52,11 @@ def spec(**kw) -> IndexSpec:
 
 
 def brute_force(query: SparseVector, docs=DOCS) -> list[tuple[str, float]]:
+    """Exact ranking over the weights Lucene stores (a FeatureField keeps 9 significant bits)."""
     q = query.as_token_dict()
-    scored = [(d.id, sum(w * q.get(t, 0.0) for t, w in d.sparse.as_token_dict().items())) for d in docs]
+    scored = [
+        (d.id, sum(lucene_feature_value(w) * q.get(t, 0.0) for t, w in d.sparse.as_token_dict().items())) for d in docs
+    ]
     return sorted([s for s in scored if s[1] > 0], key=lambda s: (-s[1], s[0]))
 
 
@@ -99,7 +102,7 @@ def test_create_index_body_matches_spec_and_mapping(conn, engine, validator):
     validator.validate_request("PUT", create.path, create.body)
     body = create.json()
     props = body["mappings"]["properties"]
-    assert props["sparse"] == {"type": "sparse_vector"}
+    assert props["sparse"] == {"type": "sparse_vector", "index_options": {"prune": False}}  # exact, explicitly
     assert props["text"] == {"type": "text"}
     assert props["payload"]["properties"] == {"lang": {"type": "keyword"}, "year": {"type": "integer"}}
     assert props["dense"] == {"type": "dense_vector", "dims": 3, "index": True, "similarity": "cosine"}
@@ -161,7 +164,8 @@ def test_batch_of_queries_is_one_msearch_with_exact_sparse_vector_queries(conn, 
         expected = brute_force(q.sparse)
         if q.filter:
             expected = [e for e in expected if e[0] == "d2"]
-        assert [(h.id, round(h.score, 6)) for h in res.hits] == [(i, round(s, 6)) for i, s in expected[:3]]
+        assert [h.id for h in res.hits] == [i for i, _ in expected[:3]]
+        assert [h.score for h in res.hits] == pytest.approx([s for _, s in expected[:3]], rel=1e-6)
     assert results[0].hits[0].payload["text"] == "u.s. mat"
 
 
@@ -191,13 +195,23 @@ def test_payload_can_be_left_out_and_empty_query_gives_no_hits(conn, engine):
     assert engine.calls(r"/_msearch$")[0].lines()[1]["_source"] is False
 
 
-def test_dense_only_query_is_refused_and_hybrid_is_noted(conn):
+def test_dense_only_query_is_a_knn_search_and_hybrid_goes_to_the_rrf_retriever(conn, engine, validator):
     conn.ensure_index(spec(dense_field="dense", dense_size=2))
-    conn.write([Record("x", "t", vec({"cat": 1.0}), {}, [0.1, 0.2])])
-    with pytest.raises(ConnectorError, match="dense-only"):
-        conn.search([Query(dense=[0.1, 0.2])])
+    conn.write(
+        [Record("x", "t", vec({"cat": 1.0}), {}, [0.1, 0.2]), Record("y", "t", vec({"dog": 1.0}), {}, [0.2, 0.1])]
+    )
+    (dense,) = conn.search([Query(dense=[0.1, 0.2])])
+    assert [h.id for h in dense.hits] == ["x", "y"]
+    assert dense.hits[0].score == pytest.approx(1.0)  # cosine 1 -> (1 + 1) / 2
     (res,) = conn.search([Query(sparse=vec({"cat": 1.0}), dense=[0.1, 0.2])])
-    assert res.hits[0].id == "x" and "dense vector ignored" in res.notes[0]
+    assert [h.id for h in res.hits] == ["x", "y"] and res.notes == []
+    # x: rank 1 in both legs; y: rank 2 in the dense leg only.
+    assert [h.score for h in res.hits] == pytest.approx([2 / 61, 1 / 62])
+    lines = [r.lines() for r in engine.calls(r"/_msearch$")]
+    body = lines[-1][1]
+    assert set(body["retriever"]["rrf"]) == {"retrievers", "rank_constant", "rank_window_size"}
+    for req in engine.calls(r"/_msearch$"):
+        validator.validate_request(req.method, req.path, req.body)
 
 
 @pytest.mark.parametrize("version", ["8.11.0", "8.13.4", "8.14.3"])
@@ -208,7 +222,9 @@ def test_clusters_before_8_15_get_escaped_keys_and_a_term_query(version, validat
         result = conn.write(DOCS)
         assert not result.failed, result.failed  # the fake, like 8.11-8.15, refuses dots in keys
         (res,) = conn.search([Query(sparse=vec({"u.s.": 1.0, "a.b%c": 2.0}), filter={"lang": "en"})])
-        assert [(h.id, round(h.score, 6)) for h in res.hits] == [("d2", 1.4), ("d1", 0.2)]
+        assert [h.id for h in res.hits] == ["d2", "d1"]
+        expected = [2.0 * lucene_feature_value(0.7), 1.0 * lucene_feature_value(0.2)]
+        assert [h.score for h in res.hits] == pytest.approx(expected, rel=1e-6)
         # The 9.x client's compatible-with=9 headers were rewritten for the 8.x server.
         assert all("compatible-with=9" not in r.headers.get("accept", "") for r in engine.requests)
         create = engine.calls(r"^/docs$", "PUT")[0].json()

@@ -77,7 +77,7 @@ def test_pool_results_in_input_order_equal_single_process(encoder, pool, texts, 
 
 
 def test_worker_error_is_raised_with_the_workers_message(encoder, pool, texts, expected):
-    with pytest.raises(WorkerError, match="unknown prompt name 'nope'"):
+    with pytest.raises(WorkerError, match="Prompt name 'nope' not found"):
         encoder.encode(texts[:4], pool=pool, prompt_name="nope")
     # The pool still works afterwards, and stale results of the failed call are ignored.
     assert torch.allclose(encoder.encode(texts[:20], pool=pool, chunk_size=4).to_dense(), expected[:20], atol=TOL)
@@ -185,5 +185,5 @@ def test_script_without_main_guard_raises_instead_of_hanging(tmp_path, splade_pa
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "pool started" not in done.stdout
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("sparsebridge.multiprocess.WorkerError: 1 encoding worker(s) died while starting"), last
+    assert last.startswith("sparsebridge.errors.WorkerError: 1 encoding worker(s) died while starting"), last
     assert 'if __name__ == "__main__":' in last

@@ -12,7 +12,7 @@ rejects wrong bodies.
 from __future__ import annotations
 
 import pytest
-from lucene_testkit import FakeEngine, FakeServer
+from lucene_testkit import FakeEngine, FakeServer, lucene_feature_value
 from sparsebridge.connector import (
     ConnectorError,
     IndexMismatchError,
@@ -49,8 +49,11 @@ def spec(**kw) -> IndexSpec:
 
 
 def brute_force(query: SparseVector) -> list[tuple[str, float]]:
+    """Exact ranking over the weights Lucene stores (a FeatureField keeps 9 significant bits)."""
     q = query.as_index_dict()
-    scored = [(d.id, sum(w * q.get(i, 0.0) for i, w in d.sparse.as_index_dict().items())) for d in DOCS]
+    scored = [
+        (d.id, sum(lucene_feature_value(w) * q.get(i, 0.0) for i, w in d.sparse.as_index_dict().items())) for d in DOCS
+    ]
     return sorted([s for s in scored if s[1] > 0], key=lambda s: (-s[1], s[0]))
 
 
@@ -102,7 +105,11 @@ def test_rank_features_index_body(conn, engine, validator):
     body = create.json()
     props = body["mappings"]["properties"]
     assert props["sparse"] == {"type": "rank_features"}
-    assert props["dense"] == {"type": "knn_vector", "dimension": 4}
+    assert props["dense"] == {
+        "type": "knn_vector",
+        "dimension": 4,
+        "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
+    }
     assert body["settings"] == {"index": {"number_of_replicas": 0, "knn": True}}
     assert conn.index_metadata() == META
 
@@ -143,9 +150,9 @@ def test_neural_sparse_queries_in_one_msearch_rank_by_dot_product(conn, engine, 
     assert validator.validate_msearch(lines) == 2
     assert lines[1]["query"] == {"neural_sparse": {"sparse": {"query_tokens": {"cat": 1.0, "u.s.": 2.0}}}}
     assert lines[3]["query"]["bool"]["filter"] == [{"term": {"payload.year": {"value": 2010}}}]
-    assert [(h.id, round(h.score, 6)) for h in results[0].hits] == [
-        (i, round(s, 6)) for i, s in brute_force(queries[0].sparse)[:2]
-    ]
+    expected = brute_force(queries[0].sparse)[:2]
+    assert [h.id for h in results[0].hits] == [i for i, _ in expected]
+    assert [h.score for h in results[0].hits] == pytest.approx([s for _, s in expected], rel=1e-6)
     assert [h.id for h in results[1].hits] == ["d4"]
     assert results[0].notes == []
 
@@ -159,7 +166,8 @@ def test_query_weights_above_64_are_rescaled_with_a_note(conn, engine, validator
     assert max(sent.values()) == 64.0 and all(0 < w <= 64 for w in sent.values())
     assert sent["u.s."] == pytest.approx(5.0)
     # Ranking unchanged and scores given back on the original scale.
-    assert [(h.id, round(h.score, 6)) for h in res.hits] == [(i, round(s, 6)) for i, s in brute_force(q)]
+    assert [h.id for h in res.hits] == [i for i, _ in brute_force(q)]
+    assert [h.score for h in res.hits] == pytest.approx([s for _, s in brute_force(q)], rel=1e-6)
     assert len(res.notes) == 1 and "rescaled" in res.notes[0] and "0.5" in res.notes[0]
     validate_all(engine, validator)
     (plain,) = conn.search([Query(sparse=vec({"cat": 64.0}))])
@@ -168,6 +176,8 @@ def test_query_weights_above_64_are_rescaled_with_a_note(conn, engine, validator
 
 def test_seismic_sparse_vector_index(seismic, engine, validator):
     seismic.ensure_index(spec(options={"approximate_threshold": 5000, "n_postings": 100}))
+    assert engine.calls(r"^/docs$", "PUT") == []  # created at the first write, ceilings fitted to it
+    assert not seismic.write(DOCS).failed
     body = engine.calls(r"^/docs$", "PUT")[0].json()
     assert body["settings"] == {"index": {"sparse": True}}
     assert body["mappings"]["properties"]["sparse"] == {
@@ -179,10 +189,11 @@ def test_seismic_sparse_vector_index(seismic, engine, validator):
                 "cluster_ratio": 0.1,
                 "summary_prune_ratio": 0.4,
                 "approximate_threshold": 5000,
+                "quantization_ceiling_ingest": 2.4,  # largest weight 2.0, +20%
+                "quantization_ceiling_search": 16.0,
             },
         },
     }
-    assert not seismic.write(DOCS).failed
     lines = engine.calls(r"/_bulk$")[0].lines()
     assert lines[1]["sparse"] == {"1057": 0.2, "2938": 0.5, "4937": 1.5}  # token ids as strings
     q = vec({"cat": 1.0, "mat": 2.0})

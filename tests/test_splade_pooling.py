@@ -42,8 +42,9 @@ def test_fast_path_equals_textbook_formula(encoder, texts, strategy, activation)
     finally:
         pooling.pooling_strategy, pooling.activation_function = old
     want = textbook(encoder, texts, strategy, activation)
-    # Sums of hundreds of terms differ only by float32 summation order.
-    assert torch.allclose(got, want, atol=1e-5, rtol=1e-6 if strategy == "sum" else 0.0)
+    # Sums of hundreds of terms differ only by float32 summation order (a few ulps of the total, and
+    # the blocks' matmul kernels may order the 128-term dot products differently): rtol 1e-5.
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5 if strategy == "sum" else 0.0)
 
 
 def test_materialised_logits_path_equals_fast_path(encoder, texts):
@@ -79,8 +80,9 @@ def test_pooling_memory_does_not_grow_with_batch_times_vocab(encoder, texts, bat
     assert not [s for s in seen.shapes if len(s) == 3 and s[-1] == vocab], "a [batch, seq, vocab] tensor was built"
     # Intermediates over the vocabulary hold at most one chunk of tokens x one vocabulary block,
     # whatever the batch size and document length.
-    limit = pooling_module.TOKEN_BUDGET * pooling_module.VOCAB_BLOCK
-    widths = {pooling_module.VOCAB_BLOCK, vocab % pooling_module.VOCAB_BLOCK}
+    limit = pooling_module.BLOCK_BYTES // 4  # fp32 logits
+    widths = {pooling_module.vocab_block(n, 4) for n in range(1, pooling_module.TOKEN_BUDGET + 1)}
+    widths |= {vocab % w for w in widths}
     blocks = [s for s in seen.shapes if len(s) == 2 and s[1] in widths and s[0] > batch_size]
     assert blocks and max(s[0] * s[1] for s in blocks) <= limit
 

@@ -52,7 +52,7 @@ def make_client(conn: ElasticsearchConnector) -> Elasticsearch:
         request_timeout=conn.request_timeout,
         # Connection failures move on to another node when there is one; a single node fails fast.
         max_retries=len(conn.urls) - 1,
-        # Status retries are the connector's own, with backoff (see _lucene.py).
+        # Status retries are the connector's own, with backoff (see sparsebridge_lucene_rest/retry.py).
         retry_on_status=(),
         retry_on_timeout=False,
         transport_class=VersionAdaptiveTransport,

@@ -11,10 +11,25 @@ type, an optional ``dense_vector`` (``IndexSpec.dense_field``/``dense_size``; si
 ``_meta``. ``IndexSpec.options`` may also set ``number_of_shards``, ``number_of_replicas``,
 ``refresh_interval`` and ``sparse_index_options`` (the field's ``index_options``, 8.19+/9.1+).
 
+Pruning: from 8.19 and 9.1 on, a new ``sparse_vector`` field prunes query tokens by default
+(``index_options.pruning_config``). The connector therefore creates the field with
+``index_options: {"prune": false}`` on those versions unless ``sparse_index_options`` says
+otherwise, and sends ``prune`` explicitly with every query, so a search is exact unless asked.
+
 Token names with dots: ``sparse_vector`` accepts them from 8.16 on. An index created on an 8.11-8.15
 cluster writes its keys with a reversible escape instead (``%`` -> ``%25``, then ``.`` -> ``%2E``;
 see :func:`escape_token`), records that in ``_meta``, and queries are escaped the same way, also
 after the cluster is upgraded.
+
+Hybrid search (``IndexSpec.dense_field`` set: a ``dense_vector`` beside the ``sparse_vector``, one
+index): a query with both vectors runs the sparse query and a ``knn`` search, each with the filter,
+and fuses them as :class:`sparsebridge.connector.SearchOptions` defines. ``"rrf"`` goes to the
+``rrf`` retriever (``rank_constant`` = ``rrf_k``, ``rank_window_size`` = the candidates; retrievers
+are GA since 8.16), ``"linear"`` to the ``linear`` retriever with the ``minmax`` normalizer and the
+weights (8.18+). Older clusters, ``"dbsf"`` (no Elasticsearch equivalent) and clusters whose licence
+lacks the retriever (both need an Enterprise or trial licence on self-managed clusters) get the two
+legs in the same ``_msearch`` and the fusion on the client, with a note in the result saying so.
+A query with only a dense vector is a ``knn`` search.
 
 Query: the ``sparse_vector`` query with ``query_vector``, exact by default (``prune: false``; since
 9.1 a new field prunes query tokens unless told not to). ``SearchOptions.backend_options`` may set
@@ -24,22 +39,28 @@ over shared tokens) comes from a ``bool`` of ``term`` queries, one per token, bo
 weight, which is what ``sparse_vector`` itself builds. Filters go into a ``bool`` filter; a batch of
 queries is one ``_msearch``.
 
-Options (besides those of :class:`~sparsebridge_elasticsearch._lucene.LuceneConnector`):
+Options (besides those of :class:`~sparsebridge_lucene_rest.LuceneConnector`):
 ``api_key`` (an encoded key or ``(id, key)``). Secrets never appear in reprs, logs or errors.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-
-from ._lucene import Layout, LuceneConnector, combine
+from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
 
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)
 DOTTED_TOKENS_SINCE = (8, 16)
+RRF_RETRIEVER_SINCE = (8, 16)  # retrievers GA
+LINEAR_RETRIEVER_SINCE = (8, 18)
+INDEX_OPTIONS_SINCE = (9, 1)  # and 8.19 on the 8.x line
+MAX_NUM_CANDIDATES = 10_000
+_LICENSE_RE = re.compile(r"\blicen[cs]e\b", re.IGNORECASE)
 
 KEYS_PLAIN = "token"
 KEYS_ESCAPED = "token-dot-escaped"
@@ -121,10 +142,27 @@ class ElasticsearchConnector(LuceneConnector):
 
     # --- mapping ----------------------------------------------------------------------------------
 
+    def _has_index_options(self) -> bool:
+        """``sparse_vector`` ``index_options`` exist in 8.19+ and 9.1+ (not in 9.0)."""
+        if self._serverless:
+            return True
+        v = self.server_version
+        return (8, 19) <= v < (9, 0) or v >= INDEX_OPTIONS_SINCE
+
     def _sparse_property(self, spec: IndexSpec) -> tuple[dict[str, Any], str]:
         prop: dict[str, Any] = {"type": "sparse_vector"}
-        if spec.options.get("sparse_index_options") is not None:
-            prop["index_options"] = dict(spec.options["sparse_index_options"])
+        given = spec.options.get("sparse_index_options")
+        if given is not None:
+            if not self._has_index_options():
+                raise OptionError(
+                    f"sparse_index_options need Elasticsearch 8.19+ or 9.1+ (this cluster is "
+                    f"{'.'.join(map(str, self.server_version))})"
+                )
+            prop["index_options"] = dict(given)
+        elif self._has_index_options():
+            # Where the field has index options, a new field prunes query tokens by default; the
+            # scores this connector promises are exact unless the config asks for pruning.
+            prop["index_options"] = {"prune": False}
         return prop, KEYS_PLAIN if self._has(DOTTED_TOKENS_SINCE) else KEYS_ESCAPED
 
     def _accepted_sparse_types(self) -> tuple[str, ...]:
@@ -185,6 +223,71 @@ class ElasticsearchConnector(LuceneConnector):
                 }
             }
         return combine(clause, filters), 1.0, notes
+
+    # --- hybrid ----------------------------------------------------------------------------------
+
+    def _dense_clause(
+        self, layout: Layout, dense: list[float], filters: list[dict[str, Any]], k: int
+    ) -> dict[str, Any]:
+        # The fields a knn search and a knn retriever share; the filter runs inside the kNN search,
+        # before its top-k cut.
+        clause: dict[str, Any] = {
+            "field": layout.dense_field,
+            "query_vector": dense,
+            "k": k,
+            "num_candidates": min(MAX_NUM_CANDIDATES, max(k, math.ceil(1.5 * k))),
+        }
+        if filters:
+            clause["filter"] = filters
+        return clause
+
+    def _dense_body(self, layout: Layout, clause: dict[str, Any], size: int) -> dict[str, Any]:
+        return {"size": size, "knn": clause, "track_total_hits": False}
+
+    def _hybrid_plan(
+        self, layout: Layout, sparse: dict[str, Any], dense: dict[str, Any], options: SearchOptions
+    ) -> SearchPlan | None:
+        window = max(options.candidates, options.top_k)  # the retrievers need rank_window_size >= size
+        legs = [{"standard": {"query": sparse}}, {"knn": dense}]
+        if options.fusion == "rrf" and self._has(RRF_RETRIEVER_SINCE):
+            retriever: dict[str, Any] = {
+                "rrf": {"retrievers": legs, "rank_constant": options.rrf_k, "rank_window_size": window}
+            }
+        elif options.fusion == "linear" and self._has(LINEAR_RETRIEVER_SINCE):
+            weights = options.normalized_weights
+            retriever = {
+                "linear": {
+                    "retrievers": [
+                        {"retriever": leg, "weight": w, "normalizer": "minmax"} for leg, w in zip(legs, weights)
+                    ],
+                    "rank_window_size": window,
+                }
+            }
+        else:
+            return None
+        body = {"size": options.top_k, "retriever": retriever, "_source": self._source_filter(options)}
+        return SearchPlan(bodies=[body])
+
+    def _client_side_plan(self, layout, sparse, scale, dense, options, notes):  # type: ignore[override]
+        plan = super()._client_side_plan(layout, sparse, scale, dense, options, notes)
+        version = "serverless" if self._serverless else ".".join(map(str, self.server_version))
+        if options.fusion == "dbsf":
+            plan.notes.append("fusion 'dbsf' has no Elasticsearch retriever: the legs were fused on the client")
+        elif options.fusion == "rrf" and not self._has(RRF_RETRIEVER_SINCE):
+            plan.notes.append(
+                f"Elasticsearch {version} has no rrf retriever (8.16+): the legs were fused on the client"
+            )
+        elif options.fusion == "linear" and not self._has(LINEAR_RETRIEVER_SINCE):
+            plan.notes.append(
+                f"Elasticsearch {version} has no linear retriever (8.18+): the legs were fused on the client"
+            )
+        return plan
+
+    def _fallback_reason(self, error: Any, status: int | None) -> str | None:
+        reason = str(error.get("reason", "")) if isinstance(error, Mapping) else str(error)
+        if status == 403 and _LICENSE_RE.search(reason):
+            return f"the cluster's licence does not include this retriever ({reason})"
+        return None
 
     # --- client calls -----------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ def make_client(conn: OpenSearchConnector) -> OpenSearch:
         timeout=conn.request_timeout,
         # Connection failures move on to another node when there is one; a single node fails fast.
         max_retries=len(conn.urls) - 1,
-        # Status retries are the connector's own, with backoff (see sparsebridge_elasticsearch/_lucene.py).
+        # Status retries are the connector's own, with backoff (see sparsebridge_lucene_rest/retry.py).
         retry_on_status=(),
         retry_on_timeout=False,
         connection_class=QuietConnection,

@@ -21,23 +21,66 @@ Two sparse field types (connector option ``sparse_field_type``):
     ``heap_factor`` and ``k`` (default ``top_k``); filters go into ``method_parameters.filter``
     so they apply before the top-k cut.
 
-Dense vectors (``IndexSpec.dense_field``) are stored in a ``knn_vector`` field (``index.knn: true``);
-search is sparse only. Options besides the common ones: ``sparse_field_type`` and the SEISMIC
+    Quantization: SEISMIC stores weights in 8 bits over ``[0, quantization_ceiling_ingest]``
+    (default 3) and clips what lies above, while SPLADE weights often exceed 3. Unless the ceilings
+    are configured, the connector creates a new SEISMIC index at its first write, with
+    ``quantization_ceiling_ingest`` derived from the largest weight of that batch (20% above it,
+    rounded up to two significant digits) and ``quantization_ceiling_search`` the larger of that
+    and OpenSearch's default 16. The ceilings (and where they came from) are recorded in the
+    index's ``_meta`` under ``seismic_quantization``, so ``index_metadata()`` reports them; a
+    later write or query with weights above its ceiling gets a note (``WriteResult.notes``,
+    ``SearchResult.notes``) and a warning in the log saying how many weights were clipped.
+
+Dense vectors (``IndexSpec.dense_field``) are stored in a ``knn_vector`` field (``index.knn: true``,
+HNSW on the Lucene engine, ``space_type`` from ``IndexSpec.options["dense_similarity"]``: cosine by
+default, or ``dot_product`` / ``l2_norm``). A query with only a dense vector is a ``knn`` query; one
+with both is a ``hybrid`` query of the sparse query and the ``knn`` query, each with the filter,
+fused by a search pipeline the connector puts in place (``PUT /_search/pipeline/sparsebridge-...``,
+named after its parameters) as :class:`sparsebridge.connector.SearchOptions` defines:
+``"linear"`` by the ``normalization-processor`` (``min_max`` + ``arithmetic_mean`` with the
+weights), ``"rrf"`` by the ``score-ranker-processor`` (``rank_constant`` = ``rrf_k``, 2.19+). The
+hybrid query returns the candidates of each leg, fused, and the connector keeps the ``top_k`` best.
+``_msearch`` takes no per-search pipeline, so each hybrid query is one ``_search`` with
+``search_pipeline``. ``"dbsf"`` and RRF before 2.19 run the two legs in one ``_msearch`` and fuse
+them on the client, with a note in the result. Options besides the common ones: ``sparse_field_type`` and the SEISMIC
 parameters. OpenSearch has no API keys: use ``username``/``password`` (or ``basic_auth``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_elasticsearch._lucene import Layout, LuceneConnector, OptionError, combine
+from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions, WriteResult
+from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
 
 MIN_VERSION = (2, 14)
 SEISMIC_SINCE = (3, 3)
+SCORE_RANKER_SINCE = (2, 19)  # RRF in a search pipeline
+PIPELINE_PREFIX = "sparsebridge-hybrid-"
+QUANTIZATION_META = "seismic_quantization"
+DEFAULT_CEILING_INGEST = 3.0  # OpenSearch's defaults for SEISMIC
+DEFAULT_CEILING_SEARCH = 16.0
+CEILING_HEADROOM = 1.2
+
+log = logging.getLogger("sparsebridge.opensearch")
+
+
+def derive_ceiling(max_weight: float) -> float:
+    """A ``quantization_ceiling_ingest`` for weights up to ``max_weight``: 20% above it, rounded
+    up to two significant digits (so it reads well in a mapping), never below 0.01."""
+    target = max(float(max_weight) * CEILING_HEADROOM, 0.01)
+    step = 10 ** (math.floor(math.log10(target)) - 1)
+    return round(math.ceil(target / step - 1e-9) * step, 10)
+
+
+# IndexSpec.options["dense_similarity"] (the Elasticsearch names) -> knn_vector space_type
+SPACE_TYPES = {"cosine": "cosinesimil", "dot_product": "innerproduct", "l2_norm": "l2"}
 MAX_QUERY_WEIGHT = 64.0  # Lucene FeatureField linear queries take weights in (0, 64]
 NEURAL_PLUGIN = "opensearch-neural-search"
 
@@ -93,6 +136,10 @@ class OpenSearchConnector(LuceneConnector):
             )
         self.seismic_defaults = {k: options[k] for k in SEISMIC_PARAMETERS if k in options}
         self._check_seismic(self.seismic_defaults)
+        self._pipelines: set[str] = set()  # search pipelines put in place by this connector
+        self._pending: IndexSpec | None = None  # a SEISMIC index waiting for its first batch
+        self._derived: dict[str, Any] = {}  # ceilings derived from the first batch
+        self._ceilings: tuple[float, float] | None = None  # (ingest, search) of the current index
 
     @staticmethod
     def _check_seismic(params: Mapping[str, Any]) -> None:
@@ -161,7 +208,106 @@ class OpenSearchConnector(LuceneConnector):
         params = dict(self.seismic_defaults)
         params.update({k: v for k, v in spec.options.items() if k in SEISMIC_PARAMETERS})
         self._check_seismic(params)
+        for key in ("quantization_ceiling_ingest", "quantization_ceiling_search"):
+            if key not in params and key in self._derived:
+                params[key] = self._derived[key]
         return params
+
+    # --- SEISMIC quantization ceilings --------------------------------------------------------------
+
+    def _ceilings_configured(self, spec: IndexSpec) -> bool:
+        given = {**self.seismic_defaults, **spec.options}
+        return "quantization_ceiling_ingest" in given
+
+    def ensure_index(self, spec: IndexSpec) -> None:
+        self._derived = {}
+        if self.sparse_field_type == "sparse_vector" and not self._ceilings_configured(spec):
+            self._check_spec_names(spec)
+            with self._api(f"check index {spec.name!r}"):
+                exists = self._call_exists(spec.name)
+            if not exists:
+                # Created at the first write, with ceilings that fit the weights actually ingested.
+                _, layout = self.create_body(spec)
+                self._index, self._spec, self._layout, self._pending = spec.name, spec, layout, spec
+                self._ceilings = None
+                return
+        self._pending = None
+        super().ensure_index(spec)
+        self._ceilings = None
+
+    def create_body(self, spec: IndexSpec) -> tuple[dict[str, Any], Layout]:
+        body, layout = super().create_body(spec)
+        if self.sparse_field_type == "sparse_vector":
+            params = self._seismic_parameters(spec)
+            record = {
+                "quantization_ceiling_ingest": params.get("quantization_ceiling_ingest", DEFAULT_CEILING_INGEST),
+                "quantization_ceiling_search": params.get("quantization_ceiling_search", DEFAULT_CEILING_SEARCH),
+                "source": self._derived.get("source", "configured" if self._ceilings_configured(spec) else "default"),
+            }
+            if "max_weight" in self._derived:
+                record["max_weight_seen"] = self._derived["max_weight"]
+            body["mappings"]["_meta"][QUANTIZATION_META] = record
+        return body, layout
+
+    def _derive_from(self, records: Sequence[Record]) -> None:
+        top = max((max(r.sparse.values) for r in records if len(r.sparse)), default=DEFAULT_CEILING_INGEST)
+        ingest = derive_ceiling(top)
+        self._derived = {
+            "quantization_ceiling_ingest": ingest,
+            "quantization_ceiling_search": max(ingest, DEFAULT_CEILING_SEARCH),
+            "max_weight": round(float(top), 6),
+            "source": f"derived from the largest weight of the first {len(records)} records",
+        }
+
+    def current_ceilings(self) -> tuple[float, float] | None:
+        """(quantization_ceiling_ingest, quantization_ceiling_search) of the selected SEISMIC index,
+        read from its mapping (OpenSearch's defaults where the mapping leaves them out); None for
+        a rank_features index or one not created yet."""
+        if self._ceilings is None and self._pending is None:
+            layout = self._current()
+            if layout.sparse_type != "sparse_vector":
+                return None
+            mapping = self._mapping_of(layout.index) or {}
+            prop = (mapping.get("properties") or {}).get(layout.sparse_field) or {}
+            params = (prop.get("method") or {}).get("parameters") or {}
+            self._ceilings = (
+                float(params.get("quantization_ceiling_ingest", DEFAULT_CEILING_INGEST)),
+                float(params.get("quantization_ceiling_search", DEFAULT_CEILING_SEARCH)),
+            )
+        return self._ceilings
+
+    def write(self, records: Sequence[Record]) -> WriteResult:
+        if self._pending is not None and records:
+            spec = self._pending
+            self._derive_from(records)
+            self._pending = None
+            super().ensure_index(spec)
+            log.info(
+                "index %r: SEISMIC quantization_ceiling_ingest %s, quantization_ceiling_search %s "
+                "(%s; largest weight %s)",
+                spec.name,
+                self._derived["quantization_ceiling_ingest"],
+                self._derived["quantization_ceiling_search"],
+                self._derived["source"],
+                self._derived["max_weight"],
+            )
+        result = super().write(records)
+        ceilings = self.current_ceilings() if records else None
+        if ceilings is not None:
+            clipped = sum(1 for r in records for w in r.sparse.values if w > ceilings[0])
+            if clipped:
+                note = (
+                    f"{clipped} weight(s) above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} "
+                    f"were clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
+                )
+                log.warning("index %r: %s", self._layout.index if self._layout else self._index, note)
+                result.notes.append(note)
+        return result
+
+    def index_metadata(self) -> dict[str, Any] | None:
+        if self._pending is not None:
+            return None
+        return super().index_metadata()
 
     def _sparse_property(self, spec: IndexSpec) -> tuple[dict[str, Any], str]:
         if self.sparse_field_type == "rank_features":
@@ -187,7 +333,16 @@ class OpenSearchConnector(LuceneConnector):
         return KEYS_INDEX if sparse_type == "sparse_vector" else KEYS_TOKEN
 
     def _dense_property(self, spec: IndexSpec) -> dict[str, Any]:
-        return {"type": "knn_vector", "dimension": spec.dense_size}
+        similarity = spec.options.get("dense_similarity", "cosine")
+        if similarity not in SPACE_TYPES:
+            raise OptionError(
+                f"dense_similarity must be one of {', '.join(SPACE_TYPES)} on OpenSearch, got {similarity!r}"
+            )
+        return {
+            "type": "knn_vector",
+            "dimension": spec.dense_size,
+            "method": {"name": "hnsw", "space_type": SPACE_TYPES[similarity], "engine": "lucene"},
+        }
 
     def _dense_dims(self, prop: Mapping[str, Any]) -> int | None:
         return prop.get("dimension") if prop.get("type") == "knn_vector" else None
@@ -224,6 +379,14 @@ class OpenSearchConnector(LuceneConnector):
         inner: dict[str, Any] = {"query_tokens": tokens}
         backend = options.backend_options
         if layout.sparse_type == "sparse_vector":
+            ceilings = self.current_ceilings()
+            if ceilings is not None:
+                clipped = sum(1 for w in tokens.values() if w > ceilings[1])
+                if clipped:
+                    notes.append(
+                        f"{clipped} query weight(s) above the index's SEISMIC quantization_ceiling_search "
+                        f"{ceilings[1]:g} were clipped to it by OpenSearch"
+                    )
             params: dict[str, Any] = {
                 "top_n": int(backend.get("top_n", len(tokens))),
                 "k": int(backend.get("k", options.top_k)),
@@ -240,6 +403,87 @@ class OpenSearchConnector(LuceneConnector):
                 f"index {layout.index!r} uses rank_features"
             )
         return combine({"neural_sparse": {layout.sparse_field: inner}}, filters), scale, notes
+
+    # --- hybrid ----------------------------------------------------------------------------------
+
+    def _dense_clause(
+        self, layout: Layout, dense: list[float], filters: list[dict[str, Any]], k: int
+    ) -> dict[str, Any]:
+        inner: dict[str, Any] = {"vector": dense, "k": k}
+        if filters:  # inside the knn query, so it holds before the top-k cut
+            inner["filter"] = {"bool": {"filter": filters}}
+        return {"knn": {layout.dense_field: inner}}
+
+    def _dense_body(self, layout: Layout, clause: dict[str, Any], size: int) -> dict[str, Any]:
+        return {"size": size, "query": clause, "track_total_hits": False}
+
+    def search_pipeline(self, options: SearchOptions) -> tuple[str, dict[str, Any]] | None:
+        """(name, body) of the search pipeline that fuses a hybrid query as ``options`` asks, or
+        None when this cluster cannot (then the legs are fused on the client)."""
+        if options.fusion == "linear":
+            processor: dict[str, Any] = {
+                "normalization-processor": {
+                    "normalization": {"technique": "min_max"},
+                    "combination": {
+                        "technique": "arithmetic_mean",
+                        # OpenSearch requires weights that sum to 1; the ranking is the same.
+                        "parameters": {"weights": list(options.normalized_weights)},
+                    },
+                }
+            }
+        elif options.fusion == "rrf" and self.server_version >= SCORE_RANKER_SINCE:
+            combination = {"technique": "rrf", "rank_constant": options.rrf_k}
+            processor = {"score-ranker-processor": {"combination": combination}}
+        else:
+            return None
+        body = {
+            "description": f"sparsebridge hybrid search: {options.fusion} fusion of a sparse and a dense leg",
+            "phase_results_processors": [processor],
+        }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{PIPELINE_PREFIX}{options.fusion}-{digest}", body
+
+    def _hybrid_plan(
+        self, layout: Layout, sparse: dict[str, Any], dense: dict[str, Any], options: SearchOptions
+    ) -> SearchPlan | None:
+        pipeline = self.search_pipeline(options)
+        if pipeline is None:
+            return None
+        name, body = pipeline
+        if name not in self._pipelines:
+            try:
+                with self._api(f"put search pipeline {name!r}"):
+                    self.client.search_pipeline.put(id=name, body=body)
+            except ConnectorError as err:
+                if "(HTTP 403)" not in str(err):
+                    raise
+                # No right to manage search pipelines: fuse on the client instead, and say why.
+                self._fusion_refused = f"cannot put search pipeline {name!r} ({err})"
+                return None
+            self._pipelines.add(name)
+        search = {
+            # Each leg contributes its best `candidates` hits; the connector keeps the top_k fused.
+            "size": max(options.candidates, options.top_k),
+            "query": {"hybrid": {"queries": [sparse, dense]}},
+            "_source": self._source_filter(options),
+        }
+        return SearchPlan(bodies=[search], pipeline=name)
+
+    def _client_side_plan(self, layout, sparse, scale, dense, options, notes):  # type: ignore[override]
+        plan = super()._client_side_plan(layout, sparse, scale, dense, options, notes)
+        if options.fusion == "dbsf":
+            plan.notes.append("fusion 'dbsf' has no OpenSearch search processor: the legs were fused on the client")
+        elif self._fusion_refused is not None:
+            pass  # the base notes why
+        elif options.fusion == "rrf" and self.server_version < SCORE_RANKER_SINCE:
+            version = ".".join(map(str, self.server_version))
+            plan.notes.append(
+                f"OpenSearch {version} has no score-ranker-processor for RRF (2.19+): the legs were fused on the client"
+            )
+        return plan
+
+    def _call_search(self, index: str, body: dict[str, Any], pipeline: str) -> dict[str, Any]:
+        return dict(self.client.search(index=index, body=body, params={"search_pipeline": pipeline}))
 
     # --- client calls -----------------------------------------------------------------------------
 

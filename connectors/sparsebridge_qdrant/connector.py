@@ -25,11 +25,16 @@ Points: a record's string id becomes a UUIDv5 point id (re-writes upsert in plac
 goes to the named sparse vector ``IndexSpec.sparse_field``, the dense one (if any) to
 ``IndexSpec.dense_field``, and the payload is the record's payload plus its text and its id. Hits
 give back the original id. Hybrid queries prefetch ``SearchOptions.candidates`` hits per vector and
-fuse them with RRF (``rrf_k``, standard 1-based ranks) or DBSF inside the engine.
+fuse them inside the engine with RRF (Qdrant scores ``1 / (k + position)`` with positions from 0, so
+``k = rrf_k + 1`` gives sparsebridge's ``1 / (rrf_k + rank)``, see ``_common.engine_rrf_k``) or
+DBSF (Qdrant's own, which is sparsebridge's definition). Qdrant has no min-max linear fusion:
+``fusion="linear"`` runs both legs in the same batch request and fuses them on the client
+(:func:`sparsebridge.connector.fuse_legs`), with a note in the result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -45,6 +50,7 @@ from sparsebridge.connector import (
     SearchResult,
     WriteResult,
     check_vocabulary,
+    fuse_legs,
 )
 
 from ._common import (
@@ -97,6 +103,8 @@ class QdrantConnector(Connector):
         if mode not in MODES:
             raise QdrantOptionError(f"unknown Qdrant mode {options.get('mode')!r}; use one of: {', '.join(MODES)}")
         self.mode = mode
+        # Edge's folder and local mode's files belong to one process (see Connector.single_writer).
+        self.single_writer = mode in ("edge", "local")
         allowed = _COMMON | _BY_MODE[mode]
         for key in options:
             if key not in allowed:
@@ -201,10 +209,15 @@ class QdrantConnector(Connector):
             return []
         name, layout = self._current()
         plans = plan_queries(queries, layout, name)
-        raw = self._backend.search(name, layout, plans, options, self.id_key)
+        if options.fusion == "linear" and any(p.hybrid for p in plans):
+            raw = self._search_linear(name, layout, plans, options)
+        else:
+            raw = self._backend.search(name, layout, plans, options, self.id_key)
         results = []
         for plan, points in zip(plans, raw):
             notes = list(plan.notes)
+            if plan.hybrid and options.fusion == "linear":
+                notes.append("Qdrant has no min-max linear fusion: the legs were fused on the client")
             if plan.sparse is not None and not plan.sparse[0]:
                 notes.append("the sparse query vector is empty (no term kept): it matches nothing")
             hits = [
@@ -217,6 +230,36 @@ class QdrantConnector(Connector):
             ]
             results.append(SearchResult(hits=hits, notes=notes))
         return results
+
+    def _search_linear(self, name: str, layout: Layout, plans: list, options: SearchOptions) -> list:
+        """Linear fusion on the client: every hybrid query's two legs (``candidates`` hits each) go
+        in one batch with the other queries, then :func:`fuse_legs` combines them."""
+        legs = dataclasses.replace(options, top_k=options.candidates)
+        batch: list = []
+        where: list[tuple[int, int]] = []  # (first index in batch, number of requests) per plan
+        for plan in plans:
+            if plan.hybrid:
+                where.append((len(batch), 2))
+                batch += [dataclasses.replace(plan, dense=None), dataclasses.replace(plan, sparse=None)]
+            else:
+                where.append((len(batch), 1))
+                batch.append(plan)
+        raw = self._backend.search(name, layout, batch, legs, self.id_key)
+        out = []
+        for start, n in where:
+            if n == 1:
+                out.append(raw[start][: options.top_k])
+                continue
+            by_key: dict[str, tuple] = {}
+            hit_legs = []
+            for points in raw[start : start + 2]:
+                hits = []
+                for raw_id, score, payload in points:
+                    by_key[str(raw_id)] = (raw_id, payload)
+                    hits.append(Hit(id=str(raw_id), score=score))
+                hit_legs.append(hits)
+            out.append([(by_key[h.id][0], h.score, by_key[h.id][1]) for h in fuse_legs(hit_legs, options)])
+        return out
 
     def count(self) -> int:
         """Number of points in the collection; 0 when it does not exist."""

@@ -4,6 +4,7 @@ sentence-transformers layout."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -18,13 +19,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .loading import MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
-from .modules.base import Module, write_json
+from .errors import EncodeArgumentError, EncodeInputTypeError
+from .hub import HubMixin
+from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
+from .modules.base import Module, kwargs_for, write_json
+from .modules.pooling import Pooling
+from .modules.router import Router
 from .modules.transformer import Transformer
+from .peft_adapters import PeftAdapterMixin
 from .similarity import SimilarityFunction
+from .threads import cpu_thread_budget
 
 logger = logging.getLogger(__name__)
 
+BACKENDS = ("torch", "onnx", "openvino")
 QUERY_PROMPT_NAMES = ("query",)
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
@@ -37,21 +45,79 @@ def _default_device() -> str:
     return "cpu"
 
 
-def _check_texts(sentences: Any) -> tuple[list[str], bool]:
-    """The inputs as a list of strings, and whether a single string was given."""
-    if isinstance(sentences, str):
-        _check_encodable(sentences, "sentences")
-        return [sentences], True
-    if sentences is None:
-        raise TypeError("sentences must be a string or a list of strings, got None")
-    if not isinstance(sentences, Iterable) or isinstance(sentences, (bytes, dict)):
-        raise TypeError(f"sentences must be a string or a list of strings, got {type(sentences).__name__}")
-    texts = list(sentences)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"sentences[{i}] is {type(text).__name__}, expected str")
-        _check_encodable(text, f"sentences[{i}]")
-    return texts, False
+def renamed_kwargs(**renames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Accept older keyword names (``old="new"``) beside the current ones, e.g. 5.x ``sentences=``.
+
+    The wrapped function keeps its own signature (``inspect.signature`` follows ``__wrapped__``).
+    When both names are given, the current one wins.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renames.items():
+                if old in kwargs:
+                    value = kwargs.pop(old)
+                    kwargs.setdefault(new, value)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def is_singular_input(inputs: Any) -> bool:
+    """True when ``inputs`` is one example rather than a batch (sentence-transformers' rule).
+
+    Lists, tuples, ``datasets`` columns and 1-D+ numpy arrays of strings are batches; anything else
+    (a string above all) is a single example.
+    """
+    if isinstance(inputs, (list, tuple)):
+        return False
+    if type(inputs).__name__ == "Column" and type(inputs).__module__.startswith("datasets"):
+        return False
+    return not (isinstance(inputs, np.ndarray) and inputs.ndim >= 1 and inputs.dtype.kind in ("U", "O"))
+
+
+def _is_text_pair(item: Any) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)
+
+
+def _check_texts(inputs: Any) -> tuple[list[str | tuple[str, str]], bool]:
+    """The inputs as a list of texts or text pairs, and whether a single example was given.
+
+    A text pair is a tuple or list of two strings (a numpy array of shape [n, 2] is n pairs).
+    Every other item is refused with a ``TypeError`` naming its position.
+    """
+    if inputs is None:
+        raise EncodeInputTypeError("inputs must be a string, a text pair or a list of them, got None")
+    if isinstance(inputs, str):
+        _check_encodable(inputs, "inputs")
+        return [inputs], True
+    single = False
+    if isinstance(inputs, np.ndarray):
+        single = inputs.ndim == 0
+        items = [inputs.item()] if single else inputs.tolist()
+    elif is_singular_input(inputs) and (not isinstance(inputs, Iterable) or isinstance(inputs, (bytes, dict))):
+        raise EncodeInputTypeError(
+            f"inputs must be a string, a text pair or a list of them, got {type(inputs).__name__}"
+        )
+    else:  # lists, tuples, datasets columns, and (leniently) any other iterable of texts
+        items = list(inputs)
+    texts: list[str | tuple[str, str]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            _check_encodable(item, f"inputs[{i}]")
+            texts.append(item)
+        elif _is_text_pair(item):
+            _check_encodable(item[0], f"inputs[{i}][0]")
+            _check_encodable(item[1], f"inputs[{i}][1]")
+            texts.append((item[0], item[1]))
+        else:
+            raise EncodeInputTypeError(f"inputs[{i}] is {type(item).__name__}, expected str or a pair of str")
+    if texts and any(isinstance(t, tuple) for t in texts) and not all(isinstance(t, tuple) for t in texts):
+        raise EncodeArgumentError("inputs mix single texts and text pairs; pass one kind per call")
+    return texts, single
 
 
 def _check_encodable(text: str, where: str) -> None:
@@ -59,38 +125,61 @@ def _check_encodable(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(
+        raise EncodeArgumentError(
             f"{where} contains a lone surrogate {text[exc.start]!r} at position {exc.start}, which is not valid "
             f"Unicode text; decode your input with errors='replace' or remove it"
         ) from None
 
 
-class BaseEncoder(nn.Sequential):
+def _with_prompt(text: str | tuple[str, str], prompt: str) -> str | tuple[str, str]:
+    """The prompt goes before the text, or before the first text of a pair."""
+    return (prompt + text[0], text[1]) if isinstance(text, tuple) else prompt + text
+
+
+def _input_length(text: str | tuple[str, str]) -> int:
+    return sum(map(len, text)) if isinstance(text, tuple) else len(text)
+
+
+class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
     model_type: ClassVar[str] = ""
     default_similarity: ClassVar[SimilarityFunction] = SimilarityFunction.DOT_PRODUCT
+    # Single-vector similarities; multi-vector scores (MaxSim) need a MultiVectorEncoder.
+    SUPPORTED_SIMILARITY_FN_NAMES: ClassVar[tuple[str, ...]] = (
+        SimilarityFunction.COSINE.value,
+        SimilarityFunction.DOT_PRODUCT.value,
+        SimilarityFunction.EUCLIDEAN.value,
+        SimilarityFunction.MANHATTAN.value,
+    )
+    # Prompt names every model has (empty unless set), as in sentence-transformers.
+    _default_prompts: ClassVar[dict[str, str | None]] = {"query": None, "document": None}
 
+    @renamed_kwargs(tokenizer_kwargs="processor_kwargs")
     def __init__(
         self,
         model_name_or_path: str | os.PathLike | None = None,
+        *,
         modules: Sequence[nn.Module] | OrderedDict[str, nn.Module] | None = None,
         device: str | None = None,
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
-        similarity_fn_name: str | SimilarityFunction | None = None,
         cache_folder: str | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
         local_files_only: bool = False,
         token: bool | str | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        tokenizer_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         backend: str = "torch",
+        similarity_fn_name: str | SimilarityFunction | None = None,
+        precision: str | None = None,
     ) -> None:
-        if backend != "torch":
-            raise ValueError(f"backend {backend!r} is not supported; sparsebridge runs models with 'torch'")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
+        # The transformer module resolves both (see modules/transformer.py and precision.py).
+        model_kwargs = {**(model_kwargs or {}), "backend": backend, **({"precision": precision} if precision else {})}
         model_config: dict[str, Any] = {}
         if model_name_or_path is not None:
             if modules is not None:
@@ -100,32 +189,62 @@ class BaseEncoder(nn.Sequential):
                 path,
                 trust_remote_code=trust_remote_code,
                 model_kwargs=model_kwargs,
-                tokenizer_kwargs=tokenizer_kwargs,
+                tokenizer_kwargs=processor_kwargs,
                 config_kwargs=config_kwargs,
                 cache_folder=cache_folder,
                 bare_checkpoint=self._bare_checkpoint_modules,
+                model_type=self.model_type,
+                convert=self._converted_modules,
             )
             modules = OrderedDict((str(i), m) for i, m in enumerate(module_list))
         elif modules is not None and not isinstance(modules, OrderedDict):
             modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
         super().__init__(modules or OrderedDict())
         self.model_name_or_path = None if model_name_or_path is None else str(model_name_or_path)
+        self.backend = backend
+        self.trust_remote_code = trust_remote_code
+        # Extra keyword arguments per module name, from modules.json "kwargs" entries ({} for a
+        # loaded model without any, None for one assembled from modules, as in sentence-transformers).
+        self.module_kwargs: dict[str, list[str]] | None = (
+            None if model_name_or_path is None else model_config.pop(MODULE_KWARGS_KEY, {})
+        )
 
-        self.prompts: dict[str, str] = {"query": "", "document": ""}
-        self.prompts.update(model_config.get("prompts") or {})
-        self.prompts.update(prompts or {})
-        self.default_prompt_name = default_prompt_name or model_config.get("default_prompt_name")
+        # User prompts first, then saved ones fill what the user left unset (sentence-transformers' order).
+        self.prompts: dict[str, str] = {**self._default_prompts, **(prompts or {})}  # type: ignore[dict-item]
+        self.default_prompt_name = default_prompt_name
+        self._similarity_fn_name: str | None = None
+        if similarity_fn_name is not None:
+            self.similarity_fn_name = similarity_fn_name
+        self._parse_model_config(model_config)
+        self.prompts = {name: "" if text is None else text for name, text in self.prompts.items()}
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise ValueError(
-                f"default prompt name {self.default_prompt_name!r} is not among the prompts: {sorted(self.prompts)}"
+                f"Default prompt name '{self.default_prompt_name}' not found in the configured prompts "
+                f"dictionary with keys {list(self.prompts.keys())!r}."
             )
-        self._similarity_fn_name: str | None = None
-        self.similarity_fn_name = similarity_fn_name or model_config.get("similarity_fn_name")
         self._prompt_lengths: dict[str, int] = {}
         self.to(device or _default_device())
 
-    # Subclasses say how a bare Hugging Face checkpoint (no modules.json) becomes modules.
+    # Subclasses say how a bare Hugging Face checkpoint (no modules.json) becomes modules, and how
+    # the modules of another model family's save are adapted (None: loaded as they are).
     _bare_checkpoint_modules: ClassVar[Callable[..., list[Module]] | None] = None
+    _converted_modules: ClassVar[Callable[[list[Module]], list[Module]] | None] = None
+
+    def _parse_model_config(self, model_config: dict[str, Any]) -> None:
+        """Merge a saved ``config_sentence_transformers.json`` under what the caller passed.
+
+        Saved prompts fill only names the caller left unset; a saved default prompt name and
+        similarity apply only when the caller gave none (a multi-vector similarity such as
+        ``maxsim`` from another family's save is ignored).
+        """
+        for name, text in (model_config.get("prompts") or {}).items():
+            if self.prompts.get(name) is None:
+                self.prompts[name] = text
+        if self.default_prompt_name is None:
+            self.default_prompt_name = model_config.get("default_prompt_name")
+        saved = model_config.get("similarity_fn_name")
+        if self._similarity_fn_name is None and saved in self.SUPPORTED_SIMILARITY_FN_NAMES:
+            self.similarity_fn_name = saved
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -137,21 +256,28 @@ class BaseEncoder(nn.Sequential):
         return torch.device("cpu")
 
     @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype of the model's parameters (of the first one), or None without parameters."""
+        for tensor in self.parameters():
+            return tensor.dtype
+        return None
+
+    @property
     def similarity_fn_name(self) -> str:
         """The similarity function name; the class default unless set otherwise."""
         return self._similarity_fn_name or self.default_similarity.value
 
     @similarity_fn_name.setter
     def similarity_fn_name(self, value: str | SimilarityFunction | None) -> None:
-        if value is None:
-            self._similarity_fn_name = None
-            return
-        try:
-            self._similarity_fn_name = SimilarityFunction(value).value
-        except ValueError:
+        if isinstance(value, SimilarityFunction):
+            value = value.value
+        if value is not None and value not in self.SUPPORTED_SIMILARITY_FN_NAMES:
+            hint = " Use MultiVectorEncoder for MaxSim late-interaction scoring." if value == "maxsim" else ""
             raise ValueError(
-                f"unknown similarity function {value!r}; choose one of {SimilarityFunction.possible_values()}"
-            ) from None
+                f"{type(self).__name__} only supports similarity_fn_name in "
+                f"{self.SUPPORTED_SIMILARITY_FN_NAMES}, got {value!r}.{hint}"
+            )
+        self._similarity_fn_name = value
 
     def _first(self, cls: type) -> Any:
         for module in self.modules():
@@ -178,6 +304,11 @@ class BaseEncoder(nn.Sequential):
         self._input_module().tokenizer = value
 
     @property
+    def processor(self):
+        """The input module's processor; for text models that is the tokenizer."""
+        return getattr(self._input_module(), "processor", None) or self.tokenizer
+
+    @property
     def max_seq_length(self) -> int | None:
         return getattr(self._input_module(), "max_seq_length", None)
 
@@ -193,9 +324,42 @@ class BaseEncoder(nn.Sequential):
         transformer = self._first(Transformer)
         return None if transformer is None else transformer.auto_model
 
-    def get_sentence_embedding_dimension(self) -> int | None:
+    @property
+    def config(self) -> transformers.PretrainedConfig | None:
+        """The Hugging Face config of the underlying transformer (None without one), which
+        integrations such as ``transformers.Trainer`` read as ``model.config``."""
+        return getattr(self.transformers_model, "config", None)
+
+    @config.setter
+    def config(self, value: transformers.PretrainedConfig) -> None:
+        model = self.transformers_model
+        if model is not None:
+            model.config = value
+
+    @property
+    def modalities(self) -> list[str]:
+        """What the model takes as input: ``["text"]`` for every model sparsebridge loads."""
+        return list(getattr(self._input_module(), "modalities", ["text"]))
+
+    def supports(self, modality: str | tuple[str, ...]) -> bool:
+        """Whether the model takes this modality (a tuple of them needs ``"message"`` support)."""
+        supported = self.modalities
+        if modality in supported:
+            return True
+        return isinstance(modality, tuple) and "message" in supported and all(m in supported for m in modality)
+
+    def get_backend(self) -> str:
+        """The inference backend: ``"torch"``."""
+        return self.backend
+
+    def is_singular_input(self, inputs: Any) -> bool:
+        """Whether ``inputs`` is one example (a string, a text pair as tuple is a batch) or a batch."""
+        return is_singular_input(inputs)
+
+    def get_embedding_dimension(self) -> int | None:
+        """The size of ``encode``'s output vectors (the vocabulary for SPLADE models), or None if unknown."""
         for module in reversed(list(self._modules.values())):
-            for attr in ("get_sentence_embedding_dimension", "get_word_embedding_dimension"):
+            for attr in ("get_embedding_dimension", "get_sentence_embedding_dimension", "get_word_embedding_dimension"):
                 if hasattr(module, attr):
                     dim = getattr(module, attr)()
                     if dim:
@@ -205,33 +369,93 @@ class BaseEncoder(nn.Sequential):
                 return int(dim)
         return None
 
+    def get_sentence_embedding_dimension(self) -> int | None:
+        """The 5.x name of ``get_embedding_dimension``."""
+        return self.get_embedding_dimension()
+
     def get_model_kwargs(self) -> list[str]:
-        """Keyword arguments that ``forward`` passes on to the modules (e.g. ``task`` for routers)."""
+        """Keyword arguments that ``encode`` passes on to the modules (e.g. ``task`` for routers)."""
         names: set[str] = set()
         for module in self.modules():  # routers' routes included
-            if isinstance(module, Module):
-                names.update(getattr(module, "forward_kwargs", ()))
+            names.update(getattr(module, "forward_kwargs", ()) if module is not self else ())
+        for declared in (self.module_kwargs or {}).values():
+            names.update(declared)
         return sorted(names)
+
+    def set_pooling_include_prompt(self, include_prompt: bool) -> None:
+        """Whether the first ``Pooling`` module pools over the prompt's tokens too."""
+        for module in self._modules.values():
+            if isinstance(module, Pooling):
+                module.include_prompt = include_prompt
+                break
 
     # -- forward ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str], **kwargs: Any) -> dict[str, Any]:
         return self._input_module().tokenize(texts, **kwargs)
 
-    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        for module in self._modules.values():
-            features = module(features, **kwargs)
-        return features
+    def preprocess(self, inputs: Any, prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Model-ready features of a batch (``input_ids``, ``attention_mask``... as tensors, plus
+        ``modality``), from the input module; a router picks the route from ``task=``.
+
+        ``prompt`` goes before each text; ``processing_kwargs`` (``{"text": {"max_length": 8}}``)
+        overrides the tokenizer settings for this call.
+        """
+        if inputs is None or (not isinstance(inputs, np.ndarray) and not inputs):
+            return {}
+        texts, _ = _check_texts(inputs)
+        if not texts:
+            return {}
+        return self._input_module().preprocess(texts, prompt=prompt, **kwargs)
+
+    def forward(self, input: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Run the modules in order; each gets only the keyword arguments it declares, a router all."""
+        for name, module in self._modules.items():
+            if isinstance(module, Router):
+                passed = kwargs
+            else:
+                declared = (self.module_kwargs or {}).get(name, ())
+                passed = {**kwargs_for(module, kwargs), **{k: v for k, v in kwargs.items() if k in declared}}
+            input = module(input, **passed)
+        return input
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``torch.compile`` the forward pass; ``encode`` calls the model, so it runs compiled."""
+        return super().compile(*args, **kwargs)
 
     # -- encoding --------------------------------------------------------------------------
-    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
+    def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
         if prompt is not None:
+            if prompt_name is not None:
+                logger.warning(
+                    "Provide either a `prompt`, a `prompt_name`, or neither, but not both. "
+                    "Ignoring the `prompt_name` in favor of `prompt`."
+                )
             return prompt
         name = prompt_name if prompt_name is not None else self.default_prompt_name
         if name is None:
             return None
         if name not in self.prompts:
-            raise ValueError(f"unknown prompt name {name!r}; known prompt names: {sorted(self.prompts)}")
+            raise ValueError(
+                f"Prompt name '{name}' not found in the configured prompts dictionary with keys "
+                f"{list(self.prompts.keys())!r}."
+            )
         return self.prompts[name]
+
+    def _check_encode_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Refuse keywords no module takes (``task`` and ``processing_kwargs`` are always allowed)."""
+        model_kwargs = self.get_model_kwargs()
+        unused = [key for key in kwargs if key not in model_kwargs and key not in ("task", "processing_kwargs")]
+        if unused:
+            name = type(self).__name__
+            allowed = (
+                f"the valid additional keyword arguments are: {model_kwargs}."
+                if model_kwargs
+                else "this model does not accept any additional keyword arguments."
+            )
+            raise EncodeArgumentError(
+                f"{name}.encode() has been called with additional keyword arguments that this model does not "
+                f"use: {unused}. As per {name}.get_model_kwargs(), {allowed}"
+            )
 
     def _prompt_length(self, prompt: str, tokenize_kwargs: dict[str, Any]) -> int:
         """Tokens of the prompt at the start of each text (a trailing special token excluded)."""
@@ -246,7 +470,7 @@ class BaseEncoder(nn.Sequential):
 
     def _embed_batches(
         self,
-        texts: list[str],
+        texts: list[str | tuple[str, str]],
         prompt: str | None,
         batch_size: int,
         show_progress_bar: bool | None,
@@ -256,34 +480,45 @@ class BaseEncoder(nn.Sequential):
         """Sentence embeddings batch by batch, longest texts first; returns the order and batches.
 
         Row k of the concatenated batches belongs to input ``order[k]``. ``finish`` post-processes
-        each batch (top-k, sparse conversion, moving to CPU...).
+        each batch (top-k, sparse conversion, moving to CPU...). ``processing_kwargs`` and ``task``
+        in ``forward_kwargs`` also reach the tokenizer.
         """
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
+        forward_kwargs = dict(forward_kwargs)
+        processing_kwargs = forward_kwargs.pop("processing_kwargs", None)
         tokenize_kwargs = {k: v for k, v in forward_kwargs.items() if k == "task"}
+        if processing_kwargs:
+            tokenize_kwargs["processing_kwargs"] = processing_kwargs
         prompt_length = None
         if prompt:
-            texts = [prompt + t for t in texts]
+            texts = [_with_prompt(t, prompt) for t in texts]
             if any(getattr(m, "include_prompt", True) is False for m in self.modules()):
                 prompt_length = self._prompt_length(prompt, tokenize_kwargs)
         # Longest first: batches of similar length waste little padding, and the first batch
         # shows the peak memory right away.
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        order = np.argsort([-_input_length(t) for t in texts], kind="stable")
         batches: list[torch.Tensor] = []
         self.eval()
         device = self.device
         starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc="Batches") if show_progress_bar else starts:
-            batch = [texts[i] for i in order[start : start + batch_size]]
-            features = self.tokenize(batch, **tokenize_kwargs)
-            features = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
-            if prompt_length:
-                features["prompt_length"] = prompt_length
-            with torch.inference_mode():
-                out = self.forward(features, **forward_kwargs)["sentence_embedding"]
-            batches.append(finish(out))
+        # One intra-op thread per free CPU core, re-measured between batches (see threads.py).
+        with cpu_thread_budget(device, getattr(self, "num_threads", None)) as budget:
+            for start in tqdm(starts, desc="Batches") if show_progress_bar else starts:
+                if budget is not None:
+                    budget.tick()
+                batch = [texts[i] for i in order[start : start + batch_size]]
+                features = self.tokenize(batch, **tokenize_kwargs)
+                features = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+                features.setdefault("modality", "text")
+                if prompt_length:
+                    features["prompt_length"] = prompt_length
+                with torch.inference_mode():
+                    # Through __call__, so forward hooks and torch.compile apply.
+                    out = self(features, **forward_kwargs)["sentence_embedding"]
+                batches.append(finish(out))
         return order, batches
 
     def _encode_in_pool(self, texts: list[str], single: bool, **kwargs: Any) -> Any:
@@ -291,21 +526,17 @@ class BaseEncoder(nn.Sequential):
 
         return encode_multi_process(self, texts, single=single, **kwargs)
 
-    def encode_query(self, sentences: str | Sequence[str], prompt_name: str | None = None, **kwargs: Any):
-        """Encode queries: the ``query`` prompt (if the model has one) and the ``query`` route."""
-        if prompt_name is None and kwargs.get("prompt") is None:
-            prompt_name = next((n for n in QUERY_PROMPT_NAMES if n in self.prompts), None)
-        kwargs.setdefault("task", "query")
-        return self.encode(sentences, prompt_name=prompt_name, **kwargs)
+    def _query_prompt_name(self, prompt_name: str | None, prompt: str | None) -> str | None:
+        if prompt_name is None and prompt is None:
+            return next((n for n in QUERY_PROMPT_NAMES if n in self.prompts), None)
+        return prompt_name
 
-    def encode_document(self, sentences: str | Sequence[str], prompt_name: str | None = None, **kwargs: Any):
-        """Encode documents: the ``document`` prompt (if the model has one) and the ``document`` route."""
-        if prompt_name is None and kwargs.get("prompt") is None:
-            prompt_name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
-        kwargs.setdefault("task", "document")
-        return self.encode(sentences, prompt_name=prompt_name, **kwargs)
+    def _document_prompt_name(self, prompt_name: str | None, prompt: str | None) -> str | None:
+        if prompt_name is None and prompt is None:
+            return next((n for n in DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
+        return prompt_name
 
-    def encode(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:  # pragma: no cover - abstract
+    def encode(self, inputs: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # -- multi-process pools ------------------------------------------------------------------
@@ -328,16 +559,26 @@ class BaseEncoder(nn.Sequential):
     def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
         return SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)(embeddings1, embeddings2)
 
+    def evaluate(self, evaluator: Callable[..., Any], output_path: str | None = None) -> dict[str, float] | float:
+        """Run an evaluator (e.g. ``sparsebridge.evaluation.SparseInformationRetrievalEvaluator``) on this model."""
+        if output_path is not None:
+            os.makedirs(output_path, exist_ok=True)
+        return evaluator(self, output_path)
+
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(
         self,
         path: str | os.PathLike,
         model_name: str | None = None,
         create_model_card: bool = True,
+        train_datasets: list[str] | None = None,
         safe_serialization: bool = True,
-        **_: Any,
     ) -> None:
-        """Write the sentence-transformers layout: modules.json, config, one folder per module."""
+        """Write the sentence-transformers layout: modules.json, config, one folder per module.
+
+        ``train_datasets`` (dataset ids) is accepted for sentence-transformers' signature; it only
+        feeds the model card.
+        """
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         entries = []
@@ -346,26 +587,29 @@ class BaseEncoder(nn.Sequential):
                 raise TypeError(f"module {idx} ({type(module).__name__}) cannot be saved: not a sparsebridge Module")
             rel = "" if idx == 0 and module.save_in_root else f"{idx}_{type(module).__name__}"
             module.save(root / rel, safe_serialization=safe_serialization)
-            entries.append({"idx": idx, "name": name, "path": rel, "type": module.st_type})
+            entry = {"idx": idx, "name": name, "path": rel, "type": module.st_type}
+            if self.module_kwargs and name in self.module_kwargs:
+                entry["kwargs"] = list(self.module_kwargs[name])
+            entries.append(entry)
         write_json(root / MODULES_FILE, entries)
-        write_json(
-            root / ST_MODEL_CONFIG,
-            {
-                "__version__": {
-                    "sparsebridge": __version__,
-                    "transformers": transformers.__version__,
-                    "pytorch": torch.__version__,
-                },
-                "model_type": self.model_type,
-                "prompts": self.prompts,
-                "default_prompt_name": self.default_prompt_name,
-                "similarity_fn_name": self._similarity_fn_name,
-            },
-        )
+        write_json(root / ST_MODEL_CONFIG, self._get_model_config())
         if create_model_card:
-            (root / "README.md").write_text(self._model_card(model_name), encoding="utf-8")
+            from .model_card import write_model_card
+
+            write_model_card(self, root, model_name=model_name, train_datasets=train_datasets)
+
+    def _get_model_config(self) -> dict[str, Any]:
+        """What ``config_sentence_transformers.json`` holds."""
+        return {
+            "__version__": {
+                "sparsebridge": __version__,
+                "transformers": transformers.__version__,
+                "pytorch": torch.__version__,
+            },
+            "model_type": self.model_type,
+            "prompts": self.prompts,
+            "default_prompt_name": self.default_prompt_name,
+            "similarity_fn_name": self._similarity_fn_name,
+        }
 
     save = save_pretrained
-
-    def _model_card(self, model_name: str | None) -> str:
-        raise NotImplementedError

@@ -171,6 +171,26 @@ def main() -> None:
     help="Split documents longer than the model's max length into passages ([ingest] split_passages).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Encoding batch size.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where to encode: this process, or Ray Data workers (needs sparsebridge[ray]).",
+)
+@click.option(
+    "--address", default=None, help="With --engine ray: the Ray cluster to join (default: start a local Ray)."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="With --engine ray: encode actors."
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --engine ray: GPUs per actor.",
+)
 @index_option
 @model_change_option
 @common_options
@@ -182,6 +202,10 @@ def ingest(
     recreate: bool,
     split_passages: bool | None,
     batch_size: int | None,
+    engine: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
     index: str | None,
     allow_model_change: bool | None,
     config_path: Path | None,
@@ -202,8 +226,11 @@ def ingest(
     if allow_model_change:
         config.ingest.allow_model_change = True
     source = open_corpus(corpus, limit=limit)
-    with _pipeline(config, quiet) as pipe:
-        report = pipe.ingest(source, recreate=recreate)
+    if engine == "ray":
+        report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, quiet)
+    else:
+        with _pipeline(config, quiet) as pipe:
+            report = pipe.ingest(source, recreate=recreate)
     data = {"corpus": source.name, "backend": config.backend.connector, **report.to_dict()}
     if as_json:
         _emit_json(data)
@@ -223,6 +250,33 @@ def ingest(
             click.echo(f"  failed {doc_id}: {reason}")
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
+
+
+def _ingest_with_ray(
+    config: Config,
+    corpus: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
+    limit: int | None,
+    recreate: bool,
+    quiet: bool,
+) -> Any:
+    try:
+        from .ray import ingest_with_ray
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray: pip install 'sparsebridge[ray]' ({exc})") from exc
+    _quiet_libraries()
+    return ingest_with_ray(
+        config,
+        corpus,
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        limit=limit,
+        recreate=recreate,
+        show_progress=not quiet,
+    )
 
 
 # --------------------------------------------------------------------------- search

@@ -12,14 +12,14 @@ from .connector import Connector, ConnectorError
 from .defaults import resolve_model
 
 
-def load_sparse_encoder(name_or_path: str, device: str | None = None) -> Any:
+def load_sparse_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Any:
     """The SPLADE encoder named in the config (``packaged:splade`` by default)."""
     import sparsebridge
 
     encoder_cls = getattr(sparsebridge, "SparseEncoder", None)
     if encoder_cls is None:
         raise ConfigError("this sparsebridge build has no SparseEncoder (sparsebridge.SparseEncoder)")
-    return encoder_cls(resolve_model(name_or_path), device=device)
+    return encoder_cls(resolve_model(name_or_path), device=device, precision=precision)
 
 
 def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:

@@ -9,6 +9,7 @@ an embedded Qdrant Edge index in ``./sparsebridge-data``)::
     batch_size = 32
     max_active_dims = 256              # keep only the strongest dimensions per vector
     query_side = "full"                # or "inference-free"
+    precision = "fp32"                 # or "bf16", "int8" (fp32, with a warning, where the CPU lacks them)
 
     [backend]                          # swapping backends = changing this section only
     connector = "elasticsearch"        # a name from `sparsebridge connectors`
@@ -25,8 +26,9 @@ an embedded Qdrant Edge index in ``./sparsebridge-data``)::
     [search]
     top_k = 10
     hybrid = false
-    fusion = "rrf"
+    fusion = "rrf"                     # or "linear" (min-max, weighted) or "dbsf"
     rrf_k = 60
+    weights = { sparse = 1.0, dense = 1.0 }   # fusion = "linear" only
     dense_model = "packaged:minilm"
 
 Values are data only: nothing in a config is run through a shell or evaluated. ``${VAR}`` is the
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .connector import PAYLOAD_TYPES, Connector
+from .connector import FUSIONS, PAYLOAD_TYPES, Connector
 from .defaults import (
     DEFAULT_BACKEND_OPTIONS,
     DEFAULT_CONNECTOR,
@@ -66,7 +68,7 @@ else:  # pragma: no cover - Python 3.10
 CONFIG_ENV = "SPARSEBRIDGE_CONFIG"
 DEFAULT_CONFIG_FILE = "sparsebridge.toml"
 QUERY_SIDES = ("full", "inference-free")
-FUSIONS = ("rrf", "dbsf")
+PRECISIONS = ("fp32", "bf16", "int8")  # as sparsebridge.precision.PRECISIONS (not imported: it loads torch)
 SECRET_KEYS = frozenset(Connector.secret_options) | {"secret", "client_secret", "aws_secret_access_key"}
 _ENV_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -137,6 +139,7 @@ class ModelSettings:
     batch_size: int = 32
     max_active_dims: int | None = None
     query_side: str = "full"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -182,6 +185,7 @@ class SearchSettings:
     hybrid: bool = False
     fusion: str = "rrf"
     rrf_k: int = 60
+    weights: tuple[float, float] = (1.0, 1.0)  # (sparse, dense), for fusion = "linear"
     prefetch_limit: int | None = None
     dense_model: str = DEFAULT_DENSE_MODEL
 
@@ -279,6 +283,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         batch_size=model.integer("batch_size", 32, minimum=1),
         max_active_dims=model.integer("max_active_dims", None, minimum=1),
         query_side=model.choice("query_side", "full", QUERY_SIDES),
+        precision=model.choice("precision", "fp32", PRECISIONS),
     )
     model.finish()
 
@@ -322,11 +327,29 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         hybrid=search.boolean("hybrid", False),
         fusion=search.choice("fusion", "rrf", FUSIONS),
         rrf_k=search.integer("rrf_k", 60, minimum=1),
+        weights=_fusion_weights(search),
         prefetch_limit=search.integer("prefetch_limit", None, minimum=1),
         dense_model=search.string("dense_model", DEFAULT_DENSE_MODEL),
     )
     search.finish()
     return Config(model=m, backend=b, ingest=i, search=s, source=source)
+
+
+def _fusion_weights(search: _Section) -> tuple[float, float]:
+    """``[search] weights = { sparse = 0.3, dense = 0.7 }``: the legs' weights of linear fusion."""
+    value = search.table("weights", {"sparse": 1.0, "dense": 1.0})
+    out = []
+    for leg in ("sparse", "dense"):
+        w = value.get(leg, 1.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
+            raise search.error(f"weights.{leg}", w, "expected a number >= 0")
+        out.append(float(w))
+    extra = sorted(set(value) - {"sparse", "dense"})
+    if extra:
+        raise search.error("weights", value, f"unknown leg {extra[0]!r}; the legs are 'sparse' and 'dense'")
+    if sum(out) <= 0:
+        raise search.error("weights", value, "the two weights must not both be 0")
+    return out[0], out[1]
 
 
 def _check_connector(b: BackendSettings, source: str, explicit: bool) -> None:

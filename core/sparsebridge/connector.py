@@ -151,18 +151,46 @@ class Query:
             raise ValueError("a Query needs a sparse vector, a dense vector, or both")
 
 
+FUSIONS: tuple[str, ...] = ("rrf", "dbsf", "linear")
+
+
 @dataclass
 class SearchOptions:
     """How to run a batch of queries.
 
-    ``fusion`` applies when a query has both vectors: ``"rrf"`` (reciprocal rank fusion with
-    constant ``rrf_k``) or ``"dbsf"`` (distribution-based score fusion). ``prefetch_limit`` is how
-    many candidates each side contributes before fusion (defaults to ``max(top_k, 100)``).
+    ``fusion`` applies when a query has both vectors; the meaning of each method is the same on
+    every backend (see *Fusion* below). ``prefetch_limit`` is how many candidates each side (each
+    *leg*) contributes before fusion (defaults to ``max(top_k, 100)``). ``weights`` are the
+    (sparse, dense) weights of ``fusion="linear"``.
+
+    Fusion, defined once for every connector (each translates it to its engine's parameters, or
+    fuses on the client with :func:`fuse_legs` where the engine cannot):
+
+    * A *leg* is one vector's own ranking: its best ``candidates`` hits (filter applied), best
+      first; ``rank`` counts from 1 within the leg.
+    * ``"rrf"``: ``score(d) = sum over the legs holding d of 1 / (rrf_k + rank)``. Elasticsearch's
+      and OpenSearch's ``rank_constant`` mean exactly this; Qdrant counts positions from 0 and
+      scores ``1 / (k + position)``, so its connector sends ``k = rrf_k + 1``.
+    * ``"linear"``: each leg's scores are min-max normalised over the leg,
+      ``(s - min) / (max - min)`` (1.0 when all of the leg's scores are equal), a hit absent from a
+      leg counts 0 there, and ``score(d) = (w_sparse * n_sparse(d) + w_dense * n_dense(d)) /
+      (w_sparse + w_dense)``. Elasticsearch's ``linear`` retriever with ``minmax`` and
+      OpenSearch's ``normalization-processor`` (``min_max`` + ``arithmetic_mean``) compute this,
+      except at the edges: OpenSearch floors a leg's lowest normalised score at 0.001 instead of 0
+      (which only matters against a hit absent from that leg), and Elasticsearch keeps the raw
+      scores of a leg whose scores are all equal instead of 1.0.
+    * ``"dbsf"`` (distribution-based score fusion, Qdrant's definition): each leg's scores are
+      mapped by ``(s - (mu - 3 sigma)) / (6 sigma)`` with ``mu`` the mean and ``sigma`` the sample
+      standard deviation (n - 1) of the leg's scores, not clipped (0.5 for a leg of one hit or of
+      equal scores); ``score(d)`` is the sum over the legs holding ``d``.
+
+    Ties in the fused score are broken by id, so the client-side fusion is deterministic.
     """
 
     top_k: int = 10
-    fusion: Literal["rrf", "dbsf"] = "rrf"
+    fusion: Literal["rrf", "dbsf", "linear"] = "rrf"
     rrf_k: int = 60
+    weights: tuple[float, float] = (1.0, 1.0)
     prefetch_limit: int | None = None
     with_payload: bool = True
     backend_options: dict[str, Any] = field(default_factory=dict)
@@ -170,14 +198,28 @@ class SearchOptions:
     def __post_init__(self) -> None:
         if self.top_k <= 0:
             raise ValueError(f"top_k must be positive, got {self.top_k}")
-        if self.fusion not in ("rrf", "dbsf"):
-            raise ValueError(f"fusion must be 'rrf' or 'dbsf', got {self.fusion!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(map(repr, FUSIONS))}, got {self.fusion!r}")
         if self.rrf_k <= 0:
             raise ValueError(f"rrf_k must be positive, got {self.rrf_k}")
+        weights = tuple(self.weights)
+        if len(weights) != 2 or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights
+        ):
+            raise ValueError(f"weights must be two finite numbers >= 0 (sparse, dense), got {self.weights!r}")
+        if sum(weights) <= 0:
+            raise ValueError(f"weights must not both be 0, got {self.weights!r}")
+        self.weights = (float(weights[0]), float(weights[1]))
 
     @property
     def candidates(self) -> int:
         return self.prefetch_limit or max(self.top_k, 100)
+
+    @property
+    def normalized_weights(self) -> tuple[float, float]:
+        """The linear weights scaled to sum to 1 (what OpenSearch requires; same ranking)."""
+        total = self.weights[0] + self.weights[1]
+        return self.weights[0] / total, self.weights[1] / total
 
 
 @dataclass
@@ -200,17 +242,62 @@ class SearchResult:
 
 @dataclass
 class WriteResult:
-    """What became of a batch: ids written, ids that failed with their reasons, retries spent."""
+    """What became of a batch: ids written, ids that failed with their reasons, retries spent, and
+    anything the backend wants the user to know (e.g. weights clipped by the engine's quantization)."""
 
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retries: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def merge(self, other: WriteResult) -> WriteResult:
         self.written.extend(other.written)
         self.failed.update(other.failed)
         self.retries += other.retries
+        self.notes.extend(n for n in other.notes if n not in self.notes)
         return self
+
+
+def fuse_legs(legs: Sequence[Sequence[Hit]], options: SearchOptions) -> list[Hit]:
+    """Fuse the (sparse, dense) legs of one hybrid query on the client, by the definitions of
+    :class:`SearchOptions`; the best ``options.top_k`` hits, each with its fused score and the
+    payload of the first leg that returned it.
+
+    For connectors whose engine (or its version or licence) cannot fuse ``options.fusion`` itself;
+    each leg must already be cut to ``options.candidates`` hits, best first.
+    """
+    if len(legs) != 2:
+        raise ValueError(f"fuse_legs takes the (sparse, dense) legs, got {len(legs)} legs")
+    fused: dict[str, float] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    for leg_no, leg in enumerate(legs):
+        scores = [float(h.score) for h in leg]
+        for rank, (hit, norm) in enumerate(zip(leg, _normalized(scores, options.fusion)), start=1):
+            if options.fusion == "rrf":
+                part = 1.0 / (options.rrf_k + rank)
+            elif options.fusion == "linear":
+                part = options.normalized_weights[leg_no] * norm
+            else:
+                part = norm
+            fused[hit.id] = fused.get(hit.id, 0.0) + part
+            payloads.setdefault(hit.id, dict(hit.payload))
+    ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[: options.top_k]
+    return [Hit(id=i, score=s, payload=payloads[i]) for i, s in ranked]
+
+
+def _normalized(scores: list[float], fusion: str) -> list[float]:
+    if fusion == "rrf" or not scores:
+        return scores
+    if fusion == "linear":
+        lo, hi = min(scores), max(scores)
+        return [1.0 if hi == lo else (s - lo) / (hi - lo) for s in scores]
+    if len(scores) < 2:
+        return [0.5]
+    mean = sum(scores) / len(scores)
+    sigma = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
+    if sigma == 0:
+        return [0.5] * len(scores)
+    return [(s - (mean - 3 * sigma)) / (6 * sigma) for s in scores]
 
 
 class Connector(ABC):
@@ -224,6 +311,9 @@ class Connector(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     secret_options: ClassVar[tuple[str, ...]] = ("api_key", "password", "token", "basic_auth")
+    # True when one process owns the index (an embedded engine's folder): distributed ingests then
+    # write through that one process instead of from every worker.
+    single_writer: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)

@@ -80,23 +80,27 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any] | InvalidDocument]:
     # Binary lines, decoded one by one: a line that is not UTF-8 is reported, not fatal for the file.
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            ref = f"{path.name}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield InvalidDocument(ref, f"not valid UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}")
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield InvalidDocument(ref, f"not valid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            if not isinstance(row, dict):
-                yield InvalidDocument(ref, f"expected a JSON object, got {type(row).__name__}")
-                continue
-            yield row
+            row = parse_jsonl_line(raw, f"{path.name}:{lineno}")
+            if row is not None:
+                yield row
+
+
+def parse_jsonl_line(raw: bytes, ref: str) -> dict[str, Any] | InvalidDocument | None:
+    """One JSONL line as a dict, an :class:`InvalidDocument` saying what is wrong with it (``ref``
+    names it), or None for a blank line. Shared by every reader, local or distributed."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidDocument(ref, f"not valid UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}")
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return InvalidDocument(ref, f"not valid JSON: {exc.msg} (column {exc.colno})")
+    if not isinstance(row, dict):
+        return InvalidDocument(ref, f"expected a JSON object, got {type(row).__name__}")
+    return row
 
 
 def count_lines(path: str | Path) -> int:

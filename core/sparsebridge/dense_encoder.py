@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .base_encoder import BaseEncoder, _check_texts
+from .base_encoder import BaseEncoder, _check_texts, renamed_kwargs
+from .errors import EncodeArgumentError
 from .modules.base import Module
 from .modules.pooling import Pooling
 from .modules.transformer import Transformer
@@ -41,9 +41,10 @@ class DenseEncoder(BaseEncoder):
     default_similarity = SimilarityFunction.COSINE
     _bare_checkpoint_modules = staticmethod(_mean_pooling_model)
 
+    @renamed_kwargs(sentences="inputs")
     def encode(
         self,
-        sentences: str | Sequence[str],
+        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
         prompt_name: str | None = None,
         prompt: str | None = None,
         batch_size: int = 32,
@@ -66,9 +67,10 @@ class DenseEncoder(BaseEncoder):
         """
         if output_value != "sentence_embedding":
             raise ValueError(f"output_value {output_value!r} is not supported; use 'sentence_embedding'")
-        texts, single = _check_texts(sentences)
+        texts, single = _check_texts(inputs)
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")
+        self._check_encode_kwargs(kwargs)
         if pool is not None or isinstance(device, (list, tuple)):
             return self._encode_in_pool(
                 texts,
@@ -88,7 +90,7 @@ class DenseEncoder(BaseEncoder):
             )
         if device is not None and torch.device(device) != self.device:
             self.to(device)
-        resolved_prompt = self._resolve_prompt(prompt_name, prompt)
+        resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         to_cpu = convert_to_numpy and not convert_to_tensor
 
         def finish(out: torch.Tensor) -> torch.Tensor:
@@ -105,7 +107,7 @@ class DenseEncoder(BaseEncoder):
             result = torch.empty_like(stacked)
             result[torch.from_numpy(np.asarray(order, dtype=np.int64)).to(stacked.device)] = stacked
         else:
-            dim = self.get_sentence_embedding_dimension() or 0
+            dim = self.get_embedding_dimension() or 0
             result = torch.zeros(0, truncate_dim or dim, device="cpu" if to_cpu else self.device)
         if convert_to_tensor:
             out: Any = result
@@ -115,13 +117,27 @@ class DenseEncoder(BaseEncoder):
             out = list(result.unbind(0))
         return out[0] if single else out
 
-    def _model_card(self, model_name: str | None) -> str:
-        title = model_name or self.model_name_or_path or "dense encoder"
-        modules = "\n".join(f"- `{type(m).__name__}`: {m.extra_repr()}" for m in self._modules.values())
-        return (
-            f"---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\ntags:\n"
-            f"- sentence-transformers\n- feature-extraction\n---\n\n# {title}\n\n"
-            f"A dense sentence encoder saved by sparsebridge {__version__} in the sentence-transformers layout.\n"
-            f"Output dimension: {self.get_sentence_embedding_dimension()}; similarity: "
-            f"{self.similarity_fn_name}.\n\nModules:\n{modules}\n"
-        )
+    @renamed_kwargs(sentences="inputs")
+    def encode_query(
+        self,
+        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """``encode`` for queries: the ``query`` prompt unless another is given, and ``task="query"``."""
+        prompt_name = self._query_prompt_name(prompt_name, prompt)
+        return self.encode(inputs=inputs, prompt_name=prompt_name, prompt=prompt, task="query", **kwargs)
+
+    @renamed_kwargs(sentences="inputs")
+    def encode_document(
+        self,
+        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """``encode`` for documents: the ``document``/``passage``/``corpus`` prompt unless another is
+        given, and ``task="document"``."""
+        prompt_name = self._document_prompt_name(prompt_name, prompt)
+        return self.encode(inputs=inputs, prompt_name=prompt_name, prompt=prompt, task="document", **kwargs)

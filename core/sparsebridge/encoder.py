@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -11,19 +12,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
 from .base_encoder import (  # noqa: F401  (re-exported for callers of the older module layout)
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAMES,
     BaseEncoder,
     _check_texts,
     _default_device,
+    renamed_kwargs,
 )
+from .errors import EncodeArgumentError, EncodeInputTypeError
+from .loading import append_csr_head, sparse_checkpoint_modules
 from .modules.sparse_auto_encoder import SparseAutoEncoder
 from .modules.splade_pooling import SpladePooling
 from .similarity import SimilarityFunction
 
 __all__ = ["SparseEncoder"]
+
+logger = logging.getLogger(__name__)
 
 
 def _keep_top_k(embeddings: torch.Tensor, k: int | None) -> torch.Tensor:
@@ -37,31 +42,45 @@ class SparseEncoder(BaseEncoder):
     """A sparse encoder: a sequence of modules such as a masked-LM transformer + ``SpladePooling``.
 
     Load one from a local folder or the Hugging Face Hub (sentence-transformers layout, or a bare
-    masked-LM checkpoint), or assemble it from ``modules``.
+    Hugging Face checkpoint: a masked LM becomes SPLADE, any other model CSR), or assemble it from
+    ``modules``. A dense sentence-transformers model gets a ``SparseAutoEncoder`` (CSR) appended.
+    The constructor and methods take sentence-transformers 6's arguments; the 5.x spellings
+    ``tokenizer_kwargs=`` and ``sentences=`` still work.
     """
 
     model_type = "SparseEncoder"
     default_similarity = SimilarityFunction.DOT_PRODUCT
+    _bare_checkpoint_modules = staticmethod(sparse_checkpoint_modules)
+    _converted_modules = staticmethod(append_csr_head)
 
+    @renamed_kwargs(tokenizer_kwargs="processor_kwargs")
     def __init__(
         self,
         model_name_or_path: str | os.PathLike | None = None,
+        *,
         modules: Sequence[nn.Module] | OrderedDict[str, nn.Module] | None = None,
         device: str | None = None,
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
-        similarity_fn_name: str | SimilarityFunction | None = None,
         cache_folder: str | None = None,
         trust_remote_code: bool = False,
         revision: str | None = None,
         local_files_only: bool = False,
         token: bool | str | None = None,
-        max_active_dims: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        tokenizer_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         backend: str = "torch",
+        similarity_fn_name: str | SimilarityFunction | None = None,
+        max_active_dims: int | None = None,
+        precision: str | None = None,
     ) -> None:
+        if max_active_dims is not None and (
+            isinstance(max_active_dims, bool) or not isinstance(max_active_dims, int) or max_active_dims <= 0
+        ):
+            raise ValueError(f"max_active_dims must be a positive integer, got {max_active_dims}.")
+        # Set before loading: a saved max_active_dims applies only when none is given here.
+        self.max_active_dims = max_active_dims
         super().__init__(
             model_name_or_path,
             modules=modules,
@@ -75,31 +94,48 @@ class SparseEncoder(BaseEncoder):
             local_files_only=local_files_only,
             token=token,
             model_kwargs=model_kwargs,
-            tokenizer_kwargs=tokenizer_kwargs,
+            processor_kwargs=processor_kwargs,
             config_kwargs=config_kwargs,
             backend=backend,
+            precision=precision,
         )
-        if max_active_dims is None:
+        if self.max_active_dims is None:
             # A CSR model keeps the k of its sparse auto-encoder unless told otherwise.
-            max_active_dims = next((m.k for m in self._modules.values() if isinstance(m, SparseAutoEncoder)), None)
-        self.max_active_dims = max_active_dims
+            self.max_active_dims = next((m.k for m in self._modules.values() if isinstance(m, SparseAutoEncoder)), None)
+
+    def _parse_model_config(self, model_config: dict[str, Any]) -> None:
+        super()._parse_model_config(model_config)
+        if self.max_active_dims is None:
+            self.max_active_dims = model_config.get("max_active_dims")
+
+    def _get_model_config(self) -> dict[str, Any]:
+        config = super()._get_model_config()
+        if self.max_active_dims is not None:
+            config["max_active_dims"] = self.max_active_dims
+        return config
 
     @property
     def splade_pooling_chunk_size(self) -> int | None:
-        pooling = self._first(SpladePooling)
-        return None if pooling is None else pooling.chunk_size
+        """Tokens per chunk in the top-level ``SpladePooling`` (None: no chunking, or no such module)."""
+        pooling = next((m for m in self._modules.values() if isinstance(m, SpladePooling)), None)
+        if pooling is None:
+            logger.warning("SpladePooling module not found. Cannot get chunk_size.")
+            return None
+        return pooling.chunk_size
 
     @splade_pooling_chunk_size.setter
     def splade_pooling_chunk_size(self, value: int | None) -> None:
-        pooling = self._first(SpladePooling)
+        pooling = next((m for m in self._modules.values() if isinstance(m, SpladePooling)), None)
         if pooling is None:
-            raise ValueError("this model has no SpladePooling module")
+            logger.warning("SpladePooling module not found. Cannot set chunk_size.")
+            return
         pooling.chunk_size = value if value and value > 0 else None
 
     # -- encoding --------------------------------------------------------------------------
+    @renamed_kwargs(sentences="inputs")
     def encode(
         self,
-        sentences: str | Sequence[str],
+        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
         prompt_name: str | None = None,
         prompt: str | None = None,
         batch_size: int = 32,
@@ -107,23 +143,26 @@ class SparseEncoder(BaseEncoder):
         convert_to_tensor: bool = True,
         convert_to_sparse_tensor: bool = True,
         save_to_cpu: bool = False,
-        device: str | list[str] | None = None,
+        device: str | torch.device | list[str | torch.device] | None = None,
         max_active_dims: int | None = None,
         pool: dict[str, Any] | None = None,
         chunk_size: int | None = None,
         **kwargs: Any,
     ) -> torch.Tensor | list[torch.Tensor]:
-        """Encode texts into sparse vectors over the vocabulary.
+        """Encode texts (or text pairs) into sparse vectors over the vocabulary.
 
         A single string gives a 1-D tensor, a list a 2-D one (sparse COO unless
         ``convert_to_sparse_tensor=False``); ``convert_to_tensor=False`` gives a list of 1-D tensors.
         ``max_active_dims`` keeps the k largest weights of each row. ``device=["cpu", "cpu"]`` or
-        ``pool=`` encodes in worker processes (see ``start_multi_process_pool``).
+        ``pool=`` encodes in worker processes (see ``start_multi_process_pool``). Further keywords
+        must be ones the modules take (``get_model_kwargs()``), ``task``, or ``processing_kwargs``
+        (tokenizer overrides for this call, e.g. ``{"text": {"max_length": 64}}``).
         """
-        texts, single = _check_texts(sentences)
+        texts, single = _check_texts(inputs)
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if pool is not None or isinstance(device, (list, tuple)):
+            raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")
+        self._check_encode_kwargs(kwargs)
+        if pool is not None or (isinstance(device, (list, tuple)) and len(device) > 0):
             return self._encode_in_pool(
                 texts,
                 single,
@@ -142,7 +181,7 @@ class SparseEncoder(BaseEncoder):
             )
         if device is not None and torch.device(device) != self.device:
             self.to(device)
-        resolved_prompt = self._resolve_prompt(prompt_name, prompt)
+        resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         max_active_dims = max_active_dims if max_active_dims is not None else self.max_active_dims
         if max_active_dims is not None:
             kwargs["max_active_dims"] = max_active_dims
@@ -160,22 +199,96 @@ class SparseEncoder(BaseEncoder):
             return out.cpu() if save_to_cpu else out
 
         order, batches = self._embed_batches(texts, resolved_prompt, batch_size, show_progress_bar, finish, kwargs)
-        dim = batches[-1].shape[-1] if batches else (self.get_sentence_embedding_dimension() or 0)
+        dim = batches[-1].shape[-1] if batches else (self.get_embedding_dimension() or 0)
         result = _assemble(batches, order, len(texts), dim, convert_to_sparse_tensor, self.device, save_to_cpu)
         if not convert_to_tensor:
             rows = list(result.unbind(0)) if len(texts) else []
             return rows[0] if single else rows
         return result[0] if single else result
 
+    @renamed_kwargs(sentences="inputs")
+    def encode_query(
+        self,
+        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_tensor: bool = True,
+        convert_to_sparse_tensor: bool = True,
+        save_to_cpu: bool = False,
+        device: str | torch.device | list[str | torch.device] | None = None,
+        max_active_dims: int | None = None,
+        pool: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """``encode`` for queries: the ``query`` prompt unless another is given, and ``task="query"``
+        (a router takes its query route, e.g. an inference-free ``SparseStaticEmbedding``)."""
+        return self.encode(
+            inputs=inputs,
+            prompt_name=self._query_prompt_name(prompt_name, prompt),
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_tensor=convert_to_tensor,
+            convert_to_sparse_tensor=convert_to_sparse_tensor,
+            save_to_cpu=save_to_cpu,
+            device=device,
+            max_active_dims=max_active_dims,
+            pool=pool,
+            chunk_size=chunk_size,
+            task="query",
+            **kwargs,
+        )
+
+    @renamed_kwargs(sentences="inputs")
+    def encode_document(
+        self,
+        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_tensor: bool = True,
+        convert_to_sparse_tensor: bool = True,
+        save_to_cpu: bool = False,
+        device: str | torch.device | list[str | torch.device] | None = None,
+        max_active_dims: int | None = None,
+        pool: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """``encode`` for documents: the first of the ``document``/``passage``/``corpus`` prompts the
+        model has unless another is given, and ``task="document"``."""
+        return self.encode(
+            inputs=inputs,
+            prompt_name=self._document_prompt_name(prompt_name, prompt),
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_tensor=convert_to_tensor,
+            convert_to_sparse_tensor=convert_to_sparse_tensor,
+            save_to_cpu=save_to_cpu,
+            device=device,
+            max_active_dims=max_active_dims,
+            pool=pool,
+            chunk_size=chunk_size,
+            task="document",
+            **kwargs,
+        )
+
     # -- inspection ----------------------------------------------------------------------------
     def decode(
         self, embeddings: torch.Tensor, top_k: int | None = None
     ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
-        """(token, weight) pairs of the active dimensions, largest weight first."""
+        """(token, weight) pairs of the active dimensions, largest weight first (at most ``top_k``)."""
+        if top_k is not None and top_k <= 0:
+            raise EncodeArgumentError(f"top_k must be a positive integer, got {top_k}.")
         if not isinstance(embeddings, torch.Tensor):
-            raise TypeError(f"decode expects a torch.Tensor, got {type(embeddings).__name__}")
+            raise EncodeInputTypeError(f"Expected torch.Tensor, got {type(embeddings)}")
         if embeddings.dim() not in (1, 2):
-            raise ValueError(f"decode expects a 1-D or 2-D tensor, got {embeddings.dim()}-D")
+            raise EncodeArgumentError(f"Input tensor must be 1D or 2D, got {embeddings.dim()}D.")
         single = embeddings.dim() == 1
         rows = embeddings.unsqueeze(0) if single else embeddings
         rows = rows.coalesce() if rows.is_sparse else rows.to_sparse()
@@ -225,17 +338,6 @@ class SparseEncoder(BaseEncoder):
             active = (rows != 0).sum(dim=1).float().cpu()
         mean_active = float(active.mean())
         return {"active_dims": mean_active, "sparsity_ratio": float((1 - active / dim).mean())}
-
-    def _model_card(self, model_name: str | None) -> str:
-        title = model_name or self.model_name_or_path or "sparse encoder"
-        modules = "\n".join(f"- `{type(m).__name__}`: {m.extra_repr()}" for m in self._modules.values())
-        return (
-            f"---\nlibrary_name: sentence-transformers\npipeline_tag: feature-extraction\ntags:\n"
-            f"- sparse-encoder\n- sparse\n- splade\n---\n\n# {title}\n\n"
-            f"A sparse encoder saved by sparsebridge {__version__} in the sentence-transformers layout.\n"
-            f"Output dimension: {self.get_sentence_embedding_dimension()}; similarity: "
-            f"{self.similarity_fn_name}.\n\nModules:\n{modules}\n"
-        )
 
 
 def _assemble(

@@ -8,9 +8,14 @@ class also derives from the builtin a caller would have caught before (``ValueEr
 from __future__ import annotations
 
 __all__ = [
+    "AdapterError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "EncodeArgumentError",
+    "EncodeInputTypeError",
+    "EvaluationError",
+    "HubError",
     "IncompleteIndexError",
     "IndexMismatchError",
     "ModelLoadError",
@@ -76,3 +81,23 @@ class UnknownConnectorError(SparsebridgeError, KeyError):
 
 class WorkerError(SparsebridgeError, RuntimeError):
     """A pool worker failed or died; the message carries the worker's own error where it sent one."""
+
+
+class EncodeArgumentError(SparsebridgeError, ValueError):
+    """An encoder method got an argument it cannot use (unknown keyword, bad ``top_k``, mixed inputs...)."""
+
+
+class EncodeInputTypeError(SparsebridgeError, TypeError):
+    """An encoder method got inputs of the wrong type; the message names the item."""
+
+
+class EvaluationError(SparsebridgeError, ValueError):
+    """An evaluator was given unusable data (no query with a relevant document, bad cut-offs...)."""
+
+
+class HubError(SparsebridgeError, OSError):
+    """An upload to the Hugging Face Hub failed; the message names the repository and the cause."""
+
+
+class AdapterError(SparsebridgeError, ValueError):
+    """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""

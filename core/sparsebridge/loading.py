@@ -4,12 +4,14 @@ Two layouts are understood:
 
 * the sentence-transformers layout: ``modules.json`` lists the modules in order with their folder
   and class, ``config_sentence_transformers.json`` holds prompts and the similarity function;
-* a bare masked-LM checkpoint (``*ForMaskedLM`` in ``config.json``), which becomes a masked-LM
-  transformer followed by ``SpladePooling(max, relu)``.
+* a bare Hugging Face checkpoint: a masked LM (``*ForMaskedLM`` in ``config.json``) becomes a
+  masked-LM transformer followed by ``SpladePooling(max, relu)``, any other model a CSR model
+  (transformer + mean pooling + ``SparseAutoEncoder``), as in sentence-transformers.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,10 +28,17 @@ from huggingface_hub.errors import (
 from .errors import ModelLoadError  # noqa: F401  (defined in errors.py; re-exported here)
 from .modules import MODULE_CLASSES, Module
 from .modules.base import read_json
+from .modules.pooling import Pooling
+from .modules.sparse_auto_encoder import SparseAutoEncoder
+from .modules.sparse_static_embedding import SparseStaticEmbedding
 from .modules.splade_pooling import SpladePooling
 from .modules.transformer import MLMTransformer, Transformer
 
+logger = logging.getLogger(__name__)
+
 MODULES_FILE = "modules.json"
+# Where load_modules hands the modules.json "kwargs" entries over (in memory only, never saved).
+MODULE_KWARGS_KEY = "_module_kwargs"
 ST_MODEL_CONFIG = "config_sentence_transformers.json"
 # Weights in formats this library never reads; skipping them keeps Hub downloads small.
 _IGNORED_ON_HUB = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*"]
@@ -101,11 +110,20 @@ def load_modules(
     config_kwargs: dict[str, Any] | None = None,
     cache_folder: str | None = None,
     bare_checkpoint: Callable[[Path, dict[str, Any]], list[Module]] | None = None,
+    model_type: str = "",
+    convert: Callable[[list[Module]], list[Module]] | None = None,
 ) -> tuple[list[Module], dict[str, Any]]:
     """Build the module list of the model in ``path`` and return it with the model config.
 
     ``bare_checkpoint(path, hf_kwargs)`` builds the modules of a folder without modules.json; by
     default a masked-LM checkpoint becomes a SPLADE model.
+
+    With ``convert``, a save of another model family is adapted as sentence-transformers does: a
+    ``SentenceTransformer`` save (the default for saves that name no ``model_type``) keeps its
+    modules and settings and goes through ``convert`` (a sparse encoder appends a CSR head);
+    any other family's save (``CrossEncoder``, ``MultiVectorEncoder``...) is rebuilt from its
+    checkpoint with ``bare_checkpoint``, and its prompts and similarity are dropped, since they
+    described a different model.
     """
     hf_kwargs = {
         "model_args": {**(model_kwargs or {}), "trust_remote_code": trust_remote_code},
@@ -120,11 +138,23 @@ def load_modules(
             raise ValueError(f"{path / ST_MODEL_CONFIG}: expected a JSON object")
 
     modules_file = path / MODULES_FILE
+    saved_type = model_config.get("model_type") or "SentenceTransformer"
+    foreign = bool(model_type) and convert is not None and saved_type != model_type
+    if modules_file.is_file() and foreign and saved_type != "SentenceTransformer" and bare_checkpoint is not None:
+        return bare_checkpoint(path, hf_kwargs), {}
     if modules_file.is_file():
         entries = read_json(modules_file)
         if not isinstance(entries, list) or not entries:
             raise ValueError(f"{modules_file}: expected a non-empty JSON list of modules")
         modules = []
+        # Per-module keyword arguments some sentence-transformers saves declare ("kwargs" entries).
+        module_kwargs = {
+            str(entry.get("name", idx)): list(entry["kwargs"])
+            for idx, entry in enumerate(entries)
+            if isinstance(entry, dict) and isinstance(entry.get("kwargs"), list)
+        }
+        if module_kwargs:
+            model_config = {**model_config, MODULE_KWARGS_KEY: module_kwargs}
         for idx, entry in enumerate(entries):
             if not isinstance(entry, dict) or "type" not in entry:
                 raise ValueError(f"{modules_file}: module {idx} has no 'type'")
@@ -135,10 +165,25 @@ def load_modules(
                     f"{modules_file}: module {idx} ({entry['type']}) points to missing folder {module_path}"
                 )
             modules.append(cls.load(module_path, **hf_kwargs))
+        if foreign:
+            modules = convert(modules)  # type: ignore[misc]
         return modules, model_config
 
-    if bare_checkpoint is not None:
-        return bare_checkpoint(path, hf_kwargs), model_config
+    return (bare_checkpoint or sparse_checkpoint_modules)(path, hf_kwargs), model_config
+
+
+# sentence-transformers' CSR head for a bare non-masked-LM checkpoint: 4x the hidden size, k=256.
+CSR_EXPANSION, CSR_DEFAULT_K, CSR_DEFAULT_K_AUX = 4, 256, 512
+
+
+def sparse_checkpoint_modules(path: Path, hf_kwargs: dict[str, Any]) -> list[Module]:
+    """The modules of a sparse encoder built on a bare Hugging Face checkpoint.
+
+    A masked-LM checkpoint (``*ForMaskedLM`` in ``config.json``) becomes SPLADE: the masked-LM
+    transformer + ``SpladePooling(max, relu)``. Any other checkpoint becomes CSR, as in
+    sentence-transformers: transformer + mean ``Pooling`` + an (untrained) ``SparseAutoEncoder``
+    with 4x the hidden size and k=256 (capped at that size for very small models).
+    """
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(
@@ -146,19 +191,44 @@ def load_modules(
             f"(a Hugging Face checkpoint)"
         )
     architectures = read_json(config_file).get("architectures") or []
-    if not any(str(a).endswith("ForMaskedLM") for a in architectures):
+    if any(str(a).endswith("ForMaskedLM") for a in architectures):
+        transformer = MLMTransformer(path, **hf_kwargs)
+        pooling = SpladePooling("max", "relu", embedding_dimension=transformer.get_word_embedding_dimension())
+        return [transformer, pooling]
+    logger.info("%s: no masked-LM architecture in %s, building a CSR model", path, architectures)
+    transformer = Transformer(path, transformer_task="feature-extraction", **hf_kwargs)
+    dim = transformer.get_word_embedding_dimension()
+    pooling = Pooling(dim, "mean")
+    hidden = CSR_EXPANSION * dim
+    sae = SparseAutoEncoder(dim, hidden_dim=hidden, k=min(CSR_DEFAULT_K, hidden), k_aux=CSR_DEFAULT_K_AUX)
+    return [transformer, pooling, sae]
+
+
+def append_csr_head(modules: list[Module]) -> list[Module]:
+    """A dense sentence-transformers model loaded as a sparse encoder gets a ``SparseAutoEncoder``
+    on top (4x its output size, k = a quarter of it), as sentence-transformers does.
+
+    Modules that already produce sparse vectors are left alone (a sparse save without
+    ``model_type``, as some older tools wrote).
+    """
+    sparse_types = (SpladePooling, SparseStaticEmbedding, SparseAutoEncoder)
+    if any(isinstance(sub, sparse_types) for module in modules for sub in module.modules()):
+        return modules
+    dim = next((d for m in reversed(modules) if (d := m.get_embedding_dimension())), None)
+    if not dim:
         raise ValueError(
-            f"{config_file}: architectures {architectures} has no *ForMaskedLM model, so this is not a "
-            f"SPLADE checkpoint; sparse encoders need a masked-LM head (or a {MODULES_FILE})"
+            "Cannot determine the embedding dimension from the loaded modules. "
+            "At least one module must have a `get_embedding_dimension` method."
         )
-    transformer = MLMTransformer(path, **hf_kwargs)
-    pooling = SpladePooling("max", "relu", embedding_dimension=transformer.get_word_embedding_dimension())
-    return [transformer, pooling], model_config
+    logger.info("dense sentence-transformers model: appending a SparseAutoEncoder (CSR)")
+    return [*modules, SparseAutoEncoder(dim, hidden_dim=4 * dim, k=dim // 4, k_aux=dim // 2)]
 
 
 __all__ = [
     "ModelLoadError",
     "Transformer",
+    "append_csr_head",
+    "sparse_checkpoint_modules",
     "default_cache_folder",
     "load_modules",
     "module_class",

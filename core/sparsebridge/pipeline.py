@@ -168,7 +168,7 @@ class Pipeline:
             connector = connector_from_config(config)
         try:
             if encoder is None:
-                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device)
+                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device, config.model.precision)
             query_encoder = load_query_encoder(config.model.query_side, encoder, config)
             if dense_encoder is None and config.search.hybrid:
                 dense_encoder = load_dense_encoder(config.search.dense_model, config.model.device)
@@ -517,6 +517,7 @@ class Pipeline:
             top_k=top_k or settings.top_k,
             fusion=settings.fusion,  # type: ignore[arg-type]
             rrf_k=settings.rrf_k,
+            weights=settings.weights,
             prefetch_limit=settings.prefetch_limit,
         )
         raw = self.connector.search(batch, options)

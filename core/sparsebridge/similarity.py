@@ -23,7 +23,8 @@ class SimilarityFunction(str, Enum):
 
     @staticmethod
     def possible_values() -> list[str]:
-        return [m.value for m in SimilarityFunction.__members__.values() if m is not SimilarityFunction.DOT]
+        """Every accepted name once: ``DOT`` is an alias of ``DOT_PRODUCT`` (one member, ``"dot"``)."""
+        return [m.value for m in SimilarityFunction]
 
     @staticmethod
     def to_similarity_fn(

@@ -59,6 +59,24 @@ class Module(nn.Module):
     def extra_repr(self) -> str:
         return json.dumps(self.get_config_dict())
 
+    def get_embedding_dimension(self) -> int | None:
+        """The size of this module's output embedding, if it changes it (sentence-transformers 6 name)."""
+        for name in ("get_sentence_embedding_dimension", "get_word_embedding_dimension"):
+            method = getattr(self, name, None)
+            if callable(method):
+                return method()
+        return None
+
+
+def kwargs_for(module: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a model-level call that ``module`` declares in ``forward_kwargs``.
+
+    A module gets only what it asks for, as in sentence-transformers, so a keyword meant for one
+    module (``max_active_dims``, ``task``) never reaches another whose ``forward`` does not take it.
+    """
+    wanted = getattr(module, "forward_kwargs", ())
+    return {key: value for key, value in kwargs.items() if key in wanted}
+
 
 def filter_config(cls: type[Module], config: dict[str, Any], source: Path) -> dict[str, Any]:
     """Keep the keys the class understands; unknown keys written by newer versions are ignored,

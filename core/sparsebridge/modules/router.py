@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from .base import Module, read_json, write_json
+from .base import Module, kwargs_for, read_json, write_json
 
 ROUTER_CONFIG = "router_config.json"
 
@@ -81,10 +81,22 @@ class Router(Module):
         features["task"] = task
         return features
 
+    def preprocess(
+        self, inputs: list[Any], prompt: str | None = None, task: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The features of the route's input module for ``task`` (see ``route``)."""
+        features = self.sub_modules[self.route(task)][0].preprocess(inputs, prompt=prompt, **kwargs)
+        features["task"] = task
+        return features
+
     def forward(self, features: dict[str, Any], task: str | None = None, **kwargs: Any) -> dict[str, Any]:
         task = task if task is not None else features.get("task")
-        for module in self.sub_modules[self.route(task, kwargs.get("modality"))]:
-            features = module(features, task=task, **kwargs)
+        modality = kwargs.get("modality") or features.get("modality")
+        route_kwargs = {**kwargs, "task": task}
+        for module in self.sub_modules[self.route(task, modality)]:
+            # Each module of the route gets the keywords it declares; a nested router gets them all.
+            passed = route_kwargs if isinstance(module, Router) else kwargs_for(module, route_kwargs)
+            features = module(features, **passed)
         return features
 
     # -- properties ------------------------------------------------------------------------------

@@ -65,12 +65,60 @@ class SparseAutoEncoder(Module):
             x = self.standardise(x)
         return F.linear(x - self.pre_bias, self.encoder.weight, self.latent_bias)
 
+    def _top_k(self, latents: torch.Tensor, k: int) -> torch.Tensor:
+        top = latents.topk(min(k, self.hidden_dim), dim=-1)
+        return F.relu(torch.zeros_like(latents).scatter(-1, top.indices, top.values))
+
     def forward(self, features: dict[str, Any], max_active_dims: int | None = None, **kwargs: Any) -> dict[str, Any]:
-        k = min(max_active_dims if max_active_dims is not None else self.k, self.hidden_dim)
-        latents = self.encode_pre_act(features["sentence_embedding"])
-        top = latents.topk(k, dim=-1)
-        out = torch.zeros_like(latents).scatter_(-1, top.indices, top.values)
-        features["sentence_embedding"] = F.relu(out)
+        """``sentence_embedding`` -> its k sparsest latents. Outside inference mode (training) the
+        reconstructions that CSR's losses need come along, under sentence-transformers' keys."""
+        k = max_active_dims if max_active_dims is not None else self.k
+        x = features["sentence_embedding"]
+        if torch.is_inference_mode_enabled():
+            features["sentence_embedding"] = self._top_k(self.encode_pre_act(x), k)
+            return features
+        prepared = self.standardise(x) if self.normalize else x
+        mu = x.mean(dim=-1, keepdim=True)
+        std = (x - mu).std(dim=-1, keepdim=True)
+        latents = F.linear(prepared - self.pre_bias, self.encoder.weight, self.latent_bias)
+        top = latents.topk(min(k, self.hidden_dim), dim=-1)
+        latents_k = F.relu(torch.zeros_like(latents).scatter(-1, top.indices, top.values))
+        if self.training and torch.is_grad_enabled():
+            # Steps since each latent last fired; "dead" latents feed the auxiliary loss.
+            fired = torch.zeros_like(self.stats_last_nonzero)
+            fired.scatter_add_(0, top.indices.reshape(-1), (top.values > 1e-5).to(fired.dtype).reshape(-1))
+            self.stats_last_nonzero *= 1 - fired.clamp(max=1)
+            self.stats_last_nonzero += 1
+        latents_aux = None
+        if self.k_aux:
+            dead = latents * (self.stats_last_nonzero > self.dead_threshold)
+            latents_aux = self._top_k(dead, self.k_aux)
+        latents_4k = self._top_k(latents, 4 * k)
+
+        def decode(z: torch.Tensor) -> torch.Tensor:  # the tied decoder: the encoder weight, transposed
+            out = z @ self.encoder.weight + self.pre_bias
+            return out * std + mu if self.normalize else out
+
+        recons_k = decode(latents_k)
+        recons_aux = None
+        if latents_aux is not None:
+            recons_aux = latents_aux @ self.encoder.weight + self.pre_bias
+            if self.normalize:
+                recons_aux = recons_aux * std
+        decoder_bias = self.pre_bias * std if self.normalize else self.pre_bias
+        features.update(
+            {
+                "sentence_embedding_backbone": x,
+                "sentence_embedding_encoded": latents,
+                "sentence_embedding_encoded_4k": latents_4k,
+                "auxiliary_embedding": latents_aux,
+                "decoded_embedding_k": recons_k,
+                "decoded_embedding_4k": decode(latents_4k),
+                "decoded_embedding_aux": recons_aux,
+                "decoded_embedding_k_pre_bias": recons_k - decoder_bias,
+                "sentence_embedding": latents_k,
+            }
+        )
         return features
 
     def get_sentence_embedding_dimension(self) -> int:

@@ -84,6 +84,15 @@ class SparseStaticEmbedding(Module):
         # Token id lists, not padded tensors: forward() needs only the distinct ids of each text.
         return {"token_ids": self.token_ids(texts)}
 
+    def preprocess(self, inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Padded ``input_ids`` / ``attention_mask`` tensors (no special tokens) plus ``modality``,
+        the form sentence-transformers' ``preprocess`` returns; ``forward`` takes either form."""
+        if prompt:
+            inputs = [(prompt + t[0], t[1]) if isinstance(t, tuple) else prompt + t for t in inputs]
+        features: dict[str, Any] = self._padded(self.token_ids(inputs))
+        features["modality"] = "text"
+        return features
+
     # -- forward --------------------------------------------------------------------------------
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """``sentence_embedding`` [batch, vocab]: the weight of each token present, else 0.

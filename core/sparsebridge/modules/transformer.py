@@ -6,6 +6,11 @@ right before the vocabulary projection (the model's output embeddings) and passe
 input and weights instead, so ``SpladePooling`` can project only real tokens, block by block. A
 one-off self-check at load time falls back to full logits for architectures that post-process
 their logits after that projection.
+
+Precision (``precision=`` or sentence-transformers' ``model_kwargs={"dtype": torch.bfloat16}``) is
+resolved here: bf16 loads bf16 weights, int8 quantizes the Linear layers of the encoder
+dynamically (the vocabulary projection stays fp32); both fall back to fp32, with a warning, on a
+CPU without the instructions that make them fast (see ``sparsebridge.precision``).
 """
 
 from __future__ import annotations
@@ -17,15 +22,25 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
+from ..errors import ModelLoadError
+from ..peft_adapters import adapter_base_model, save_adapter
+from ..precision import effective_precision, precision_from_kwargs, quantize_int8, torch_dtype
 from .base import Module, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 ST_CONFIG_FILE = "sentence_bert_config.json"
 TASKS = ("fill-mask", "feature-extraction")
+# transformers renamed from_pretrained's torch_dtype to dtype in 4.56.
+_DTYPE_KEY = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+# model_kwargs for the ONNX / OpenVINO backends (as sentence-transformers names them), not for transformers.
+_BACKEND_KWARGS = ("file_name", "subfolder", "export", "provider", "ov_config", "session_options")
+# How closely projecting the captured states must reproduce the model's own logits, per dtype.
+_SELF_CHECK_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
 class _CaptureInput(nn.Module):
@@ -63,6 +78,8 @@ class Transformer(Module):
         do_lower_case: bool = False,
         tokenizer_name_or_path: str | None = None,
         transformer_task: str = "feature-extraction",
+        precision: str | None = None,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         if transformer_task not in TASKS:
@@ -73,8 +90,15 @@ class Transformer(Module):
         tokenizer_args = dict(tokenizer_args or {})
         config_args = dict(config_args or {})
         name = str(model_name_or_path)
+        self.backend = model_args.pop("backend", backend)
+        backend_options = {k: model_args.pop(k) for k in _BACKEND_KWARGS if k in model_args}
+        asked = precision_from_kwargs(model_args, precision)
+        self.precision = effective_precision(asked, "cuda" if torch.cuda.is_available() else "cpu")
+        # ONNX / OpenVINO export from (and project with) the fp32 torch model.
+        model_args[_DTYPE_KEY] = torch_dtype(self.precision if self.backend == "torch" else "fp32")
 
-        config = AutoConfig.from_pretrained(name, cache_dir=cache_dir, **config_args)
+        # an adapter-only folder (PEFT layout) takes its config from the base model; transformers loads the adapter
+        config = AutoConfig.from_pretrained(adapter_base_model(name) or name, cache_dir=cache_dir, **config_args)
         auto_cls = AutoModelForMaskedLM if transformer_task == "fill-mask" else AutoModel
         self.auto_model = auto_cls.from_pretrained(name, config=config, cache_dir=cache_dir, **model_args)
         self.auto_model.eval()
@@ -96,18 +120,90 @@ class Transformer(Module):
             if self._projection_path is not None and not self._projection_matches_logits():
                 logger.info("%s post-processes its logits; using full logits", type(self.auto_model).__name__)
                 self._projection_path = None
+        self._runner = None
+        if self.backend != "torch":
+            self._start_runner(Path(name), backend_options)
+        elif self.precision == "int8":
+            keep = self.auto_model.get_output_embeddings() if self._projection_path else None
+            self.auto_model = quantize_int8(self.auto_model, skip=keep)
+
+    def _start_runner(self, folder: Path, options: dict[str, Any]) -> None:
+        """Run the transformer with ONNX Runtime / OpenVINO; we keep the projection and pooling."""
+        from ..backends import load_runner
+
+        if self.transformer_task != "fill-mask":
+            raise ModelLoadError(f"backend {self.backend!r} runs masked-LM (sparse) models only; use 'torch'")
+        names = list(self.tokenizer.model_input_names)
+        self._runner = load_runner(self.backend, folder, options, self.auto_model, names, self.precision)
+        projection = self.auto_model.get_output_embeddings()
+        self._backend_projection = None
+        if self._runner.cut and isinstance(projection, nn.Linear):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+            self._backend_projection = nn.Linear(projection.in_features, projection.out_features, dtype=dtype)
+            self._backend_projection.load_state_dict(projection.state_dict())
+            self._backend_projection.requires_grad_(False)
+            if not self._runner_cut_matches(projection):
+                logger.warning(
+                    "%s: cutting the graph before the projection changed the logits; using full logits",
+                    self._runner.path,
+                )
+                self._runner.drop_cut()
+        elif self._runner.cut:
+            self._runner.drop_cut()
+        self._runner.release_full_graph()
+
+    @torch.no_grad()
+    def _runner_cut_matches(self, projection: nn.Linear) -> bool:
+        probe = self._model_inputs(self.tokenize(["sparse retrieval check", "a"]))
+        hidden, _ = self._runner(probe)
+        logits = self._runner.full_logits(probe)
+        if hidden.shape[:-1] != logits.shape[:-1] or hidden.shape[-1] != projection.in_features:
+            return False
+        # Loose on purpose: a quantized file projects int8 activations with int8 weights, we project the
+        # fp32 activations with fp32 weights (0.4% apart on the packaged model); a wrong cut is ~100% off.
+        error = float((projection(hidden.float()) - logits).norm() / logits.norm())
+        logger.debug("%s: projection of the cut graph vs its logits: relative error %.4f", self._runner.path, error)
+        return error <= 0.05
 
     # -- tokenization ---------------------------------------------------------------------
-    def tokenize(self, texts: list[str], padding: bool | str = True, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def tokenize(
+        self,
+        texts: list[str] | list[tuple[str, str]],
+        padding: bool | str = True,
+        processing_kwargs: dict[str, dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        """Token ids and masks of texts, or of text pairs (one ``(a, b)`` tuple each).
+
+        ``processing_kwargs`` overrides the tokenizer arguments for this call, as in
+        sentence-transformers: ``{"text": {"max_length": 64, ...}, "common": {...}}``.
+        """
         if self.do_lower_case:
-            texts = [t.lower() for t in texts]
-        return self.tokenizer(
-            texts,
-            padding=padding,
-            truncation="longest_first",
-            max_length=self.max_seq_length,
-            return_tensors="pt",
-        )
+            texts = [tuple(x.lower() for x in t) if isinstance(t, tuple) else t.lower() for t in texts]
+        call: dict[str, Any] = {"padding": padding, "truncation": "longest_first", "max_length": self.max_seq_length}
+        for key in ("common", "text"):
+            call.update((processing_kwargs or {}).get(key) or {})
+        call["return_tensors"] = "pt"
+        if texts and isinstance(texts[0], tuple):
+            return self.tokenizer([t[0] for t in texts], [t[1] for t in texts], **call)
+        return self.tokenizer(texts, **call)
+
+    def preprocess(self, inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """``tokenize`` with the prompt before each text, plus ``modality`` (and ``prompt_length``)."""
+        if prompt:
+            inputs = [(prompt + t[0], t[1]) if isinstance(t, tuple) else prompt + t for t in inputs]
+        features = dict(self.tokenize(inputs, processing_kwargs=kwargs.get("processing_kwargs")))
+        features["modality"] = "text"
+        if prompt:
+            ids = self.tokenize([prompt])["input_ids"][0]
+            special = set(getattr(self.tokenizer, "all_special_ids", ()))
+            features["prompt_length"] = int(ids.shape[-1]) - int(bool(len(ids)) and int(ids[-1]) in special)
+        return features
+
+    @property
+    def processor(self):
+        """The processor of a text model: its tokenizer."""
+        return self.tokenizer
 
     # -- forward --------------------------------------------------------------------------
     @property
@@ -119,8 +215,17 @@ class Transformer(Module):
         keys = ("input_ids", "attention_mask", "token_type_ids")
         return {k: features[k] for k in keys if k in features}
 
-    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    # No **kwargs: a keyword meant for another module is an error here, as in sentence-transformers.
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
         inputs = self._model_inputs(features)
+        if self._runner is not None:
+            out, is_hidden = self._runner(inputs)
+            if is_hidden:
+                features["token_hidden"] = out
+                features["vocab_projection"] = self._backend_projection
+            else:
+                features["token_embeddings"] = out
+            return features
         if self.transformer_task == "feature-extraction":
             out = self.auto_model(**inputs, return_dict=True)
             features["token_embeddings"] = out.last_hidden_state
@@ -168,7 +273,8 @@ class Transformer(Module):
             self.auto_model(**inputs, return_dict=True)
         if capture.captured is None or capture.captured.shape[:-1] != logits.shape[:-1]:
             return False
-        return torch.allclose(projection(capture.captured), logits, atol=1e-4, rtol=1e-4)
+        tol = _SELF_CHECK_TOL.get(logits.dtype, 1e-4)
+        return torch.allclose(projection(capture.captured), logits, atol=tol, rtol=tol)
 
     # -- properties -----------------------------------------------------------------------
     def get_word_embedding_dimension(self) -> int:
@@ -180,7 +286,8 @@ class Transformer(Module):
     def save(self, output_path: str | os.PathLike, safe_serialization: bool = True) -> None:
         path = Path(output_path)
         path.mkdir(parents=True, exist_ok=True)
-        self.auto_model.save_pretrained(path, safe_serialization=safe_serialization)
+        if not save_adapter(self.auto_model, path, safe_serialization):  # with adapters: the PEFT layout
+            self.auto_model.save_pretrained(path, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(path)
         config = self.get_config_dict()
         if self.transformer_task == "fill-mask":
@@ -198,6 +305,8 @@ class Transformer(Module):
         tokenizer_args: dict[str, Any] | None = None,
         config_args: dict[str, Any] | None = None,
         cache_dir: str | None = None,
+        precision: str | None = None,
+        backend: str = "torch",
         **_: Any,
     ) -> Transformer:
         path = Path(input_path)
@@ -222,6 +331,8 @@ class Transformer(Module):
             config_args=config_args,
             cache_dir=cache_dir,
             transformer_task=task,
+            precision=precision,
+            backend=backend,
         )
 
 

@@ -1,34 +1,14 @@
-"""What the Elasticsearch and OpenSearch connectors share: both engines speak the same REST dialect
+"""The base connector of Elasticsearch and OpenSearch: both engines speak the same REST dialect
 (index create with ``mappings``/``_meta``, ``_bulk``, ``_msearch``, ``bool`` filters), so one base
 class does the bookkeeping and each connector fills in its client, its sparse field type and its
-sparse query.
+sparse query. See :mod:`.dialect` for the document layout and :mod:`.retry` for the retry policy.
 
-Nothing here imports a search-engine client: ``sparsebridge_opensearch`` imports this module without
-needing the ``elasticsearch`` package, and loading the plugins never needs either client.
-
-Document layout in the index (field names other than the sparse and dense ones are fixed)::
-
-    {"text": "...", "<sparse_field>": {key: weight, ...}, "payload": {...}, "<dense_field>": [...]}
-
-``payload`` is an object mapped with ``dynamic: "false"``: the keys named in
-``IndexSpec.payload_fields`` are indexed with their type (so filters on them work), other keys are
-kept in ``_source`` only. The mapping ``_meta`` holds ``IndexSpec.metadata`` plus, under the key
-``"sparsebridge"``, what the connector needs to read the index back (sparse field name and how its
-keys are written), so a connector opened with only ``index=...`` finds its way.
-
-Retries: the connectors send bulk writes through the client's bulk helpers (``streaming_bulk``, or
-``parallel_bulk`` with ``thread_count > 1``) with ``raise_on_error=False`` and
-``raise_on_exception=False``, and do the retrying themselves around the helper: items that come
-back 429 or 5xx (per item, or because the whole request did) are sent again after an exponential
-backoff (``initial_backoff * 2**(n-1)``, capped at ``max_backoff``), at most ``max_retries`` times.
-Doing it here rather than with the helper's own ``max_retries`` gives the same behaviour on both
-clients (opensearch-py's helper retries only 429), backs off on 5xx too (the transports retry
-statuses without any delay, so their status retries are turned off), and counts the retries for
-:attr:`WriteResult.retries`. ``_msearch`` is retried the same way.
+Nothing here imports a search-engine client: loading the plugins never needs either client.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -37,12 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 from sparsebridge.connector import (
     Connector,
     ConnectorError,
-    Filter,
     Hit,
     IndexMismatchError,
     IndexSpec,
@@ -52,142 +30,22 @@ from sparsebridge.connector import (
     SearchResult,
     WriteResult,
     check_vocabulary,
+    fuse_legs,
 )
 
-META_KEY = "sparsebridge"
-META_FORMAT = 1
-TEXT_FIELD = "text"
-PAYLOAD_FIELD = "payload"
-RESERVED_FIELDS = (TEXT_FIELD, PAYLOAD_FIELD)
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class OptionError(ConnectorError, ValueError):
-    """A connector option is unknown, misspelt or out of range."""
-
-
-# --- small pure helpers --------------------------------------------------------------------------
-
-
-def one_line(text: Any, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """``https://user:pw@host:9200`` -> (``https://host:9200``, (user, pw)); a URL without
-    credentials comes back unchanged with None."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return clean, (parts.username or "", parts.password or "")
-
-
-def backoff_delay(attempt: int, initial: float, cap: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): initial * 2**(attempt-1), capped."""
-    return min(cap, initial * 2 ** (attempt - 1))
-
-
-_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^)'\"\]\n]+)")
-
-
-def connection_cause(exc: BaseException) -> str:
-    """A short human cause for a connection failure ("Connection refused", "timed out"...)."""
-    text = str(exc)
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:  # look through the chained causes too
-        seen.add(id(cur))
-        text += "\n" + str(cur)
-        cur = cur.__cause__ or cur.__context__
-    match = _ERRNO_RE.search(text)
-    if match:
-        return match.group(1).strip().rstrip(".")
-    lowered = text.lower()
-    for needle, cause in (
-        ("certificate verify failed", "TLS certificate verify failed (set ca_certs, or verify_certs=False)"),
-        ("wrong version number", "TLS handshake failed (is the server plain http?)"),
-        ("ssl", "TLS error"),
-        ("timed out", "timed out"),
-        ("timeout", "timed out"),
-        ("name or service not known", "host name not found"),
-        ("nodename nor servname", "host name not found"),
-        ("connection refused", "Connection refused"),
-        ("remote end closed", "connection closed by the server"),
-        ("connection reset", "connection reset by the server"),
-    ):
-        if needle in lowered:
-            return cause
-    return one_line(str(exc), 200)
-
-
-def error_reason(error: Any) -> str:
-    """``type: reason`` (plus the first ``caused_by``) of an engine error object or string."""
-    if isinstance(error, Mapping):
-        parts = [f"{error.get('type', 'error')}: {error.get('reason', '')}".rstrip(": ")]
-        caused = error.get("caused_by")
-        if isinstance(caused, Mapping):
-            parts.append(f"caused by {caused.get('type', 'error')}: {caused.get('reason', '')}".rstrip(": "))
-        return one_line("; ".join(parts))
-    return one_line(error if error is not None else "unknown error")
-
-
-def filter_clauses(flt: Filter | None) -> list[dict[str, Any]]:
-    """Query.filter -> bool filter clauses on ``payload.<key>``: a scalar is a ``term``, a list or
-    tuple a ``terms`` (any of)."""
-    clauses: list[dict[str, Any]] = []
-    for key, value in (flt or {}).items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"filter keys must be non-empty strings, got {key!r}")
-        path = f"{PAYLOAD_FIELD}.{key}"
-        if isinstance(value, (list, tuple, set, frozenset)):
-            values = list(value)
-            if not values:
-                raise ValueError(f"filter on {key!r} has an empty list of values")
-            for v in values:
-                _check_filter_value(key, v)
-            clauses.append({"terms": {path: values}})
-        else:
-            _check_filter_value(key, value)
-            clauses.append({"term": {path: {"value": value}}})
-    return clauses
-
-
-def _check_filter_value(key: str, value: Any) -> None:
-    if value is None or isinstance(value, (Mapping, list, tuple)):
-        raise ValueError(f"filter on {key!r}: values must be strings, numbers or booleans, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"filter on {key!r}: value {value!r} is not finite")
-
-
-def combine(clause: dict[str, Any], filters: list[dict[str, Any]]) -> dict[str, Any]:
-    """A scoring clause alone, or inside a bool with the (non-scoring) filter clauses."""
-    if not filters:
-        return clause
-    return {"bool": {"must": [clause], "filter": filters}}
-
-
-@dataclass
-class Layout:
-    """How an existing index stores things, as far as reading and writing it is concerned."""
-
-    index: str
-    sparse_field: str
-    sparse_type: str
-    sparse_keys: str  # engine-specific key scheme, recorded in _meta
-    dense_field: str | None = None
-    dense_size: int | None = None
-    payload_fields: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-# --- the base connector --------------------------------------------------------------------------
+from .dialect import (
+    META_FORMAT,
+    META_KEY,
+    PAYLOAD_FIELD,
+    RESERVED_FIELDS,
+    TEXT_FIELD,
+    Layout,
+    filter_clauses,
+    hit_payload,
+)
+from .errors import OptionError, connection_cause, error_reason, one_line
+from .redaction import redact, split_credentials
+from .retry import RETRY_STATUSES, backoff_delay
 
 
 class LuceneConnector(Connector):
@@ -276,6 +134,9 @@ class LuceneConnector(Connector):
         self._client: Any = None
         self._server_version: tuple[int, ...] | None = None
         self._server_info: dict[str, Any] = {}
+        # Why the engine refused to fuse in the engine (e.g. its licence), once seen: later hybrid
+        # queries go straight to the client-side fusion.
+        self._fusion_refused: str | None = None
 
     # --- option helpers ---------------------------------------------------------------------------
 
@@ -319,9 +180,7 @@ class LuceneConnector(Connector):
         return [s for s in found if s and len(s) >= 3]
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets():
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets())
 
     @property
     def url(self) -> str:
@@ -797,11 +656,56 @@ class LuceneConnector(Connector):
 
     # --- searching --------------------------------------------------------------------------------
 
-    def search_lines(
-        self, queries: Sequence[Query], options: SearchOptions
-    ) -> tuple[list[dict[str, Any] | None], list[float], list[list[str]]]:
-        """Per query: the search body (None when there is nothing to send), the score scale the
-        engine applies, and notes."""
+    def _dense_clause(
+        self, layout: Layout, dense: list[float], filters: list[dict[str, Any]], k: int
+    ) -> dict[str, Any]:
+        """The engine's k-nearest-neighbour search of ``dense`` with the filter clauses applied
+        inside it (so they hold before the top-k cut). Engines without dense search refuse."""
+        raise ConnectorError(f"the {self.name} connector has no dense vector search")
+
+    def _dense_body(self, layout: Layout, clause: dict[str, Any], size: int) -> dict[str, Any]:
+        """A search body that runs the dense clause alone and returns ``size`` hits."""
+        raise ConnectorError(f"the {self.name} connector has no dense vector search")
+
+    def _hybrid_plan(
+        self,
+        layout: Layout,
+        sparse: dict[str, Any],
+        dense: dict[str, Any],
+        options: SearchOptions,
+    ) -> SearchPlan | None:
+        """One request that fuses the two legs inside the engine, or None when this engine (its
+        version) cannot fuse ``options.fusion``: the legs are then fused on the client."""
+        return None
+
+    def _fallback_reason(self, error: Any, status: int | None) -> str | None:
+        """Why a server-side fusion request was refused in a way the client-side fusion avoids
+        (e.g. a licence that lacks the retriever), or None for a real error."""
+        return None
+
+    @staticmethod
+    def _fallback_note(why: str) -> str:
+        return f"{why}: the legs were fused on the client, by the same definition"
+
+    def _body(self, query: dict[str, Any], size: int, options: SearchOptions) -> dict[str, Any]:
+        return {"size": size, "query": query, "track_total_hits": False, "_source": self._source_filter(options)}
+
+    def _source_filter(self, options: SearchOptions) -> dict[str, Any] | bool:
+        return {"includes": [TEXT_FIELD, PAYLOAD_FIELD]} if options.with_payload else False
+
+    def _check_dense(self, layout: Layout, n: int, dense: Sequence[float]) -> list[float]:
+        values = [float(x) for x in dense]
+        if len(values) != layout.dense_size:
+            raise ConnectorError(
+                f"query {n}: dense vector has {len(values)} dimensions, index {layout.index!r} stores "
+                f"{layout.dense_size}"
+            )
+        if not all(math.isfinite(x) for x in values):
+            raise ConnectorError(f"query {n}: dense vector has NaN or infinite values")
+        return values
+
+    def search_plans(self, queries: Sequence[Query], options: SearchOptions) -> list[SearchPlan]:
+        """Per query: the request(s) to send and how to read them back (see :class:`SearchPlan`)."""
         layout = self._current()
         unknown = sorted(set(options.backend_options) - self.search_backend_options)
         if unknown:
@@ -809,43 +713,164 @@ class LuceneConnector(Connector):
                 f"unknown {self.name} search option(s) {', '.join(unknown)}; known: "
                 f"{', '.join(sorted(self.search_backend_options)) or 'none'}"
             )
-        bodies: list[dict[str, Any] | None] = []
-        scales: list[float] = []
-        notes: list[list[str]] = []
-        for q in queries:
-            these: list[str] = []
-            if q.sparse is None:
-                raise ConnectorError(
-                    f"the {self.name} connector searches sparse vectors; this query has only a dense "
-                    f"vector (dense-only search is not supported here)"
-                )
-            if q.dense is not None:
-                these.append(
-                    f"dense vector ignored: the {self.name} connector ranks by the sparse vector only "
-                    f"(no hybrid fusion)"
-                )
-            if len(q.sparse) == 0:
-                bodies.append(None)
-                scales.append(1.0)
-                notes.append([*these, "empty sparse query vector: no results"])
+        plans = []
+        for n, q in enumerate(queries):
+            notes: list[str] = []
+            filters = filter_clauses(q.filter)
+            dense = q.dense
+            if dense is not None and layout.dense_field is None:
+                if q.sparse is None:
+                    raise ConnectorError(
+                        f"query {n} has only a dense vector but index {layout.index!r} has no dense field"
+                    )
+                notes.append(f"index {layout.index!r} has no dense vector: searched with the sparse vector only")
+                dense = None
+            dense_clause = None
+            if dense is not None:
+                values = self._check_dense(layout, n, dense)
+                dense_clause = self._dense_clause(layout, values, filters, options.candidates)
+            if q.sparse is not None and len(q.sparse) == 0:
+                notes.append("empty sparse query vector: it matches nothing")
+                if dense_clause is None:
+                    plans.append(SearchPlan(bodies=[], notes=notes))
+                    continue
+                # Only the dense leg can match: a hybrid of one leg is that leg's ranking.
+                sparse_clause = None
+            elif q.sparse is not None:
+                # A leg of a hybrid query contributes `candidates` hits, not top_k.
+                leg = dataclasses.replace(options, top_k=options.candidates) if dense_clause is not None else options
+                sparse_clause, scale, extra = self._sparse_query(layout, q, filters, leg)
+                notes += extra
+            else:
+                sparse_clause, scale = None, 1.0
+            if dense_clause is None:
+                plans.append(SearchPlan([self._body(sparse_clause, options.top_k, options)], notes, scale=scale))
                 continue
-            clause, scale, extra = self._sparse_query(layout, q, filter_clauses(q.filter), options)
-            body: dict[str, Any] = {"size": options.top_k, "query": clause, "track_total_hits": False}
-            body["_source"] = {"includes": [TEXT_FIELD, PAYLOAD_FIELD]} if options.with_payload else False
-            bodies.append(body)
-            scales.append(scale)
-            notes.append(these + extra)
-        return bodies, scales, notes
+            if sparse_clause is None:
+                body = self._dense_body(layout, dense_clause, options.top_k)
+                body["_source"] = self._source_filter(options)
+                plans.append(SearchPlan([body], notes))
+                continue
+            plan = None
+            if self._fusion_refused is None:
+                plan = self._hybrid_plan(layout, sparse_clause, dense_clause, options)
+            client = self._client_side_plan(layout, sparse_clause, scale, dense_clause, options, notes)
+            if plan is None:
+                if self._fusion_refused is not None and options.fusion != "dbsf":
+                    client.notes.append(self._fallback_note(self._fusion_refused))
+                plans.append(client)
+            else:
+                plan.notes = notes + plan.notes
+                plan.fallback = client
+                plans.append(plan)
+        return plans
+
+    def _client_side_plan(
+        self,
+        layout: Layout,
+        sparse: dict[str, Any],
+        scale: float,
+        dense: dict[str, Any],
+        options: SearchOptions,
+        notes: list[str],
+    ) -> SearchPlan:
+        dense_body = self._dense_body(layout, dense, options.candidates)
+        dense_body["_source"] = self._source_filter(options)
+        return SearchPlan(
+            bodies=[self._body(sparse, options.candidates, options), dense_body],
+            notes=list(notes),
+            scale=scale,
+            fuse=True,
+        )
 
     def search(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[SearchResult]:
         options = options or SearchOptions()
         if not queries:
             return []
         layout = self._current()
-        bodies, scales, notes = self.search_lines(queries, options)
-        responses: dict[int, dict[str, Any]] = {}
-        pending = [i for i, b in enumerate(bodies) if b is not None]
+        plans = self.search_plans(queries, options)
+        answers = self._run_plans(layout, plans)
+        retry = {}
+        for i, plan in enumerate(plans):
+            why = answers[i] if isinstance(answers[i], str) else None
+            if why is not None:
+                assert plan.fallback is not None
+                self._fusion_refused = why
+                plan.fallback.notes.append(self._fallback_note(why))
+                retry[i] = plan.fallback
+        if retry:
+            again = self._run_plans(layout, list(retry.values()))
+            for i, answer in zip(retry, again):
+                plans[i], answers[i] = retry[i], answer
+        results = []
+        for plan, answer in zip(plans, answers):
+            assert not isinstance(answer, str)
+            legs = [self._hits(resp, plan.scale if k == 0 else 1.0, options) for k, resp in enumerate(answer)]
+            hits = fuse_legs(legs, options) if plan.fuse else (legs[0][: options.top_k] if legs else [])
+            results.append(SearchResult(hits=hits, notes=list(plan.notes)))
+        return results
+
+    def _hits(self, resp: Mapping[str, Any], scale: float, options: SearchOptions) -> list[Hit]:
+        hits = []
+        for h in (resp.get("hits") or {}).get("hits", []):
+            score = float(h.get("_score") or 0.0) / scale
+            payload = hit_payload(h.get("_source") or {}) if options.with_payload else {}
+            hits.append(Hit(id=str(h["_id"]), score=score, payload=payload))
+        return hits
+
+    def _run_plans(self, layout: Layout, plans: Sequence[SearchPlan]) -> list[list[dict[str, Any]] | str]:
+        """Send every plan's bodies (those without a search pipeline in one ``_msearch``); per plan,
+        its responses in order, or the reason its server-side fusion was refused (see
+        :meth:`_fallback_reason`)."""
         action = f"search index {layout.index!r}"
+        batch = [(p, b) for p, plan in enumerate(plans) if plan.pipeline is None for b in plan.bodies]
+        responses = self._msearch(layout, [b for _, b in batch], action)
+        out: list[list[dict[str, Any]] | str] = [[] for _ in plans]
+        for (p, _), (sub, status) in zip(batch, responses):
+            if isinstance(out[p], str):
+                continue
+            if "error" in sub:
+                why = self._fallback_reason(sub["error"], status) if plans[p].fallback is not None else None
+                if why is not None:
+                    out[p] = why
+                    continue
+                raise ConnectorError(
+                    self._scrub(
+                        f"{self.engine} at {self.url}: {action}: query {p} failed (HTTP {status}): "
+                        f"{error_reason(sub['error'])}"
+                    )
+                )
+            out[p].append(sub)  # type: ignore[union-attr]
+        for p, plan in enumerate(plans):
+            if plan.pipeline is not None:
+                out[p] = [self._search_through(layout, body, plan.pipeline, action) for body in plan.bodies]
+        return out
+
+    def _search_through(self, layout: Layout, body: dict[str, Any], pipeline: str, action: str) -> dict[str, Any]:
+        """One ``_search`` through a search pipeline, retried on 429/5xx like ``_msearch``."""
+        action = f"{action} through search pipeline {pipeline!r}"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(backoff_delay(attempt, self.initial_backoff, self.max_backoff))
+            try:
+                return self._call_search(layout.index, body, pipeline)
+            except Exception as exc:
+                if self._status_of(exc) in RETRY_STATUSES and attempt < self.max_retries:
+                    continue
+                msg = self._describe(exc, action)
+                if msg is None:
+                    raise
+                raise ConnectorError(msg) from None
+        raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
+
+    def _call_search(self, index: str, body: dict[str, Any], pipeline: str) -> dict[str, Any]:
+        raise ConnectorError(f"the {self.name} connector has no search pipelines")
+
+    def _msearch(self, layout: Layout, bodies: list[dict[str, Any]], action: str) -> list[tuple[dict[str, Any], int]]:
+        """One ``_msearch`` for ``bodies``, retrying 429/5xx (whole request or per search) with
+        backoff; per body, (its response or error object, HTTP status)."""
+        results: dict[int, tuple[dict[str, Any], int]] = {}
+        pending = list(range(len(bodies)))
         for attempt in range(self.max_retries + 1):
             if not pending:
                 break
@@ -853,7 +878,7 @@ class LuceneConnector(Connector):
                 time.sleep(backoff_delay(attempt, self.initial_backoff, self.max_backoff))
             lines: list[dict[str, Any]] = []
             for i in pending:
-                lines += [{"index": layout.index}, bodies[i]]  # type: ignore[list-item]
+                lines += [{"index": layout.index}, bodies[i]]
             try:
                 resp = self._call_msearch(layout.index, lines)
             except Exception as exc:
@@ -865,35 +890,31 @@ class LuceneConnector(Connector):
                 raise ConnectorError(msg) from None
             retry = []
             for i, sub in zip(pending, resp.get("responses", [])):
-                status = sub.get("status", 200)
+                status = int(sub.get("status", 200))
                 if "error" in sub and status in RETRY_STATUSES and attempt < self.max_retries:
                     retry.append(i)
-                elif "error" in sub:
-                    raise ConnectorError(
-                        self._scrub(
-                            f"{self.engine} at {self.url}: {action}: query {i} failed (HTTP {status}): "
-                            f"{error_reason(sub['error'])}"
-                        )
-                    )
                 else:
-                    responses[i] = sub
+                    results[i] = (sub, status)
             pending = retry
-        results = []
-        for i in range(len(queries)):
-            sub = responses.get(i, {})
-            hits = []
-            for h in (sub.get("hits") or {}).get("hits", []):
-                score = float(h.get("_score") or 0.0) / scales[i]
-                payload = hit_payload(h.get("_source") or {}) if options.with_payload else {}
-                hits.append(Hit(id=str(h["_id"]), score=score, payload=payload))
-            results.append(SearchResult(hits=hits, notes=notes[i]))
-        return results
+        return [results.get(i, ({}, 200)) for i in range(len(bodies))]
 
 
-def hit_payload(source: Mapping[str, Any]) -> dict[str, Any]:
-    """What a Hit carries: the record's payload plus its text under ``"text"`` (a payload key
-    ``"text"`` wins)."""
-    payload = dict(source.get(PAYLOAD_FIELD) or {})
-    if TEXT_FIELD in source:
-        payload.setdefault(TEXT_FIELD, source[TEXT_FIELD])
-    return payload
+@dataclass
+class SearchPlan:
+    """How one query runs.
+
+    ``bodies``: the search bodies to send (none: nothing can match; one: the whole answer; two,
+    with ``fuse``: the sparse and the dense leg, fused on the client by :func:`fuse_legs`).
+    ``scale``: the factor the engine applied to the sparse scores (scores are divided by it).
+    ``pipeline``: an OpenSearch search pipeline; such bodies go through ``_search`` one by one,
+    because ``_msearch`` has no per-search pipeline. ``fallback``: the client-side plan to use
+    when the engine refuses the server-side fusion for a reason :meth:`LuceneConnector._fallback_reason`
+    names.
+    """
+
+    bodies: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    scale: float = 1.0
+    fuse: bool = False
+    pipeline: str | None = None
+    fallback: SearchPlan | None = None
