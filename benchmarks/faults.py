@@ -2,9 +2,9 @@
 
     python benchmarks/faults.py                       # vaswani, full size (a few minutes on 2 cores)
     python benchmarks/faults.py --limit 1000          # a quicker run on the first 1000 documents
-    python benchmarks/faults.py --skip-kills --json   # only the bulk and fuzz figures, as JSON
+    python benchmarks/faults.py --skip-kills --json   # only the bulk, fuzz and concurrency figures, as JSON
 
-Three parts, each reusing the test suite's scenarios:
+Four parts, each reusing the test suite's scenarios:
 
 * kills: ``sparsebridge ingest`` (a real subprocess) on vaswani into Qdrant Edge, SIGKILLed at the
   four kill points of tests/test_interrupted_ingest.py (early, between writes, mid-write, before
@@ -16,6 +16,13 @@ Three parts, each reusing the test suite's scenarios:
   rejected (429); figures: retried requests, documents lost.
 * fuzz: the hypothesis suites tests/test_fuzz_encoder.py and tests/test_fuzz_corpus_config.py,
   run in-process; figures: cases run, and the outcome of each test as pytest reports it.
+* concurrent: a ``sparsebridge ingest`` of vaswani into Qdrant Edge (a real subprocess, not paused),
+  and while it runs, rounds of a reader (``sparsebridge search``) and a second writer (the same
+  ``sparsebridge ingest``) started side by side in two more processes. Figures: how many of them
+  were refused with one ``Error:`` line and a non-zero exit (and how many ran into the ingest's
+  end instead), then documents lost (corpus ids not readable back), corrupted (stored points
+  beyond the distinct ids, or a stored text that is not the document's), and whether the ingest
+  completed on its own.
 """
 
 from __future__ import annotations
@@ -77,6 +84,102 @@ def kills(corpus: Path, limit: int | None) -> dict:
         "documents_lost": len(set(ids) - set(state["found"])),
         "duplicates": state["count"] - len(state["found"]),
         "final_report": {k: report[k] for k in ("documents", "written", "failed", "retries")},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _expected_text(doc: dict) -> str:
+    # What the pipeline stores as a record's text: title and text, stripped, joined by a space.
+    return " ".join(doc[f].strip() for f in ("title", "text") if isinstance(doc.get(f), str) and doc[f].strip())
+
+
+def concurrent(corpus: Path, limit: int | None, max_rounds: int = 3) -> dict:
+    import subprocess
+    import threading
+
+    from test_interrupted_ingest import (
+        Watched,
+        _watch,
+        child_env,
+        cli_command,
+        corpus_ids,
+        index_state,
+        ingest_args,
+        write_config,
+    )
+
+    ids = corpus_ids(corpus, limit)
+    texts = {}
+    with open(corpus / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                doc = json.loads(line)
+                texts[str(doc["_id"])] = _expected_text(doc)
+                if len(texts) >= len(ids):
+                    break
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sb-concurrent-") as tmp:
+        workdir = Path(tmp)
+        config = write_config(workdir)
+        owner = subprocess.Popen(
+            cli_command() + ingest_args(corpus, config, limit),
+            cwd=workdir,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        seen = Watched()
+        reader = threading.Thread(target=_watch, args=(owner.stderr, seen), daemon=True)
+        reader.start()
+        with seen.changed:  # the first write went through: the ingest holds the folder
+            while seen.progress < 1 and owner.poll() is None:
+                seen.changed.wait(timeout=0.2)
+        others = {
+            "reader": cli_command() + ["search", "pressure river", "--config", str(config), "--no-explain"],
+            "writer": cli_command() + ingest_args(corpus, config, limit) + ["--quiet"],
+        }
+        rounds = []
+        while owner.poll() is None and len(rounds) < max_rounds:
+            pipes = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+            procs = {name: subprocess.Popen(cmd, cwd=workdir, env=child_env(), **pipes) for name, cmd in others.items()}
+            row = {}
+            for name, proc in procs.items():
+                out, err = proc.communicate(timeout=900)
+                lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+                row[name] = {
+                    "exit": proc.returncode,
+                    "one_error_line": len(lines) == 1 and lines[0].startswith("Error: ") and "in use by" in lines[0],
+                    "line": lines[-1] if lines else "",
+                }
+            # Refusals only count while the ingest was still running when they ended.
+            row["during_ingest"] = owner.poll() is None
+            rounds.append(row)
+        out = owner.stdout.read()
+        rc = owner.wait(timeout=3600)
+        reader.join(timeout=10)
+        owner.stdout.close()
+        owner.stderr.close()
+        report = json.loads(out) if rc == 0 else {}
+        state = index_state(workdir, ids)
+        wrong_text = sum(1 for i, payload in state["found"].items() if payload.get("text") != texts[i])
+        after = subprocess.run(
+            others["reader"] + ["--json"], cwd=workdir, env=child_env(), capture_output=True, text=True, timeout=900
+        )
+        hits_after = len(json.loads(after.stdout)[0]["hits"]) if after.returncode == 0 else None
+    during = [r for r in rounds if r["during_ingest"]]
+    return {
+        "documents": len(ids),
+        "rounds": len(rounds),
+        "rounds_during_ingest": len(during),
+        "readers_refused": sum(1 for r in during if r["reader"]["exit"] != 0 and r["reader"]["one_error_line"]),
+        "writers_refused": sum(1 for r in during if r["writer"]["exit"] != 0 and r["writer"]["one_error_line"]),
+        "example_refusal": during[0]["reader"]["line"] if during else "",
+        "ingest_exit": rc,
+        "ingest_written": report.get("written"),
+        "documents_lost": len(set(ids) - set(state["found"])),
+        "corrupted": (state["count"] - len(state["found"])) + wrong_text,
+        "search_after_hits": hits_after,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -162,6 +265,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="Kill scenario on the first N documents only.")
     parser.add_argument("--skip-kills", action="store_true")
     parser.add_argument("--skip-fuzz", action="store_true")
+    parser.add_argument("--skip-concurrent", action="store_true")
+    parser.add_argument(
+        "--concurrent-limit", type=int, default=None, help="Concurrent-access case on the first N documents only."
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -171,6 +278,8 @@ def main() -> None:
         figures["fuzz"] = fuzz()
     if not args.skip_kills:
         figures["kills"] = kills(args.corpus, args.limit)
+    if not args.skip_concurrent:
+        figures["concurrent"] = concurrent(args.corpus, args.concurrent_limit or args.limit)
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -191,6 +300,19 @@ def main() -> None:
             f"{name:<19} retried requests {b['retried_requests']} ({b['bulk_requests']} bulk requests, "
             f"{b['retry_rounds']} retry rounds), {b['failed']} failed, documents lost {b['documents_lost']} "
             f"of {b['documents']}"
+        )
+    if "concurrent" in figures:
+        c = figures["concurrent"]
+        print(
+            f"concurrent access   {c['rounds_during_ingest']} rounds during an ingest of {c['documents']} documents: "
+            f"readers refused {c['readers_refused']}/{c['rounds_during_ingest']}, second writers refused "
+            f"{c['writers_refused']}/{c['rounds_during_ingest']} (one Error line, non-zero exit)"
+        )
+        print(f"  refusal           {c['example_refusal']}")
+        print(
+            f"  ingest            exit {c['ingest_exit']}, {c['ingest_written']} written; documents lost "
+            f"{c['documents_lost']}, corrupted {c['corrupted']}; search after it: {c['search_after_hits']} hits "
+            f"({c['seconds']}s)"
         )
     if "fuzz" in figures:
         f = figures["fuzz"]

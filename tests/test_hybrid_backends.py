@@ -265,7 +265,9 @@ def test_cli_hybrid_true_works_the_same_on_every_backend(
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     cached = caching_encoder(encoder)
-    monkeypatch.setattr(sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None: cached)
+    monkeypatch.setattr(
+        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
+    )
     monkeypatch.setattr(sparsebridge.pipeline, "load_dense_encoder", lambda name, device=None: dense_encoder)
     corpus = tmp_path / "docs.jsonl"
     rows = [

@@ -60,25 +60,21 @@ def _cli(*args: str, cwd: Path, timeout: float = 1800) -> dict:
 
 
 def _index(workdir: Path) -> dict[str, tuple[dict[int, float], dict]]:
-    """Every stored point of the Edge index: id -> (sparse vector as {index: weight}, payload)."""
-    from sparsebridge.corpus import read_jsonl
+    """Every stored record of the Edge index, read back with its vectors through the connector's
+    export: id -> (sparse vector as {index: weight}, payload)."""
+    from sparsebridge.defaults import splade_model_path
+    from sparsebridge.vocabulary import vocabulary
     from sparsebridge_qdrant import QdrantConnector
-    from sparsebridge_qdrant._common import hit_id
+    from transformers import AutoTokenizer
 
+    tokens = vocabulary(AutoTokenizer.from_pretrained(str(splade_model_path())))
+    out = {}
     with QdrantConnector(mode="edge", path=str(workdir / "edge"), index=INDEX) as conn:
         count = conn.count()
-        ids = [str(d["_id"]) for d in read_jsonl(cranfield_corpus())][:DOCS]
-        shard = conn._backend._shard(INDEX)  # the engine itself: vectors are not on the contract yet
-        out = {}
-        for start in range(0, len(ids), 500):
-            for rec in shard.retrieve(ids[start : start + 500], True, True):
-                sparse = rec.vector["sparse"]
-                payload = dict(rec.payload or {})
-                out[hit_id(payload, rec.id, conn.id_key)] = (
-                    dict(zip(sparse.indices, sparse.values)),
-                    payload,
-                )
-    assert count == len(out), f"count {count} but {len(out)} points readable"
+        for batch in conn.export(tokens):
+            for rec in batch:
+                out[rec.id] = (dict(zip(rec.sparse.indices, rec.sparse.values)), dict(rec.payload))
+    assert count == len(out), f"count {count} but {len(out)} records read back"
     return out
 
 

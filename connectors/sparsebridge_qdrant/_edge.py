@@ -11,8 +11,15 @@ does not exist yet or opens cleanly. Writes go to the shard's write-ahead log be
 returns, so a killed process loses nothing it was told was written; with ``flush=True`` (default)
 the segments are also flushed to disk after each write, which makes reopening fast.
 
-Edge allows one open handle per shard folder (the WAL is locked). Connectors of one process share
-the handle; another process gets a clear error while the folder is open.
+One process at a time: before anything of a collection is opened, created or deleted, the process
+takes an exclusive OS lock (``flock`` through ``portalocker``) on ``<path>/.<collection>.lock``, and
+holds it until the connector is closed. A second process that wants the same collection is refused
+with one line naming the folder and the pid of the holder (or, with ``lock_timeout`` seconds, waits
+that long for the holder to finish first). It never reaches the engine, so a refused open leaves
+the owner's files untouched: the engine's own WAL lock is taken only after the open has begun, and
+a second open that fails on it has already disturbed the running writer's files. Edge has no
+read-only open, so concurrent readers wait or are refused; for concurrent access use a Qdrant server
+(``mode="server"``). Connectors of one process share the lock and the open shard.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import threading
 import uuid
 from collections.abc import Sequence
@@ -43,6 +51,7 @@ from ._common import (
 SIDECAR = "sparsebridge.json"
 SHARD_DIR = "shard"
 _TMP_PREFIX = ".shard-new-"
+_LOCK_CHECK_INTERVAL_S = 0.2
 
 try:  # imported lazily by the connector; kept importable for tools that only read this module
     import qdrant_edge as qe
@@ -66,40 +75,120 @@ _PAYLOAD_SCHEMA = {
 }
 
 
-class _Shared:
-    def __init__(self, shard: Any) -> None:
-        self.shard = shard
+def lock_path(root: str, name: str) -> str:
+    """The lock file of collection ``name``: next to its folder, never inside it, so that deleting
+    the collection never deletes a lock file another process is waiting on. Collection names do not
+    start with ``.``, so it cannot clash with a collection folder."""
+    return os.path.join(root, f".{name}.lock")
+
+
+def _holder(path: str) -> str:
+    """Who holds a lock file, as its holder wrote it: ``pid 123 (sparsebridge ingest)``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.loads(fh.read() or "{}")
+        pid, command = int(data["pid"]), str(data.get("command") or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (pid not known yet)"
+    return f"another process (pid {pid}{': ' + command if command else ''})"
+
+
+def _take_lock(root: str, name: str, timeout: float) -> Any:
+    """Take the exclusive lock of a collection, waiting up to ``timeout`` seconds; refuse clearly."""
+    import portalocker
+
+    os.makedirs(root, exist_ok=True)
+    path = lock_path(root, name)
+    lock = portalocker.Lock(
+        path,
+        mode="a",
+        timeout=timeout,
+        check_interval=_LOCK_CHECK_INTERVAL_S,
+        fail_when_locked=timeout <= 0,
+        flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
+    )
+    try:
+        fh = lock.acquire()
+    except portalocker.exceptions.LockException:
+        waited = f" after waiting {timeout:g} s" if timeout > 0 else ""
+        raise ConnectorError(
+            f"Qdrant Edge folder {root} (collection {name!r}) is in use by {_holder(path)}{waited}; Edge "
+            f"allows one process per collection: let that one finish, set the qdrant option lock_timeout "
+            f"(seconds) to wait for it, or use mode='server' for concurrent access"
+        ) from None
+    except OSError as exc:
+        raise ConnectorError(f"cannot lock Qdrant Edge folder {root} ({path}): {one_line(str(exc))}") from None
+    # Say who holds it, for the message another process gets (argv[1] is the CLI command, no secrets).
+    command = " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:2]) if sys.argv else ""
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps({"pid": os.getpid(), "command": command}))
+    fh.flush()
+    return lock
+
+
+class _Held:
+    """What this process holds of one collection: its OS lock, and the open shard once opened."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.shard: Any = None
         self.refs = 0
 
+    def close(self) -> None:
+        # The engine lets go of its files first; only then may another process take the lock.
+        try:
+            if self.shard is not None:
+                shard, self.shard = self.shard, None
+                try:
+                    shard.flush()
+                finally:
+                    shard.close()
+        finally:
+            self.lock.release()
 
-# One open EdgeShard per folder in this process, shared by every connector that opens it.
-_OPEN: dict[str, _Shared] = {}
+
+# One lock (and at most one open EdgeShard) per collection in this process, shared by every
+# connector that uses it; keyed by the collection folder's real path.
+_OPEN: dict[str, _Held] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _acquire(shard_dir: str) -> Any:
-    edge = _require_edge()
-    key = os.path.realpath(shard_dir)
+def _key(root: str, name: str) -> str:
+    return os.path.join(os.path.realpath(root), name)
+
+
+def _enter(root: str, name: str, timeout: float) -> str:
+    """Hold a reference to the collection's lock, taking the OS lock if this process has not yet."""
+    key = _key(root, name)
     with _OPEN_LOCK:
         entry = _OPEN.get(key)
         if entry is None:
+            entry = _OPEN[key] = _Held(_take_lock(root, name, timeout))
+        entry.refs += 1
+    return key
+
+
+def _open_shard(key: str, shard_dir: str) -> Any:
+    edge = _require_edge()
+    with _OPEN_LOCK:
+        entry = _OPEN[key]
+        if entry.shard is None:
             try:
-                shard = edge.EdgeShard.load(shard_dir)
+                entry.shard = edge.EdgeShard.load(shard_dir)
             except Exception as exc:  # the binding raises plain Exception
                 msg = str(exc)
                 if "WouldBlock" in msg or "lock" in msg.lower():
+                    # Someone opened it without our lock (an older sparsebridge, another tool).
                     raise ConnectorError(
-                        f"Qdrant Edge folder {shard_dir} is open in another process (Edge allows one "
-                        f"open handle per folder); close that process first, or use mode='server'"
+                        f"Qdrant Edge folder {shard_dir} is open in another process that does not take "
+                        f"sparsebridge's lock; close that process first, or use mode='server'"
                     ) from None
                 raise ConnectorError(f"cannot open Qdrant Edge shard {shard_dir}: {one_line(msg)}") from exc
-            entry = _OPEN[key] = _Shared(shard)
-        entry.refs += 1
         return entry.shard
 
 
-def _release(shard_dir: str, force: bool = False) -> None:
-    key = os.path.realpath(shard_dir)
+def _leave(key: str, force: bool = False) -> None:
     with _OPEN_LOCK:
         entry = _OPEN.get(key)
         if entry is None:
@@ -107,10 +196,7 @@ def _release(shard_dir: str, force: bool = False) -> None:
         entry.refs -= 1
         if entry.refs <= 0 or force:
             del _OPEN[key]
-            try:
-                entry.shard.flush()
-            finally:
-                entry.shard.close()
+            entry.close()
 
 
 class EdgeBackend:
@@ -118,14 +204,30 @@ class EdgeBackend:
 
     mode = "edge"
 
-    def __init__(self, path: str, flush: bool = True) -> None:
+    def __init__(self, path: str, flush: bool = True, lock_timeout: float = 0.0) -> None:
         _require_edge()
         self.root = os.path.abspath(os.path.expanduser(str(path)))
         self.flush = bool(flush)
-        self._held: dict[str, str] = {}  # collection -> shard dir we hold a reference to
+        try:
+            self.lock_timeout = float(lock_timeout)
+        except (TypeError, ValueError):
+            raise ConnectorError(f"lock_timeout must be a number of seconds, got {lock_timeout!r}") from None
+        if not self.lock_timeout >= 0:
+            raise ConnectorError(f"lock_timeout must be 0 or more seconds, got {lock_timeout!r}")
+        # collection -> (key, entry) of the lock this backend holds a reference to
+        self._held: dict[str, tuple[str, _Held]] = {}
 
     def describe(self) -> str:
         return f"Qdrant Edge at {self.root}"
+
+    def _hold(self, name: str) -> str:
+        """Hold the collection's lock (taking it from the OS the first time in this process)."""
+        held = self._held.get(name)
+        if held is not None and _OPEN.get(held[0]) is held[1]:
+            return held[0]
+        key = _enter(self.root, name, self.lock_timeout)
+        self._held[name] = (key, _OPEN[key])
+        return key
 
     # -- paths ------------------------------------------------------------------------------------
     def _dir(self, name: str) -> str:
@@ -189,8 +291,10 @@ class EdgeBackend:
 
     def check(self, name: str, want: Layout) -> Layout:
         """Check an existing collection against ``want``; returns the stored layout."""
+        self._hold(name)
         have = self.read_layout(name)
-        assert have is not None
+        if have is None:
+            raise ConnectorError(f"collection {name!r} was deleted from {self.root} while it was being opened")
         engine = self._engine_vectors(name) if os.path.isdir(self._shard_dir(name)) else None
         if engine is not None:
             sparse, dense = engine
@@ -206,6 +310,10 @@ class EdgeBackend:
         return have
 
     def create(self, name: str, layout: Layout) -> None:
+        self._hold(name)
+        if self.exists(name):  # another process created it before we had the lock
+            self.check(name, layout)
+            return
         os.makedirs(self._dir(name), exist_ok=True)
         write_json_atomic(self._sidecar(name), layout.to_json())
         self._create_shard(name, layout)
@@ -245,16 +353,13 @@ class EdgeBackend:
 
     def _shard(self, name: str) -> Any:
         shard_dir = self._shard_dir(name)
-        if name in self._held:
-            entry = _OPEN.get(os.path.realpath(shard_dir))
-            if entry is not None:
-                return entry.shard
-            del self._held[name]  # dropped meanwhile by another connector of this process
-        if not os.path.isdir(shard_dir):
-            raise ConnectorError(f"collection {name!r} does not exist in {self.root}; run an ingest first")
-        shard = _acquire(shard_dir)
-        self._held[name] = shard_dir
-        return shard
+        missing = f"collection {name!r} does not exist in {self.root}; run an ingest first"
+        if not os.path.isdir(shard_dir):  # nothing to open: no lock taken, no folder made
+            raise ConnectorError(missing)
+        key = self._hold(name)
+        if not os.path.isdir(shard_dir):  # dropped by the process that held the lock before us
+            raise ConnectorError(missing)
+        return _open_shard(key, shard_dir)
 
     def ensure_payload_indexes(self, name: str, fields: dict[str, str]) -> None:
         if not fields:
@@ -277,25 +382,31 @@ class EdgeBackend:
         shard.flush()
 
     def drop(self, name: str) -> None:
-        shard_dir = self._held.pop(name, None)
-        if shard_dir is not None:
-            _release(shard_dir, force=True)
-        else:
-            key = os.path.realpath(self._shard_dir(name))
-            if key in _OPEN:  # another connector of this process has it open
-                _release(self._shard_dir(name), force=True)
-        if os.path.isdir(self._dir(name)):
-            # Remove the sidecar first: a crash mid-way leaves a shard without sidecar, which
-            # read_layout still understands, rather than a sidecar promising a shard.
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self._sidecar(name))
-            shutil.rmtree(self._dir(name))
-            fsync_dir(self.root)
+        if not os.path.isdir(self._dir(name)) and _key(self.root, name) not in _OPEN:
+            return  # nothing to delete, nothing to lock
+        key = self._hold(name)  # never delete what another process has open
+        try:
+            with _OPEN_LOCK:
+                entry = _OPEN[key]
+                shard, entry.shard = entry.shard, None
+            if shard is not None:  # every connector of this process loses it: the engine closes first
+                shard.close()
+            if os.path.isdir(self._dir(name)):
+                # Remove the sidecar first: a crash mid-way leaves a shard without sidecar, which
+                # read_layout still understands, rather than a sidecar promising a shard.
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self._sidecar(name))
+                shutil.rmtree(self._dir(name))
+                fsync_dir(self.root)
+        finally:
+            self._held.pop(name, None)
+            _leave(key, force=True)
 
     def close(self) -> None:
         held, self._held = self._held, {}
-        for shard_dir in held.values():
-            _release(shard_dir)
+        for key, entry in held.values():
+            if _OPEN.get(key) is entry:
+                _leave(key)
 
     # -- data ---------------------------------------------------------------------------------------
     def _point(self, layout: Layout, p: PreparedPoint) -> Any:

@@ -2,7 +2,13 @@
 
 ``mode="edge"`` (default)
     The Qdrant engine in-process through ``qdrant-edge-py``, persistent in a folder ``path``
-    (default ``./sparsebridge-data/qdrant-edge``). No server; one process opens a folder at a time.
+    (default ``./sparsebridge-data/qdrant-edge``). No server; one process uses a collection at a
+    time: it takes an exclusive OS lock (``<path>/.<collection>.lock``) before the engine opens
+    anything and keeps it until ``close()``. Another process (a ``search`` during an ``ingest``, a
+    second ``ingest``) gets a one-line ``ConnectorError`` naming the folder and the holder's pid, and
+    the holder's files are never touched; with ``lock_timeout`` (seconds, default 0) it waits that
+    long for the holder to finish instead. Edge has no read-only open: for concurrent readers and
+    writers use ``mode="server"``.
 ``mode="local"``
     ``qdrant-client``'s local mode (pure Python, brute force): ``path=...`` or ``location=":memory:"``
     (the default). Convenient for tests; about three orders of magnitude slower than Edge.
@@ -66,7 +72,7 @@ DEFAULT_EDGE_PATH = os.path.join(".", "sparsebridge-data", "qdrant-edge")
 
 _COMMON = {"mode", "collection", "index", "id_key", "text_key", "distance"}
 _BY_MODE = {
-    "edge": {"path", "flush"},
+    "edge": {"path", "flush", "lock_timeout"},
     "local": {"path", "location", "upsert_batch_size"},
     "server": {
         "url",
@@ -125,7 +131,11 @@ class QdrantConnector(Connector):
         if self.mode == "edge":
             from ._edge import EdgeBackend
 
-            return EdgeBackend(path=options.get("path") or DEFAULT_EDGE_PATH, flush=options.get("flush", True))
+            return EdgeBackend(
+                path=options.get("path") or DEFAULT_EDGE_PATH,
+                flush=options.get("flush", True),
+                lock_timeout=options.get("lock_timeout", 0.0),
+            )
         from ._client import ClientBackend
 
         kwargs = {k: v for k, v in options.items() if k in _BY_MODE[self.mode]}

@@ -127,6 +127,16 @@ def index_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--index", default=None, help="Index name (overrides [backend] index).")(fn)
 
 
+def model_change_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--allow-model-change",
+        is_flag=True,
+        default=None,
+        help="Use an index built by another model (weights, pooling, max_active_dims, query side) "
+        "([ingest] allow_model_change).",
+    )(fn)
+
+
 def _config(path: Path | None, *, check_connector: bool = True, index: str | None = None) -> Config:
     config = load_config(path, check_connector=check_connector)
     if index:
@@ -244,6 +254,7 @@ def main() -> None:
     help="With --engine ray: GPUs per actor.",
 )
 @index_option
+@model_change_option
 @common_options
 @progress_option
 def ingest(
@@ -259,6 +270,7 @@ def ingest(
     workers: int,
     gpus_per_worker: float,
     index: str | None,
+    allow_model_change: bool | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
@@ -278,6 +290,8 @@ def ingest(
         config.ingest.split_passages = split_passages
     if batch_size is not None:
         config.model.batch_size = batch_size
+    if allow_model_change:
+        config.ingest.allow_model_change = True
     interrupted = False
     if is_dataset(corpus):
         if limit is not None or engine == "ray":
@@ -326,6 +340,8 @@ def _print_ingest_report(report: Any, source: str, config: Config, interrupted: 
             f"  {report.truncated} documents are longer than the model's max_seq_length "
             f"({report.max_seq_length} tokens) and were truncated; --split-passages indexes them whole"
         )
+    for note in report.notes:
+        click.echo(printable(f"  note: {note}"))
     if report.cache_hits or report.cache_misses:
         click.echo(f"  encode cache: {report.cache_hits} served, {report.cache_misses} encoded")
     if report.cache_corrupt:
@@ -403,6 +419,7 @@ def _snippet(hit_id: str, payload: dict[str, Any], width: int = 100) -> str:
 @click.option("--mode", type=click.Choice(["sparse", "dense", "hybrid"]), default=None, help="Which vectors to use.")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Show the tokens each hit matched.")
 @index_option
+@model_change_option
 @common_options
 @progress_option
 def search(
@@ -412,6 +429,7 @@ def search(
     mode: str | None,
     explain: bool,
     index: str | None,
+    allow_model_change: bool | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
@@ -421,6 +439,8 @@ def search(
         if _SURROGATE.search(query):  # bytes that are not UTF-8 in argv arrive as lone surrogates
             raise click.ClickException(f"query {n} ('{printable(query)}') is not valid UTF-8 text")
     config = _config(config_path, index=index)
+    if allow_model_change:
+        config.ingest.allow_model_change = True
     flt = _parse_filters(filters)
     with _pipeline(config, quiet) as pipe:
         results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
@@ -461,7 +481,11 @@ def search(
 @click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to use.")
 @click.option("--recreate", is_flag=True, help="Drop the index and ingest the corpus again.")
 @click.option("--per-query", is_flag=True, help="Include per-query figures in --json output.")
+@click.option(
+    "--no-ingest", is_flag=True, help="Refuse an index that lacks documents of the corpus instead of ingesting them."
+)
 @index_option
+@model_change_option
 @common_options
 @progress_option
 def eval_cmd(
@@ -469,24 +493,30 @@ def eval_cmd(
     split: str,
     recreate: bool,
     per_query: bool,
+    no_ingest: bool,
     index: str | None,
+    allow_model_change: bool | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset through the configured backend.
 
-    Ingests BEIR_DIR/corpus.jsonl first when the index is missing or empty.
+    Compares the index with BEIR_DIR/corpus.jsonl first and ingests the documents it lacks (all of
+    them for a new index; the rest of an interrupted ingest), or with --no-ingest refuses to score a
+    partial index.
     """
     from .corpus import beir_corpus_path
 
     config = _config(config_path, index=index)
+    if allow_model_change:
+        config.ingest.allow_model_change = True
     with _pipeline(config, quiet) as pipe:
         if recreate:
             pipe.connector.drop()
         elif pipe.exists() and pipe.count() > 0:
             _check_index_holds(pipe, beir_corpus_path(beir_dir), config)
-        result = pipe.evaluate(beir_dir, split=split)
+        result = pipe.evaluate(beir_dir, split=split, ingest_if_missing=not no_ingest)
     if not per_query:
         result.pop("per_query", None)
     result["backend"] = config.backend.connector
@@ -494,7 +524,9 @@ def eval_cmd(
         _emit_json(result)
         return
     if "ingest" in result:
-        ing = result["ingest"]
+        ing, cov = result["ingest"], result["coverage"]
+        if cov["indexed"]:
+            click.echo(f"the index held {cov['indexed']} of the {cov['documents']} documents: resuming the ingest")
         click.echo(
             f"ingested {ing['documents']} documents ({ing['written']} records, {len(ing['failed'])} failed) "
             f"in {ing['seconds']:.1f}s"

@@ -216,6 +216,8 @@ class IngestSettings:
     split_passages: bool = False
     passage_tokens: int | None = None  # default: the model's max_seq_length minus special tokens
     passage_overlap: int = 0
+    # Write into (and search) an index built by another model; see sparsebridge.provenance.
+    allow_model_change: bool = False
 
 
 @dataclass
@@ -351,6 +353,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         split_passages=ingest.boolean("split_passages", False),
         passage_tokens=ingest.integer("passage_tokens", None, minimum=8),
         passage_overlap=ingest.integer("passage_overlap", 0, minimum=0),
+        allow_model_change=ingest.boolean("allow_model_change", False),
     )
     if i.passage_tokens is not None and i.passage_overlap >= i.passage_tokens:
         raise ConfigError(

@@ -23,9 +23,13 @@ Rules every connector follows:
   the whole request cannot be made (unreachable server, wrong mapping, auth).
 * Sparse weights that are zero or negative are never sent (engines reject or ignore them);
   :class:`SparseVector` already guarantees positive weights.
-* ``ensure_index`` stores ``IndexSpec.metadata`` (model name, vocabulary size and fingerprint) with
-  the index and ``index_metadata()`` reads it back, so a query encoded with another vocabulary can be
-  refused (see :func:`check_vocabulary`).
+* ``ensure_index`` stores ``IndexSpec.metadata`` (model name, vocabulary size and fingerprint, the
+  producer fingerprints of ``sparsebridge.provenance``, the dense model if any) with the index and
+  ``index_metadata()`` reads it back as stored (nested JSON values included), so a query encoded with
+  another vocabulary or model can be refused (see :func:`check_vocabulary`), and a write that would
+  strip the index's dense vectors too (see :func:`check_vector_kinds`).
+* ``get(ids)`` returns the stored records of the ids found; ``eval`` uses it to find the documents
+  of a corpus an index is missing (a connector without it is compared by ``count()`` only).
 * Secrets given as options (``api_key``, ``password``...) never appear in reprs, logs or errors.
 """
 
@@ -407,3 +411,24 @@ def check_vocabulary(stored: Mapping[str, Any] | None, expected: Mapping[str, An
                 f"{expected.get('model', '?')!r}); query it with the model it was built with, "
                 f"or re-ingest into a new index"
             )
+
+
+def check_vector_kinds(
+    stored: Mapping[str, Any] | None, expected: Mapping[str, Any], index: str, dense_field: str = "dense"
+) -> None:
+    """Refuse to write into an index that holds a kind of vector the writer does not produce.
+
+    A write is an upsert of whole records: records without a dense vector replace ones that had it,
+    on every backend. So an index whose metadata names a ``dense_model`` (it was ingested with
+    hybrid search on) only takes records from a writer that has one too. ``dense_field`` names the
+    field in the message when the index did not record it.
+    """
+    if not stored or not stored.get("dense_model") or expected.get("dense_model"):
+        return
+    field_name = stored.get("dense_field") or dense_field
+    raise IndexMismatchError(
+        f"index {index!r} holds dense vectors (field {field_name!r}, model {stored['dense_model']!r}) next to "
+        f"its sparse ones, and this ingest has no dense model: its upserts would strip them; set [search] "
+        f"hybrid = true (dense_model = {stored['dense_model']!r}) to re-ingest it, or ingest into a new index "
+        f"(--index NAME or --recreate)"
+    )

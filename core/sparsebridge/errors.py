@@ -20,8 +20,10 @@ __all__ = [
     "FilterError",
     "HubError",
     "IngestInterrupted",
+    "IncompleteIndexError",
     "IndexMismatchError",
     "ModelLoadError",
+    "ModelMismatchError",
     "ModelNotFoundError",
     "SparsebridgeError",
     "SparsebridgeWarning",
@@ -68,6 +70,15 @@ class ConnectorError(SparsebridgeError, RuntimeError):
 
 class IndexMismatchError(ConnectorError):
     """An existing index does not match the spec (field type, dense size, vocabulary)."""
+
+
+class IncompleteIndexError(ConnectorError):
+    """An index holds only part of the corpus it is evaluated on (and ingesting the rest was not allowed)."""
+
+
+class ModelMismatchError(IndexMismatchError):
+    """An index was built by another model (weights, pooling, max_active_dims or query side) than the
+    one in use; the message names each difference and ``--allow-model-change``."""
 
 
 class UnknownConnectorError(SparsebridgeError, KeyError):

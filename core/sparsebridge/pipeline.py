@@ -58,15 +58,17 @@ from .connector import (
     SearchOptions,
     SparseVector,
     WriteResult,
+    check_vector_kinds,
     check_vocabulary,
 )
 from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
 from .documents import AUTO_ID_FIELDS, document_id, id_problem, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
-from .errors import IngestInterrupted
+from .errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
 from .filters import PAYLOAD_FIELDS_KEY, check_filter_fields
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
 from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, count_truncated, split_passages
-from .producer import check_producer, dataset_index_metadata, producer_info
+from .producer import dataset_index_metadata, producer_info
+from .provenance import check_producers, producer_fingerprint
 from .results import (  # noqa: F401  (re-exported for callers of the older module layout)
     Explanation,
     IngestError,
@@ -132,6 +134,7 @@ class Pipeline:
         search_settings: SearchSettings | None = None,
         show_progress: bool = True,
         cache: EncodeCache | None = None,
+        allow_model_change: bool | None = None,
     ) -> None:
         self.encoder = encoder
         self.cache = cache
@@ -152,6 +155,11 @@ class Pipeline:
         self.ingest_settings = ingest_settings or IngestSettings()
         self.search_settings = search_settings or SearchSettings()
         self.show_progress = show_progress
+        # Write into / search an index built by another model (see sparsebridge.provenance).
+        if allow_model_change is None:
+            allow_model_change = bool(getattr(self.ingest_settings, "allow_model_change", False))
+        self.allow_model_change = allow_model_change
+        self._producers: dict[str, dict[str, Any]] = {}
         self.model_name = model_name or str(getattr(encoder, "model_name_or_path", None) or type(encoder).__name__)
         self.vocab = Vocabulary(encoder.tokenizer, self.model_name)
         if self.query_encoder is encoder:
@@ -206,6 +214,7 @@ class Pipeline:
             search_settings=config.search,
             show_progress=show_progress,
             cache=cache,
+            allow_model_change=config.ingest.allow_model_change,
         )
 
     def close(self) -> None:
@@ -224,11 +233,27 @@ class Pipeline:
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """What an index records about its vectors: model, vocabulary, producer fingerprints, dense model."""
         meta = dict(self.vocab.metadata)
-        meta["producer"] = self.producer
+        sides = ("document", "query", "dense") if self.dense_encoder is not None else ("document", "query")
+        meta["producer"] = self.producers(sides)
         if self.dense_encoder is not None:
             meta["dense_model"] = self.dense_model_name
+            meta["dense_field"] = self.dense_field
         return meta
+
+    def producers(self, sides: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The producer fingerprints (``sparsebridge.provenance``) of ``sides``: "document" and
+        "query" of the sparse model, "dense" for the dense model's vectors. Computed once."""
+        makers = {
+            "document": lambda: producer_fingerprint(self.encoder, self.max_active_dims, "document"),
+            "query": lambda: producer_fingerprint(self.query_encoder, self.max_active_dims, "query"),
+            "dense": lambda: producer_fingerprint(self.dense_encoder, None, "document"),
+        }
+        for side in sides:
+            if side not in self._producers:
+                self._producers[side] = makers[side]()
+        return {side: self._producers[side] for side in sides}
 
     def index_spec(self, payload_types: Mapping[str, str | None] | None = None) -> IndexSpec:
         dense_size = None
@@ -277,7 +302,7 @@ class Pipeline:
         start = time.perf_counter()
         if recreate:
             self.connector.drop()
-        self.open_index(self.index_spec(plan.payload_types))
+        self.open_index(self.index_spec(plan.payload_types), report)
         progress = _progress(corpus.size, "ingest", "docs", self.show_progress)
         try:
             self.write_records(self.text_vectors(corpus, plan, report, progress), report, progress)
@@ -311,7 +336,7 @@ class Pipeline:
         )
         if recreate:
             self.connector.drop()
-        self.open_index(spec)
+        self.open_index(spec, report)
         progress = _progress(data.rows, "ingest", "records", self.show_progress)
 
         def chunks() -> Iterator[tuple[list[Record], int]]:
@@ -354,6 +379,8 @@ class Pipeline:
             dense_model=self.dense_model_name if dense_size else None,
             dense_size=dense_size,
         )
+        # What an index built from this dataset records and checks (sparsebridge.provenance).
+        meta["index_producer"] = self.producers(("document", "query", "dense") if dense_size else ("document", "query"))
         progress = _progress(corpus.size, "encode", "docs", self.show_progress)
         try:
             with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS, with_text=with_text) as out:
@@ -383,10 +410,20 @@ class Pipeline:
             self._producer = producer_info(self.encoder, self.model_name, max_active_dims=self.max_active_dims)
         return self._producer
 
-    def open_index(self, spec: IndexSpec) -> None:
-        """Create the index, or check it: same vocabulary and producer as ``spec`` (else refused)."""
-        check_vocabulary(self.connector.index_metadata(), spec.metadata, self.index)
-        check_producer(self.connector.index_metadata(), spec.metadata, self.index)
+    def open_index(self, spec: IndexSpec, report: IngestReport | None = None) -> None:
+        """Create the index, or check it before anything is written: the vocabulary, the kinds of
+        vector it holds, then what produced them (refused unless ``allow_model_change``; notes go
+        to ``report``)."""
+        stored = self.connector.index_metadata()
+        check_vocabulary(stored, spec.metadata, self.index)
+        check_vector_kinds(stored, spec.metadata, self.index, self.dense_field)
+        producers = spec.metadata.get("producer")
+        if isinstance(producers, Mapping):
+            notes = check_producers(
+                stored, producers, self.index, sides=producers.keys(), allow_change=self.allow_model_change
+            )
+            if report is not None:
+                report.notes.extend(notes)
         self.connector.ensure_index(spec)
 
     def _corpus(self, documents: Corpus | str | Path | Iterable[Mapping[str, Any]], limit: int | None) -> Corpus:
@@ -685,6 +722,20 @@ class Pipeline:
             raise ConnectorError(f"index {self.index!r} does not exist; run `sparsebridge ingest` first")
         check_vocabulary(stored, self.query_vocab.metadata, self.index)
         check_filter_fields(filter, stored, self.index, also=self.ingest_settings.payload_fields or ())
+        notes: list[str] = []
+        if mode != "sparse" and stored.get("vocab_fingerprint") and not stored.get("dense_model"):
+            # Built by sparsebridge without a dense model: there is nothing to fuse with.
+            what = f"index {self.index!r} holds no dense vectors (it was ingested without [search] hybrid = true)"
+            if mode == "dense":
+                raise IndexMismatchError(f"{what}; search it with --mode sparse, or re-ingest it with hybrid = true")
+            notes.append(f"{what}: searched with its sparse vectors only; re-ingest with hybrid = true for hybrid")
+            mode = "sparse"
+        sides = ("query",) if mode == "sparse" else ("query", "dense")
+        notes.extend(
+            check_producers(
+                stored, self.producers(sides), self.index, sides=sides, allow_change=self.allow_model_change
+            )
+        )
 
         sparse = self.encode_queries(queries) if mode != "dense" or explain else [None] * len(queries)
         dense: list[list[float]] | list[None] = [None] * len(queries)
@@ -705,7 +756,9 @@ class Pipeline:
         )
         raw = self.connector.search(batch, options)
         results = [
-            QueryResult(q, [SearchHit(h.id, float(h.score), dict(h.payload or {})) for h in r.hits], list(r.notes))
+            QueryResult(
+                q, [SearchHit(h.id, float(h.score), dict(h.payload or {})) for h in r.hits], notes + list(r.notes)
+            )
             for q, r in zip(queries, raw)
         ]
         if explain:
@@ -750,8 +803,11 @@ class Pipeline:
     ) -> dict[str, Any]:
         """nDCG@10, MRR@10 and Recall@100 of this backend on a BEIR dataset's qrels.
 
-        Ingests the corpus first when the index is missing or empty. Passage hits count for
-        their parent document.
+        The index is first compared with the corpus (see :meth:`coverage`): documents it lacks
+        (none of it exists yet, or an ingest was interrupted) are ingested first, since ingest is an
+        idempotent upsert, or, with ``ingest_if_missing=False``, :class:`IncompleteIndexError` is
+        raised: a score over part of a corpus means nothing. Passage hits count for their parent
+        document.
         """
         beir_dir = Path(beir_dir)
         qrels = read_qrels(beir_dir, split)
@@ -760,14 +816,96 @@ class Pipeline:
         if missing:
             raise ConfigError(f"{beir_dir}: {len(missing)} qrels queries are not in queries.jsonl (e.g. {missing[0]})")
         out: dict[str, Any] = {"dataset": str(beir_dir), "split": split, "index": self.index}
-        if ingest_if_missing and (not self.exists() or self.count() == 0):
-            out["ingest"] = self.ingest(beir_dir).to_dict()
+        coverage, absent = self.coverage(beir_dir)
+        out["coverage"] = coverage
+        if coverage["missing"]:
+            if not ingest_if_missing:
+                example = ", ".join(repr(d) for d in coverage["missing_ids"][:3])
+                raise IncompleteIndexError(
+                    f"index {self.index!r} holds {coverage['indexed']} of the {coverage['documents']} documents "
+                    f"of {beir_dir} ({coverage['missing']} missing{', e.g. ' + example if example else ''}); a "
+                    f"score over part of the corpus means nothing: run eval without --no-ingest to ingest the "
+                    f"missing ones (an upsert: nothing is duplicated), or `sparsebridge ingest {beir_dir}` first"
+                )
+            out["ingest"] = self.ingest(absent).to_dict()
         qids = [q for q in queries if q in qrels]
         per_passage = self.ingest_settings.split_passages
         results = self.search([queries[q] for q in qids], top_k=top_k * (3 if per_passage else 1))
         run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
         out.update(evaluate_run(run, qrels))
         return out
+
+    def coverage(self, corpus: str | Path, chunk: int = 1000) -> tuple[dict[str, Any], Corpus]:
+        """How much of ``corpus`` the index holds, and a corpus of the documents it lacks.
+
+        Only documents an ingest would write count (one without text is not expected). Ids are
+        looked up with ``connector.get`` in chunks of ``chunk``; with a connector without ``get``,
+        ``count()`` decides (fewer records than documents: the whole corpus is given back, which is
+        safe to ingest again). The figures: ``documents``, ``indexed``, ``missing``, ``missing_ids``
+        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing).
+        """
+        source = open_corpus(corpus)
+        settings = self.ingest_settings
+        id_field = settings.id_field or source.id_field
+        text_fields = tuple(settings.text_fields or source.text_fields)
+        method = "ids" if self.exists() and self.count() > 0 else "empty"
+        scratch, seen = IngestReport(), {}
+        expected = 0
+        absent: list[tuple[str, Any]] = []  # (id, document) of the missing ones, when looked up by id
+        batch: list[tuple[str, Any]] = []
+
+        def lookup() -> None:
+            nonlocal method
+            if method != "ids":
+                return
+            ids = [i for i, _ in batch]
+            asked = ids + [f"{i}#p0" for i in ids] if settings.split_passages else ids
+            try:
+                found = self.connector.get(asked)
+            except NotImplementedError:
+                method = "count"
+                absent.clear()
+                return
+            absent.extend((i, doc) for i, doc in batch if i not in found and f"{i}#p0" not in found)
+
+        for n, doc in enumerate(source, 1):
+            prepared = self._prepare(doc, n, id_field, text_fields, {}, None, scratch, seen)
+            if prepared is None:
+                continue  # an ingest would report it, not write it
+            expected += 1
+            batch.append((prepared.ids[0], doc))
+            if len(batch) >= chunk:
+                lookup()
+                batch = []
+        if batch:
+            lookup()
+
+        whole, indexed = method == "empty", 0
+        if method == "count":
+            held = self.count()
+            # Passages make more records than documents: without ids only an empty index is sure.
+            whole = held == 0 if settings.split_passages else held < expected
+            indexed = min(held, expected)
+        if whole:
+            missing, missing_ids, rest = expected - indexed, [], open_corpus(corpus)
+        else:
+            missing, missing_ids = len(absent), [i for i, _ in absent[:20]]
+            rest = Corpus(
+                documents=[doc for _, doc in absent],
+                name=source.name,
+                id_field=source.id_field,
+                text_fields=source.text_fields,
+                payload_fields=source.payload_fields,
+                size=len(absent),
+            )
+        figures = {
+            "documents": expected,
+            "indexed": expected - missing if method != "count" else indexed,
+            "missing": missing,
+            "missing_ids": missing_ids,
+            "method": method,
+        }
+        return figures, rest
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:

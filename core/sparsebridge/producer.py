@@ -1,9 +1,9 @@
 """What produced a set of vectors: the model (name and a hash of its weights), its pooling, the
 ``max_active_dims`` cut and the side (document or query), as one plain JSON dict.
 
-The same dict goes into a vector dataset's file metadata, into an index's metadata (key
-``producer``) and, hashed, into the encode cache's keys: vectors are reused only where this dict is
-equal. It is built in one place, :func:`producer_info`, so that a richer fingerprint can replace it
+The same dict goes into a vector dataset's file metadata and, hashed, into the encode cache's keys:
+vectors are reused only where this dict is equal. (An index records and checks the per-side
+fingerprints of :mod:`sparsebridge.provenance`; a dataset carries those too, as ``index_producer``.) It is built in one place, :func:`producer_info`, so that a richer fingerprint can replace it
 without touching its users.
 """
 
@@ -87,30 +87,12 @@ def producer_key(info: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def check_producer(stored: dict[str, Any] | None, expected: dict[str, Any], index: str) -> None:
-    """Refuse to extend an index with vectors of another producer (model weights, pooling,
-    ``max_active_dims``). Indexes without a recorded producer are accepted."""
-    from .errors import IndexMismatchError
-
-    have, want = (stored or {}).get("producer"), expected.get("producer")
-    if not isinstance(have, dict) or not isinstance(want, dict):
-        return
-    if producer_key(have) != producer_key(want):
-        ignored = (
-            {"sparsebridge", "model"} if have.get("weights_sha256") and want.get("weights_sha256") else {"sparsebridge"}
-        )
-        diff = sorted(k for k in set(have) | set(want) if k not in ignored and have.get(k) != want.get(k))
-        detail = ", ".join(f"{k} {have.get(k)!r} vs {want.get(k)!r}" for k in diff)
-        raise IndexMismatchError(
-            f"index {index!r} holds vectors of another producer than these ({detail}); ingest into a new "
-            f"index, or drop it first (--recreate)"
-        )
-
-
 def dataset_index_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The index metadata of vectors from a dataset: what a text ingest of the same vectors stores."""
     out = {k: meta.get(k) for k in ("model", "vocab_size", "vocab_fingerprint")}
-    out["producer"] = dict(meta.get("producer") or {})
+    # An encoded dataset carries the index fingerprints (sparsebridge.provenance) apart from its own
+    # producer dict; an exported one carries the index's under "producer".
+    out["producer"] = dict(meta.get("index_producer") or meta.get("producer") or {})
     if meta.get("dense_size"):
         out["dense_model"] = meta.get("dense_model")
     return out

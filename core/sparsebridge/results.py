@@ -31,6 +31,8 @@ class IngestReport:
     # Documents longer than the model's max_seq_length, cut there by the encoder (not with passages).
     truncated: int = 0
     max_seq_length: int | None = None
+    # What the user should know about the index (e.g. it records no model fingerprint).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def docs_per_second(self) -> float:
