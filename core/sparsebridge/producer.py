@@ -3,8 +3,8 @@
 
 The same dict goes into a vector dataset's file metadata and, hashed, into the encode cache's keys:
 vectors are reused only where this dict is equal. (An index records and checks the per-side
-fingerprints of :mod:`sparsebridge.provenance`; a dataset carries those too, as ``index_producer``.) It is built in one place, :func:`producer_info`, so that a richer fingerprint can replace it
-without touching its users.
+fingerprints of :mod:`sparsebridge.provenance`; a dataset carries those too, as ``index_producer``.)
+It is built in one place, :func:`producer_info`.
 """
 
 from __future__ import annotations
