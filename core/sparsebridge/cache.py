@@ -49,7 +49,7 @@ def default_cache_path() -> Path:
 
 def text_hash(text: str) -> bytes:
     """The cache key of a text: sha256 of its UTF-8 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).digest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()  # lone surrogates too
 
 
 def _checksum(key: str, th: bytes, indices: bytes | None, values: bytes) -> bytes:

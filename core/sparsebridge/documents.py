@@ -12,7 +12,7 @@ AUTO_ID_FIELDS = ("_id", "id")
 
 def text_id(text: str) -> str:
     """The id of a document without one: the first 32 hex digits of sha256 of its text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def id_problem(doc: Mapping[str, Any], id_field: str | None) -> str | None:

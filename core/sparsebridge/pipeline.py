@@ -67,7 +67,7 @@ from .errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
 from .filters import PAYLOAD_FIELDS_KEY, check_filter_fields
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
 from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, count_truncated, split_passages
-from .producer import dataset_index_metadata, producer_info
+from .producer import check_vectors_producer, dataset_index_metadata, producer_info
 from .provenance import check_producers, producer_fingerprint
 from .results import (  # noqa: F401  (re-exported for callers of the older module layout)
     Explanation,
@@ -237,6 +237,9 @@ class Pipeline:
         meta = dict(self.vocab.metadata)
         sides = ("document", "query", "dense") if self.dense_encoder is not None else ("document", "query")
         meta["producer"] = self.producers(sides)
+        # The vectors' own producer dict (sparsebridge.producer): what a dataset exported from this
+        # index carries, so a round trip keeps it.
+        meta["vectors_producer"] = self.producer
         if self.dense_encoder is not None:
             meta["dense_model"] = self.dense_model_name
             meta["dense_field"] = self.dense_field
@@ -417,8 +420,10 @@ class Pipeline:
         stored = self.connector.index_metadata()
         check_vocabulary(stored, spec.metadata, self.index)
         check_vector_kinds(stored, spec.metadata, self.index, self.dense_field)
+        if not self.allow_model_change:
+            check_vectors_producer(stored, spec.metadata, self.index)
         producers = spec.metadata.get("producer")
-        if isinstance(producers, Mapping):
+        if isinstance(producers, Mapping) and producers:
             notes = check_producers(
                 stored, producers, self.index, sides=producers.keys(), allow_change=self.allow_model_change
             )

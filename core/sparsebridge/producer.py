@@ -87,12 +87,35 @@ def producer_key(info: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def check_vectors_producer(stored: dict[str, Any] | None, expected: dict[str, Any], index: str) -> None:
+    """Refuse to extend an index with vectors of another producer dict (model weights, pooling,
+    ``max_active_dims``), as recorded under ``vectors_producer``: the check that covers a vector
+    dataset whose index fingerprints are unknown. Indexes without one are accepted."""
+    from .errors import IndexMismatchError
+
+    have, want = (stored or {}).get("vectors_producer"), expected.get("vectors_producer")
+    if not isinstance(have, dict) or not isinstance(want, dict):
+        return
+    if producer_key(have) != producer_key(want):
+        ignored = (
+            {"sparsebridge", "model"} if have.get("weights_sha256") and want.get("weights_sha256") else {"sparsebridge"}
+        )
+        diff = sorted(k for k in set(have) | set(want) if k not in ignored and have.get(k) != want.get(k))
+        detail = ", ".join(f"{k} {have.get(k)!r} vs {want.get(k)!r}" for k in diff)
+        raise IndexMismatchError(
+            f"index {index!r} holds vectors of another producer than these ({detail}); ingest into a new "
+            f"index, or drop it first (--recreate)"
+        )
+
+
 def dataset_index_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The index metadata of vectors from a dataset: what a text ingest of the same vectors stores."""
     out = {k: meta.get(k) for k in ("model", "vocab_size", "vocab_fingerprint")}
     # An encoded dataset carries the index fingerprints (sparsebridge.provenance) apart from its own
     # producer dict; an exported one carries the index's under "producer".
-    out["producer"] = dict(meta.get("index_producer") or meta.get("producer") or {})
+    out["producer"] = dict(meta.get("index_producer") or {})
+    if meta.get("producer"):
+        out["vectors_producer"] = dict(meta["producer"])
     if meta.get("dense_size"):
         out["dense_model"] = meta.get("dense_model")
     return out

@@ -95,7 +95,8 @@ def read_corpus(
     slices = _line_slices(corpus_file, lines_per_task, limit)
     if not slices:
         return ray.data.from_items([]).map_batches(lambda b: b)  # an empty dataset with no schema
-    return ray.data.from_items(slices).flat_map(_read_slice)
+    # Zero-CPU read tasks: the encode actors hold a CPU each, and reading must not wait for them.
+    return ray.data.from_items(slices).flat_map(_read_slice, num_cpus=0)
 
 
 def _line_slices(path: Path, lines_per_task: int, limit: int | None) -> list[dict[str, Any]]:

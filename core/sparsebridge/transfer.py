@@ -23,7 +23,7 @@ from .results import IngestReport
 from .vocabulary import Vocabulary
 
 # Index metadata keys that describe the vectors (what a dataset and a migrated index carry over).
-_CARRIED = ("model", "vocab_size", "vocab_fingerprint", "producer", "dense_model")
+_CARRIED = ("model", "vocab_size", "vocab_fingerprint", "producer", "vectors_producer", "dense_model")
 
 
 @dataclass
@@ -103,7 +103,7 @@ def export_index(
     dense_size = next((len(r.dense) for r in first if r.dense is not None), None)
     # The first batch tells how the engine keeps weights; the whole export is checked at the end.
     report.values_quantised = connector.export_quantisation()
-    producer = dict(stored.get("producer") or {"model": stored.get("model")})
+    producer = dict(stored.get("vectors_producer") or {"model": stored.get("model")})
     meta = dataset_metadata(
         stored,
         producer,
@@ -112,6 +112,8 @@ def export_index(
         values_quantised=report.values_quantised,
         source=f"export of {where} ({type(connector).__name__})",
     )
+    if isinstance(stored.get("producer"), dict):
+        meta["index_producer"] = dict(stored["producer"])  # what an index built from it will check
     progress = _progress(report.source_count, "export", show_progress)
     try:
         with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS) as out:
