@@ -420,8 +420,6 @@ class Pipeline:
         stored = self.connector.index_metadata()
         check_vocabulary(stored, spec.metadata, self.index)
         check_vector_kinds(stored, spec.metadata, self.index, self.dense_field)
-        if not self.allow_model_change:
-            check_vectors_producer(stored, spec.metadata, self.index)
         producers = spec.metadata.get("producer")
         if isinstance(producers, Mapping) and producers:
             notes = check_producers(
@@ -429,6 +427,10 @@ class Pipeline:
             )
             if report is not None:
                 report.notes.extend(notes)
+        elif not self.allow_model_change:
+            # Vectors whose per-side fingerprints are unknown (a dataset written without them): the
+            # producer dict they carry is what can be compared.
+            check_vectors_producer(stored, spec.metadata, self.index)
         self.connector.ensure_index(spec)
 
     def _corpus(self, documents: Corpus | str | Path | Iterable[Mapping[str, Any]], limit: int | None) -> Corpus:

@@ -344,6 +344,7 @@ class _Write:
                 ID: pa.array([str(x) for x in batch[ID]], pa.string()),
                 NUMBER: pa.array([int(x) for x in batch[NUMBER]], pa.int64()),
                 ERROR: pa.array(reasons, pa.string()),
+                "encoded": pa.array([bool(t) for t in batch[TEXT]], pa.bool_()),
                 "retries": pa.array(retried, pa.int64()),
             }
         )
@@ -442,7 +443,7 @@ def _write_from_driver(
         started = time.perf_counter()
         written, failed, retries = _write_batch(pipe.connector, tokens, batch)
         report.write_seconds += time.perf_counter() - started
-        report.records += len(batch[ID])
+        report.records += _encoded_rows(batch)
         report.written += len(written)
         report.failed.update(failed)
         report.retries += retries
@@ -467,6 +468,12 @@ def _first_occurrences(batch: Mapping[str, np.ndarray], seen: dict[str, int], re
             continue
         keep.append(k)
     return None if len(keep) == len(batch[ID]) else np.array(keep, dtype=np.int64)
+
+
+def _encoded_rows(batch: Mapping[str, np.ndarray]) -> int:
+    # Records, as an in-process ingest counts them: rows that reached the encoder (documents
+    # refused before it, e.g. with no text, carry no text here).
+    return sum(1 for text in batch[TEXT] if text)
 
 
 class _DocumentCounter:
@@ -514,7 +521,7 @@ def _write_from_workers(
         before = documents.count
         documents.add(batch[NUMBER])
         report.documents += documents.count - before
-        report.records += len(batch[ID])
+        report.records += int(batch["encoded"].sum())
         for doc_id, n, error in zip(batch[ID], batch[NUMBER], batch[ERROR]):
             doc_id, n = str(doc_id), int(n)
             if error is not None:
