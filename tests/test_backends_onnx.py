@@ -3,6 +3,7 @@ sentence-transformers file layout, the graph cut before the vocabulary projectio
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -136,6 +137,26 @@ def test_openvino_bf16_is_asked_for_explicitly(folder, texts, fp32):
     got = model.encode(texts, convert_to_sparse_tensor=False)
     cos = torch.nn.functional.cosine_similarity(got, fp32, dim=1)
     assert cos.min() >= 0.999  # the bf16 bound of tests/test_precision.py
+
+
+def test_static_quantized_openvino_file_keeps_the_cut(folder, texts, fp32, tmp_path):
+    """nncf's static int8 (SmoothQuant on) puts a scaling Multiply before the projection and folds its
+    inverse into the file's weights: the cut must take the unscaled states, so our projection applies."""
+    pytest.importorskip("nncf", reason="the openvino extra is not installed")
+    from sparsebridge.backends import export_static_quantized_openvino_model
+
+    calibration = tmp_path / "calibration.jsonl"
+    rows = read_jsonl(DATA_DIR / "cranfield" / "corpus.jsonl", 60)
+    calibration.write_text("\n".join(json.dumps({"text": d["text"]}) for d in rows), encoding="utf-8")
+    source = SparseEncoder(str(folder), backend="openvino")
+    export_static_quantized_openvino_model(source, {"subset_size": 60}, str(folder), dataset_name=str(calibration))
+    xml = folder / "openvino" / "openvino_model_qint8_quantized.xml"
+    assert "nncf_smooth_quant" in xml.read_text()  # the case this test is about
+    model = SparseEncoder(str(folder), backend="openvino", model_kwargs={"file_name": str(xml.relative_to(folder))})
+    assert model[0]._runner.cut
+    got = model.encode(texts, convert_to_sparse_tensor=False)
+    cos = torch.nn.functional.cosine_similarity(got, fp32, dim=1)
+    assert cos.min() >= 0.97, cos  # int8 activations: looser than bf16, far from a wrong cut
 
 
 def test_installed_package_folders_are_never_written(splade_path):

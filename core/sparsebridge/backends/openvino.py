@@ -20,6 +20,8 @@ from .graph_cut import projection_input
 SUBFOLDER = "openvino"
 DEFAULT_FILE = "openvino_model.xml"
 LOGITS = "logits"
+# The name nncf gives the scaling node SmoothQuant inserts before a quantized MatMul.
+SMOOTH_QUANT = "nncf_smooth_quant"
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 lives in the weights, activations f32
 
 
@@ -56,10 +58,8 @@ def _is_constant(node: Any, memo: dict[str, bool]) -> bool:
     return memo[node.get_name()]
 
 
-def cut_before_projection(model: Any) -> Any | None:
-    """A model whose only output is the vocabulary projection's input; None if not found."""
-    import openvino as ov
-
+def _projection_input_value(model: Any) -> Any | None:
+    """The output value that feeds the vocabulary projection producing ``logits``; None if not found."""
     results = [r for r in model.outputs if LOGITS in r.get_names()]
     if len(results) != 1:
         return None
@@ -75,6 +75,20 @@ def cut_before_projection(model: Any) -> Any | None:
 
     # A model output is a Result node's output; the logits are what feeds that node.
     hidden = projection_input(results[0].get_node().input_value(0), op_type, variable_inputs)
+    node = None if hidden is None else hidden.get_node()
+    if node is not None and node.get_type_name() == "Multiply" and SMOOTH_QUANT in node.get_friendly_name():
+        # nncf's SmoothQuant divides the projection's input by per-channel scales and folds them into
+        # the file's weights; we project with the original weights, so take the input before it.
+        sources = variable_inputs(hidden)
+        hidden = sources[0] if len(sources) == 1 else None
+    return hidden
+
+
+def cut_before_projection(model: Any) -> Any | None:
+    """A model whose only output is the vocabulary projection's input; None if not found."""
+    import openvino as ov
+
+    hidden = _projection_input_value(model)
     if hidden is None:
         return None
     return ov.Model([hidden], model.get_parameters(), "projection_input")

@@ -40,6 +40,8 @@ _DTYPE_KEY = "dtype" if tuple(int(x) for x in transformers.__version__.split("."
 # model_kwargs for the ONNX / OpenVINO backends (as sentence-transformers names them), not for transformers.
 _BACKEND_KWARGS = ("file_name", "subfolder", "export", "provider", "ov_config", "session_options")
 # How closely projecting the captured states must reproduce the model's own logits, per dtype.
+# Relative error allowed between projecting a cut graph's output and the full graph's logits.
+CUT_CHECK_TOL = 0.15
 _SELF_CHECK_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
@@ -160,10 +162,11 @@ class Transformer(Module):
         if hidden.shape[:-1] != logits.shape[:-1] or hidden.shape[-1] != projection.in_features:
             return False
         # Loose on purpose: a quantized file projects int8 activations with int8 weights, we project the
-        # fp32 activations with fp32 weights (0.4% apart on the packaged model); a wrong cut is ~100% off.
+        # fp32 activations with fp32 weights (0.4% apart with dynamic int8 on the packaged model, 6.9%
+        # with nncf's static int8); a wrong cut is far off (88% when SmoothQuant's scaling is kept).
         error = float((projection(hidden.float()) - logits).norm() / logits.norm())
         logger.debug("%s: projection of the cut graph vs its logits: relative error %.4f", self._runner.path, error)
-        return error <= 0.05
+        return error <= CUT_CHECK_TOL
 
     # -- tokenization ---------------------------------------------------------------------
     def tokenize(
