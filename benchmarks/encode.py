@@ -7,12 +7,14 @@
 
 Each variant runs in its own subprocess (so its peak RSS is its own), in alternating rounds, on the
 first N documents (title + text) of a BEIR corpus. Ours: ``fp32``, ``bf16``, ``int8`` (torch),
-``onnx``, ``onnx-qint8``, ``openvino`` (our backends), ``fp32-fixed`` (fp32 with all ``--threads``
-whatever the load: the thread budget off). sentence-transformers': ``st-fp32``,
-``st-bf16`` (this venv), and ``st-onnx``, ``st-onnx-qint8``, ``st-openvino``, ``st-openvino-int8``
-from a peer virtual environment (``--peer-python``, default /work/venvs/st5-onnx: its ONNX backend
-needs optimum-onnx, which needs transformers<4.58); a variant whose environment is missing is
-reported as skipped.
+``onnx``, ``onnx-qint8``, ``openvino``, ``openvino-int8`` (static int8 through nncf, calibrated on
+the benchmark's texts), ``fp32-fixed`` (fp32 with all ``--threads`` whatever the load: the thread
+budget off). sentence-transformers': ``st-fp32``, ``st-bf16`` (this venv); ``st-onnx``,
+``st-onnx-qint8`` from a peer environment with sentence-transformers 5.x (``--peer-python``, default
+/work/venvs/st5-onnx: its ONNX backend needs optimum-onnx, which pins transformers<4.58); and
+``st-openvino``, ``st-openvino-int8`` (static int8, the same calibration texts) from one with 6.2 +
+optimum-intel (``--peer-ov-python``, default /work/venvs/st6-ov; optimum-intel pulls torchvision and
+a CUDA torch: reinstall torch==2.13.0 there). A variant whose environment is missing is skipped.
 
 Prints, per variant: docs/s (median over rounds) and its ratio to st-fp32, peak RSS, the max abs
 difference from st-fp32's output, the share of this machine's matmul roofline in the variant's
@@ -41,12 +43,19 @@ import time
 from pathlib import Path
 
 # fp32-fixed: fp32 with all --threads threads whatever the load (the thread budget off).
-OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "fp32-fixed")
+OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "openvino-int8", "fp32-fixed")
 THEIRS = ("st-fp32", "st-bf16", "st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
-PEER_VARIANTS = ("st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
-DEFAULT_VARIANTS = "fp32,bf16,int8,onnx,openvino,st-fp32,st-bf16,st-onnx,st-onnx-qint8,st-openvino"
+# Peers in environments of their own: ONNX needs sentence-transformers 5.x (optimum-onnx pins
+# transformers<4.58); OpenVINO works with 6.2 through optimum-intel, which pulls a CUDA torch.
+ONNX_PEER = ("st-onnx", "st-onnx-qint8")
+OV_PEER = ("st-openvino", "st-openvino-int8")
+PEER_VARIANTS = ONNX_PEER + OV_PEER
+DEFAULT_VARIANTS = (
+    "fp32,bf16,int8,onnx,onnx-qint8,openvino,openvino-int8,"
+    "st-fp32,st-bf16,st-onnx,st-onnx-qint8,st-openvino,st-openvino-int8"
+)
 PRECISION_OF = {"bf16": "bf16", "st-bf16": "bf16", "int8": "int8", "onnx-qint8": "int8", "st-onnx-qint8": "int8"}
-PRECISION_OF["st-openvino-int8"] = "int8"
+PRECISION_OF.update({"st-openvino-int8": "int8", "openvino-int8": "int8"})
 ONNX_QINT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
 OV_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"
 
@@ -121,6 +130,14 @@ def load_variant(variant: str, model_path: str, work: Path):
             model = SparseEncoder(model_path, device="cpu")
             model.num_threads = torch.get_num_threads()
             return model
+        if variant == "openvino-int8":
+            if not (Path(model_path) / OV_INT8_FILE).is_file():
+                from sparsebridge.backends import export_static_quantized_openvino_model
+
+                source = SparseEncoder(model_path, backend="openvino")
+                calibration = calibration_file(work)
+                export_static_quantized_openvino_model(source, None, model_path, dataset_name=str(calibration))
+            return SparseEncoder(model_path, backend="openvino", model_kwargs={"file_name": OV_INT8_FILE})
         if variant == "onnx-qint8":
             if not (Path(model_path) / ONNX_QINT8_FILE).is_file():
                 from sparsebridge.backends import export_dynamic_quantized_onnx_model
@@ -146,13 +163,34 @@ def load_variant(variant: str, model_path: str, work: Path):
         if not (Path(model_path) / OV_INT8_FILE).is_file():
             from sentence_transformers import export_static_quantized_openvino_model
 
-            export_static_quantized_openvino_model(SparseEncoder(model_path, backend="openvino"), None, model_path)
+            # sentence-transformers' default calibration set (glue/sst2) needs the Hub: the same local
+            # texts as ours, as a datasets folder.
+            calibration = calibration_file(work)
+            export_static_quantized_openvino_model(
+                SparseEncoder(model_path, backend="openvino"),
+                None,
+                model_path,
+                dataset_name=str(calibration.parent),
+                dataset_config_name="default",
+                dataset_split="train",
+                column_name="text",
+            )
         return SparseEncoder(model_path, backend="openvino", model_kwargs={"file_name": OV_INT8_FILE})
     exported = any((Path(model_path) / backend).glob("*.onnx" if backend == "onnx" else "*.xml"))
     model = SparseEncoder(model_path, backend=backend)
     if not exported:  # keep the export for the next rounds
         model.save_pretrained(model_path)
     return model
+
+
+def calibration_file(work: Path) -> Path:
+    """The benchmark's texts as ``train.jsonl`` ({"text": ...} rows): static int8 calibration for both."""
+    target = work / "calibration" / "train.jsonl"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        texts = json.loads((work / "texts.json").read_text())
+        target.write_text("\n".join(json.dumps({"text": t}) for t in texts), encoding="utf-8")
+    return target
 
 
 def as_dense(embeddings):
@@ -232,9 +270,10 @@ def matmul_rooflines(threads: int) -> dict[str, float]:
 
 
 def run_worker(variant, args, tmp, texts_file, queries_file=None) -> dict:
-    python = args.peer_python if variant in PEER_VARIANTS else sys.executable
+    env_name = "peer-onnx" if variant in ONNX_PEER else "peer-ov" if variant in OV_PEER else "here"
+    python = {"peer-onnx": args.peer_python, "peer-ov": args.peer_ov_python}.get(env_name, sys.executable)
     out = Path(tmp) / f"{variant}.pt"
-    model = args.model_copies["peer" if variant in PEER_VARIANTS else "here"]
+    model = args.model_copies[env_name]
     cmd = [python, __file__, "--worker", variant, "--texts-file", str(texts_file), "--out", str(out)]
     cmd += ["--model", model, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     cmd += ["--max-length", str(args.max_length or 0)]
@@ -304,7 +343,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; docs/s is the median")
     parser.add_argument("--busy-cores", type=int, default=0, help="spinning foreign processes during the run")
     parser.add_argument("--no-quality", action="store_true", help="skip the cranfield ranking quality")
-    parser.add_argument("--peer-python", default="/work/venvs/st5-onnx/bin/python")
+    parser.add_argument("--peer-python", default="/work/venvs/st5-onnx/bin/python", help="for st-onnx*")
+    parser.add_argument("--peer-ov-python", default="/work/venvs/st6-ov/bin/python", help="for st-openvino*")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--texts-file", help=argparse.SUPPRESS)
@@ -322,9 +362,10 @@ def main() -> None:
     unknown = [v for v in variants if v not in OURS + THEIRS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(OURS + THEIRS)}")
-    if any(v in PEER_VARIANTS for v in variants) and not Path(args.peer_python).is_file():
-        print(f"no peer environment at {args.peer_python}: skipping {[v for v in variants if v in PEER_VARIANTS]}")
-        variants = [v for v in variants if v not in PEER_VARIANTS]
+    for peers, python in ((ONNX_PEER, args.peer_python), (OV_PEER, args.peer_ov_python)):
+        if any(v in peers for v in variants) and not Path(python).is_file():
+            print(f"no peer environment at {python}: skipping {[v for v in variants if v in peers]}")
+            variants = [v for v in variants if v not in peers]
 
     import torch
     from sparsebridge.precision import describe_cpu
@@ -338,7 +379,7 @@ def main() -> None:
             source = build_bert_base(Path(tmp) / "bert-base") if args.model == "bert-base" else args.model
             source = packaged_model() if source == "packaged" else source
             args.model_copies = {}
-            for env in ("here", "peer"):
+            for env in ("here", "peer-onnx", "peer-ov"):
                 copy = Path(tmp) / f"model-{env}"
                 shutil.copytree(source, copy, ignore=shutil.ignore_patterns("onnx", "openvino"))
                 args.model_copies[env] = str(copy)
@@ -399,6 +440,19 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
         foreign = statistics.mean(r["foreign"] for r in ok[v])
         print(f"{v:<18} {rate:>8.2f} {ratio:>9} {rss:>11.0f} {diff:>9.3f} {share:>8.0%} {foreign:>8.2f}")
     print("foreign: cores busy with other processes while the variant ran (mean over rounds)")
+    rates = {v: docs_s(v) for v in variants if ok[v]}
+    ours = max((v for v in rates if v in OURS and v != "fp32-fixed"), key=rates.get, default=None)
+    theirs = max((v for v in rates if v in THEIRS), key=rates.get, default=None)
+    if ours and theirs:
+        print(
+            f"best of ours: {ours} {rates[ours]:.2f} docs/s = {rates[ours] / rates[theirs]:.2f}x the best of "
+            f"sentence-transformers' ({theirs}, {rates[theirs]:.2f} docs/s)"
+        )
+        if "fp32" in rates and "st-fp32" in rates:
+            print(f"fp32 vs fp32: {rates['fp32'] / rates['st-fp32']:.2f}x")
+        rss = {v: max(r["peak_rss_mb"] for r in ok[v]) for v in rates}
+        vs_fp32 = rss[ours] / rss.get("st-fp32", float("nan"))
+        print(f"peak RSS of {ours}: {rss[ours] / rss[theirs]:.2f}x that of {theirs}, {vs_fp32:.2f}x st-fp32's")
     if args.model == "packaged" and not args.no_quality:
         quality(args, variants, tmp)
 
