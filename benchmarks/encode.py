@@ -7,9 +7,9 @@
 
 Each variant runs in its own subprocess (so its peak RSS is its own), in alternating rounds, on the
 first N documents (title + text) of a BEIR corpus. Ours: ``fp32``, ``bf16``, ``int8`` (torch),
-``onnx``, ``onnx-qint8``, ``openvino``, ``openvino-int8`` (static int8 through nncf, calibrated on
-the benchmark's texts), ``fp32-fixed`` (fp32 with all ``--threads`` whatever the load: the thread
-budget off). sentence-transformers': ``st-fp32``, ``st-bf16`` (this venv); ``st-onnx``,
+``onnx``, ``onnx-qint8``, ``openvino`` (f32), ``openvino-bf16``, ``openvino-int8`` (static int8
+through nncf, calibrated on the benchmark's texts), ``fp32-fixed`` (fp32 with all ``--threads``
+whatever the load: the thread budget off). sentence-transformers': ``st-fp32``, ``st-bf16`` (this venv); ``st-onnx``,
 ``st-onnx-qint8`` from a peer environment with sentence-transformers 5.x (``--peer-python``, default
 /work/venvs/st5-onnx: its ONNX backend needs optimum-onnx, which pins transformers<4.58); and
 ``st-openvino``, ``st-openvino-int8`` (static int8, the same calibration texts) from one with 6.2 +
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 # fp32-fixed: fp32 with all --threads threads whatever the load (the thread budget off).
-OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "openvino-int8", "fp32-fixed")
+OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "openvino-bf16", "openvino-int8", "fp32-fixed")
 THEIRS = ("st-fp32", "st-bf16", "st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
 # Peers in environments of their own: ONNX needs sentence-transformers 5.x (optimum-onnx pins
 # transformers<4.58); OpenVINO works with 6.2 through optimum-intel, which pulls a CUDA torch.
@@ -55,7 +55,7 @@ DEFAULT_VARIANTS = (
     "st-fp32,st-bf16,st-onnx,st-onnx-qint8,st-openvino,st-openvino-int8"
 )
 PRECISION_OF = {"bf16": "bf16", "st-bf16": "bf16", "int8": "int8", "onnx-qint8": "int8", "st-onnx-qint8": "int8"}
-PRECISION_OF.update({"st-openvino-int8": "int8", "openvino-int8": "int8"})
+PRECISION_OF.update({"st-openvino-int8": "int8", "openvino-int8": "int8", "openvino-bf16": "bf16"})
 ONNX_QINT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
 OV_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"
 
@@ -130,6 +130,8 @@ def load_variant(variant: str, model_path: str, work: Path):
             model = SparseEncoder(model_path, device="cpu")
             model.num_threads = torch.get_num_threads()
             return model
+        if variant == "openvino-bf16":
+            return SparseEncoder(model_path, backend="openvino", precision="bf16")
         if variant == "openvino-int8":
             if not (Path(model_path) / OV_INT8_FILE).is_file():
                 from sparsebridge.backends import export_static_quantized_openvino_model
@@ -208,6 +210,9 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     texts = json.loads(Path(args.texts_file).read_text())
     model = load_variant(args.worker, args.model, Path(args.out).parent)
+    if args.prepare:  # exports written to the model folder; the measured runs load them
+        print(json.dumps({"prepared": args.worker}))
+        return
     if args.max_length:
         model.max_seq_length = args.max_length
     if args.quality:
@@ -269,7 +274,7 @@ def matmul_rooflines(threads: int) -> dict[str, float]:
     return out
 
 
-def run_worker(variant, args, tmp, texts_file, queries_file=None) -> dict:
+def run_worker(variant, args, tmp, texts_file, queries_file=None, prepare=False) -> dict:
     env_name = "peer-onnx" if variant in ONNX_PEER else "peer-ov" if variant in OV_PEER else "here"
     python = {"peer-onnx": args.peer_python, "peer-ov": args.peer_ov_python}.get(env_name, sys.executable)
     out = Path(tmp) / f"{variant}.pt"
@@ -279,6 +284,8 @@ def run_worker(variant, args, tmp, texts_file, queries_file=None) -> dict:
     cmd += ["--max-length", str(args.max_length or 0)]
     if queries_file is not None:
         cmd += ["--quality", "--queries-file", str(queries_file)]
+    if prepare:
+        cmd += ["--prepare"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if variant in PEER_VARIANTS:
         env.pop("PYTHONPATH", None)  # the peer must not see this checkout
@@ -350,6 +357,7 @@ def main() -> None:
     parser.add_argument("--texts-file", help=argparse.SUPPRESS)
     parser.add_argument("--queries-file", help=argparse.SUPPRESS)
     parser.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -394,6 +402,13 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
     texts_file = Path(tmp) / "texts.json"
     texts_file.write_text(json.dumps(texts))
     runs: dict[str, list[dict]] = {v: [] for v in variants}
+    # Exports (ONNX, OpenVINO, quantization, calibration) happen once, in a process of their own, so
+    # that no measured run carries their time or their memory.
+    for variant in variants:
+        r = run_worker(variant, args, tmp, texts_file, prepare=True)
+        if "error" in r:
+            runs[variant].append(r)
+            print(f"prepare {variant}: {r['error']}", file=sys.stderr, flush=True)
     for round_no in range(1, args.rounds + 1):
         for variant in variants:
             if runs[variant] and "error" in runs[variant][-1]:
@@ -409,6 +424,9 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
     avg_len = first["tokens"] / first["docs"]
     fpt = flops_per_token(source, avg_len)
     roofs = matmul_rooflines(args.threads)
+    if "BF16=yes" in describe_cpu():
+        # OpenVINO runs bf16 by itself on such CPUs unless told otherwise (sentence-transformers does not).
+        PRECISION_OF["st-openvino"] = "bf16"
     busy = f", {args.busy_cores} spinning foreign process(es)" if args.busy_cores else ""
     print(f"model {args.model} | corpus {args.corpus_dir.name} | {len(texts)} docs | avg {avg_len:.0f} tokens")
     print(f"batch {args.batch_size} | threads {args.threads} of {os.cpu_count()} cores{busy} | rounds {args.rounds}")
