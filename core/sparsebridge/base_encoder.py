@@ -22,11 +22,13 @@ from . import __version__
 from .errors import EncodeArgumentError, EncodeInputTypeError
 from .hub import HubMixin
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
+from .model_card_data import SentenceTransformerModelCardData
 from .modules.base import Module, kwargs_for, write_json
 from .modules.pooling import Pooling
 from .modules.router import Router
 from .modules.transformer import Transformer
 from .peft_adapters import PeftAdapterMixin
+from .placement import AcceleratePlacementMixin
 from .similarity import SimilarityFunction
 from .threads import cpu_thread_budget
 
@@ -140,7 +142,7 @@ def _input_length(text: str | tuple[str, str]) -> int:
     return sum(map(len, text)) if isinstance(text, tuple) else len(text)
 
 
-class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
+class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
     model_type: ClassVar[str] = ""
@@ -152,6 +154,8 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         SimilarityFunction.EUCLIDEAN.value,
         SimilarityFunction.MANHATTAN.value,
     )
+    # What a model without model_card_data= gets (sentence-transformers' attribute name).
+    model_card_data_class: ClassVar[type[SentenceTransformerModelCardData]] = SentenceTransformerModelCardData
     # Prompt names every model has (empty unless set), as in sentence-transformers.
     _default_prompts: ClassVar[dict[str, str | None]] = {"query": None, "document": None}
 
@@ -172,6 +176,7 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        model_card_data: SentenceTransformerModelCardData | None = None,
         backend: str = "torch",
         similarity_fn_name: str | SimilarityFunction | None = None,
         precision: str | None = None,
@@ -179,6 +184,10 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
         # The transformer module resolves both (see modules/transformer.py and precision.py).
+        # A device_map hands placement to transformers/Accelerate; `device` is then not used.
+        device_map = (model_kwargs or {}).get("device_map") if backend == "torch" and model_name_or_path else None
+        if device is not None and device_map is not None:
+            logger.warning(f"Ignoring `device={device}` because `model_kwargs['device_map']` takes priority.")
         model_kwargs = {**(model_kwargs or {}), "backend": backend, **({"precision": precision} if precision else {})}
         model_config: dict[str, Any] = {}
         if model_name_or_path is not None:
@@ -223,7 +232,19 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
                 f"dictionary with keys {list(self.prompts.keys())!r}."
             )
         self._prompt_lengths: dict[str, int] = {}
-        self.to(device or _default_device())
+        self._device_map = device_map
+        self._modules_placed = False
+        if self._placement_is_delegated:
+            self._place_modules()
+        else:
+            self.to(device or _default_device())
+        # Habana Gaudi graph mode (sentence-transformers' attribute): sparsebridge has no HPU support,
+        # so it is always False here.
+        self.is_hpu_graph_enabled = False
+        self.model_card_data = model_card_data or self.model_card_data_class(local_files_only=local_files_only)
+        if model_name_or_path is not None and not Path(model_name_or_path).expanduser().is_dir():
+            self.model_card_data.set_base_model(str(model_name_or_path), revision=revision)
+        self.model_card_data.register_model(self)
 
     # Subclasses say how a bare Hugging Face checkpoint (no modules.json) becomes modules, and how
     # the modules of another model family's save are adapted (None: loaded as they are).
@@ -249,6 +270,11 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
     # -- properties ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
+        """Where the model runs: its Accelerate execution device if hooks place it, else where its
+        first parameter (or buffer) is, else the CPU."""
+        execution_device = self._execution_device()
+        if execution_device is not None:
+            return execution_device
         for tensor in self.parameters():
             return tensor.device
         for tensor in self.buffers():
@@ -541,9 +567,18 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
 
     # -- multi-process pools ------------------------------------------------------------------
     def start_multi_process_pool(self, target_devices: list[str] | None = None) -> dict[str, Any]:
-        """Worker processes (torch spawn context), one per target device, e.g. ``["cpu", "cpu"]``."""
+        """Worker processes (torch spawn context), one per target device, e.g. ``["cpu", "cpu"]``.
+
+        A model dispatched by Accelerate cannot be: each worker places the model itself.
+        """
         from .multiprocess import start_pool
 
+        if self._accelerate_placement_hook is not None:
+            raise EncodeArgumentError(
+                "Multi-process encoding places the model on each target device itself, which a model "
+                "dispatched by accelerate does not allow. Load it without a `device_map` to encode "
+                "with a pool."
+            )
         return start_pool(self, target_devices)
 
     @staticmethod

@@ -88,8 +88,7 @@ class DenseEncoder(BaseEncoder):
                 truncate_dim=truncate_dim,
                 **kwargs,
             )
-        if device is not None and torch.device(device) != self.device:
-            self.to(device)
+        self._resolve_inference_device(device)
         resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         to_cpu = convert_to_numpy and not convert_to_tensor
 

@@ -23,6 +23,7 @@ from .base_encoder import (  # noqa: F401  (re-exported for callers of the older
 from .encode_arguments import check_encode_arguments
 from .errors import EncodeArgumentError, EncodeInputTypeError
 from .loading import append_csr_head, sparse_checkpoint_modules
+from .model_card_data import SparseEncoderModelCardData
 from .modules.sparse_auto_encoder import SparseAutoEncoder
 from .modules.splade_pooling import SpladePooling
 from .similarity import SimilarityFunction
@@ -50,6 +51,7 @@ class SparseEncoder(BaseEncoder):
     """
 
     model_type = "SparseEncoder"
+    model_card_data_class = SparseEncoderModelCardData
     default_similarity = SimilarityFunction.DOT_PRODUCT
     _bare_checkpoint_modules = staticmethod(sparse_checkpoint_modules)
     _converted_modules = staticmethod(append_csr_head)
@@ -71,6 +73,7 @@ class SparseEncoder(BaseEncoder):
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        model_card_data: SparseEncoderModelCardData | None = None,
         backend: str = "torch",
         similarity_fn_name: str | SimilarityFunction | None = None,
         max_active_dims: int | None = None,
@@ -97,6 +100,7 @@ class SparseEncoder(BaseEncoder):
             model_kwargs=model_kwargs,
             processor_kwargs=processor_kwargs,
             config_kwargs=config_kwargs,
+            model_card_data=model_card_data,
             backend=backend,
             precision=precision,
         )
@@ -181,8 +185,7 @@ class SparseEncoder(BaseEncoder):
                 max_active_dims=max_active_dims,
                 **kwargs,
             )
-        if device is not None and torch.device(device) != self.device:
-            self.to(device)
+        self._resolve_inference_device(device)
         resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         max_active_dims = max_active_dims if max_active_dims is not None else self.max_active_dims
         if max_active_dims is not None:
