@@ -600,6 +600,49 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
             os.makedirs(output_path, exist_ok=True)
         return evaluator(self, output_path)
 
+    # -- merging ---------------------------------------------------------------------------------
+    @classmethod
+    def merge(
+        cls,
+        models: Sequence[str | Path | BaseEncoder],
+        method: str = "linear",
+        *,
+        base_model: str | Path | BaseEncoder | None = None,
+        parameters: dict[str, Any] | None = None,
+        dtype: str | torch.dtype | None = torch.float32,
+        out_dtype: str | torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+        batch_options: Any = None,
+        **load_kwargs: Any,
+    ) -> BaseEncoder:
+        """Merge fine-tunes of one model into a new model, with mergekit (``pip install sparsebridge[merge]``).
+
+        ``models``: two or more models or paths / Hub ids (loaded with ``load_kwargs``), all alike
+        but for their weights (same modules, configs and vocabulary; checked first). ``method``: a
+        mergekit method such as ``"linear"``, ``"slerp"``, ``"ties"``, ``"task_arithmetic"``;
+        ``parameters`` its settings, e.g. ``{"weight": [0.6, 0.4]}`` (linear) or ``{"t": 0.4}``
+        (slerp; ``t`` defaults to 0.5, its base to the first model; ``weight`` to 1 where taken).
+        ``base_model``: the reference of task-vector methods (one of the inputs or another model,
+        which then has index ``len(models)``). ``dtype``: what floating-point tensors are merged in
+        (float32 by default); ``out_dtype``: what the result is cast to. ``batch_options``:
+        ``mergekit.merge_methods.BatchOptions``. Returns a new model in eval mode, on ``device``,
+        with the first model's prompts and settings and a fresh model card; the inputs are not changed.
+        """
+        from .merging import merge_models
+
+        return merge_models(
+            cls,
+            models,
+            method,
+            base_model=base_model,
+            parameters=parameters,
+            dtype=dtype,
+            out_dtype=out_dtype,
+            device=device,
+            batch_options=batch_options,
+            **load_kwargs,
+        )
+
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(
         self,

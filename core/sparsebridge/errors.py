@@ -22,6 +22,8 @@ __all__ = [
     "IngestInterrupted",
     "IncompleteIndexError",
     "IndexMismatchError",
+    "MergeError",
+    "MissingDependencyError",
     "ModelLoadError",
     "ModelMismatchError",
     "ModelNotFoundError",
@@ -125,6 +127,15 @@ class HubError(SparsebridgeError, OSError):
 
 class AdapterError(SparsebridgeError, ValueError):
     """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""
+
+
+class MergeError(SparsebridgeError, ValueError):
+    """Models cannot be merged (``SparseEncoder.merge``): too few, incompatible modules, configs,
+    vocabularies or state keys, or merge settings mergekit refuses; the message names the model and module."""
+
+
+class MissingDependencyError(SparsebridgeError, ImportError):
+    """An optional package a feature needs is not installed (or too old); the message names the extra."""
 
 
 class IngestInterrupted(KeyboardInterrupt):
