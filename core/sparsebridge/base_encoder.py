@@ -209,6 +209,9 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         elif modules is not None and not isinstance(modules, OrderedDict):
             modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
         super().__init__(modules or OrderedDict())
+        for module in self.modules():  # modules that need the assembled model (a tokenizer...)
+            if module is not self and callable(getattr(module, "on_model_ready", None)):
+                module.on_model_ready(self)
         self.model_name_or_path = None if model_name_or_path is None else str(model_name_or_path)
         self.backend = backend
         self.trust_remote_code = trust_remote_code

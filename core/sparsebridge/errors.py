@@ -27,9 +27,11 @@ __all__ = [
     "ModelLoadError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "ModuleImportError",
     "SparsebridgeError",
     "SparsebridgeWarning",
     "UnknownConnectorError",
+    "UntrustedModuleError",
     "WorkerError",
 ]
 
@@ -55,6 +57,16 @@ class ModelNotFoundError(ModelLoadError, FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else super().__str__()
+
+
+class UntrustedModuleError(ModelLoadError, ValueError):
+    """A saved model names a module class outside sentence-transformers and sparsebridge (custom
+    code), and ``trust_remote_code`` was not given; sentence-transformers' wording, on one line."""
+
+
+class ModuleImportError(SparsebridgeError, ImportError):
+    """A saved model names a module class sparsebridge cannot provide; the message starts with
+    sentence-transformers' wording for a class it cannot import and lists the classes we have."""
 
 
 class CorpusError(SparsebridgeError, ValueError):
