@@ -93,7 +93,8 @@ def test_a_custom_class_without_trust_remote_code_fails_with_the_oracles_words(s
     assert type(theirs) is ValueError
     assert isinstance(ours, UntrustedModuleError) and isinstance(ours, ValueError)
     assert isinstance(ours, ModelLoadError)
-    assert str(ours) == str(theirs).replace("\n", " ")  # the same words, on one line
+    # the same words, on one line, then where the class is named
+    assert str(ours) == str(theirs).replace("\n", " ") + " (modules.json, module 1)"
 
 
 def test_a_custom_class_with_trust_remote_code_is_not_run(splade_path, tmp_path):

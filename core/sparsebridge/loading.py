@@ -110,7 +110,8 @@ def module_class(
         raise UntrustedModuleError(
             f"The model {model} references the module class {type_name!r}, which is not part of Sentence "
             f"Transformers. Importing it executes third-party code. You can inspect the repository content at "
-            f"{model}. Please pass the argument `trust_remote_code=True` to allow custom code to be run."
+            f"{model}. Please pass the argument `trust_remote_code=True` to allow custom code to be run. "
+            f"({source.name}, module {idx})"
         )
     known = ", ".join(sorted(MODULE_CLASSES))
     if not module_path:
