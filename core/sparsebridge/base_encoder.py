@@ -5,6 +5,7 @@ sentence-transformers layout."""
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 from collections import OrderedDict
@@ -66,6 +67,34 @@ def renamed_kwargs(**renames: str) -> Callable[[Callable[..., Any]], Callable[..
         return wrapper
 
     return decorate
+
+
+def encode_for_task(
+    encode: Callable[..., Any], task: str, prompt_names: tuple[str, ...], name: str, doc: str
+) -> Callable[..., Any]:
+    """``encode`` for one side of retrieval (``encode_query``, ``encode_document``), with ``encode``'s
+    full signature (``inspect.signature`` shows it) and the 5.x ``sentences=`` alias.
+
+    It passes ``task=task`` (a router takes that route) and, when neither ``prompt_name`` nor
+    ``prompt`` is given, the first of ``prompt_names`` the model has a prompt for. One definition
+    serves every encoder class, so the variants cannot drift from ``encode``.
+    """
+    signature = inspect.signature(encode)
+    var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+
+    def encode_side(self: BaseEncoder, *args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        arguments.pop(next(iter(signature.parameters)))  # self
+        extra = arguments.pop(var_keyword, {}) if var_keyword else {}
+        if arguments.get("prompt_name") is None and arguments.get("prompt") is None:
+            arguments["prompt_name"] = next((n for n in prompt_names if n in self.prompts), None)
+        return self.encode(**arguments, task=task, **extra)
+
+    encode_side.__signature__ = signature  # type: ignore[attr-defined]
+    encode_side.__name__, encode_side.__module__ = name, encode.__module__
+    encode_side.__qualname__ = f"{encode.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
+    encode_side.__doc__ = doc
+    return renamed_kwargs(sentences="inputs")(encode_side)
 
 
 def is_singular_input(inputs: Any) -> bool:
@@ -554,16 +583,6 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         from .multiprocess import encode_multi_process
 
         return encode_multi_process(self, texts, single=single, **kwargs)
-
-    def _query_prompt_name(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        if prompt_name is None and prompt is None:
-            return next((n for n in QUERY_PROMPT_NAMES if n in self.prompts), None)
-        return prompt_name
-
-    def _document_prompt_name(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        if prompt_name is None and prompt is None:
-            return next((n for n in DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
-        return prompt_name
 
     def encode(self, inputs: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
