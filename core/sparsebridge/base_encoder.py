@@ -212,11 +212,11 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
-        # The transformer module resolves both (see modules/transformer.py and precision.py).
         # A device_map hands placement to transformers/Accelerate; `device` is then not used.
         device_map = (model_kwargs or {}).get("device_map") if backend == "torch" and model_name_or_path else None
         if device is not None and device_map is not None:
             logger.warning(f"Ignoring `device={device}` because `model_kwargs['device_map']` takes priority.")
+        # The transformer module resolves both (see modules/transformer.py and precision.py).
         model_kwargs = {**(model_kwargs or {}), "backend": backend, **({"precision": precision} if precision else {})}
         model_config: dict[str, Any] = {}
         if model_name_or_path is not None:
