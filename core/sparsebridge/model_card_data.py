@@ -98,6 +98,7 @@ class SentenceTransformerModelCardData:
         self.model = model
 
     def set_model_id(self, model_id: str) -> None:
+        """The Hub id the card's usage snippet loads (``push_to_hub`` sets it)."""
         self.model_id = model_id
 
     def set_base_model(self, model_id: str, revision: str | None = None) -> bool:
@@ -116,9 +117,11 @@ class SentenceTransformerModelCardData:
         return True
 
     def set_language(self, language: str | list[str]) -> None:
+        """The model language(s); one string becomes a one-item list."""
         self.language = [language] if isinstance(language, str) else list(language)
 
     def set_license(self, license: str) -> None:
+        """The license the card's metadata names, e.g. ``"apache-2.0"``."""
         self.license = license
 
     def add_tags(self, tags: str | list[str]) -> None:
@@ -128,6 +131,7 @@ class SentenceTransformerModelCardData:
                 self.tags.append(tag)
 
     def get_default_model_name(self) -> str:
+        """The card's title when no ``model_name`` is given: the class, and the base model if known."""
         if self.base_model:
             return f"{type(self.model).__name__} based on {self.base_model}"
         return type(self.model).__name__
@@ -169,4 +173,5 @@ class SparseEncoderModelCardData(SentenceTransformerModelCardData):
         self.model_type = " ".join([*words, "Sparse Encoder"])
 
     def get_default_model_name(self) -> str:
+        """The card's title when no ``model_name`` is given: the model type (``"SPLADE Sparse Encoder"``)."""
         return self.model_type
