@@ -131,3 +131,61 @@ def test_saving_keeps_training_mode(splade_path, tmp_path):
     model.train()
     model.save_pretrained(tmp_path)  # the card runs the usage example, which encodes in eval mode
     assert model.training and all(m.training for m in model.modules())
+
+
+CARD_FACTS = {"language": "en", "license": "apache-2.0", "model_name": "Tiny SPLADE", "model_id": "me/tiny-splade"}
+
+
+def card_with(cls, data_cls, path, model_dir, **data):
+    data = {k: list(v) if isinstance(v, list) else v for k, v in data.items()}  # registering adds tags in place
+    model = cls(str(model_dir), device="cpu", model_card_data=data_cls(local_files_only=True, **data))
+    model.save_pretrained(str(path))
+    return (path / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("tags", [None, ["cranfield", "aero"]])
+def test_model_card_data_drives_the_card_as_in_the_oracle(splade_path, tmp_path, tags):
+    """What the user puts in ``model_card_data`` lands in the card where sentence-transformers puts it:
+    language, license and tags in the front matter, the model name as title, the model id in the snippet."""
+    from sentence_transformers import SparseEncoder as OracleEncoder
+    from sentence_transformers.sparse_encoder.model_card import SparseEncoderModelCardData as OracleData
+    from sparsebridge.model_card_data import SparseEncoderModelCardData
+
+    data = {**CARD_FACTS, **({"tags": tags} if tags else {})}
+    theirs = card_with(OracleEncoder, OracleData, tmp_path / "oracle", splade_path, **data)
+    ours = card_with(SparseEncoder, SparseEncoderModelCardData, tmp_path / "ours", splade_path, **data)
+    front, oracle_front = front_matter(ours), front_matter(theirs)
+    for key in ("language", "license", "pipeline_tag", "library_name"):
+        assert front[key] == oracle_front[key], key
+    assert front["language"] == ["en"] and front["license"] == "apache-2.0"
+    # The same tags in the same order; ours adds its own name last.
+    assert front["tags"] == [*oracle_front["tags"], "sparsebridge"]
+    if tags:
+        assert front["tags"][:2] == tags
+    title = next(line for line in ours.splitlines() if line.startswith("# "))
+    assert title == next(line for line in theirs.splitlines() if line.startswith("# ")) == "# Tiny SPLADE"
+    for line in ("- **Language:** en", "- **License:** apache-2.0"):
+        assert line in ours and line in theirs
+    assert "SparseEncoder('me/tiny-splade')" in ours and 'SparseEncoder("me/tiny-splade")' in theirs
+
+
+def test_model_card_data_defaults_name_the_model_type(encoder):
+    data = encoder.model_card_data
+    assert data.model_type == "SPLADE Sparse Encoder" and data.model is encoder
+    assert data.get_default_model_name() == "SPLADE Sparse Encoder"
+    data_without_id = type(data)(model_id="no-organisation")  # sentence-transformers drops such an id
+    assert data_without_id.model_id is None
+
+
+def test_model_card_data_training_datasets_become_metadata(splade_path, tmp_path):
+    from sparsebridge.model_card_data import SparseEncoderModelCardData
+
+    card = card_with(
+        SparseEncoder,
+        SparseEncoderModelCardData,
+        tmp_path,
+        splade_path,
+        train_datasets=[{"name": "MS MARCO", "id": "sentence-transformers/msmarco-bm25"}, {"name": "local"}],
+    )
+    assert front_matter(card)["datasets"] == ["sentence-transformers/msmarco-bm25"]
+    assert "- **Training Datasets:** MS MARCO, local" in card

@@ -13,11 +13,14 @@ _LAZY = {
     "DenseEncoder": ".dense_encoder",
     "SparseEncoder": ".encoder",
     "SimilarityFunction": ".similarity",
+    "SentenceTransformerModelCardData": ".model_card_data",
+    "SparseEncoderModelCardData": ".model_card_data",
 }
 
 if TYPE_CHECKING:
     from .dense_encoder import DenseEncoder
     from .encoder import SparseEncoder
+    from .model_card_data import SentenceTransformerModelCardData, SparseEncoderModelCardData
     from .similarity import SimilarityFunction
 
 
@@ -33,4 +36,11 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["DenseEncoder", "SimilarityFunction", "SparseEncoder", "__version__"]
+__all__ = [
+    "DenseEncoder",
+    "SentenceTransformerModelCardData",
+    "SimilarityFunction",
+    "SparseEncoder",
+    "SparseEncoderModelCardData",
+    "__version__",
+]

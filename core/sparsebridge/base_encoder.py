@@ -5,6 +5,7 @@ sentence-transformers layout."""
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 from collections import OrderedDict
@@ -22,11 +23,13 @@ from . import __version__
 from .errors import EncodeArgumentError, EncodeInputTypeError
 from .hub import HubMixin
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
+from .model_card_data import SentenceTransformerModelCardData
 from .modules.base import Module, kwargs_for, write_json
 from .modules.pooling import Pooling
 from .modules.router import Router
 from .modules.transformer import Transformer
 from .peft_adapters import PeftAdapterMixin
+from .placement import AcceleratePlacementMixin
 from .similarity import SimilarityFunction
 from .threads import cpu_thread_budget
 
@@ -64,6 +67,34 @@ def renamed_kwargs(**renames: str) -> Callable[[Callable[..., Any]], Callable[..
         return wrapper
 
     return decorate
+
+
+def encode_for_task(
+    encode: Callable[..., Any], task: str, prompt_names: tuple[str, ...], name: str, doc: str
+) -> Callable[..., Any]:
+    """``encode`` for one side of retrieval (``encode_query``, ``encode_document``), with ``encode``'s
+    full signature (``inspect.signature`` shows it) and the 5.x ``sentences=`` alias.
+
+    It passes ``task=task`` (a router takes that route) and, when neither ``prompt_name`` nor
+    ``prompt`` is given, the first of ``prompt_names`` the model has a prompt for. One definition
+    serves every encoder class, so the variants cannot drift from ``encode``.
+    """
+    signature = inspect.signature(encode)
+    var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+
+    def encode_side(self: BaseEncoder, *args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        arguments.pop(next(iter(signature.parameters)))  # self
+        extra = arguments.pop(var_keyword, {}) if var_keyword else {}
+        if arguments.get("prompt_name") is None and arguments.get("prompt") is None:
+            arguments["prompt_name"] = next((n for n in prompt_names if n in self.prompts), None)
+        return self.encode(**arguments, task=task, **extra)
+
+    encode_side.__signature__ = signature  # type: ignore[attr-defined]
+    encode_side.__name__, encode_side.__module__ = name, encode.__module__
+    encode_side.__qualname__ = f"{encode.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
+    encode_side.__doc__ = doc
+    return renamed_kwargs(sentences="inputs")(encode_side)
 
 
 def is_singular_input(inputs: Any) -> bool:
@@ -140,7 +171,7 @@ def _input_length(text: str | tuple[str, str]) -> int:
     return sum(map(len, text)) if isinstance(text, tuple) else len(text)
 
 
-class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
+class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
     model_type: ClassVar[str] = ""
@@ -152,6 +183,8 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         SimilarityFunction.EUCLIDEAN.value,
         SimilarityFunction.MANHATTAN.value,
     )
+    # What a model without model_card_data= gets (sentence-transformers' attribute name).
+    model_card_data_class: ClassVar[type[SentenceTransformerModelCardData]] = SentenceTransformerModelCardData
     # Prompt names every model has (empty unless set), as in sentence-transformers.
     _default_prompts: ClassVar[dict[str, str | None]] = {"query": None, "document": None}
 
@@ -172,12 +205,17 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        model_card_data: SentenceTransformerModelCardData | None = None,
         backend: str = "torch",
         similarity_fn_name: str | SimilarityFunction | None = None,
         precision: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
+        # A device_map hands placement to transformers/Accelerate; `device` is then not used.
+        device_map = (model_kwargs or {}).get("device_map") if backend == "torch" and model_name_or_path else None
+        if device is not None and device_map is not None:
+            logger.warning(f"Ignoring `device={device}` because `model_kwargs['device_map']` takes priority.")
         # The transformer module resolves both (see modules/transformer.py and precision.py).
         model_kwargs = {**(model_kwargs or {}), "backend": backend, **({"precision": precision} if precision else {})}
         model_config: dict[str, Any] = {}
@@ -200,6 +238,9 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         elif modules is not None and not isinstance(modules, OrderedDict):
             modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
         super().__init__(modules or OrderedDict())
+        for module in self.modules():  # modules that need the assembled model (a tokenizer...)
+            if module is not self and callable(getattr(module, "on_model_ready", None)):
+                module.on_model_ready(self)
         self.model_name_or_path = None if model_name_or_path is None else str(model_name_or_path)
         self.backend = backend
         self.trust_remote_code = trust_remote_code
@@ -223,7 +264,19 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
                 f"dictionary with keys {list(self.prompts.keys())!r}."
             )
         self._prompt_lengths: dict[str, int] = {}
-        self.to(device or _default_device())
+        self._device_map = device_map
+        self._modules_placed = False
+        if self._placement_is_delegated:
+            self._place_modules()
+        else:
+            self.to(device or _default_device())
+        # Habana Gaudi graph mode (sentence-transformers' attribute): sparsebridge has no HPU support,
+        # so it is always False here.
+        self.is_hpu_graph_enabled = False
+        self.model_card_data = model_card_data or self.model_card_data_class(local_files_only=local_files_only)
+        if model_name_or_path is not None and not Path(model_name_or_path).expanduser().is_dir():
+            self.model_card_data.set_base_model(str(model_name_or_path), revision=revision)
+        self.model_card_data.register_model(self)
 
     # Subclasses say how a bare Hugging Face checkpoint (no modules.json) becomes modules, and how
     # the modules of another model family's save are adapted (None: loaded as they are).
@@ -249,6 +302,11 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
     # -- properties ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
+        """Where the model runs: its Accelerate execution device if hooks place it, else where its
+        first parameter (or buffer) is, else the CPU."""
+        execution_device = self._execution_device()
+        if execution_device is not None:
+            return execution_device
         for tensor in self.parameters():
             return tensor.device
         for tensor in self.buffers():
@@ -526,24 +584,23 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
 
         return encode_multi_process(self, texts, single=single, **kwargs)
 
-    def _query_prompt_name(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        if prompt_name is None and prompt is None:
-            return next((n for n in QUERY_PROMPT_NAMES if n in self.prompts), None)
-        return prompt_name
-
-    def _document_prompt_name(self, prompt_name: str | None, prompt: str | None) -> str | None:
-        if prompt_name is None and prompt is None:
-            return next((n for n in DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
-        return prompt_name
-
     def encode(self, inputs: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # -- multi-process pools ------------------------------------------------------------------
     def start_multi_process_pool(self, target_devices: list[str] | None = None) -> dict[str, Any]:
-        """Worker processes (torch spawn context), one per target device, e.g. ``["cpu", "cpu"]``."""
+        """Worker processes (torch spawn context), one per target device, e.g. ``["cpu", "cpu"]``.
+
+        A model dispatched by Accelerate cannot be: each worker places the model itself.
+        """
         from .multiprocess import start_pool
 
+        if self._accelerate_placement_hook is not None:
+            raise EncodeArgumentError(
+                "Multi-process encoding places the model on each target device itself, which a model "
+                "dispatched by accelerate does not allow. Load it without a `device_map` to encode "
+                "with a pool."
+            )
         return start_pool(self, target_devices)
 
     @staticmethod
@@ -564,6 +621,49 @@ class BaseEncoder(PeftAdapterMixin, HubMixin, nn.Sequential):
         if output_path is not None:
             os.makedirs(output_path, exist_ok=True)
         return evaluator(self, output_path)
+
+    # -- merging ---------------------------------------------------------------------------------
+    @classmethod
+    def merge(
+        cls,
+        models: Sequence[str | Path | BaseEncoder],
+        method: str = "linear",
+        *,
+        base_model: str | Path | BaseEncoder | None = None,
+        parameters: dict[str, Any] | None = None,
+        dtype: str | torch.dtype | None = torch.float32,
+        out_dtype: str | torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+        batch_options: Any = None,
+        **load_kwargs: Any,
+    ) -> BaseEncoder:
+        """Merge fine-tunes of one model into a new model, with mergekit (``pip install sparsebridge[merge]``).
+
+        ``models``: two or more models or paths / Hub ids (loaded with ``load_kwargs``), all alike
+        but for their weights (same modules, configs and vocabulary; checked first). ``method``: a
+        mergekit method such as ``"linear"``, ``"slerp"``, ``"ties"``, ``"task_arithmetic"``;
+        ``parameters`` its settings, e.g. ``{"weight": [0.6, 0.4]}`` (linear) or ``{"t": 0.4}``
+        (slerp; ``t`` defaults to 0.5, its base to the first model; ``weight`` to 1 where taken).
+        ``base_model``: the reference of task-vector methods (one of the inputs or another model,
+        which then has index ``len(models)``). ``dtype``: what floating-point tensors are merged in
+        (float32 by default); ``out_dtype``: what the result is cast to. ``batch_options``:
+        ``mergekit.merge_methods.BatchOptions``. Returns a new model in eval mode, on ``device``,
+        with the first model's prompts and settings and a fresh model card; the inputs are not changed.
+        """
+        from .merging import merge_models
+
+        return merge_models(
+            cls,
+            models,
+            method,
+            base_model=base_model,
+            parameters=parameters,
+            dtype=dtype,
+            out_dtype=out_dtype,
+            device=device,
+            batch_options=batch_options,
+            **load_kwargs,
+        )
 
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base_encoder import BaseEncoder, _check_texts, renamed_kwargs
+from .base_encoder import (
+    DOCUMENT_PROMPT_NAMES,
+    QUERY_PROMPT_NAMES,
+    BaseEncoder,
+    _check_texts,
+    encode_for_task,
+    renamed_kwargs,
+)
 from .errors import EncodeArgumentError
 from .modules.base import Module
 from .modules.pooling import Pooling
@@ -88,8 +95,7 @@ class DenseEncoder(BaseEncoder):
                 truncate_dim=truncate_dim,
                 **kwargs,
             )
-        if device is not None and torch.device(device) != self.device:
-            self.to(device)
+        self._resolve_inference_device(device)
         resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         to_cpu = convert_to_numpy and not convert_to_tensor
 
@@ -117,27 +123,18 @@ class DenseEncoder(BaseEncoder):
             out = list(result.unbind(0))
         return out[0] if single else out
 
-    @renamed_kwargs(sentences="inputs")
-    def encode_query(
-        self,
-        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        **kwargs: Any,
-    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
-        """``encode`` for queries: the ``query`` prompt unless another is given, and ``task="query"``."""
-        prompt_name = self._query_prompt_name(prompt_name, prompt)
-        return self.encode(inputs=inputs, prompt_name=prompt_name, prompt=prompt, task="query", **kwargs)
-
-    @renamed_kwargs(sentences="inputs")
-    def encode_document(
-        self,
-        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        **kwargs: Any,
-    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+    encode_query = encode_for_task(
+        encode,
+        "query",
+        QUERY_PROMPT_NAMES,
+        "encode_query",
+        """``encode`` for queries: the ``query`` prompt unless another is given, and ``task="query"``.""",
+    )
+    encode_document = encode_for_task(
+        encode,
+        "document",
+        DOCUMENT_PROMPT_NAMES,
+        "encode_document",
         """``encode`` for documents: the ``document``/``passage``/``corpus`` prompt unless another is
-        given, and ``task="document"``."""
-        prompt_name = self._document_prompt_name(prompt_name, prompt)
-        return self.encode(inputs=inputs, prompt_name=prompt_name, prompt=prompt, task="document", **kwargs)
+        given, and ``task="document"``.""",
+    )

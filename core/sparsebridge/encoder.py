@@ -18,11 +18,13 @@ from .base_encoder import (  # noqa: F401  (re-exported for callers of the older
     BaseEncoder,
     _check_texts,
     _default_device,
+    encode_for_task,
     renamed_kwargs,
 )
 from .encode_arguments import check_encode_arguments
 from .errors import EncodeArgumentError, EncodeInputTypeError
 from .loading import append_csr_head, sparse_checkpoint_modules
+from .model_card_data import SparseEncoderModelCardData
 from .modules.sparse_auto_encoder import SparseAutoEncoder
 from .modules.splade_pooling import SpladePooling
 from .similarity import SimilarityFunction
@@ -50,6 +52,7 @@ class SparseEncoder(BaseEncoder):
     """
 
     model_type = "SparseEncoder"
+    model_card_data_class = SparseEncoderModelCardData
     default_similarity = SimilarityFunction.DOT_PRODUCT
     _bare_checkpoint_modules = staticmethod(sparse_checkpoint_modules)
     _converted_modules = staticmethod(append_csr_head)
@@ -71,6 +74,7 @@ class SparseEncoder(BaseEncoder):
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        model_card_data: SparseEncoderModelCardData | None = None,
         backend: str = "torch",
         similarity_fn_name: str | SimilarityFunction | None = None,
         max_active_dims: int | None = None,
@@ -97,6 +101,7 @@ class SparseEncoder(BaseEncoder):
             model_kwargs=model_kwargs,
             processor_kwargs=processor_kwargs,
             config_kwargs=config_kwargs,
+            model_card_data=model_card_data,
             backend=backend,
             precision=precision,
         )
@@ -181,8 +186,7 @@ class SparseEncoder(BaseEncoder):
                 max_active_dims=max_active_dims,
                 **kwargs,
             )
-        if device is not None and torch.device(device) != self.device:
-            self.to(device)
+        self._resolve_inference_device(device)
         resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         max_active_dims = max_active_dims if max_active_dims is not None else self.max_active_dims
         if max_active_dims is not None:
@@ -208,77 +212,22 @@ class SparseEncoder(BaseEncoder):
             return rows[0] if single else rows
         return result[0] if single else result
 
-    @renamed_kwargs(sentences="inputs")
-    def encode_query(
-        self,
-        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        batch_size: int = 32,
-        show_progress_bar: bool | None = None,
-        convert_to_tensor: bool = True,
-        convert_to_sparse_tensor: bool = True,
-        save_to_cpu: bool = False,
-        device: str | torch.device | list[str | torch.device] | None = None,
-        max_active_dims: int | None = None,
-        pool: dict[str, Any] | None = None,
-        chunk_size: int | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor | list[torch.Tensor]:
+    encode_query = encode_for_task(
+        encode,
+        "query",
+        QUERY_PROMPT_NAMES,
+        "encode_query",
         """``encode`` for queries: the ``query`` prompt unless another is given, and ``task="query"``
-        (a router takes its query route, e.g. an inference-free ``SparseStaticEmbedding``)."""
-        return self.encode(
-            inputs=inputs,
-            prompt_name=self._query_prompt_name(prompt_name, prompt),
-            prompt=prompt,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            convert_to_tensor=convert_to_tensor,
-            convert_to_sparse_tensor=convert_to_sparse_tensor,
-            save_to_cpu=save_to_cpu,
-            device=device,
-            max_active_dims=max_active_dims,
-            pool=pool,
-            chunk_size=chunk_size,
-            task="query",
-            **kwargs,
-        )
-
-    @renamed_kwargs(sentences="inputs")
-    def encode_document(
-        self,
-        inputs: str | tuple[str, str] | Sequence[str | tuple[str, str]],
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        batch_size: int = 32,
-        show_progress_bar: bool | None = None,
-        convert_to_tensor: bool = True,
-        convert_to_sparse_tensor: bool = True,
-        save_to_cpu: bool = False,
-        device: str | torch.device | list[str | torch.device] | None = None,
-        max_active_dims: int | None = None,
-        pool: dict[str, Any] | None = None,
-        chunk_size: int | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor | list[torch.Tensor]:
+        (a router takes its query route, e.g. an inference-free ``SparseStaticEmbedding``).""",
+    )
+    encode_document = encode_for_task(
+        encode,
+        "document",
+        DOCUMENT_PROMPT_NAMES,
+        "encode_document",
         """``encode`` for documents: the first of the ``document``/``passage``/``corpus`` prompts the
-        model has unless another is given, and ``task="document"``."""
-        return self.encode(
-            inputs=inputs,
-            prompt_name=self._document_prompt_name(prompt_name, prompt),
-            prompt=prompt,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            convert_to_tensor=convert_to_tensor,
-            convert_to_sparse_tensor=convert_to_sparse_tensor,
-            save_to_cpu=save_to_cpu,
-            device=device,
-            max_active_dims=max_active_dims,
-            pool=pool,
-            chunk_size=chunk_size,
-            task="document",
-            **kwargs,
-        )
+        model has unless another is given, and ``task="document"``.""",
+    )
 
     # -- inspection ----------------------------------------------------------------------------
     def decode(

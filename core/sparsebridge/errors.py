@@ -22,12 +22,16 @@ __all__ = [
     "IngestInterrupted",
     "IncompleteIndexError",
     "IndexMismatchError",
+    "MergeError",
+    "MissingDependencyError",
     "ModelLoadError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "ModuleImportError",
     "SparsebridgeError",
     "SparsebridgeWarning",
     "UnknownConnectorError",
+    "UntrustedModuleError",
     "WorkerError",
 ]
 
@@ -53,6 +57,16 @@ class ModelNotFoundError(ModelLoadError, FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else super().__str__()
+
+
+class UntrustedModuleError(ModelLoadError, ValueError):
+    """A saved model names a module class outside sentence-transformers and sparsebridge (custom
+    code), and ``trust_remote_code`` was not given; sentence-transformers' wording, on one line."""
+
+
+class ModuleImportError(SparsebridgeError, ImportError):
+    """A saved model names a module class sparsebridge cannot provide; the message starts with
+    sentence-transformers' wording for a class it cannot import and lists the classes we have."""
 
 
 class CorpusError(SparsebridgeError, ValueError):
@@ -125,6 +139,15 @@ class HubError(SparsebridgeError, OSError):
 
 class AdapterError(SparsebridgeError, ValueError):
     """A PEFT adapter cannot be added, loaded, set or saved; the message names the adapter and the cause."""
+
+
+class MergeError(SparsebridgeError, ValueError):
+    """Models cannot be merged (``SparseEncoder.merge``): too few, incompatible modules, configs,
+    vocabularies or state keys, or merge settings mergekit refuses; the message names the model and module."""
+
+
+class MissingDependencyError(SparsebridgeError, ImportError):
+    """An optional package a feature needs is not installed (or too old); the message names the extra."""
 
 
 class IngestInterrupted(KeyboardInterrupt):

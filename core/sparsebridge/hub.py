@@ -80,6 +80,11 @@ class HubMixin:
             except Exception as exc:  # the Hub boundary, as above
                 raise HubError(f"cannot upload to the Hugging Face Hub repository {repo_id!r}: {_cause(exc)}") from exc
 
+        card_data = getattr(self, "model_card_data", None)
+        if card_data is not None:
+            card_data.set_model_id(
+                repo_id
+            )  # the card's usage snippet loads the pushed model, as in sentence-transformers
         if local_model_path:
             result = upload(str(local_model_path))
         else:

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import ModelLoadError  # noqa: F401  (defined in errors.py; re-exported here)
+from .errors import ModelLoadError, ModuleImportError, UntrustedModuleError
 from .modules import MODULE_CLASSES, Module
 from .modules.base import read_json
 from .modules.pooling import Pooling
@@ -92,13 +92,36 @@ def resolve_model_path(
     return Path(local)
 
 
-def module_class(type_name: str, source: Path, idx: int) -> type[Module]:
-    """The class implementing a modules.json ``type``; unknown types are a clear error."""
-    class_name = type_name.rsplit(".", 1)[-1]
+def module_class(
+    type_name: str, source: Path, idx: int, model_path: str | os.PathLike | None = None, trust_remote_code: bool = False
+) -> type[Module]:
+    """The class implementing a modules.json ``type`` (``source`` is that file, ``idx`` the entry).
+
+    A sentence-transformers (or sparsebridge) class we implement is ours, whatever its module path.
+    Anything else fails as sentence-transformers fails: a class outside sentence-transformers
+    without ``trust_remote_code`` with its ``ValueError`` wording; a class it cannot import with
+    its ``ImportError`` wording (sparsebridge never imports third-party module code).
+    """
+    module_path, _, class_name = type_name.rpartition(".")
     if type_name.startswith(_KNOWN_PREFIXES) and class_name in MODULE_CLASSES:
         return MODULE_CLASSES[class_name]
+    model = str(model_path if model_path is not None else source.parent)
+    if not type_name.startswith(_KNOWN_PREFIXES) and not trust_remote_code:
+        raise UntrustedModuleError(
+            f"The model {model} references the module class {type_name!r}, which is not part of Sentence "
+            f"Transformers. Importing it executes third-party code. You can inspect the repository content at "
+            f"{model}. Please pass the argument `trust_remote_code=True` to allow custom code to be run. "
+            f"({source.name}, module {idx})"
+        )
     known = ", ".join(sorted(MODULE_CLASSES))
-    raise ValueError(f"{source}: module {idx} has unknown type {type_name!r}; supported module classes: {known}")
+    if not module_path:
+        cause = f"{type_name} doesn't look like a module path"
+    else:
+        cause = f'Module "{module_path}" does not define a "{class_name}" attribute/class'
+    raise ModuleImportError(
+        f"{cause} ({source}, module {idx}); sparsebridge runs no custom module code and implements these "
+        f"module classes: {known}"
+    )
 
 
 def load_modules(
@@ -158,7 +181,7 @@ def load_modules(
         for idx, entry in enumerate(entries):
             if not isinstance(entry, dict) or "type" not in entry:
                 raise ValueError(f"{modules_file}: module {idx} has no 'type'")
-            cls = module_class(entry["type"], modules_file, idx)
+            cls = module_class(entry["type"], modules_file, idx, path, trust_remote_code)
             module_path = path / entry.get("path", "")
             if not module_path.is_dir() and getattr(cls, "needs_folder", True):
                 raise FileNotFoundError(

@@ -1,5 +1,8 @@
 """The README.md model card that ``save_pretrained`` writes next to a saved model.
 
+The user's facts come from the model's ``model_card_data`` (``sparsebridge.model_card_data``):
+language, license, title, Hub id, datasets and tags, as in sentence-transformers.
+
 It carries what a sentence-transformers card carries, so the Hub shows the model the same way:
 Hub metadata (library, pipeline tag, tags, base model, datasets), the model type (``SPLADE Sparse
 Encoder``, ``Asymmetric Inference-free SPLADE Sparse Encoder``...), maximum sequence length,
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .model_card_data import SPARSE_TYPE_WORDS, SentenceTransformerModelCardData, SparseEncoderModelCardData
 
 __all__ = ["architecture", "model_card_text", "model_type_name", "write_model_card"]
 
@@ -32,13 +36,6 @@ SIMILARITY_NAMES = {
     "euclidean": "Euclidean Distance",
     "manhattan": "Manhattan Distance",
 }
-# (module class name, word in the model type), in the order sentence-transformers names them
-_TYPE_WORDS = (
-    ("Router", "Asymmetric"),
-    ("SparseStaticEmbedding", "Inference-free"),
-    ("SpladePooling", "SPLADE"),
-    ("SparseAutoEncoder", "CSR"),
-)
 
 
 def _is_sparse(model: Any) -> bool:
@@ -50,7 +47,7 @@ def model_type_name(model: Any) -> str:
     if not _is_sparse(model):
         return "Sentence Transformer"
     present = {type(m).__name__ for m in model.modules()}
-    return " ".join([word for cls, word in _TYPE_WORDS if cls in present] + ["Sparse Encoder"])
+    return " ".join([word for cls, word in SPARSE_TYPE_WORDS if cls in present] + ["Sparse Encoder"])
 
 
 def _base_model(model: Any) -> str | None:
@@ -61,21 +58,38 @@ def _base_model(model: Any) -> str | None:
     return name
 
 
-def _metadata(model: Any, train_datasets: list[str] | None) -> dict[str, Any]:
+def _card_data(model: Any) -> Any:
+    """The model's card data; a fresh default one for a model that has none (e.g. built by hand)."""
+    data = getattr(model, "model_card_data", None)
+    if data is None:
+        data = (SparseEncoderModelCardData if _is_sparse(model) else SentenceTransformerModelCardData)(
+            local_files_only=True
+        )
+        data.register_model(model)
+    return data
+
+
+def _metadata(model: Any, data: Any, train_datasets: list[str] | None) -> dict[str, Any]:
     if _is_sparse(model):
-        type_tags = [word.lower() for cls, word in _TYPE_WORDS if cls in {type(m).__name__ for m in model.modules()}]
-        tags = ["sentence-transformers", "sparse-encoder", "sparse", *type_tags]
-        pipeline_tag = "feature-extraction"
+        present = {type(m).__name__ for m in model.modules()}
+        type_tags = [word.lower() for cls, word in SPARSE_TYPE_WORDS if cls in present]
     else:
-        tags = ["sentence-transformers", "sentence-similarity", "feature-extraction", "dense"]
-        pipeline_tag = "sentence-similarity"
-    meta: dict[str, Any] = {"tags": [*tags, "sparsebridge"], "pipeline_tag": pipeline_tag}
-    base = _base_model(model)
+        type_tags = ["dense"]
+    tags = list(data.tags) + [t for t in [*type_tags, "sparsebridge"] if t not in data.tags]
+    meta: dict[str, Any] = {}
+    if data.language:
+        meta["language"] = list(data.language)
+    if data.license:
+        meta["license"] = data.license
+    meta["tags"] = tags
+    meta["pipeline_tag"] = data.pipeline_tag or ("feature-extraction" if _is_sparse(model) else "sentence-similarity")
+    base = data.base_model or _base_model(model)
     if base:
         meta["base_model"] = base
-    if train_datasets:
-        meta["datasets"] = list(train_datasets)
-    meta["library_name"] = "sentence-transformers"  # the layout is sentence-transformers'; it loads it
+    datasets = [*data.dataset_ids(), *(d for d in (train_datasets or []) if d not in data.dataset_ids())]
+    if datasets:
+        meta["datasets"] = datasets
+    meta["library_name"] = data.library_name  # the layout is sentence-transformers'; it loads it
     return meta
 
 
@@ -143,9 +157,9 @@ def _example_outputs(model: Any) -> tuple[str, str] | None:
     return shape, "\n".join(f"# {line}" for line in printed.splitlines())
 
 
-def _usage(model: Any, model_id: str) -> str:
+def _usage(model: Any, model_id: str, run_example: bool = True) -> str:
     cls = "SparseEncoder" if _is_sparse(model) else "DenseEncoder"
-    outputs = _example_outputs(model)
+    outputs = _example_outputs(model) if run_example else None
     shape, similarities = outputs if outputs else ("", "")
     lines = [
         "```python",
@@ -186,35 +200,50 @@ def _versions() -> list[str]:
 
 
 def model_card_text(model: Any, model_name: str | None = None, train_datasets: list[str] | None = None) -> str:
-    """The model card (Markdown with YAML front matter) for ``model``; ``model_name`` is its Hub id, if any."""
+    """The model card (Markdown with YAML front matter) for ``model``; ``model_name`` is its Hub id, if any.
+
+    The model's ``model_card_data`` gives the title, language, license, tags, Hub id and datasets;
+    ``train_datasets`` (dataset ids, sentence-transformers' older ``save`` argument) adds to them.
+    """
+    data = _card_data(model)
     kind = model_type_name(model)
-    base = _base_model(model)
+    base = data.base_model or _base_model(model)
     dim = model.get_sentence_embedding_dimension()
     max_active = getattr(model, "max_active_dims", None)
     similarity = model.similarity_fn_name
+    base_line = f"- **Base model:** [{base}](https://huggingface.co/{base})" if base else None
+    if base_line and data.base_model_revision:
+        base_line += f" <!-- at revision {data.base_model_revision} -->"
     details = [
         f"- **Model Type:** {kind}",
-        f"- **Base model:** [{base}](https://huggingface.co/{base})" if base else "<!-- - **Base model:** unknown -->",
+        base_line or "<!-- - **Base model:** unknown -->",
         f"- **Maximum Sequence Length:** {model.max_seq_length} tokens",
         f"- **Output Dimensionality:** {dim} dimensions"
         + (f" (at most {max_active} active dimensions)" if max_active else ""),
         f"- **Similarity Function:** {SIMILARITY_NAMES.get(similarity, similarity.replace('_', ' ').title())}",
     ]
-    if train_datasets:
-        details.append("- **Training Datasets:** " + ", ".join(train_datasets))
+    dataset_names = [d["name"] for d in data.train_datasets if d.get("name")]
+    dataset_names += [d for d in train_datasets or [] if d not in dataset_names]
+    if dataset_names:
+        details.append("- **Training Datasets:** " + ", ".join(dataset_names))
+    if data.language:
+        details.append(f"- **Language{'s' if len(data.language) > 1 else ''}:** " + ", ".join(data.language))
+    if data.license:
+        details.append(f"- **License:** {data.license}")
     space = f"{dim}-dimensional sparse vector space" if _is_sparse(model) else f"{dim}-dimensional dense vector space"
-    task = "semantic search and sparse retrieval" if _is_sparse(model) else "semantic search and similarity"
-    front = _front_matter(_metadata(model, train_datasets))
+    task = data.task_name or ("semantic search and sparse retrieval" if _is_sparse(model) else "semantic search")
+    front = _front_matter(_metadata(model, data, train_datasets))
+    model_id = data.model_id or model_name
     sections = [
         f"---\n{front}\n---",
-        f"# {model_name or kind + ' model'}",
+        f"# {data.model_name or model_name or kind + ' model'}",
         f"This is a {kind} model{f' finetuned from [{base}](https://huggingface.co/{base})' if base else ''}. "
         f"It maps text to a {space} and can be used for {task}. It was saved by sparsebridge in the "
         "sentence-transformers layout, so sparsebridge and sentence-transformers both load it.",
         "## Model Details\n\n### Model Description\n" + "\n".join(details),
         f"### Full Model Architecture\n\n```\n{architecture(model)}\n```",
         "## Usage\n\nInstall sparsebridge, then load the model and run inference:\n\n"
-        + _usage(model, model_name or "path/to/this/model"),
+        + _usage(model, model_id or "path/to/this/model", run_example=data.generate_widget_examples),
         "## Framework Versions\n\n" + "\n".join(_versions()),
     ]
     return "\n\n".join(sections) + "\n"
@@ -225,6 +254,9 @@ def write_model_card(
 ) -> Path:
     """Write ``README.md`` into ``folder`` (``save_pretrained(create_model_card=True)`` calls it); returns the path."""
     path = Path(folder) / README
+    data = getattr(model, "model_card_data", None)
+    if data is not None:
+        data.save_dir = str(folder)
     text = model_card_text(model, model_name=model_name, train_datasets=train_datasets)
     path.write_text(text, encoding="utf-8")
     return path

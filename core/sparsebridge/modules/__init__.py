@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import Module
 from .dense import Dense
+from .multi_vector_mask import MultiVectorMask
 from .normalize import Normalize
 from .pooling import Pooling
 from .router import Router
@@ -27,6 +28,7 @@ MODULE_CLASSES: dict[str, type[Module]] = {
     "Asym": Router,  # the legacy name sentence-transformers still maps to Router
     "SparseStaticEmbedding": SparseStaticEmbedding,
     "SparseAutoEncoder": SparseAutoEncoder,
+    "MultiVectorMask": MultiVectorMask,
 }
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Dense",
     "MLMTransformer",
     "Module",
+    "MultiVectorMask",
     "Normalize",
     "Pooling",
     "Router",

@@ -233,7 +233,7 @@ class Transformer(Module):
             out = self.auto_model(**inputs, return_dict=True)
             features["token_embeddings"] = out.last_hidden_state
             return features
-        if self._projection_path is None:
+        if self._projection_path is None or self._projection_is_dispatched():
             features["token_embeddings"] = self.auto_model(**inputs, return_dict=True).logits
             return features
         with self._projection_captured() as (capture, projection):
@@ -241,6 +241,12 @@ class Transformer(Module):
         features["token_hidden"] = capture.captured
         features["vocab_projection"] = projection
         return features
+
+    def _projection_is_dispatched(self) -> bool:
+        """Whether Accelerate places the vocabulary projection (a hook on it, or its weights offloaded
+        to ``meta``): then only its own forward brings the weights in, so pooling cannot apply it."""
+        projection = self.auto_model.get_output_embeddings()
+        return "_hf_hook" in projection.__dict__ or any(p.device.type == "meta" for p in projection.parameters())
 
     def _locate_projection(self) -> tuple[str, str] | None:
         projection = self.auto_model.get_output_embeddings()
