@@ -89,6 +89,9 @@ class LuceneConnector(Connector):
     extra_options: ClassVar[frozenset[str]] = frozenset()
     # Options of SearchOptions.backend_options this engine understands.
     search_backend_options: ClassVar[frozenset[str]] = frozenset()
+    # Lucene's FeatureField keeps 9 significant bits of a weight, truncated (up to 2**-8 low), and
+    # scores in float32: 2**-7 bounds how far a score lies below the exact dot product.
+    score_rtol: ClassVar[float] = 2.0**-7
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - self.common_options - self.extra_options)
@@ -386,6 +389,7 @@ class LuceneConnector(Connector):
             dense_size=spec.dense_size,
             payload_fields=dict(spec.payload_fields),
             metadata=dict(spec.metadata),
+            sparse_mapping=dict(sparse_prop),
         )
         return body, layout
 
@@ -475,6 +479,7 @@ class LuceneConnector(Connector):
             dense_size=spec.dense_size,
             payload_fields={k: v.get("type") for k, v in payload_props.items()},
             metadata=meta,
+            sparse_mapping=dict(sparse),
         )
 
     @abstractmethod
@@ -515,6 +520,7 @@ class LuceneConnector(Connector):
                 k: v.get("type") for k, v in (props.get(PAYLOAD_FIELD) or {}).get("properties", {}).items()
             },
             metadata=meta,
+            sparse_mapping=dict(sparse),
         )
         return self._layout
 
