@@ -548,6 +548,7 @@ class FakeEngine(HybridEngineMixin):
         self.lock = threading.Lock()
         self.seq_no = 0
         self.scrolls: dict[str, dict[str, Any]] = {}
+        self._stats_cache: dict[tuple, tuple[int, dict[str, int]]] = {}
 
     # --- test helpers ---
 
@@ -1105,26 +1106,36 @@ class FakeEngine(HybridEngineMixin):
         if not prune or not tokens:
             return tokens
         config = {**DEFAULT_PRUNING, **(field_opts.get("pruning_config") or {}), **(spec.get("pruning_config") or {})}
-        docs = [self._features(src, fname) for src in idx["docs"].values()]
-        docs = [d for d in docs if d]
-        doc_freq: dict[str, int] = defaultdict(int)
-        for d in docs:
-            for token in d:
-                doc_freq[token] += 1
-        if not docs:
+        n_docs, doc_freq = self._field_stats(idx, fname)
+        if not n_docs:
             return {}
-        average = sum(doc_freq.values()) / len(docs) / len(doc_freq)
+        average = sum(doc_freq.values()) / n_docs / len(doc_freq)
         best = max(tokens.values())
         kept = {}
         for token, w in tokens.items():
             df = doc_freq.get(token, 0)
             keep = df > 0 and (
-                df / len(docs) < config["tokens_freq_ratio_threshold"] * average
+                df / n_docs < config["tokens_freq_ratio_threshold"] * average
                 or w > config["tokens_weight_threshold"] * best
             )
             if keep != bool(config["only_score_pruned_tokens"]):
                 kept[token] = w
         return kept
+
+    def _field_stats(self, idx: dict[str, Any], fname: str) -> tuple[int, dict[str, int]]:
+        """(documents with the field, document frequency per token): what pruning reads from the
+        index's terms dictionary; computed once per state of the index, not per scored document."""
+        key = (id(idx), fname, self.seq_no, len(idx["docs"]))
+        cache = self._stats_cache
+        if key not in cache:
+            docs = [d for d in (self._features(src, fname) for src in idx["docs"].values()) if d]
+            doc_freq: dict[str, int] = defaultdict(int)
+            for d in docs:
+                for token in d:
+                    doc_freq[token] += 1
+            cache.clear()
+            cache[key] = (len(docs), dict(doc_freq))
+        return cache[key]
 
     def _field_mapping(self, idx: dict[str, Any], path: str) -> dict[str, Any]:
         """The mapping of the field at a dotted ``path``; names may hold dots themselves

@@ -83,6 +83,7 @@ def exact_recall(
             torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1),
             torch.tensor(vals, dtype=torch.float64),
             (len(batch), query_matrix.shape[0]),
+            check_invariants=False,  # built just above: unique (row, column) pairs within bounds
         )
         scores = torch.sparse.mm(docs, query_matrix)  # (records of the batch) x (queries), float64
         row_of = {record.id: r for r, record in enumerate(batch)}
