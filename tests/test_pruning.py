@@ -153,10 +153,10 @@ def test_seismic_reports_weights_above_the_ceiling(seismic, caplog):
     with caplog.at_level(logging.WARNING, logger="sparsebridge.opensearch"):
         result = conn.write(DOCS[:1])  # 4.7 > 4.2
     assert result.notes == [
-        "1 weight(s) above the index's SEISMIC quantization_ceiling_ingest 4.2 were clipped to it by OpenSearch; "
+        "weights above the index's SEISMIC quantization_ceiling_ingest 4.2 were clipped to it by OpenSearch; "
         "re-create the index with a higher ceiling to keep them"
     ]
-    assert "quantization_ceiling_ingest 4.2" in caplog.text
+    assert "1 weight(s) of this batch" in caplog.text and "quantization_ceiling_ingest 4.2" in caplog.text
     (res,) = conn.search([Query(sparse=vec({"cat": 20.0}))])
     assert any("query weight(s) above the index's SEISMIC quantization_ceiling_search 16" in n for n in res.notes)
 
@@ -191,3 +191,70 @@ def test_seismic_ceiling_fits_real_splade_weights(seismic, encoder, data_dir):
     assert not conn.write(records).notes
     ingest, _ = conn.current_ceilings()
     assert top < ingest <= derive_ceiling(top)
+
+
+def test_seismic_clipping_note_reaches_the_ingest_report_once(encoder, monkeypatch, tmp_path, specs_dir):
+    """Through the CLI: a ceiling below the packaged SPLADE model's weights clips some of them in
+    every batch; `sparsebridge ingest` says so once, in text and in --json."""
+    import json
+
+    import sparsebridge.pipeline
+    from click.testing import CliRunner
+    from pipeline_support import caching_encoder
+    from sparsebridge.cli import main
+
+    monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cached = caching_encoder(encoder)
+    monkeypatch.setattr(
+        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
+    )
+    corpus = tmp_path / "docs.jsonl"
+    texts = ["the lift of a wing in a slipstream", "heat transfer in hypersonic flow", "a sailing boat on the lake"]
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts * 3)))
+    engine = FakeEngine(flavor="opensearch", version="3.3.0")
+    note = (
+        "weights above the index's SEISMIC quantization_ceiling_ingest 0.5 were clipped to it by OpenSearch; "
+        "re-create the index with a higher ceiling to keep them"
+    )
+    with FakeServer(engine) as srv:
+        config = tmp_path / "os.toml"
+        config.write_text(
+            f'[model]\nbatch_size = 1\n\n[backend]\nconnector = "opensearch"\nurl = "{srv.url}"\nindex = "docs"\n'
+            'sparse_field_type = "sparse_vector"\n\n[backend.index_options]\nquantization_ceiling_ingest = 0.5\n'
+        )
+        runner = CliRunner()
+        text = runner.invoke(main, ["ingest", str(corpus), "--config", str(config), "-q"], catch_exceptions=False)
+        data = runner.invoke(main, ["ingest", str(corpus), "--config", str(config), "--json", "-q"])
+    assert text.exit_code == 0 and data.exit_code == 0, text.output + data.output
+    assert len(engine.calls(r"/_bulk$")) == 6  # nine records, four per write: three writes per ingest
+    assert text.stdout.count("note: ") == 1 and f"  note: {note}\n" in text.stdout
+    assert json.loads(data.stdout)["notes"] == [note]
+    validator = opensearch_validator(specs_dir)
+    for req in engine.requests:
+        validator.validate_request(req.method, req.path, req.body)
+
+
+def test_es_search_options_override_the_fields_pruning(specs_dir):
+    options = {"prune": True, "pruning_config": {"tokens_freq_ratio_threshold": 1, "tokens_weight_threshold": 0.5}}
+    engine = FakeEngine(version="9.1.0")
+    with FakeServer(engine) as srv, ElasticsearchConnector(url=srv.url) as conn:
+        conn.ensure_index(IndexSpec("docs", options={"sparse_index_options": options}))
+        assert not conn.write(DOCS).failed
+        query = [Query(sparse=vec({"cat": 1.0, "dog": 0.1}))]
+        conn.search(query)  # the field's pruning
+        conn.search(query, SearchOptions(backend_options={"prune": False}))
+        conn.search(query, SearchOptions(backend_options={"pruning_config": {"tokens_weight_threshold": 0.2}}))
+        clauses = [r.lines()[1]["query"]["sparse_vector"] for r in engine.calls(r"/_msearch$")]
+        assert [(c["prune"], c.get("pruning_config")) for c in clauses] == [
+            (True, options["pruning_config"]),
+            (False, None),
+            (True, {"tokens_weight_threshold": 0.2}),
+        ]
+        # A connector that did not create the index reads the field's options from the mapping.
+        other = ElasticsearchConnector(url=srv.url, index="docs")
+        other.search(query)
+        assert engine.calls(r"/_msearch$")[-1].lines()[1]["query"]["sparse_vector"]["prune"] is True
+        other.close()
+        for r in engine.calls(r"/_msearch$"):
+            elasticsearch_validator(specs_dir).validate_request(r.method, r.path, r.body)

@@ -296,11 +296,18 @@ class OpenSearchConnector(LuceneConnector):
         if ceilings is not None:
             clipped = sum(1 for r in records for w in r.sparse.values if w > ceilings[0])
             if clipped:
+                # One wording per ceiling, so an ingest of many batches reports it once; the
+                # count of each batch goes to the log.
                 note = (
-                    f"{clipped} weight(s) above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} "
-                    f"were clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
+                    f"weights above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} were "
+                    f"clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
                 )
-                log.warning("index %r: %s", self._layout.index if self._layout else self._index, note)
+                log.warning(
+                    "index %r: %d weight(s) of this batch: %s",
+                    self._layout.index if self._layout else self._index,
+                    clipped,
+                    note,
+                )
                 result.notes.append(note)
         return result
 
