@@ -201,3 +201,42 @@ def test_elasticsearch_pruning_costs_recall(run_cli, tmp_path, small_beir, encod
     validator = elasticsearch_validator(specs_dir)
     for req in engine.requests:
         validator.validate_request(req.method, req.path, req.body)
+
+
+SEISMIC = (
+    'sparse_field_type = "sparse_vector"\n\n'
+    "[backend.index_options]\napproximate_threshold = {threshold}\nn_postings = 4\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threshold", [1_000_000, 0], ids=["exact-below-threshold", "approximate"])
+def test_opensearch_seismic_costs_recall(run_cli, tmp_path, small_beir, encoder, threshold, specs_dir):
+    pytest.importorskip("opensearchpy")
+    from lucene_testkit import FakeEngine, FakeServer
+    from spec_validation import opensearch_validator
+
+    root, docs, texts = small_beir
+    engine = FakeEngine(flavor="opensearch", version="3.3.0")
+    with FakeServer(engine) as srv:
+        config = tmp_path / "os.toml"
+        config.write_text(
+            f'[backend]\nconnector = "opensearch"\nurl = "{srv.url}"\nindex = "c"\n'
+            + SEISMIC.format(threshold=threshold)
+        )
+        figures = json.loads(run_cli("eval", root, "--config", config, "--exact-recall", "--json", "-q"))
+    exact = figures["exact_recall"]["sparse"]
+    (create,) = engine.calls(r"^/c$", "PUT")
+    params = create.json()["mappings"]["properties"]["sparse"]["method"]["parameters"]
+    assert (params["approximate_threshold"], params["n_postings"]) == (threshold, 4)
+    (last,) = [r for r in engine.calls(r"/_msearch$") if r.lines()[1]["size"] == 10][-1:]
+    assert all(line["query"]["neural_sparse"]["sparse"]["method_parameters"]["k"] == 10 for line in last.lines()[1::2])
+    rankings = [[h["_id"] for h in resp["hits"]["hits"]] for resp in last.response["responses"]]
+    assert exact["recall"] == pytest.approx(independent_recall(encoder, docs, texts, rankings), abs=1e-12)
+    if threshold:
+        assert exact["recall"] == 1.0
+    else:
+        assert exact["recall"] < 0.9  # four documents per posting list cannot hold every query's best ten
+    validator = opensearch_validator(specs_dir)
+    for req in engine.requests:
+        validator.validate_request(req.method, req.path, req.body)

@@ -258,3 +258,38 @@ def test_es_search_options_override_the_fields_pruning(specs_dir):
         other.close()
         for r in engine.calls(r"/_msearch$"):
             elasticsearch_validator(specs_dir).validate_request(r.method, r.path, r.body)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "backend", "expected"),
+    [
+        # Below approximate_threshold documents the segment is searched exactly.
+        (100, {}, ["a", "b", "c", "d", "e"]),
+        # Posting lists keep their n_postings = 2 heaviest documents: "2" -> d, e (c's 0.1 is cut),
+        # "1" -> a, b: c (exact score 3.05) is never found.
+        (0, {}, ["a", "b", "d", "e"]),
+        # top_n = 1: only the heaviest query token's posting list is walked.
+        (0, {"top_n": 1}, ["a", "b"]),
+        # k = 3: the best three of what was found.
+        (0, {"k": 3}, ["a", "b", "d"]),
+    ],
+)
+def test_engine_double_seismic_follows_neural_search(threshold, backend, expected):
+    """The engine double's SEISMIC approximate search, by neural-search's documented parameters
+    (n_postings, approximate_threshold, top_n, k); the whole query scores what was found."""
+    engine = FakeEngine(flavor="opensearch", version="3.3.0")
+    docs = {"a": {1: 5.0}, "b": {1: 4.0}, "c": {1: 3.0, 2: 0.1}, "d": {2: 6.0}, "e": {1: 1.0, 2: 1.0}}
+    options = {"quantization_ceiling_ingest": 8.0, "approximate_threshold": threshold, "n_postings": 2}
+    with FakeServer(engine) as srv:
+        conn = OpenSearchConnector(url=srv.url, sparse_field_type="sparse_vector")
+        conn.ensure_index(IndexSpec("docs", options=options))
+        records = [
+            Record(d, d, SparseVector.from_pairs((i, f"t{i}", w) for i, w in v.items())) for d, v in docs.items()
+        ]
+        assert not conn.write(records).failed
+        query = Query(sparse=SparseVector.from_pairs([(1, "t1", 1.0), (2, "t2", 0.5)]))
+        (res,) = conn.search([query], SearchOptions(top_k=10, backend_options=backend))
+        conn.close()
+    assert [h.id for h in res.hits] == expected
+    exact = {"a": 5.0, "b": 4.0, "c": 3.05, "d": 3.0, "e": 1.5}
+    assert [h.score for h in res.hits] == pytest.approx([exact[d] for d in expected], rel=2**-7)
