@@ -1169,10 +1169,9 @@ class FakeEngine(HybridEngineMixin):
         walked = sorted(tokens, key=lambda t: -tokens[t])[: method.get("top_n", SEISMIC_TOP_N)]
         flt = method.get("filter")
         found: dict[int, tuple[float, str]] = {}
+        postings = self._postings(idx, fname)
         for token in walked:
-            posting = [(w, d) for d, src in idx["docs"].items() if (w := self._features(src, fname).get(token))]
-            posting.sort(key=lambda p: (-p[0], p[1]))
-            for _, doc_id in posting[:n_postings]:
+            for _, doc_id in postings.get(token, [])[:n_postings]:
                 src = idx["docs"][doc_id]
                 if id(src) in found or (flt is not None and not self._eval(idx, flt, src)[0]):
                     continue
@@ -1193,6 +1192,20 @@ class FakeEngine(HybridEngineMixin):
             return len(docs), dict(doc_freq)
 
         return self._cached(("stats", id(idx), fname, len(idx["docs"])), stats)
+
+    def _postings(self, idx: dict[str, Any], fname: str) -> dict[str, list[tuple[float, str]]]:
+        """Per token, the (stored weight, id) of the documents holding it, heaviest first."""
+
+        def build() -> dict[str, list[tuple[float, str]]]:
+            out: dict[str, list[tuple[float, str]]] = defaultdict(list)
+            for doc_id, src in idx["docs"].items():
+                for token, w in self._features(src, fname).items():
+                    out[token].append((w, doc_id))
+            for posting in out.values():
+                posting.sort(key=lambda p: (-p[0], p[1]))
+            return dict(out)
+
+        return self._cached(("postings", id(idx), fname, len(idx["docs"])), build)
 
     def _cached(self, key: tuple, make: Any) -> Any:
         if self._stats_seq_no != self.seq_no:

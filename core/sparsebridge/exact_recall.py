@@ -18,6 +18,7 @@ share no token with any document (``n = 0``) have nothing to find and are left o
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +51,7 @@ def exact_recall(
     ``rankings[q]`` is the engine's ranking of record ids for ``queries[q]`` (only its first ``k``
     count); ``documents`` yields batches of the index's records (``Connector.export``). Returns
     ``{"k", "recall", "queries", "queries_without_matches", "documents", "score_rtol",
-    "per_query"}`` where ``per_query`` lists each query's recall (None for ``n = 0``).
+    "per_query"}`` where ``per_query`` lists each query's recall (None for ``n = 0``), in order.
     """
     if len(queries) != len(rankings):
         raise ValueError(f"exact_recall needs one ranking per query: {len(queries)} queries, {len(rankings)} rankings")
@@ -61,10 +62,15 @@ def exact_recall(
     for vec in queries:
         for i in vec.indices:
             columns.setdefault(i, len(columns))
-    query_matrix = torch.zeros((max(len(columns), 1), len(queries)), dtype=torch.float64)
-    for q, vec in enumerate(queries):
-        for i, w in zip(vec.indices, vec.values):
-            query_matrix[columns[i], q] = float(w)
+    # (query tokens) x (queries), sparse: many queries over a large vocabulary stay small.
+    q_rows = [columns[i] for vec in queries for i in vec.indices]
+    q_cols = [q for q, vec in enumerate(queries) for _ in vec.indices]
+    query_matrix = torch.sparse_coo_tensor(
+        torch.tensor([q_rows, q_cols], dtype=torch.long).reshape(2, -1),
+        torch.tensor([float(w) for vec in queries for w in vec.values], dtype=torch.float64),
+        (max(len(columns), 1), len(queries)),
+        check_invariants=False,  # unique (token, query) pairs: SparseVector indices are unique
+    ).coalesce()
     states = [_QueryState(retrieved=set(list(r)[:k])) for r in rankings]
     n_docs = 0
     for batch in documents:
@@ -85,7 +91,9 @@ def exact_recall(
             (len(batch), query_matrix.shape[0]),
             check_invariants=False,  # built just above: unique (row, column) pairs within bounds
         )
-        scores = torch.sparse.mm(docs, query_matrix)  # (records of the batch) x (queries), float64
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch: "sparse CSR support is in beta"
+            scores = torch.sparse.mm(docs, query_matrix).to_dense()  # (records of the batch) x (queries)
         row_of = {record.id: r for r, record in enumerate(batch)}
         for q, state in enumerate(states):
             column = scores[:, q]

@@ -861,7 +861,9 @@ class Pipeline:
         run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
         out.update(evaluate_run(run, qrels))
         if exact_recall:
-            out["exact_recall"] = {"sparse": self.exact_recall(texts, vectors or [], k=exact_k)}
+            figures = self.exact_recall(texts, vectors or [], k=exact_k)
+            figures["per_query"] = dict(zip(qids, figures["per_query"]))
+            out["exact_recall"] = {"sparse": figures}
         return out
 
     def exact_recall(self, texts: Sequence[str], vectors: Sequence[SparseVector], k: int = 10) -> dict[str, Any]:
