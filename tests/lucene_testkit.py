@@ -352,8 +352,16 @@ class HybridEngineMixin:
         return self._hits_response(idx, index, ranked[:size], body)
 
     def _hits_response(
-        self, idx: dict[str, Any], index: str, ranked: list[tuple[float, str]], body: dict[str, Any]
+        self,
+        idx: dict[str, Any],
+        index: str,
+        ranked: list[tuple[float, str]],
+        body: dict[str, Any],
+        total: int | None = None,
+        named: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
+        """A search answer of the ``ranked`` (score, id) hits: ``_source`` as the body asks,
+        ``matched_queries`` from ``named``, ``hits.total`` = ``total`` (default: the hits)."""
         hits = []
         for score, doc_id in ranked:
             hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
@@ -361,6 +369,8 @@ class HybridEngineMixin:
             source = self._source_of(idx, idx["docs"][doc_id], body.get("_source"))
             if source is not None:
                 hit["_source"] = source
+            if named and named.get(doc_id):
+                hit["matched_queries"] = named[doc_id]
             hits.append(hit)
         result: dict[str, Any] = {
             "took": 1,
@@ -370,7 +380,7 @@ class HybridEngineMixin:
             "status": 200,
         }
         if body.get("track_total_hits", True) is not False:
-            result["hits"]["total"] = {"value": len(ranked), "relation": "eq"}
+            result["hits"]["total"] = {"value": len(ranked) if total is None else total, "relation": "eq"}
         return result
 
     def _query_ranking(self, idx: dict[str, Any], query: dict[str, Any], flt: Any = None) -> list[tuple[float, str]]:
@@ -950,25 +960,9 @@ class FakeEngine(HybridEngineMixin):
             if matched:
                 scored.append((score, doc_id, named))
         scored.sort(key=lambda t: (-t[0], t[1]))
-        hits = []
-        for score, doc_id, named in scored[:size]:
-            hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
-            source = self._source_of(idx, idx["docs"][doc_id], body.get("_source"))
-            if source is not None:
-                hit["_source"] = source
-            if named:
-                hit["matched_queries"] = named
-            hits.append(hit)
-        result: dict[str, Any] = {
-            "took": 1,
-            "timed_out": False,
-            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-            "hits": {"max_score": hits[0]["_score"] if hits else None, "hits": hits},
-            "status": 200,
-        }
-        if body.get("track_total_hits", True) is not False:
-            result["hits"]["total"] = {"value": len(scored), "relation": "eq"}
-        return result
+        ranked = [(score, doc_id) for score, doc_id, _ in scored[:size]]
+        named_by_id = {doc_id: named for _, doc_id, named in scored[:size]}
+        return self._hits_response(idx, index, ranked, body, total=len(scored), named=named_by_id)
 
     # --- scroll (what the clients' helpers.scan uses) ---
 

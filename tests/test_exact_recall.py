@@ -15,7 +15,7 @@ import json
 import ir_measures
 import pytest
 from click.testing import CliRunner
-from pipeline_support import beir, brute_force_ranking, caching_encoder, doc_text
+from pipeline_support import beir, brute_force_ranking, caching_encoder, doc_text, serve_encoder
 from sparsebridge.cli import main
 from sparsebridge.connector import Record, SparseVector
 from sparsebridge.exact_recall import exact_recall
@@ -114,14 +114,9 @@ def small_beir(tmp_path_factory, data_dir, encoder):
 @pytest.fixture
 def run_cli(monkeypatch, tmp_path, encoder):
     """The CLI in-process, the packaged SPLADE model served through one session-wide cache."""
-    import sparsebridge.pipeline
-
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    cached = caching_encoder(encoder)
-    monkeypatch.setattr(
-        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
-    )
+    serve_encoder(monkeypatch, encoder)
 
     def run(*args):
         result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -259,15 +259,12 @@ def test_cli_hybrid_true_works_the_same_on_every_backend(
 ):
     import sparsebridge.pipeline
     from click.testing import CliRunner
-    from pipeline_support import caching_encoder
+    from pipeline_support import serve_encoder
     from sparsebridge.cli import main
 
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    cached = caching_encoder(encoder)
-    monkeypatch.setattr(
-        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
-    )
+    serve_encoder(monkeypatch, encoder)
     monkeypatch.setattr(sparsebridge.pipeline, "load_dense_encoder", lambda name, device=None: dense_encoder)
     corpus = tmp_path / "docs.jsonl"
     rows = [
@@ -324,17 +321,13 @@ def test_cli_plain_commands_send_only_valid_requests(flavor, version, encoder, m
     against the engine double of each engine generation: every request the official clients sent,
     and every answer the double gave, is valid against the official specification under strict
     rules (closed objects)."""
-    import sparsebridge.pipeline
     from click.testing import CliRunner
-    from pipeline_support import caching_encoder
+    from pipeline_support import serve_encoder
     from sparsebridge.cli import main
 
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    cached = caching_encoder(encoder)
-    monkeypatch.setattr(
-        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
-    )
+    serve_encoder(monkeypatch, encoder)
     beir = tmp_path / "mini"
     (beir / "qrels").mkdir(parents=True)
     rows = [

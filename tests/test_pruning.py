@@ -198,17 +198,13 @@ def test_seismic_clipping_note_reaches_the_ingest_report_once(encoder, monkeypat
     every batch; `sparsebridge ingest` says so once, in text and in --json."""
     import json
 
-    import sparsebridge.pipeline
     from click.testing import CliRunner
-    from pipeline_support import caching_encoder
+    from pipeline_support import serve_encoder
     from sparsebridge.cli import main
 
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    cached = caching_encoder(encoder)
-    monkeypatch.setattr(
-        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
-    )
+    serve_encoder(monkeypatch, encoder)
     corpus = tmp_path / "docs.jsonl"
     texts = ["the lift of a wing in a slipstream", "heat transfer in hypersonic flow", "a sailing boat on the lake"]
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts * 3)))
