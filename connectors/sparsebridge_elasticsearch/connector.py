@@ -108,21 +108,6 @@ class ElasticsearchConnector(LuceneConnector):
             ) from None
         return _client
 
-    def _new_client(self) -> Any:
-        return self._lib().make_client(self)
-
-    def _probe(self, client: Any) -> dict[str, Any]:
-        return self._lib().probe(client)
-
-    def _classify(self, exc: BaseException) -> tuple[str, int | None, Any] | None:
-        return self._lib().classify(exc)
-
-    def _helpers(self) -> Any:
-        return self._lib().helpers
-
-    def _bulk_client(self) -> Any:
-        return self.client
-
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
         version = info.get("version") or {}
         number = version.get("number", "?")
