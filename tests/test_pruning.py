@@ -222,10 +222,19 @@ def test_seismic_clipping_note_reaches_the_ingest_report_once(encoder, monkeypat
         runner = CliRunner()
         text = runner.invoke(main, ["ingest", str(corpus), "--config", str(config), "-q"], catch_exceptions=False)
         data = runner.invoke(main, ["ingest", str(corpus), "--config", str(config), "--json", "-q"])
+        # eval ingests a missing index the same way and prints the ingest's notes too.
+        beir = tmp_path / "beir"
+        (beir / "qrels").mkdir(parents=True)
+        (beir / "corpus.jsonl").write_text(corpus.read_text().replace('"id"', '"_id"'))
+        (beir / "queries.jsonl").write_text('{"_id": "q", "text": "wing lift"}\n')
+        (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\td0\t1\n")
+        evaluated = runner.invoke(main, ["eval", str(beir), "--config", str(config), "--index", "ev", "-q"])
     assert text.exit_code == 0 and data.exit_code == 0, text.output + data.output
-    assert len(engine.calls(r"/_bulk$")) == 6  # nine records, four per write: three writes per ingest
+    assert len(engine.calls(r"/_bulk$")) == 9  # nine records, four per write: three writes per ingest
     assert text.stdout.count("note: ") == 1 and f"  note: {note}\n" in text.stdout
     assert json.loads(data.stdout)["notes"] == [note]
+    assert evaluated.exit_code == 0, evaluated.output
+    assert evaluated.stdout.count("note: ") == 1 and f"  note: {note}\n" in evaluated.stdout
     validator = opensearch_validator(specs_dir)
     for req in engine.requests:
         validator.validate_request(req.method, req.path, req.body)

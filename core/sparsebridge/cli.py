@@ -542,6 +542,8 @@ def eval_cmd(
             f"ingested {ing['documents']} documents ({ing['written']} records, {len(ing['failed'])} failed) "
             f"in {ing['seconds']:.1f}s"
         )
+        for note in ing.get("notes", []):
+            click.echo(printable(f"  note: {note}"))
     where = f"{config.backend.connector} index {result['index']!r}"
     click.echo(f"{beir_dir.name} ({split}, {result['queries']} queries) on {where}:")
     click.echo(
