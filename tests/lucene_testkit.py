@@ -31,9 +31,14 @@ refuses the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vect
 weights outside (0, 64] on ``rank_features``. Fault injection: whole-request error statuses and
 per-item bulk failures, scripted per test.
 
+OpenSearch SEISMIC ``sparse_vector`` fields holding at least ``approximate_threshold`` documents
+are searched approximately, as neural-search does: posting lists cut to their ``n_postings``
+heaviest documents, the query's ``top_n`` heaviest tokens walked, the best ``k`` kept (see
+``FakeEngine._seismic_search``); below the threshold they are searched exactly, as the engine does.
+
 It is a test double, not an engine: no analysis, no relevance beyond the dot product, one shard,
-no index auto-creation, and no SEISMIC approximation or quantization (an OpenSearch segment below
-``approximate_threshold`` documents is searched exactly, as the double always does).
+no index auto-creation, and of SEISMIC neither the clustered posting lists (so ``heap_factor``
+skips nothing) nor the byte quantization.
 """
 
 from __future__ import annotations
@@ -118,6 +123,15 @@ DEFAULT_PRUNING = {
     "tokens_weight_threshold": 0.4,
     "only_score_pruned_tokens": False,
 }
+
+# neural-search's SEISMIC defaults (SparseConstants.Seismic, SparseAnnQueryBuilder): the segment size
+# from which a segment is searched approximately, the posting length (a ratio of the segment's
+# documents, at least 160), and the query's top_n and k.
+SEISMIC_APPROXIMATE_THRESHOLD = 1_000_000
+SEISMIC_POSTING_RATIO = 0.0005
+SEISMIC_MIN_POSTINGS = 160
+SEISMIC_TOP_N = 10
+SEISMIC_K = 10
 
 VECTOR_TYPES = ("dense_vector", "sparse_vector", "rank_vectors")
 
@@ -338,8 +352,16 @@ class HybridEngineMixin:
         return self._hits_response(idx, index, ranked[:size], body)
 
     def _hits_response(
-        self, idx: dict[str, Any], index: str, ranked: list[tuple[float, str]], body: dict[str, Any]
+        self,
+        idx: dict[str, Any],
+        index: str,
+        ranked: list[tuple[float, str]],
+        body: dict[str, Any],
+        total: int | None = None,
+        named: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
+        """A search answer of the ``ranked`` (score, id) hits: ``_source`` as the body asks,
+        ``matched_queries`` from ``named``, ``hits.total`` = ``total`` (default: the hits)."""
         hits = []
         for score, doc_id in ranked:
             hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
@@ -347,6 +369,8 @@ class HybridEngineMixin:
             source = self._source_of(idx, idx["docs"][doc_id], body.get("_source"))
             if source is not None:
                 hit["_source"] = source
+            if named and named.get(doc_id):
+                hit["matched_queries"] = named[doc_id]
             hits.append(hit)
         result: dict[str, Any] = {
             "took": 1,
@@ -356,7 +380,7 @@ class HybridEngineMixin:
             "status": 200,
         }
         if body.get("track_total_hits", True) is not False:
-            result["hits"]["total"] = {"value": len(ranked), "relation": "eq"}
+            result["hits"]["total"] = {"value": len(ranked) if total is None else total, "relation": "eq"}
         return result
 
     def _query_ranking(self, idx: dict[str, Any], query: dict[str, Any], flt: Any = None) -> list[tuple[float, str]]:
@@ -548,6 +572,10 @@ class FakeEngine(HybridEngineMixin):
         self.lock = threading.Lock()
         self.seq_no = 0
         self.scrolls: dict[str, dict[str, Any]] = {}
+        # What searches read from an index's whole state (pruning statistics, SEISMIC candidates),
+        # computed once per state: cleared whenever a write moves seq_no on.
+        self._stats_cache: dict[tuple, Any] = {}
+        self._stats_seq_no = 0
 
     # --- test helpers ---
 
@@ -652,6 +680,7 @@ class FakeEngine(HybridEngineMixin):
                 if index not in self.indices:
                     return self._missing(index)
                 del self.indices[index]
+                self._stats_cache.clear()  # a new index may reuse the dropped one's identity
                 return 200, {"acknowledged": True}
         if index not in self.indices:
             return self._missing(index)
@@ -931,25 +960,9 @@ class FakeEngine(HybridEngineMixin):
             if matched:
                 scored.append((score, doc_id, named))
         scored.sort(key=lambda t: (-t[0], t[1]))
-        hits = []
-        for score, doc_id, named in scored[:size]:
-            hit: dict[str, Any] = {"_index": index, "_id": doc_id, "_score": score}
-            source = self._source_of(idx, idx["docs"][doc_id], body.get("_source"))
-            if source is not None:
-                hit["_source"] = source
-            if named:
-                hit["matched_queries"] = named
-            hits.append(hit)
-        result: dict[str, Any] = {
-            "took": 1,
-            "timed_out": False,
-            "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-            "hits": {"max_score": hits[0]["_score"] if hits else None, "hits": hits},
-            "status": 200,
-        }
-        if body.get("track_total_hits", True) is not False:
-            result["hits"]["total"] = {"value": len(scored), "relation": "eq"}
-        return result
+        ranked = [(score, doc_id) for score, doc_id, _ in scored[:size]]
+        named_by_id = {doc_id: named for _, doc_id, named in scored[:size]}
+        return self._hits_response(idx, index, ranked, body, total=len(scored), named=named_by_id)
 
     # --- scroll (what the clients' helpers.scan uses) ---
 
@@ -1038,6 +1051,8 @@ class FakeEngine(HybridEngineMixin):
             flt = (inner.get("method_parameters") or {}).get("filter")
             if flt is not None and not self._eval(idx, flt, src)[0]:
                 return False, 0.0
+            if ftype == "sparse_vector" and not self._seismic_candidate(idx, fname, inner, src):
+                return False, 0.0
             ok, score = self._dot(self._features(src, fname), tokens)
             return ok, float32(score * inner.get("boost", 1.0))
         if kind == "term":
@@ -1105,26 +1120,94 @@ class FakeEngine(HybridEngineMixin):
         if not prune or not tokens:
             return tokens
         config = {**DEFAULT_PRUNING, **(field_opts.get("pruning_config") or {}), **(spec.get("pruning_config") or {})}
-        docs = [self._features(src, fname) for src in idx["docs"].values()]
-        docs = [d for d in docs if d]
-        doc_freq: dict[str, int] = defaultdict(int)
-        for d in docs:
-            for token in d:
-                doc_freq[token] += 1
-        if not docs:
+        n_docs, doc_freq = self._field_stats(idx, fname)
+        if not n_docs:
             return {}
-        average = sum(doc_freq.values()) / len(docs) / len(doc_freq)
+        average = sum(doc_freq.values()) / n_docs / len(doc_freq)
         best = max(tokens.values())
         kept = {}
         for token, w in tokens.items():
             df = doc_freq.get(token, 0)
             keep = df > 0 and (
-                df / len(docs) < config["tokens_freq_ratio_threshold"] * average
+                df / n_docs < config["tokens_freq_ratio_threshold"] * average
                 or w > config["tokens_weight_threshold"] * best
             )
             if keep != bool(config["only_score_pruned_tokens"]):
                 kept[token] = w
         return kept
+
+    def _seismic_candidate(self, idx: dict[str, Any], fname: str, inner: dict[str, Any], src: dict[str, Any]) -> bool:
+        """Whether SEISMIC's approximate search finds ``src`` for this ``neural_sparse`` query
+        (always, below the field's ``approximate_threshold``, where the engine searches exactly)."""
+        params = (self._field_mapping(idx, fname).get("method") or {}).get("parameters") or {}
+        n_docs = self._field_stats(idx, fname)[0]
+        if n_docs < params.get("approximate_threshold", SEISMIC_APPROXIMATE_THRESHOLD):
+            return True
+        key = ("seismic", id(idx), fname, len(idx["docs"]), json.dumps(inner, sort_keys=True))
+        found = self._cached(key, lambda: self._seismic_search(idx, fname, inner, params, n_docs))
+        return id(src) in found
+
+    def _seismic_search(
+        self, idx: dict[str, Any], fname: str, inner: dict[str, Any], params: dict[str, Any], n_docs: int
+    ) -> set[int]:
+        """The documents (by identity) SEISMIC returns for a query, as neural-search documents and
+        implements it: each token's posting list keeps its ``n_postings`` heaviest documents (by
+        default ``max(160, 0.0005 x documents)``); a query walks the posting lists of its ``top_n``
+        heaviest tokens only, scores every document found there (passing ``method_parameters.filter``)
+        with the whole query, and keeps the best ``k`` (default 10). Not modelled: the clustering of
+        posting lists and the summaries that let ``heap_factor`` skip clusters (every cluster is
+        visited, SEISMIC's behaviour with a large ``heap_factor``) and the byte quantization."""
+        method = inner.get("method_parameters") or {}
+        tokens = inner["query_tokens"]
+        n_postings = params.get("n_postings") or max(SEISMIC_MIN_POSTINGS, int(SEISMIC_POSTING_RATIO * n_docs))
+        walked = sorted(tokens, key=lambda t: -tokens[t])[: method.get("top_n", SEISMIC_TOP_N)]
+        flt = method.get("filter")
+        found: dict[int, tuple[float, str]] = {}
+        postings = self._postings(idx, fname)
+        for token in walked:
+            for _, doc_id in postings.get(token, [])[:n_postings]:
+                src = idx["docs"][doc_id]
+                if id(src) in found or (flt is not None and not self._eval(idx, flt, src)[0]):
+                    continue
+                found[id(src)] = (self._dot(self._features(src, fname), tokens)[1], doc_id)
+        best = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[1][1]))[: method.get("k") or SEISMIC_K]
+        return {ref for ref, _ in best}
+
+    def _field_stats(self, idx: dict[str, Any], fname: str) -> tuple[int, dict[str, int]]:
+        """(documents with the field, document frequency per token): what pruning reads from the
+        index's terms dictionary; computed once per state of the index, not per scored document."""
+
+        def stats() -> tuple[int, dict[str, int]]:
+            docs = [d for d in (self._features(src, fname) for src in idx["docs"].values()) if d]
+            doc_freq: dict[str, int] = defaultdict(int)
+            for d in docs:
+                for token in d:
+                    doc_freq[token] += 1
+            return len(docs), dict(doc_freq)
+
+        return self._cached(("stats", id(idx), fname, len(idx["docs"])), stats)
+
+    def _postings(self, idx: dict[str, Any], fname: str) -> dict[str, list[tuple[float, str]]]:
+        """Per token, the (stored weight, id) of the documents holding it, heaviest first."""
+
+        def build() -> dict[str, list[tuple[float, str]]]:
+            out: dict[str, list[tuple[float, str]]] = defaultdict(list)
+            for doc_id, src in idx["docs"].items():
+                for token, w in self._features(src, fname).items():
+                    out[token].append((w, doc_id))
+            for posting in out.values():
+                posting.sort(key=lambda p: (-p[0], p[1]))
+            return dict(out)
+
+        return self._cached(("postings", id(idx), fname, len(idx["docs"])), build)
+
+    def _cached(self, key: tuple, make: Any) -> Any:
+        if self._stats_seq_no != self.seq_no:
+            self._stats_cache.clear()
+            self._stats_seq_no = self.seq_no
+        if key not in self._stats_cache:
+            self._stats_cache[key] = make()
+        return self._stats_cache[key]
 
     def _field_mapping(self, idx: dict[str, Any], path: str) -> dict[str, Any]:
         """The mapping of the field at a dotted ``path``; names may hold dots themselves

@@ -75,6 +75,18 @@ def caching_encoder(encoder: Any) -> CachingEncoder:
     return _CACHED[id(encoder)]
 
 
+def serve_encoder(monkeypatch: Any, encoder: Any) -> CachingEncoder:
+    """Every pipeline the CLI builds in this test loads ``encoder`` (the real model, through the
+    session's :class:`CachingEncoder`) instead of loading the configured model again."""
+    import sparsebridge.pipeline
+
+    cached = caching_encoder(encoder)
+    monkeypatch.setattr(
+        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
+    )
+    return cached
+
+
 @lru_cache(maxsize=4)
 def beir(path: str) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
     """(corpus rows, queries, test qrels) of a BEIR folder."""

@@ -259,15 +259,12 @@ def test_cli_hybrid_true_works_the_same_on_every_backend(
 ):
     import sparsebridge.pipeline
     from click.testing import CliRunner
-    from pipeline_support import caching_encoder
+    from pipeline_support import serve_encoder
     from sparsebridge.cli import main
 
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    cached = caching_encoder(encoder)
-    monkeypatch.setattr(
-        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
-    )
+    serve_encoder(monkeypatch, encoder)
     monkeypatch.setattr(sparsebridge.pipeline, "load_dense_encoder", lambda name, device=None: dense_encoder)
     corpus = tmp_path / "docs.jsonl"
     rows = [
@@ -313,6 +310,65 @@ def test_cli_hybrid_true_works_the_same_on_every_backend(
             os_spec.validate(req.json(), "search_pipeline._common:SearchPipelineStructure")
         else:
             (es_spec if backend == "elasticsearch" else os_spec).validate_request(req.method, req.path, req.body)
+
+
+@pytest.mark.parametrize(
+    ("flavor", "version"),
+    [("elasticsearch", "9.1.0"), ("elasticsearch", "8.13.4"), ("opensearch", "2.17.1"), ("opensearch", "3.1.0")],
+)
+def test_cli_plain_commands_send_only_valid_requests(flavor, version, encoder, monkeypatch, tmp_path, es_spec, os_spec):
+    """`ingest`, plain (sparse) `search`, `eval` (with --exact-recall) and `export` through the CLI
+    against the engine double of each engine generation: every request the official clients sent,
+    and every answer the double gave, is valid against the official specification under strict
+    rules (closed objects)."""
+    from click.testing import CliRunner
+    from pipeline_support import serve_encoder
+    from sparsebridge.cli import main
+
+    monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    serve_encoder(monkeypatch, encoder)
+    beir = tmp_path / "mini"
+    (beir / "qrels").mkdir(parents=True)
+    rows = [
+        {"_id": "wing", "title": "wings", "text": "the lift of a wing in a slipstream", "lang": "en"},
+        {"_id": "heat", "title": "heat", "text": "heat transfer in hypersonic flow", "lang": "en"},
+        {"_id": "boat", "title": "boats", "text": "a sailing boat on the lake", "lang": "en"},
+        {"_id": "fr", "title": "aile", "text": "la portance d'une aile", "lang": "fr"},
+    ]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "wing lift"}\n{"_id": "q2", "text": "hot flow"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\twing\t1\nq2\theat\t1\n")
+    validator = es_spec if flavor == "elasticsearch" else os_spec
+    with FakeServer(FakeEngine(flavor=flavor, version=version)) as srv:
+        engine = srv.engine
+        config = tmp_path / "plain.toml"
+        config.write_text(
+            f'[backend]\nconnector = "{flavor}"\nurl = "{srv.url}"\nindex = "docs"\n\n'
+            '[ingest]\npayload_fields = { lang = "keyword" }\n',
+            encoding="utf-8",
+        )
+        runner = CliRunner()
+
+        def run(*args):
+            out = runner.invoke(main, [*args, "--config", str(config), "--json", "-q"], catch_exceptions=False)
+            assert out.exit_code == 0, out.output
+            return json.loads(out.stdout)
+
+        assert run("ingest", str(beir / "corpus.jsonl"))["written"] == 4
+        (result,) = run("search", "wing lift", "--filter", "lang=en", "-k", "3")
+        figures = run("eval", str(beir), "--exact-recall")
+        exported = run("export", "--output", str(tmp_path / "out.parquet"))
+    hits = [h["id"] for h in result["hits"]]
+    assert hits[0] == "wing" and "fr" not in hits
+    assert figures["queries"] == 2 and figures["exact_recall"]["sparse"]["recall"] == 1.0
+    assert exported["read"] == 4 and not exported["failed"]
+    kinds = {"_bulk", "_msearch", "_search/scroll", "_search"}
+    seen = {k for req in engine.requests for k in kinds if req.path.split("?")[0].endswith(k)}
+    assert seen == kinds, seen  # writes, searches, and the export's scroll all went through the check
+    for req in engine.requests:
+        validator.validate_request(req.method, req.path, req.body)
+        validator.validate_response(req.method, req.path, req.status, req.response)
 
 
 # --- the [search] keys ----------------------------------------------------------------------------

@@ -153,10 +153,10 @@ def test_seismic_reports_weights_above_the_ceiling(seismic, caplog):
     with caplog.at_level(logging.WARNING, logger="sparsebridge.opensearch"):
         result = conn.write(DOCS[:1])  # 4.7 > 4.2
     assert result.notes == [
-        "1 weight(s) above the index's SEISMIC quantization_ceiling_ingest 4.2 were clipped to it by OpenSearch; "
+        "weights above the index's SEISMIC quantization_ceiling_ingest 4.2 were clipped to it by OpenSearch; "
         "re-create the index with a higher ceiling to keep them"
     ]
-    assert "quantization_ceiling_ingest 4.2" in caplog.text
+    assert "1 weight(s) of this batch" in caplog.text and "quantization_ceiling_ingest 4.2" in caplog.text
     (res,) = conn.search([Query(sparse=vec({"cat": 20.0}))])
     assert any("query weight(s) above the index's SEISMIC quantization_ceiling_search 16" in n for n in res.notes)
 
@@ -191,3 +191,110 @@ def test_seismic_ceiling_fits_real_splade_weights(seismic, encoder, data_dir):
     assert not conn.write(records).notes
     ingest, _ = conn.current_ceilings()
     assert top < ingest <= derive_ceiling(top)
+
+
+def test_seismic_clipping_note_reaches_the_ingest_report_once(encoder, monkeypatch, tmp_path, specs_dir):
+    """Through the CLI: a ceiling below the packaged SPLADE model's weights clips some of them in
+    every batch; `sparsebridge ingest` says so once, in text and in --json."""
+    import json
+
+    from click.testing import CliRunner
+    from pipeline_support import serve_encoder
+    from sparsebridge.cli import main
+
+    monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    serve_encoder(monkeypatch, encoder)
+    corpus = tmp_path / "docs.jsonl"
+    texts = ["the lift of a wing in a slipstream", "heat transfer in hypersonic flow", "a sailing boat on the lake"]
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts * 3)))
+    engine = FakeEngine(flavor="opensearch", version="3.3.0")
+    note = (
+        "weights above the index's SEISMIC quantization_ceiling_ingest 0.5 were clipped to it by OpenSearch; "
+        "re-create the index with a higher ceiling to keep them"
+    )
+    with FakeServer(engine) as srv:
+        config = tmp_path / "os.toml"
+        config.write_text(
+            f'[model]\nbatch_size = 1\n\n[backend]\nconnector = "opensearch"\nurl = "{srv.url}"\nindex = "docs"\n'
+            'sparse_field_type = "sparse_vector"\n\n[backend.index_options]\nquantization_ceiling_ingest = 0.5\n'
+        )
+        runner = CliRunner()
+        text = runner.invoke(main, ["ingest", str(corpus), "--config", str(config), "-q"], catch_exceptions=False)
+        data = runner.invoke(main, ["ingest", str(corpus), "--config", str(config), "--json", "-q"])
+        # eval ingests a missing index the same way and prints the ingest's notes too.
+        beir = tmp_path / "beir"
+        (beir / "qrels").mkdir(parents=True)
+        (beir / "corpus.jsonl").write_text(corpus.read_text().replace('"id"', '"_id"'))
+        (beir / "queries.jsonl").write_text('{"_id": "q", "text": "wing lift"}\n')
+        (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\td0\t1\n")
+        evaluated = runner.invoke(main, ["eval", str(beir), "--config", str(config), "--index", "ev", "-q"])
+    assert text.exit_code == 0 and data.exit_code == 0, text.output + data.output
+    assert len(engine.calls(r"/_bulk$")) == 9  # nine records, four per write: three writes per ingest
+    assert text.stdout.count("note: ") == 1 and f"  note: {note}\n" in text.stdout
+    assert json.loads(data.stdout)["notes"] == [note]
+    assert evaluated.exit_code == 0, evaluated.output
+    assert evaluated.stdout.count("note: ") == 1 and f"  note: {note}\n" in evaluated.stdout
+    validator = opensearch_validator(specs_dir)
+    for req in engine.requests:
+        validator.validate_request(req.method, req.path, req.body)
+
+
+def test_es_search_options_override_the_fields_pruning(specs_dir):
+    options = {"prune": True, "pruning_config": {"tokens_freq_ratio_threshold": 1, "tokens_weight_threshold": 0.5}}
+    engine = FakeEngine(version="9.1.0")
+    with FakeServer(engine) as srv, ElasticsearchConnector(url=srv.url) as conn:
+        conn.ensure_index(IndexSpec("docs", options={"sparse_index_options": options}))
+        assert not conn.write(DOCS).failed
+        query = [Query(sparse=vec({"cat": 1.0, "dog": 0.1}))]
+        conn.search(query)  # the field's pruning
+        conn.search(query, SearchOptions(backend_options={"prune": False}))
+        conn.search(query, SearchOptions(backend_options={"pruning_config": {"tokens_weight_threshold": 0.2}}))
+        clauses = [r.lines()[1]["query"]["sparse_vector"] for r in engine.calls(r"/_msearch$")]
+        assert [(c["prune"], c.get("pruning_config")) for c in clauses] == [
+            (True, options["pruning_config"]),
+            (False, None),
+            (True, {"tokens_weight_threshold": 0.2}),
+        ]
+        # A connector that did not create the index reads the field's options from the mapping.
+        other = ElasticsearchConnector(url=srv.url, index="docs")
+        other.search(query)
+        assert engine.calls(r"/_msearch$")[-1].lines()[1]["query"]["sparse_vector"]["prune"] is True
+        other.close()
+        for r in engine.calls(r"/_msearch$"):
+            elasticsearch_validator(specs_dir).validate_request(r.method, r.path, r.body)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "backend", "expected"),
+    [
+        # Below approximate_threshold documents the segment is searched exactly.
+        (100, {}, ["a", "b", "c", "d", "e"]),
+        # Posting lists keep their n_postings = 2 heaviest documents: "2" -> d, e (c's 0.1 is cut),
+        # "1" -> a, b: c (exact score 3.05) is never found.
+        (0, {}, ["a", "b", "d", "e"]),
+        # top_n = 1: only the heaviest query token's posting list is walked.
+        (0, {"top_n": 1}, ["a", "b"]),
+        # k = 3: the best three of what was found.
+        (0, {"k": 3}, ["a", "b", "d"]),
+    ],
+)
+def test_engine_double_seismic_follows_neural_search(threshold, backend, expected):
+    """The engine double's SEISMIC approximate search, by neural-search's documented parameters
+    (n_postings, approximate_threshold, top_n, k); the whole query scores what was found."""
+    engine = FakeEngine(flavor="opensearch", version="3.3.0")
+    docs = {"a": {1: 5.0}, "b": {1: 4.0}, "c": {1: 3.0, 2: 0.1}, "d": {2: 6.0}, "e": {1: 1.0, 2: 1.0}}
+    options = {"quantization_ceiling_ingest": 8.0, "approximate_threshold": threshold, "n_postings": 2}
+    with FakeServer(engine) as srv:
+        conn = OpenSearchConnector(url=srv.url, sparse_field_type="sparse_vector")
+        conn.ensure_index(IndexSpec("docs", options=options))
+        records = [
+            Record(d, d, SparseVector.from_pairs((i, f"t{i}", w) for i, w in v.items())) for d, v in docs.items()
+        ]
+        assert not conn.write(records).failed
+        query = Query(sparse=SparseVector.from_pairs([(1, "t1", 1.0), (2, "t2", 0.5)]))
+        (res,) = conn.search([query], SearchOptions(top_k=10, backend_options=backend))
+        conn.close()
+    assert [h.id for h in res.hits] == expected
+    exact = {"a": 5.0, "b": 4.0, "c": 3.05, "d": 3.0, "e": 1.5}
+    assert [h.score for h in res.hits] == pytest.approx([exact[d] for d in expected], rel=2**-7)

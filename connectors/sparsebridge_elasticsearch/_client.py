@@ -10,6 +10,7 @@ import elasticsearch
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import HttpHeaders, Transport, TransportError
 from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError, helpers
+from sparsebridge_lucene_rest import shared_client_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connector import ElasticsearchConnector
@@ -47,22 +48,8 @@ class VersionAdaptiveTransport(Transport):
 
 
 def make_client(conn: ElasticsearchConnector) -> Elasticsearch:
-    kwargs: dict[str, Any] = dict(
-        hosts=list(conn.urls),
-        request_timeout=conn.request_timeout,
-        # Connection failures move on to another node when there is one; a single node fails fast.
-        max_retries=len(conn.urls) - 1,
-        # Status retries are the connector's own, with backoff (see sparsebridge_lucene_rest/retry.py).
-        retry_on_status=(),
-        retry_on_timeout=False,
-        transport_class=VersionAdaptiveTransport,
-    )
-    if any(u.startswith("https:") for u in conn.urls):
-        kwargs["verify_certs"] = conn.verify_certs
-        if conn.ca_certs:
-            kwargs["ca_certs"] = conn.ca_certs
-        if not conn.verify_certs:
-            kwargs["ssl_show_warn"] = False
+    kwargs = shared_client_options(conn)
+    kwargs.update(request_timeout=conn.request_timeout, transport_class=VersionAdaptiveTransport)
     if conn.api_key is not None:
         kwargs["api_key"] = conn.api_key
     elif conn.basic_auth is not None:

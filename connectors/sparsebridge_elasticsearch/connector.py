@@ -33,7 +33,9 @@ A query with only a dense vector is a ``knn`` search.
 
 Query: the ``sparse_vector`` query with ``query_vector``, exact by default (``prune: false``; since
 9.1 a new field prunes query tokens unless told not to). ``SearchOptions.backend_options`` may set
-``prune`` and ``pruning_config`` (a ``pruning_config`` alone turns pruning on). Clusters before 8.15
+``prune`` and ``pruning_config`` (a ``pruning_config`` alone turns pruning on); without them a query
+prunes as the field's ``index_options`` say (so ``sparse_index_options = {prune = true, ...}`` in
+``[backend.index_options]`` gives pruned searches), else it is exact. Clusters before 8.15
 have no ``sparse_vector`` query: there the same exact score (sum of query weight x document weight
 over shared tokens) comes from a ``bool`` of ``term`` queries, one per token, boosted by the query
 weight, which is what ``sparse_vector`` itself builds. Filters go into a ``bool`` filter; a batch of
@@ -105,21 +107,6 @@ class ElasticsearchConnector(LuceneConnector):
                 f"install it with: pip install 'sparsebridge[elasticsearch]'"
             ) from None
         return _client
-
-    def _new_client(self) -> Any:
-        return self._lib().make_client(self)
-
-    def _probe(self, client: Any) -> dict[str, Any]:
-        return self._lib().probe(client)
-
-    def _classify(self, exc: BaseException) -> tuple[str, int | None, Any] | None:
-        return self._lib().classify(exc)
-
-    def _helpers(self) -> Any:
-        return self._lib().helpers
-
-    def _bulk_client(self) -> Any:
-        return self.client
 
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
         version = info.get("version") or {}
@@ -207,10 +194,10 @@ class ElasticsearchConnector(LuceneConnector):
         notes: list[str] = []
         if self._has(SPARSE_VECTOR_QUERY_SINCE):
             inner: dict[str, Any] = {"field": layout.sparse_field, "query_vector": vector}
-            prune = backend.get("prune", "pruning_config" in backend)
-            inner["prune"] = bool(prune)
-            if prune and backend.get("pruning_config") is not None:
-                inner["pruning_config"] = dict(backend["pruning_config"])
+            prune, config = self._query_pruning(layout, backend)
+            inner["prune"] = prune
+            if prune and config is not None:
+                inner["pruning_config"] = config
             clause: dict[str, Any] = {"sparse_vector": inner}
         else:
             if backend.get("prune") or backend.get("pruning_config"):
@@ -224,6 +211,21 @@ class ElasticsearchConnector(LuceneConnector):
                 }
             }
         return combine(clause, filters), 1.0, notes
+
+    @staticmethod
+    def _query_pruning(layout: Layout, backend: Mapping[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+        """The ``prune`` and ``pruning_config`` a query sends: the search options' if they set
+        them, else what the field's ``index_options`` say (the index was created to prune when the
+        config asked for it), else exact. Sent explicitly either way, so the engine's default
+        (which prunes new fields since 8.19/9.1) never decides."""
+        if "prune" in backend or "pruning_config" in backend:
+            prune = bool(backend.get("prune", "pruning_config" in backend))
+            config = backend.get("pruning_config")
+        else:
+            field_options = layout.sparse_mapping.get("index_options") or {}
+            prune = bool(field_options.get("prune", False))
+            config = field_options.get("pruning_config")
+        return prune, (dict(config) if prune and config is not None else None)
 
     # --- hybrid ----------------------------------------------------------------------------------
 

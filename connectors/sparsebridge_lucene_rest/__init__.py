@@ -1,6 +1,7 @@
 """What the Elasticsearch and OpenSearch connectors share, in the open: the REST dialect both
 engines speak (:mod:`.dialect`), the base connector built on it (:mod:`.base`), the retry policy
-(:mod:`.retry`), option and engine errors (:mod:`.errors`), secret redaction (:mod:`.redaction`).
+(:mod:`.retry`), option and engine errors (:mod:`.errors`), secret redaction (:mod:`.redaction`),
+the client settings both clients take alike (:mod:`.client_options`).
 
 This package is a library, not a plugin: it registers no connector and imports no search-engine
 client. ``sparsebridge_elasticsearch`` and ``sparsebridge_opensearch`` build on its public API.
@@ -9,6 +10,7 @@ client. ``sparsebridge_elasticsearch`` and ``sparsebridge_opensearch`` build on 
 from __future__ import annotations
 
 from .base import LuceneConnector, SearchPlan
+from .client_options import shared_client_options
 from .dialect import (
     META_FORMAT,
     META_KEY,
@@ -43,5 +45,6 @@ __all__ = [
     "hit_payload",
     "one_line",
     "redact",
+    "shared_client_options",
     "split_credentials",
 ]

@@ -89,6 +89,9 @@ class LuceneConnector(Connector):
     extra_options: ClassVar[frozenset[str]] = frozenset()
     # Options of SearchOptions.backend_options this engine understands.
     search_backend_options: ClassVar[frozenset[str]] = frozenset()
+    # Lucene's FeatureField keeps 9 significant bits of a weight, truncated (up to 2**-8 low), and
+    # scores in float32: 2**-7 bounds how far a score lies below the exact dot product.
+    score_rtol: ClassVar[float] = 2.0**-7
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - self.common_options - self.extra_options)
@@ -190,25 +193,31 @@ class LuceneConnector(Connector):
     # --- engine hooks -----------------------------------------------------------------------------
 
     @abstractmethod
-    def _new_client(self) -> Any:
-        """Build the client (imports the client library; raises ConnectorError if missing)."""
+    def _lib(self) -> Any:
+        """The connector's own client module (imported on first use; ConnectorError naming the
+        package to install if the client library is missing). It provides ``make_client(conn)``,
+        ``probe(client)``, ``classify(exc)`` and the client's ``helpers``."""
 
-    @abstractmethod
+    def _new_client(self) -> Any:
+        """Build the client."""
+        return self._lib().make_client(self)
+
     def _probe(self, client: Any) -> dict[str, Any]:
         """``GET /`` without retries; returns the body."""
+        return self._lib().probe(client)
 
     @abstractmethod
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
         """Refuse a server this connector cannot work with (version, product)."""
 
-    @abstractmethod
     def _classify(self, exc: BaseException) -> tuple[str, int | None, Any] | None:
         """('connection'|'api'|'product', HTTP status or None, error body or None) for a client
         exception ('product': the server is not this engine), None for anything else."""
+        return self._lib().classify(exc)
 
-    @abstractmethod
     def _helpers(self) -> Any:
         """The client's ``helpers`` module."""
+        return self._lib().helpers
 
     @abstractmethod
     def _sparse_property(self, spec: IndexSpec) -> tuple[dict[str, Any], str]:
@@ -259,9 +268,9 @@ class LuceneConnector(Connector):
     def _call_refresh(self, index: str) -> None: ...
     @abstractmethod
     def _call_delete_index(self, index: str) -> None: ...
-    @abstractmethod
     def _bulk_client(self) -> Any:
         """The client object handed to the bulk helpers."""
+        return self.client
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -386,6 +395,7 @@ class LuceneConnector(Connector):
             dense_size=spec.dense_size,
             payload_fields=dict(spec.payload_fields),
             metadata=dict(spec.metadata),
+            sparse_mapping=dict(sparse_prop),
         )
         return body, layout
 
@@ -475,6 +485,7 @@ class LuceneConnector(Connector):
             dense_size=spec.dense_size,
             payload_fields={k: v.get("type") for k, v in payload_props.items()},
             metadata=meta,
+            sparse_mapping=dict(sparse),
         )
 
     @abstractmethod
@@ -515,6 +526,7 @@ class LuceneConnector(Connector):
                 k: v.get("type") for k, v in (props.get(PAYLOAD_FIELD) or {}).get("properties", {}).items()
             },
             metadata=meta,
+            sparse_mapping=dict(sparse),
         )
         return self._layout
 

@@ -60,6 +60,8 @@ class Layout:
     dense_size: int | None = None
     payload_fields: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The sparse field's mapping as the engine holds it (e.g. Elasticsearch's ``index_options``).
+    sparse_mapping: dict[str, Any] = field(default_factory=dict)
 
 
 def hit_payload(source: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from opensearchpy import OpenSearch, Urllib3HttpConnection, helpers
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
+from sparsebridge_lucene_rest import shared_client_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connector import OpenSearchConnector
@@ -25,22 +26,8 @@ class QuietConnection(Urllib3HttpConnection):
 
 
 def make_client(conn: OpenSearchConnector) -> OpenSearch:
-    kwargs: dict[str, Any] = dict(
-        hosts=list(conn.urls),
-        timeout=conn.request_timeout,
-        # Connection failures move on to another node when there is one; a single node fails fast.
-        max_retries=len(conn.urls) - 1,
-        # Status retries are the connector's own, with backoff (see sparsebridge_lucene_rest/retry.py).
-        retry_on_status=(),
-        retry_on_timeout=False,
-        connection_class=QuietConnection,
-    )
-    if any(u.startswith("https:") for u in conn.urls):
-        kwargs["verify_certs"] = conn.verify_certs
-        if conn.ca_certs:
-            kwargs["ca_certs"] = conn.ca_certs
-        if not conn.verify_certs:
-            kwargs["ssl_show_warn"] = False
+    kwargs = shared_client_options(conn)
+    kwargs.update(timeout=conn.request_timeout, connection_class=QuietConnection)
     if conn.basic_auth is not None:
         kwargs["http_auth"] = conn.basic_auth
     return OpenSearch(**kwargs)

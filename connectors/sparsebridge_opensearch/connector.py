@@ -160,21 +160,6 @@ class OpenSearchConnector(LuceneConnector):
             ) from None
         return _client
 
-    def _new_client(self) -> Any:
-        return self._lib().make_client(self)
-
-    def _probe(self, client: Any) -> dict[str, Any]:
-        return self._lib().probe(client)
-
-    def _classify(self, exc: BaseException) -> tuple[str, int | None, Any] | None:
-        return self._lib().classify(exc)
-
-    def _helpers(self) -> Any:
-        return self._lib().helpers
-
-    def _bulk_client(self) -> Any:
-        return self.client
-
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
         version = info.get("version") or {}
         number = version.get("number", "?")
@@ -296,11 +281,18 @@ class OpenSearchConnector(LuceneConnector):
         if ceilings is not None:
             clipped = sum(1 for r in records for w in r.sparse.values if w > ceilings[0])
             if clipped:
+                # One wording per ceiling, so an ingest of many batches reports it once; the
+                # count of each batch goes to the log.
                 note = (
-                    f"{clipped} weight(s) above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} "
-                    f"were clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
+                    f"weights above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} were "
+                    f"clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
                 )
-                log.warning("index %r: %s", self._layout.index if self._layout else self._index, note)
+                log.warning(
+                    "index %r: %d weight(s) of this batch: %s",
+                    self._layout.index if self._layout else self._index,
+                    clipped,
+                    note,
+                )
                 result.notes.append(note)
         return result
 

@@ -484,6 +484,11 @@ def search(
 @click.option(
     "--no-ingest", is_flag=True, help="Refuse an index that lacks documents of the corpus instead of ingesting them."
 )
+@click.option(
+    "--exact-recall",
+    is_flag=True,
+    help="Also measure what pruning/approximation costs: recall of the exact sparse top 10 in the engine's top 10.",
+)
 @index_option
 @model_change_option
 @common_options
@@ -494,6 +499,7 @@ def eval_cmd(
     recreate: bool,
     per_query: bool,
     no_ingest: bool,
+    exact_recall: bool,
     index: str | None,
     allow_model_change: bool | None,
     config_path: Path | None,
@@ -504,7 +510,10 @@ def eval_cmd(
 
     Compares the index with BEIR_DIR/corpus.jsonl first and ingests the documents it lacks (all of
     them for a new index; the rest of an interrupted ingest), or with --no-ingest refuses to score a
-    partial index.
+    partial index. With --exact-recall, the sparse top 10 of every query is also compared with the
+    exact ranking (the dot product with every vector the index holds, read back from it), so a
+    pruned or approximate index (Elasticsearch token pruning, OpenSearch SEISMIC) shows its cost;
+    an exact backend scores 1.0.
     """
     from .corpus import beir_corpus_path
 
@@ -516,9 +525,11 @@ def eval_cmd(
             pipe.connector.drop()
         elif pipe.exists() and pipe.count() > 0:
             _check_index_holds(pipe, beir_corpus_path(beir_dir), config)
-        result = pipe.evaluate(beir_dir, split=split, ingest_if_missing=not no_ingest)
+        result = pipe.evaluate(beir_dir, split=split, ingest_if_missing=not no_ingest, exact_recall=exact_recall)
     if not per_query:
         result.pop("per_query", None)
+        for figures in (result.get("exact_recall") or {}).values():
+            figures.pop("per_query", None)
     result["backend"] = config.backend.connector
     if as_json:
         _emit_json(result)
@@ -531,11 +542,22 @@ def eval_cmd(
             f"ingested {ing['documents']} documents ({ing['written']} records, {len(ing['failed'])} failed) "
             f"in {ing['seconds']:.1f}s"
         )
+        for note in ing.get("notes", []):
+            click.echo(printable(f"  note: {note}"))
     where = f"{config.backend.connector} index {result['index']!r}"
     click.echo(f"{beir_dir.name} ({split}, {result['queries']} queries) on {where}:")
     click.echo(
         f"  nDCG@10 {result['ndcg@10']:.4f}   MRR@10 {result['mrr@10']:.4f}   Recall@100 {result['recall@100']:.4f}"
     )
+    for side, figures in (result.get("exact_recall") or {}).items():
+        k, recall = figures["k"], figures["recall"]
+        shown = "n/a (no query shares a token with the index)" if recall is None else f"{recall:.4f}"
+        click.echo(
+            f"  exact recall@{k} ({side}): {shown}: the engine's top {k} against the exact dot product with "
+            f"the {figures['documents']} records of the index, {figures['queries']} queries"
+        )
+        for note in figures.get("notes", []):
+            click.echo(printable(f"  note: {note}"))
 
 
 def _check_index_holds(pipe: Any, corpus_file: Path, config: Config) -> None:

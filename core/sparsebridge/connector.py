@@ -317,6 +317,10 @@ class Connector(ABC):
     # True when one process owns the index (an embedded engine's folder): distributed ingests then
     # write through that one process instead of from every worker.
     single_writer: bool = False
+    # How close (relative) the engine's scores are to the exact dot product of the weights as
+    # written: documents whose exact scores differ by less are ties the engine cannot order (see
+    # ``sparsebridge.exact_recall``). Engines that score in float32 default to float32 noise.
+    score_rtol: ClassVar[float] = 1e-6
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)

@@ -663,6 +663,8 @@ class Pipeline:
         report.written += len(result.written)
         report.failed.update(result.failed)
         report.retries += result.retries
+        # What the backend wants the user to know (e.g. weights clipped by SEISMIC), once each.
+        report.notes.extend(n for n in dict.fromkeys(result.notes) if n not in report.notes)
 
     def _encode_documents(self, texts: list[str]) -> tuple[list[SparseVector], dict[int, str]]:
         """Encode a batch; if the batch fails, encode one by one so only the bad texts fail."""
@@ -707,11 +709,14 @@ class Pipeline:
         filter: Filter | None = None,
         explain: bool = False,
         mode: str | None = None,
+        sparse_vectors: Sequence[SparseVector] | None = None,
     ) -> list[QueryResult]:
         """Search many queries in one backend request; one :class:`QueryResult` per query.
 
         ``mode`` is ``"sparse"``, ``"dense"`` or ``"hybrid"`` (default: hybrid when a dense encoder
         is configured, else sparse). ``explain`` adds the shared tokens of query and hit.
+        ``sparse_vectors`` are the queries' sparse vectors when the caller encoded them already
+        (``encode_queries``), so it knows exactly what was sent.
         """
         if isinstance(queries, str):
             queries = [queries]
@@ -744,7 +749,14 @@ class Pipeline:
             )
         )
 
-        sparse = self.encode_queries(queries) if mode != "dense" or explain else [None] * len(queries)
+        if sparse_vectors is not None:
+            if len(sparse_vectors) != len(queries):
+                raise ValueError(f"{len(sparse_vectors)} sparse vectors for {len(queries)} queries")
+            sparse: Sequence[SparseVector | None] = list(sparse_vectors)
+        elif mode != "dense" or explain:
+            sparse = self.encode_queries(queries)
+        else:
+            sparse = [None] * len(queries)
         dense: list[list[float]] | list[None] = [None] * len(queries)
         if mode != "sparse":
             encode = getattr(self.dense_encoder, "encode_query", None) or self.dense_encoder.encode_document
@@ -807,8 +819,14 @@ class Pipeline:
         split: str = "test",
         ingest_if_missing: bool = True,
         top_k: int = 100,
+        exact_recall: bool = False,
+        exact_k: int = 10,
     ) -> dict[str, Any]:
         """nDCG@10, MRR@10 and Recall@100 of this backend on a BEIR dataset's qrels.
+
+        With ``exact_recall``, also what an approximate index costs: the mean recall of each query's
+        exact top ``exact_k`` records in the engine's sparse top ``exact_k`` (see
+        :mod:`sparsebridge.exact_recall`), under ``"exact_recall"`` by side (``"sparse"``).
 
         The index is first compared with the corpus (see :meth:`coverage`): documents it lacks
         (none of it exists yet, or an ingest was interrupted) are ingested first, since ingest is an
@@ -836,11 +854,40 @@ class Pipeline:
                 )
             out["ingest"] = self.ingest(absent).to_dict()
         qids = [q for q in queries if q in qrels]
+        texts = [queries[q] for q in qids]
         per_passage = self.ingest_settings.split_passages
-        results = self.search([queries[q] for q in qids], top_k=top_k * (3 if per_passage else 1))
+        vectors = self.encode_queries(texts) if exact_recall and texts else None
+        results = self.search(texts, top_k=top_k * (3 if per_passage else 1), sparse_vectors=vectors)
         run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
         out.update(evaluate_run(run, qrels))
+        if exact_recall:
+            figures = self.exact_recall(texts, vectors or [], k=exact_k)
+            figures["per_query"] = dict(zip(qids, figures["per_query"]))
+            out["exact_recall"] = {"sparse": figures}
         return out
+
+    def exact_recall(self, texts: Sequence[str], vectors: Sequence[SparseVector], k: int = 10) -> dict[str, Any]:
+        """The recall of the exact sparse top ``k`` in the engine's sparse top ``k`` for queries
+        ``texts`` encoded as ``vectors``: one ``--mode sparse --top-k k`` search, as a user runs it
+        (records, passages not collapsed), against the brute-force dot product with every record's
+        vector as the index gives it back (``Connector.export``; see :mod:`sparsebridge.exact_recall`).
+        """
+        from .exact_recall import exact_recall
+
+        results = self.search(list(texts), top_k=k, mode="sparse", sparse_vectors=vectors) if texts else []
+        rankings = [[h.id for h in r.hits] for r in results]
+        try:
+            documents = self.connector.export(list(self.vocab.tokens))
+            figures = exact_recall(vectors, rankings, documents, k=k, rtol=type(self.connector).score_rtol)
+        except NotImplementedError as exc:
+            raise ConfigError(
+                f"--exact-recall reads the index's vectors back, and the {type(self.connector).__name__} "
+                f"cannot export them ({exc})"
+            ) from exc
+        notes = sorted({n for r in results for n in r.notes})
+        if notes:
+            figures["notes"] = notes
+        return figures
 
     def coverage(self, corpus: str | Path, chunk: int = 1000) -> tuple[dict[str, Any], Corpus]:
         """How much of ``corpus`` the index holds, and a corpus of the documents it lacks.
