@@ -280,3 +280,24 @@ def test_parallel_writers_upsert_into_a_server_backend(local_ray, encoder, tmp_p
     assert first.written == again.written == 120 and not first.failed
     assert len(engine.indices["docs"]["docs"]) == 120  # upserts: the second run replaced, never added
     assert len(bulk_sources) == 240
+
+
+def test_backend_notes_reach_the_report_once(local_ray, tmp_path, data_dir):
+    """OpenSearch SEISMIC through the loopback engine double, written from Ray actors: a ceiling below
+    the packaged model's weights clips some in every batch; the report says so once, as in-process."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lucene_testkit import FakeEngine, FakeServer
+    from sparsebridge.config import config_from_dict
+    from sparsebridge.ray import ingest_with_ray
+
+    engine = FakeEngine(flavor="opensearch", version="3.3.0")
+    with FakeServer(engine) as server:
+        backend = {"connector": "opensearch", "url": server.url, "index": "docs", "sparse_field_type": "sparse_vector"}
+        backend["index_options"] = {"quantization_ceiling_ingest": 0.5}
+        config = config_from_dict({"model": {"device": "cpu", "batch_size": 8}, "backend": backend})
+        report = ingest_with_ray(config, data_dir / "cranfield", workers=2, limit=40, show_progress=False)
+    assert report.written == 40 and not report.failed
+    assert report.notes == [
+        "weights above the index's SEISMIC quantization_ceiling_ingest 0.5 were clipped to it by OpenSearch; "
+        "re-create the index with a higher ceiling to keep them"
+    ]

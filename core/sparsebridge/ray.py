@@ -332,13 +332,14 @@ class _Write:
         self.tokens = np.array(vocab_tokens, dtype=object)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        written, failed, retries = _write_batch(self.connector, self.tokens, batch)
+        written, failed, retries, notes = _write_batch(self.connector, self.tokens, batch)
         # One row per input row: its id, number, and why it failed (null when written); the
-        # batch's retries ride on its first row.
+        # batch's retries and the backend's notes ride on its first row.
         reasons = [failed.get(str(doc_id)) for doc_id in batch[ID]]
         retried = [0] * len(reasons)
+        noted: list[list[str]] = [[] for _ in reasons]
         if retried:
-            retried[0] = retries
+            retried[0], noted[0] = retries, notes
         return pa.table(
             {
                 ID: pa.array([str(x) for x in batch[ID]], pa.string()),
@@ -346,6 +347,7 @@ class _Write:
                 ERROR: pa.array(reasons, pa.string()),
                 "encoded": pa.array([bool(t) for t in batch[TEXT]], pa.bool_()),
                 "retries": pa.array(retried, pa.int64()),
+                "notes": pa.array(noted, pa.list_(pa.string())),
             }
         )
 
@@ -374,15 +376,23 @@ def _records(batch: Mapping[str, Any], tokens: np.ndarray) -> tuple[list[Record]
     return records, failed
 
 
-def _write_batch(connector: Any, tokens: np.ndarray, batch: Mapping[str, Any]) -> tuple[list[str], dict[str, str], int]:
+def _write_batch(
+    connector: Any, tokens: np.ndarray, batch: Mapping[str, Any]
+) -> tuple[list[str], dict[str, str], int, list[str]]:
+    """Write a batch's encoded rows: (ids written, failed ids with reasons, retries, the backend's notes)."""
     records, failed = _records(batch, tokens)
     written: list[str] = []
-    retries = 0
+    retries, notes = 0, []
     if records:
         result = connector.write(records)
-        written, retries = list(result.written), result.retries
+        written, retries, notes = list(result.written), result.retries, list(result.notes)
         failed.update(result.failed)
-    return written, failed, retries
+    return written, failed, retries, notes
+
+
+def _add_notes(report: IngestReport, notes: Sequence[str]) -> None:
+    # What the backend wants the user to know (e.g. weights clipped by SEISMIC), once each, as in-process.
+    report.notes.extend(n for n in dict.fromkeys(notes) if n not in report.notes)
 
 
 def write_dataset(
@@ -441,12 +451,13 @@ def _write_from_driver(
         if keep is not None:
             batch = {key: col[keep] for key, col in batch.items()}
         started = time.perf_counter()
-        written, failed, retries = _write_batch(pipe.connector, tokens, batch)
+        written, failed, retries, notes = _write_batch(pipe.connector, tokens, batch)
         report.write_seconds += time.perf_counter() - started
         report.records += _encoded_rows(batch)
         report.written += len(written)
         report.failed.update(failed)
         report.retries += retries
+        _add_notes(report, notes)
         progress.update(documents.count - before)
 
 
@@ -535,6 +546,7 @@ def _write_from_workers(
                     f"with parallel writers the index holds whichever was written last"
                 )
         report.retries += int(batch["retries"].sum())
+        _add_notes(report, [note for notes in batch["notes"] for note in notes])
         progress.update(documents.count - before)
     report.write_seconds += time.perf_counter() - started
 
