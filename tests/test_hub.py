@@ -18,6 +18,13 @@ from sparsebridge.errors import HubError, SparsebridgeError
 TEXTS = ["boundary layer separation", "heat transfer in hypersonic flow"]
 
 
+@pytest.fixture
+def encoder(splade_path):
+    """A model of this test's own: push_to_hub records the repository id in its model card data (as
+    sentence-transformers does), which must not reach the session's shared encoder."""
+    return SparseEncoder(str(splade_path), device="cpu")
+
+
 class RecordingHub:
     """A double for the Hub calls of ``HfApi`` (create_repo, create_branch, file_exists, upload_folder):
     it records each call and copies the folder to upload, since the Hub itself cannot be reached here."""

@@ -122,3 +122,27 @@ def test_config_key_reaches_the_encoder(capable, tmp_path):
         config_from_dict({"model": {"precision": "fp16"}}, source="sb.toml", check_connector=False)
     model = load_sparse_encoder(config.model.name_or_path, "cpu", config.model.precision)
     assert model[0].precision == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("isa", "expected"),
+    [
+        ("avx2", {"avx2": True, "avx512": False, "bf16": False, "vnni": False, "amx": False}),
+        ("AVX512_CORE_VNNI", {"avx2": True, "avx512": True, "bf16": False, "vnni": True, "amx": False}),
+        ("AVX512_CORE_BF16", {"avx2": True, "avx512": True, "bf16": True, "vnni": True, "amx": False}),
+        ("AVX512_CORE_AMX", {"avx2": True, "avx512": True, "bf16": True, "vnni": True, "amx": True}),
+        ("not-a-level", {"avx2": True, "avx512": True, "bf16": True, "vnni": True, "amx": True}),
+    ],
+)
+def test_onednn_isa_cap_limits_the_capabilities(monkeypatch, isa, expected):
+    """torch's CPU matmuls run through oneDNN: with its ISA capped (ONEDNN_MAX_CPU_ISA, oneDNN's own
+    documented variable), bf16 would be emulated, so it counts as absent."""
+    flags = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert precision.cpu_capabilities() == expected
+    if expected["bf16"] is False:
+        precision._warn_once.cache_clear()
+        with pytest.warns(RuntimeWarning, match="bf16 was asked for"):
+            assert precision.effective_precision("bf16") == "fp32"
+        assert f"(ONEDNN_MAX_CPU_ISA={isa.upper()})" in precision.describe_cpu()

@@ -9,6 +9,7 @@ them, we warn once, in our own words, and run fp32 instead: never a silent slowd
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import warnings
 from pathlib import Path
@@ -52,23 +53,59 @@ def cpu_flags() -> frozenset[str]:
     return frozenset({"avx2"} if capability == "avx2" else {"avx2", "avx512f"} if capability == "avx512" else ())
 
 
+# oneDNN's instruction-set levels, lowest first (its ONEDNN_MAX_CPU_ISA values), and the first level
+# that allows each capability: torch's CPU matmuls run through oneDNN, so a cap there is a cap here.
+_ONEDNN_LEVELS = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX512_CORE_AMX_FP16",
+)
+_NEEDS_LEVEL = {"avx2": "AVX2", "vnni": "AVX2_VNNI", "avx512": "AVX512_CORE", "bf16": "AVX512_CORE_BF16"}
+_NEEDS_LEVEL["amx"] = "AVX10_1_512_AMX"
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction-set cap a user set for oneDNN (``ONEDNN_MAX_CPU_ISA``, older ``DNNL_MAX_CPU_ISA``),
+    or None: with e.g. ``AVX2`` torch runs bf16 matmuls emulated, so bf16 would be a slowdown."""
+    value = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return value if value in _ONEDNN_LEVELS else None
+
+
 def cpu_capabilities() -> dict[str, bool]:
-    """Which fast-path instruction sets this CPU has: AVX2, AVX-512, BF16, VNNI, AMX."""
+    """Which fast-path instruction sets this CPU has: AVX2, AVX-512, BF16, VNNI, AMX (within oneDNN's cap)."""
     flags = cpu_flags()
     arm = platform.machine().lower() in ("arm64", "aarch64")
-    return {
+    caps = {
         "avx2": "avx2" in flags,
         "avx512": "avx512f" in flags,
         "bf16": bool({"avx512_bf16", "amx_bf16"} & flags) or (arm and "bf16" in flags),
         "vnni": bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags) or (arm and "asimddp" in flags),
         "amx": "amx_tile" in flags,
     }
+    cap = None if arm else onednn_isa_cap()
+    if cap is not None:
+        level = _ONEDNN_LEVELS.index(cap)
+        caps = {name: on and level >= _ONEDNN_LEVELS.index(_NEEDS_LEVEL[name]) for name, on in caps.items()}
+    return caps
 
 
 def describe_cpu() -> str:
     """One line naming the capabilities, for benchmarks and warnings."""
     caps = cpu_capabilities()
-    return " ".join(f"{name.upper()}={'yes' if on else 'no'}" for name, on in caps.items())
+    line = " ".join(f"{name.upper()}={'yes' if on else 'no'}" for name, on in caps.items())
+    cap = onednn_isa_cap()
+    return f"{line} (ONEDNN_MAX_CPU_ISA={cap})" if cap else line
 
 
 def precision_from_kwargs(model_kwargs: dict[str, Any], precision: str | None = None) -> str:
