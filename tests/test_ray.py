@@ -301,3 +301,40 @@ def test_backend_notes_reach_the_report_once(local_ray, tmp_path, data_dir):
         "weights above the index's SEISMIC quantization_ceiling_ingest 0.5 were clipped to it by OpenSearch; "
         "re-create the index with a higher ceiling to keep them"
     ]
+
+
+@pytest.mark.parametrize("backend", ["edge", "elasticsearch"])
+def test_truncated_documents_are_counted_as_in_process(local_ray, tmp_path, backend):
+    """A document longer than max_seq_length is cut by the encoder: the Ray report counts it, as the
+    in-process report does (driver-written Edge, and parallel writers into the ES engine double)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lucene_testkit import FakeEngine, FakeServer
+    from sparsebridge.config import config_from_dict
+    from sparsebridge.pipeline import Pipeline
+    from sparsebridge.ray import ingest_with_ray
+
+    corpus = tmp_path / "docs.jsonl"
+    long_text = " ".join(f"wing{i} lift flutter" for i in range(400))  # well over 512 tokens
+    rows = [{"id": "long", "text": long_text}] + [{"id": f"d{i}", "text": f"short text {i}"} for i in range(5)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    engine = FakeEngine(flavor="elasticsearch", version="9.1.0")
+    with FakeServer(engine) as server:
+        reports = []
+        for name in ("ray", "local"):
+            if backend == "edge":
+                section = {"connector": "qdrant", "mode": "edge", "path": str(tmp_path / f"edge-{name}")}
+            else:
+                section = {"connector": "elasticsearch", "url": server.url, "index": f"docs-{name}"}
+            config = config_from_dict({"model": {"device": "cpu"}, "backend": section})
+            if name == "ray":
+                reports.append(ingest_with_ray(config, corpus, workers=2, show_progress=False))
+            else:
+                pipe = Pipeline.from_config(config, show_progress=False)
+                try:
+                    reports.append(pipe.ingest(str(corpus)))
+                finally:
+                    pipe.close()
+    ray_report, local_report = reports
+    assert local_report.truncated == 1 and local_report.max_seq_length == 512
+    assert (ray_report.truncated, ray_report.max_seq_length) == (1, 512)
+    assert ray_report.written == local_report.written == 6

@@ -45,6 +45,7 @@ from .config import Config, ConfigError, IngestSettings
 from .connector import Record, SparseVector
 from .corpus import STDLIB_SPEC, CorpusError, beir_corpus_path, open_corpus, parse_jsonl_line
 from .documents import text_id
+from .passages import count_truncated
 from .results import IngestReport
 
 __all__ = ["encode_dataset", "ingest_with_ray", "read_corpus", "write_dataset"]
@@ -63,6 +64,7 @@ ID, TEXT, PAYLOAD, INDICES, VALUES, DENSE, ERROR, NUMBER = (
 )
 DOCUMENT = "document"  # a raw corpus row: one JSON object as text
 REF = "ref"  # where a raw row came from (file:line)
+TRUNCATED = "truncated"  # an ingest's rows: documents of the batch cut at max_seq_length (first row)
 # Lines per read task: large enough that task overhead vanishes, small enough to spread a file.
 LINES_PER_TASK = 2000
 
@@ -184,6 +186,7 @@ class _Encode:
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows = self._prepare_corpus(batch) if self.corpus else self._prepare_plain(batch)
         ok = [r for r in rows if r[ERROR] is None]
+        truncated = self._count_truncated([r[TEXT] for r in ok]) if self.corpus else 0
         if ok:
             texts = [r[TEXT] for r in ok]
             if self.side == "query":
@@ -198,7 +201,20 @@ class _Encode:
                 row[INDICES], row[VALUES] = list(vectors[k].indices), list(vectors[k].values)
                 if dense is not None:
                     row[DENSE] = dense[k]
-        return _rows_to_table(rows, with_dense=self.pipe.dense_encoder is not None)
+        table = _rows_to_table(rows, with_dense=self.pipe.dense_encoder is not None)
+        if self.corpus:  # an ingest: the batch's count of truncated documents rides on its first row
+            counts = [0] * len(rows)
+            if counts:
+                counts[0] = truncated
+            table = table.append_column(TRUNCATED, pa.array(counts, pa.int64()))
+        return table
+
+    def _count_truncated(self, texts: list[str]) -> int:
+        # As an in-process ingest counts them: documents cut at max_seq_length (passages are never cut).
+        max_len = getattr(self.pipe.encoder, "max_seq_length", None)
+        if self.side != "document" or not max_len or self.pipe.ingest_settings.split_passages:
+            return 0
+        return count_truncated(texts, self.pipe.encoder.tokenizer, int(max_len))
 
     def _dense(self, texts: list[str]) -> list[list[float]] | None:
         from .vectors import dense_rows
@@ -348,6 +364,7 @@ class _Write:
                 "encoded": pa.array([bool(t) for t in batch[TEXT]], pa.bool_()),
                 "retries": pa.array(retried, pa.int64()),
                 "notes": pa.array(noted, pa.list_(pa.string())),
+                TRUNCATED: pa.array([int(x) for x in batch.get(TRUNCATED, [0] * len(reasons))], pa.int64()),
             }
         )
 
@@ -457,6 +474,7 @@ def _write_from_driver(
         report.written += len(written)
         report.failed.update(failed)
         report.retries += retries
+        report.truncated += int(batch[TRUNCATED].sum()) if TRUNCATED in batch else 0
         _add_notes(report, notes)
         progress.update(documents.count - before)
 
@@ -546,6 +564,7 @@ def _write_from_workers(
                     f"with parallel writers the index holds whichever was written last"
                 )
         report.retries += int(batch["retries"].sum())
+        report.truncated += int(batch[TRUNCATED].sum())
         _add_notes(report, [note for notes in batch["notes"] for note in notes])
         progress.update(documents.count - before)
     report.write_seconds += time.perf_counter() - started
@@ -630,6 +649,8 @@ def ingest_with_ray(
             report = write_dataset(
                 encoded, config, pipeline=pipe, show_progress=show_progress, total=source.size, concurrency=workers
             )
+            if not settings.split_passages:
+                report.max_seq_length = int(pipe.encoder.max_seq_length)
             # Encoding and writing overlap on Ray; what is not writing is the workers' share.
             report.encode_seconds = max(time.perf_counter() - encode_started - report.write_seconds, 0.0)
             return report
