@@ -106,13 +106,21 @@ def _fail_on_hang(signum: int, frame: object) -> None:
 
 
 def test_alarm_handler_turns_a_hang_into_a_failure():
+    import threading
+
     previous = signal.signal(signal.SIGALRM, _fail_on_hang)
-    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    # Sent to the main thread itself: a process-wide timer signal may land on any thread, and native
+    # threads earlier tests left in this process (engines, thread pools) are no place for it (seen:
+    # a segfault of the whole run, only in the full suite).
+    main = threading.main_thread().ident
+    timer = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGALRM))
+    timer.start()
     try:
         with pytest.raises(pytest.fail.Exception, match="hangs instead of raising"):
             time.sleep(5)  # stands for a blocked encode
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        timer.cancel()
+        timer.join()
         signal.signal(signal.SIGALRM, previous)
 
 
