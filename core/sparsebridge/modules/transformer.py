@@ -26,10 +26,12 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
+from ..converting_load import load_converted
 from ..errors import ModelLoadError
 from ..peft_adapters import adapter_base_model, save_adapter
 from ..precision import effective_precision, precision_from_kwargs, quantize_int8, torch_dtype
 from .base import Module, read_json, write_json
+from .token_chunks import in_token_chunks, token_budget
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,10 @@ class Transformer(Module):
         # an adapter-only folder (PEFT layout) takes its config from the base model; transformers loads the adapter
         config = AutoConfig.from_pretrained(adapter_base_model(name) or name, cache_dir=cache_dir, **config_args)
         auto_cls = AutoModelForMaskedLM if transformer_task == "fill-mask" else AutoModel
-        self.auto_model = auto_cls.from_pretrained(name, config=config, cache_dir=cache_dir, **model_args)
+        # Converting the weights' dtype (fp32 file, bf16 asked) reads them tensor by tensor instead.
+        self.auto_model = load_converted(auto_cls, name, config, model_args) or auto_cls.from_pretrained(
+            name, config=config, cache_dir=cache_dir, **model_args
+        )
         self.auto_model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(
             tokenizer_name_or_path or name, cache_dir=cache_dir, **tokenizer_args
@@ -122,6 +127,7 @@ class Transformer(Module):
             if self._projection_path is not None and not self._projection_matches_logits():
                 logger.info("%s post-processes its logits; using full logits", type(self.auto_model).__name__)
                 self._projection_path = None
+        self._token_budget = token_budget(getattr(self.auto_model.config, "hidden_size", None))
         self._runner = None
         if self.backend != "torch":
             self._start_runner(Path(name), backend_options)
@@ -222,12 +228,12 @@ class Transformer(Module):
     def forward(self, features: dict[str, Any]) -> dict[str, Any]:
         inputs = self._model_inputs(features)
         if self._runner is not None:
-            out, is_hidden = self._runner(inputs)
-            if is_hidden:
-                features["token_hidden"] = out
+            if self._runner.cut:
+                run = self._runner
+                features["token_hidden"] = in_token_chunks(inputs, lambda part: run(part)[0], self._token_budget)
                 features["vocab_projection"] = self._backend_projection
             else:
-                features["token_embeddings"] = out
+                features["token_embeddings"] = self._runner(inputs)[0]
             return features
         if self.transformer_task == "feature-extraction":
             out = self.auto_model(**inputs, return_dict=True)
@@ -236,11 +242,15 @@ class Transformer(Module):
         if self._projection_path is None or self._projection_is_dispatched():
             features["token_embeddings"] = self.auto_model(**inputs, return_dict=True).logits
             return features
-        with self._projection_captured() as (capture, projection):
-            self.auto_model(**inputs, return_dict=True)
-        features["token_hidden"] = capture.captured
-        features["vocab_projection"] = projection
+        features["token_hidden"] = in_token_chunks(inputs, self._states_before_projection, self._token_budget)
+        features["vocab_projection"] = self.auto_model.get_output_embeddings()
         return features
+
+    def _states_before_projection(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The vocabulary projection's input for these tokens (the model runs without the projection)."""
+        with self._projection_captured() as (capture, _):
+            self.auto_model(**inputs, return_dict=True)
+        return capture.captured
 
     def _projection_is_dispatched(self) -> bool:
         """Whether Accelerate places the vocabulary projection (a hook on it, or its weights offloaded
