@@ -225,3 +225,17 @@ def test_hub_id_loads_from_cache_folder_offline(splade_path, tmp_path, monkeypat
         SparseEncoder("acme/absent", device="cpu")
     with pytest.raises(ModelLoadError):
         SparseEncoder("acme/tiny-splade", revision="no-such-branch", device="cpu")
+
+
+def test_batches_come_back_in_input_order_as_a_coalesced_tensor(encoder):
+    """Batches run longest first; the assembled result is in input order, coalesced, and equal to
+    encoding each text alone (sparsebridge.encoder._assemble builds it without a second sort)."""
+    texts = ["short", "a much longer text about boundary layers and shock waves", "mid length text", "x"] * 3
+    together = encoder.encode(texts, batch_size=5)
+    assert together.is_sparse and together.is_coalesced()
+    alone = torch.stack([encoder.encode(t, convert_to_sparse_tensor=False) for t in texts])
+    torch.testing.assert_close(together.to_dense(), alone, atol=1e-5, rtol=1e-5)
+    # the coalesced flag is true to the indices: rows ascending, columns ascending within each row
+    rows, cols = together.indices()
+    keys = rows * together.shape[1] + cols
+    assert bool((keys[1:] > keys[:-1]).all())
