@@ -479,6 +479,10 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
         rss = {v: max(r["peak_rss_mb"] for r in ok[v]) for v in rates}
         vs_fp32 = rss[ours] / rss.get("st-fp32", float("nan"))
         print(f"peak RSS of {ours}: {rss[ours] / rss[theirs]:.2f}x that of {theirs}, {vs_fp32:.2f}x st-fp32's")
+        # Each of ours against both targets at once: speed vs their best, memory vs their fp32.
+        for v in (v for v in variants if v in rates and v in OURS and v != "fp32-fixed"):
+            memory = rss[v] / rss["st-fp32"] if "st-fp32" in rss else float("nan")
+            print(f"  {v:<16} {rates[v] / rates[theirs]:.2f}x {theirs}'s speed, peak RSS {memory:.2f}x st-fp32's")
     if args.model == "packaged" and not args.no_quality:
         quality(args, variants, tmp)
 
