@@ -116,7 +116,13 @@ def own_cpu_seconds() -> float:
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. Linux: VmHWM, the peak of its own address space; not
+    ru_maxrss, which carries the parent's peak across fork + exec (the driver holds the BERT-base
+    model it built, ~900 MB, which every worker would then report as its floor)."""
+    try:
+        return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def spin() -> None:
