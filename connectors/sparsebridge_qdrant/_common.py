@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, IndexSpec, Query, Record, SearchOptions
+from sparsebridge.durability import fsync_dir
 from sparsebridge.filters import Condition, parse_filter  # noqa: F401  (one filter parser for every backend)
 
 # Point ids must be unsigned ints or UUIDs, so a record's string id becomes a UUIDv5 over this fixed
@@ -339,16 +340,3 @@ def write_json_atomic(path: str, data: Any) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(directory)
-
-
-def fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

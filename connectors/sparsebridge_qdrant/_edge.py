@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, SearchOptions
+from sparsebridge.durability import fsync_dir
 
 from ._common import (
     Condition,
@@ -43,7 +44,6 @@ from ._common import (
     PreparedPoint,
     check_layout,
     engine_rrf_k,
-    fsync_dir,
     one_line,
     write_json_atomic,
 )

@@ -53,6 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .connector import Record, SparseVector
+from .durability import fsync_dir
 from .errors import DatasetError
 from .producer import producer_key
 from .vocabulary import Vocabulary
@@ -249,7 +250,7 @@ class DatasetWriter:
             os.fsync(fh.fileno())
         final = self.path / f"part-{self._next:05d}.parquet"
         os.replace(self._tmp, final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self.written += self._part_count
         self._writer, self._tmp, self._part_count = None, None, 0
         self._next += 1
@@ -283,19 +284,6 @@ def to_table(records: Sequence[Record], table_schema: pa.Schema, *, with_text: b
     if "dense" in table_schema.names:
         columns["dense"] = [list(r.dense) if r.dense is not None else None for r in records]
     return pa.Table.from_pydict(columns, schema=table_schema)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading

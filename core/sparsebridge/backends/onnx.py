@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from .graph_cut import projection_input
+from .graph_inputs import graph_feed
 
 logger = logging.getLogger(__name__)
 
@@ -163,15 +164,7 @@ class OnnxRunner:
         self._full_proto = None if self.cut else self._full_proto
 
     def _feed(self, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        feed = {}
-        for name in self.input_names:
-            if name in inputs:
-                feed[name] = inputs[name].cpu().numpy().astype(np.int64, copy=False)
-            elif name == "token_type_ids":
-                feed[name] = np.zeros_like(inputs["input_ids"].cpu().numpy(), dtype=np.int64)
-            else:
-                raise ModelLoadError(f"{self.path}: the graph needs input {name!r}, which the tokenizer does not give")
-        return feed
+        return graph_feed(self.path, self.input_names, inputs)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
         out = self.session.run(None, self._feed(inputs))[0]

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ModelLoadError
 from .graph_cut import projection_input
+from .graph_inputs import graph_feed
 
 SUBFOLDER = "openvino"
 DEFAULT_FILE = "openvino_model.xml"
@@ -119,15 +120,7 @@ class OpenVinoRunner:
         self.compiled = self.core.compile_model(cut if cut is not None else self._full, "CPU", self.config)
 
     def _feed(self, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        feed = {}
-        for name in self.input_names:
-            if name in inputs:
-                feed[name] = inputs[name].cpu().numpy().astype(np.int64, copy=False)
-            elif name == "token_type_ids":
-                feed[name] = np.zeros_like(inputs["input_ids"].cpu().numpy(), dtype=np.int64)
-            else:
-                raise ModelLoadError(f"{self.path}: the model needs input {name!r}, which the tokenizer does not give")
-        return feed
+        return graph_feed(self.path, self.input_names, inputs)
 
     def full_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits from the uncut model (for the load-time check of the cut)."""
