@@ -15,6 +15,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 def _assert_same_model(got, want) -> None:
     assert type(got) is type(want)
+    # where it came from, as PEFT (an adapter's base model) and saved configs read it
+    assert got.name_or_path == want.name_or_path
+    assert got.config._name_or_path == want.config._name_or_path
     got_state, want_state = got.state_dict(), want.state_dict()
     assert got_state.keys() == want_state.keys()
     for key, value in want_state.items():
@@ -66,6 +69,15 @@ def test_a_sharded_checkpoint_loads_the_same(splade_path, tmp_path):
 def test_cases_it_does_not_take_go_to_from_pretrained(splade_path, args):
     config = AutoConfig.from_pretrained(splade_path)
     assert load_converted(AutoModelForMaskedLM, splade_path, config, args) is None
+
+
+def test_a_folder_with_an_adapter_config_goes_to_from_pretrained(splade_path, tmp_path):
+    """transformers loads an adapter_config.json next to full weights by itself (its PEFT integration)."""
+    folder = tmp_path / "model"
+    shutil.copytree(splade_path, folder)
+    (folder / "adapter_config.json").write_text("{}", encoding="utf-8")
+    config = AutoConfig.from_pretrained(folder)
+    assert load_converted(AutoModelForMaskedLM, folder, config, {"dtype": torch.bfloat16}) is None
 
 
 def test_a_folder_without_safetensors_goes_to_from_pretrained(splade_path, tmp_path):

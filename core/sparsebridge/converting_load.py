@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 SINGLE_FILE = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
+ADAPTER_CONFIG = "adapter_config.json"
 # model_kwargs this path passes on as they are; any other key sends the load to from_pretrained.
 PASSED_KWARGS = frozenset({"dtype", "torch_dtype", "attn_implementation"})
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
@@ -59,7 +60,10 @@ def load_converted(auto_cls: Any, folder: str | Path, config: Any, model_args: d
         return None
     if getattr(config, "quantization_config", None) is not None or getattr(config, "auto_map", None):
         return None
-    files = checkpoint_files(folder) if folder.is_dir() else []
+    # transformers loads an adapter_config.json next to the weights by itself; that stays its job
+    if not folder.is_dir() or (folder / ADAPTER_CONFIG).is_file():
+        return None
+    files = checkpoint_files(folder)
     if not files:
         return None
     try:
@@ -79,7 +83,10 @@ def load_converted(auto_cls: Any, folder: str | Path, config: Any, model_args: d
         if stored == {dtype}:  # nothing to convert: mapping the file shares its pages, no copy at all
             return None
         logger.debug("%s: reading %d tensors one by one into %s", folder, len(state_dict), dtype)
-        return model_cls.from_pretrained(None, config=config, state_dict=state_dict, **model_args)
+        model = model_cls.from_pretrained(None, config=config, state_dict=state_dict, **model_args)
     finally:
         for handle in handles:
             handle.__exit__(None, None, None)
+    # With no name given, from_pretrained records None: PEFT and saved configs read it as the base model.
+    model.name_or_path = model.config._name_or_path = str(folder)
+    return model
