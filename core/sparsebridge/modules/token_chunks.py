@@ -3,11 +3,11 @@
 A batch of 32 texts of 256 tokens keeps the activations of 8,192 tokens alive in every layer (the
 4x-wide feed-forward states, the attention scores): a few hundred MB on a BERT-base model, more
 than the bf16 weights. In chunks of a bounded number of padded tokens (``token_budget``) the
-working set is a fraction of that while the matmuls stay large enough for a CPU (faster, in fact:
-20% on BERT-base bf16, as each pass's activations stay in cache). Chunks keep the batch's
-padded width: a text's states are then bit for bit those of the whole batch (cutting each chunk
-after its longest text gained under 3% and changed a text's states in the last bits, depending on
-its neighbours).
+working set is a fraction of that while the matmuls stay large enough for a CPU: as fast per
+token in the benchmark's own processes, 20% faster within one long-running process. Chunks keep
+the batch's padded width: a text's states are then bit for bit those of the whole batch (cutting
+each chunk after its longest text gained under 3% and changed a text's states in the last bits,
+depending on its neighbours).
 
 Before each pass the freed activations go back to the OS (``sparsebridge.heap``). GPUs run the batch
 whole: there the larger kernels are what pays, and memory is the user's batch size.
@@ -22,7 +22,7 @@ import torch
 from ..heap import release_free_memory
 
 # Padded tokens x hidden size per transformer pass on CPU: on BERT-base (hidden 768) passes of 2,048
-# tokens run 20% faster than one of 8,192 and need a sixth of its working set (45 vs 282 MB, bf16).
+# tokens run as fast as one of 8,192 and need a sixth of its working set (45 vs 282 MB, bf16).
 # Narrower models take more tokens per pass (splade-tiny, hidden 128: 12,288): their kernels are
 # small already.
 STATE_BUDGET = 2048 * 768
