@@ -148,7 +148,7 @@ def load_variant(variant: str, model_path: str, work: Path):
             return SparseEncoder(model_path, backend="openvino", precision="bf16")
         if variant == "openvino-int8":
             if not (Path(model_path) / OV_INT8_FILE).is_file():
-                from sparsebridge.backends import export_static_quantized_openvino_model
+                from sparsebridge.encoders.export import export_static_quantized_openvino_model
 
                 source = SparseEncoder(model_path, backend="openvino")
                 calibration = calibration_file(work)
@@ -156,7 +156,7 @@ def load_variant(variant: str, model_path: str, work: Path):
             return SparseEncoder(model_path, backend="openvino", model_kwargs={"file_name": OV_INT8_FILE})
         if variant == "onnx-qint8":
             if not (Path(model_path) / ONNX_QINT8_FILE).is_file():
-                from sparsebridge.backends import export_dynamic_quantized_onnx_model
+                from sparsebridge.encoders.export import export_dynamic_quantized_onnx_model
 
                 onnx_model = SparseEncoder(model_path, backend="onnx")
                 export_dynamic_quantized_onnx_model(onnx_model, "avx512_vnni", model_path)
@@ -390,7 +390,7 @@ def main() -> None:
             variants = [v for v in variants if v not in peers]
 
     import torch
-    from sparsebridge.precision import describe_cpu
+    from sparsebridge.encoders.runtime.precision import describe_cpu
 
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy_cores)]
     for p in spinners:

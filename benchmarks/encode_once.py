@@ -42,7 +42,7 @@ def _load() -> str:
 
 
 def _rows(path: Path) -> dict[str, dict]:
-    from sparsebridge.dataset import open_dataset
+    from sparsebridge.vectors.dataset import open_dataset
 
     data = open_dataset(path)
     return {row["id"]: row for batch in data.batches() for row in data.rows_of(batch)}
@@ -51,8 +51,8 @@ def _rows(path: Path) -> dict[str, dict]:
 _RSS_CHILD = r"""
 import json, sys
 sys.path[:0] = sys.argv[4:6]
-from sparsebridge.dataset import DatasetWriter, open_dataset
-from sparsebridge.vocabulary import Vocabulary
+from sparsebridge.vectors.dataset import DatasetWriter, open_dataset
+from sparsebridge.vectors.vocabulary import Vocabulary
 from transformers import AutoTokenizer
 src, out, copies = sys.argv[1], sys.argv[2], int(sys.argv[3])
 base = open_dataset(src)
@@ -117,11 +117,11 @@ def main() -> None:
         return
 
     from sparsebridge import SparseEncoder
-    from sparsebridge.cache import EncodeCache
-    from sparsebridge.corpus import open_corpus, read_beir_queries
     from sparsebridge.defaults import resolve_model
-    from sparsebridge.pipeline import Pipeline
-    from sparsebridge.transfer import export_index, migrate
+    from sparsebridge.index.corpus import open_corpus, read_beir_queries
+    from sparsebridge.index.pipeline import Pipeline
+    from sparsebridge.index.transfer import export_index, migrate
+    from sparsebridge.vectors.cache import EncodeCache
     from sparsebridge_qdrant import QdrantConnector
 
     work = args.work or Path(tempfile.mkdtemp(prefix="encode-once-"))

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from sparsebridge import SparseEncoder
 from sparsebridge.connector import Query, SearchOptions
-from sparsebridge.corpus import open_corpus, read_beir_queries
+from sparsebridge.connector.plugins import create_connector
 from sparsebridge.defaults import splade_model_path
-from sparsebridge.modules import Router, SparseStaticEmbedding, SpladePooling
-from sparsebridge.pipeline import Pipeline
-from sparsebridge.plugins import create_connector
+from sparsebridge.encoders.modules import Router, SparseStaticEmbedding, SpladePooling
+from sparsebridge.index.corpus import open_corpus, read_beir_queries
+from sparsebridge.index.pipeline import Pipeline
 
 
 def percentile(values: list[float], q: float) -> float:

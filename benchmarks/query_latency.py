@@ -87,7 +87,7 @@ def main() -> None:
 
     import torch
     from sparsebridge import SparseEncoder
-    from sparsebridge.modules import Router, SparseStaticEmbedding
+    from sparsebridge.encoders.modules import Router, SparseStaticEmbedding
 
     model_path = packaged_model() if args.model == "packaged" else args.model
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -21,7 +21,7 @@ from typing import Any
 
 from sparsebridge.config import ConfigError, config_from_dict
 from sparsebridge.connector import ConnectorError
-from sparsebridge.pipeline import Pipeline
+from sparsebridge.index.pipeline import Pipeline
 
 QUERIES = [
     "how do I compress data before writing it to disk",

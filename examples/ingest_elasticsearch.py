@@ -20,7 +20,7 @@ import sys
 
 from sparsebridge.config import ConfigError, config_from_dict
 from sparsebridge.connector import ConnectorError
-from sparsebridge.pipeline import Pipeline
+from sparsebridge.index.pipeline import Pipeline
 
 QUERIES = [
     "parse command line arguments",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sparsebridge.connector import Filter
-from sparsebridge.filters import parse_filter
+from sparsebridge.connector.filters import parse_filter
 
 META_KEY = "sparsebridge"
 META_FORMAT = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sparsebridge.hookspecs import hookimpl
+from sparsebridge.connector.hookspecs import hookimpl
 
 from .connector import OpenSearchConnector
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sparsebridge.hookspecs import hookimpl
+from sparsebridge.connector.hookspecs import hookimpl
 
 from ._common import ID_NAMESPACE, QdrantOptionError, point_id
 from .connector import DEFAULT_EDGE_PATH, MODES, QdrantConnector

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge.durability import fsync_dir
-from sparsebridge.filters import Condition, parse_filter  # noqa: F401  (one filter parser for every backend)
+from sparsebridge.connector.durability import fsync_dir
+from sparsebridge.connector.filters import Condition, parse_filter  # noqa: F401  (one filter parser for every backend)
 
 # Point ids must be unsigned ints or UUIDs, so a record's string id becomes a UUIDv5 over this fixed
 # namespace: the same id always maps to the same point, and a re-run ingest upserts in place.

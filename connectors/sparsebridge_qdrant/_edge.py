@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, SearchOptions
-from sparsebridge.durability import fsync_dir
+from sparsebridge.connector.durability import fsync_dir
 
 from ._common import (
     Condition,

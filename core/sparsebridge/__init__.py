@@ -5,23 +5,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _moved
+
 __version__ = "0.1.0"
+
+_moved.install()  # the flat layout's module names (sparsebridge.pipeline ...) still import
 
 # The encoders pull in torch and transformers (seconds to import); the CLI, the config loader and
 # the connectors don't need them, so they load on first use.
 _LAZY = {
-    "DenseEncoder": ".dense_encoder",
-    "SparseEncoder": ".encoder",
-    "SimilarityFunction": ".similarity",
-    "SentenceTransformerModelCardData": ".model_card_data",
-    "SparseEncoderModelCardData": ".model_card_data",
+    "DenseEncoder": ".encoders.dense_encoder",
+    "SparseEncoder": ".encoders.encoder",
+    "SimilarityFunction": ".encoders.similarity",
+    "SentenceTransformerModelCardData": ".encoders.model_card_data",
+    "SparseEncoderModelCardData": ".encoders.model_card_data",
 }
 
 if TYPE_CHECKING:
-    from .dense_encoder import DenseEncoder
-    from .encoder import SparseEncoder
-    from .model_card_data import SentenceTransformerModelCardData, SparseEncoderModelCardData
-    from .similarity import SimilarityFunction
+    from .encoders.dense_encoder import DenseEncoder
+    from .encoders.encoder import SparseEncoder
+    from .encoders.model_card_data import SentenceTransformerModelCardData, SparseEncoderModelCardData
+    from .encoders.similarity import SimilarityFunction
 
 
 def __getattr__(name: str) -> Any:

@@ -31,10 +31,10 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .config import Config, check_device, load_config
-from .corpus import CorpusError, InvalidDocument, open_corpus, read_jsonl
-from .errors import ConfigError, ConnectorError, IngestInterrupted, SparsebridgeError, SparsebridgeWarning
+from .. import __version__
+from ..config import Config, check_device, load_config
+from ..errors import ConfigError, ConnectorError, IngestInterrupted, SparsebridgeError, SparsebridgeWarning
+from ..index.corpus import CorpusError, InvalidDocument, open_corpus, read_jsonl
 
 MAX_LISTED_FAILURES = 20
 SAMPLE_TEXTS = (
@@ -157,13 +157,13 @@ def _quiet_libraries() -> None:
 
 
 def _pipeline(config: Config, quiet: bool, cache: Any = None) -> Any:
-    from .components import connector_from_config
+    from ..config.builder import connector_from_config
 
     # The backend is checked before torch and the models load: an unreachable one fails in a second.
     connector = connector_from_config(config)
     try:
         connector.check()
-        from .pipeline import Pipeline
+        from ..index.pipeline import Pipeline
 
         _quiet_libraries()
         return Pipeline.from_config(config, connector=connector, show_progress=not quiet, cache=cache)
@@ -176,7 +176,7 @@ def _open_cache(no_cache: bool, path: Path | None) -> Any:
     """The encode cache an ingest uses (None with --no-cache)."""
     if no_cache:
         return None
-    from .cache import EncodeCache
+    from ..vectors.cache import EncodeCache
 
     return EncodeCache(path)
 
@@ -194,7 +194,7 @@ def cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _encoder(config: Config) -> Any:
-    from .components import load_sparse_encoder
+    from ..config.builder import load_sparse_encoder
 
     check_device(config)
     _quiet_libraries()
@@ -283,7 +283,7 @@ def ingest(
     encoding at all). Re-running updates records in place (ids are the documents' ids or a hash of
     their text). Texts encoded before by the same model and settings come from the encode cache.
     """
-    from .dataset import is_dataset
+    from ..vectors.dataset import is_dataset
 
     config = _config(config_path, index=index)
     if split_passages is not None:
@@ -367,7 +367,7 @@ def _ingest_with_ray(
     quiet: bool,
 ) -> Any:
     try:
-        from .ray import ingest_with_ray
+        from ..index.ray_engine import ingest_with_ray
     except ImportError as exc:
         raise ConfigError(f"--engine ray needs Ray: pip install 'sparsebridge[ray]' ({exc})") from exc
     _quiet_libraries()
@@ -515,7 +515,7 @@ def eval_cmd(
     pruned or approximate index (Elasticsearch token pruning, OpenSearch SEISMIC) shows its cost;
     an exact backend scores 1.0.
     """
-    from .corpus import beir_corpus_path
+    from ..index.corpus import beir_corpus_path
 
     config = _config(config_path, index=index)
     if allow_model_change:
@@ -583,7 +583,7 @@ def _check_index_holds(pipe: Any, corpus_file: Path, config: Config) -> None:
 
 
 def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Config) -> list[tuple[str, str]]:
-    from .pipeline import AUTO_ID_FIELDS, text_id
+    from ..index.pipeline import AUTO_ID_FIELDS, text_id
 
     items: list[tuple[str, str]] = [(text_id(t), t) for t in texts]
     if input_path is not None:
@@ -643,7 +643,7 @@ def encode(
     a run that was stopped or killed is run again and encodes only what is missing. Then
     `sparsebridge ingest vectors.parquet` writes it to any backend without encoding.
     """
-    from .pipeline import Vocabulary, to_sparse_vectors
+    from ..index.pipeline import Vocabulary, to_sparse_vectors
 
     if output is not None and output.suffix == ".parquet":
         _encode_dataset(
@@ -685,7 +685,7 @@ def _encode_dataset(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    from .pipeline import Pipeline
+    from ..index.pipeline import Pipeline
 
     if as_query or top_k is not None:
         raise click.UsageError("--query and --top-k apply to JSONL output, not to a vector dataset")
@@ -698,7 +698,7 @@ def _encode_dataset(
     encoder = load_sparse_encoder_for(config)
     dense = None
     if config.search.hybrid:
-        from .components import load_dense_encoder
+        from ..config.builder import load_dense_encoder
 
         dense = load_dense_encoder(config.search.dense_model, config.model.device)
     pipe = Pipeline(
@@ -733,7 +733,7 @@ def _encode_dataset(
 
 def load_sparse_encoder_for(config: Config) -> Any:
     """The configured sparse encoder (loaded lazily: the CLI's other commands never import torch)."""
-    from .pipeline import load_sparse_encoder
+    from ..index.pipeline import load_sparse_encoder
 
     return load_sparse_encoder(config.model.name_or_path, config.model.device)
 
@@ -757,9 +757,9 @@ def export(
     _source holds the weights); weights an engine kept only as Lucene's 9-bit values are marked so
     in the dataset's metadata (values_quantised = "lucene-9bit"). Re-running resumes.
     """
-    from .components import connector_from_config
-    from .transfer import export_index
-    from .vocabulary import Vocabulary
+    from ..config.builder import connector_from_config
+    from ..index.transfer import export_index
+    from ..vectors.vocabulary import Vocabulary
 
     config = _config(config_path, index=index)
     _quiet_libraries()
@@ -796,8 +796,8 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
     Streams the source index (config --from) into the target (config --to) with progress and
     compares the counts at the end. Interrupted? Run the same command again: writes are upserts.
     """
-    from .components import connector_from_config
-    from .transfer import migrate as migrate_index
+    from ..config.builder import connector_from_config
+    from ..index.transfer import migrate as migrate_index
 
     source_config = _config(from_path)
     target_config = _config(to_path)
@@ -838,7 +838,7 @@ def cache() -> None:
 @user_errors
 def cache_info(cache_path: Path | None, as_json: bool) -> None:
     """Size report: file size, entries, and entries per model and settings."""
-    from .cache import EncodeCache, default_cache_path
+    from ..vectors.cache import EncodeCache, default_cache_path
 
     path = cache_path or default_cache_path()
     if not path.exists():
@@ -862,7 +862,7 @@ def cache_info(cache_path: Path | None, as_json: bool) -> None:
 @user_errors
 def cache_clear(cache_path: Path | None) -> None:
     """Delete the encode cache file."""
-    from .cache import clear_cache, default_cache_path
+    from ..vectors.cache import clear_cache, default_cache_path
 
     freed = clear_cache(cache_path)
     click.echo(f"cleared {cache_path or default_cache_path()} ({freed / 1e6:.1f} MB freed)")
@@ -876,7 +876,7 @@ def cache_clear(cache_path: Path | None) -> None:
 @common_options
 def count(index: str | None, config_path: Path | None, as_json: bool) -> None:
     """Number of records in the index (documents, or passages with --split-passages); no model loads."""
-    from .components import connector_from_config
+    from ..config.builder import connector_from_config
 
     config = _config(config_path, index=index)
     with connector_from_config(config) as connector:
@@ -894,7 +894,7 @@ def count(index: str | None, config_path: Path | None, as_json: bool) -> None:
 @common_options
 def connectors(config_path: Path | None, as_json: bool) -> None:
     """List the installed connector plugins, their versions and which one the config uses."""
-    from .plugins import get_connectors, plugin_versions
+    from ..connector.plugins import get_connectors, plugin_versions
 
     config = _config(config_path, check_connector=False)
     classes = get_connectors()
@@ -929,8 +929,8 @@ def connectors(config_path: Path | None, as_json: bool) -> None:
 @common_options
 def info(texts: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
     """Model summary (vocabulary, max length, modules) and the sparsity of its vectors."""
-    from .defaults import resolve_model
-    from .pipeline import Vocabulary, to_sparse_vectors
+    from ..defaults import resolve_model
+    from ..index.pipeline import Vocabulary, to_sparse_vectors
 
     config = _config(config_path, check_connector=False)
     encoder = _encoder(config)

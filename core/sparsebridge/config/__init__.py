@@ -47,15 +47,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .connector import FUSIONS, PAYLOAD_TYPES, Connector
-from .defaults import (
+from ..connector import FUSIONS, PAYLOAD_TYPES, Connector
+from ..defaults import (
     DEFAULT_BACKEND_OPTIONS,
     DEFAULT_CONNECTOR,
     DEFAULT_DENSE_MODEL,
     DEFAULT_INDEX,
     DEFAULT_MODEL,
 )
-from .errors import ConfigError  # noqa: F401  (defined in errors.py; re-exported here)
+from ..errors import ConfigError  # noqa: F401  (defined in errors.py; re-exported here)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -394,7 +394,7 @@ def _fusion_weights(search: _Section) -> tuple[float, float]:
 
 
 def _check_connector(b: BackendSettings, source: str, explicit: bool) -> None:
-    from . import plugins
+    from ..connector import plugins
 
     where = f"{source}: [backend] connector = {b.connector!r}" if explicit else f"default connector {b.connector!r}"
     try:

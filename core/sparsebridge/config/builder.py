@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, ConfigError
-from .connector import Connector, ConnectorError
-from .defaults import resolve_model
-from .errors import ModelLoadError, SparsebridgeError
+from ..connector import Connector, ConnectorError
+from ..defaults import resolve_model
+from ..errors import ModelLoadError, SparsebridgeError
+from . import Config, ConfigError
 
 
 def load_sparse_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Any:
@@ -48,7 +48,7 @@ def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
 def has_inference_free_queries(encoder: Any) -> bool:
     """Whether ``encoder.encode_query`` skips the transformer: a Router whose query route holds a
     ``SparseStaticEmbedding`` (one weight per vocabulary token, looked up, no forward pass)."""
-    from .modules import Router, SparseStaticEmbedding
+    from ..encoders.modules import Router, SparseStaticEmbedding
 
     modules = encoder.modules() if hasattr(encoder, "modules") else ()
     for module in modules:
@@ -97,7 +97,7 @@ def dense_dimension(dense_encoder: Any) -> int:
 def connector_from_config(config: Config) -> Connector:
     """The connector named in ``[backend]``, given its options and the index name (as ``index``,
     so it can count, search and read metadata before or without ``ensure_index``)."""
-    from . import plugins
+    from ..connector import plugins
 
     where = f"{config.source}: [backend]"
     try:

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from .errors import ConnectorError, IndexMismatchError  # noqa: F401  (defined in errors.py; re-exported here)
+from ..errors import ConnectorError, IndexMismatchError  # noqa: F401  (defined in errors.py; re-exported here)
 
 
 @dataclass(frozen=True)

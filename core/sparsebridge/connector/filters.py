@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import FilterError
+from ..errors import FilterError
 
 __all__ = ["Condition", "FilterError", "check_filter_fields", "parse_filter"]
 

@@ -6,9 +6,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .connector import Connector
-from .errors import UnknownConnectorError  # noqa: F401  (defined in errors.py; re-exported here)
+from ..errors import UnknownConnectorError  # noqa: F401  (defined in errors.py; re-exported here)
+from . import Connector, hookspecs
 
 ENTRY_POINT_GROUP = "sparsebridge"
 

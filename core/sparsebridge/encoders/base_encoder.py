@@ -19,8 +19,8 @@ import transformers
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from .errors import EncodeArgumentError, EncodeInputTypeError
+from .. import __version__
+from ..errors import EncodeArgumentError, EncodeInputTypeError
 from .hub import HubMixin
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .model_card_data import SentenceTransformerModelCardData
@@ -28,10 +28,10 @@ from .modules.base import Module, kwargs_for, write_json
 from .modules.pooling import Pooling
 from .modules.router import Router
 from .modules.transformer import Transformer
-from .peft_adapters import PeftAdapterMixin
-from .placement import AcceleratePlacementMixin
+from .runtime.peft_adapters import PeftAdapterMixin
+from .runtime.placement import AcceleratePlacementMixin
+from .runtime.threads import cpu_thread_budget
 from .similarity import SimilarityFunction
-from .threads import cpu_thread_budget
 
 logger = logging.getLogger(__name__)
 

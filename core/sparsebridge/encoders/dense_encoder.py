@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import EncodeArgumentError
 from .base_encoder import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAMES,
@@ -23,7 +24,6 @@ from .base_encoder import (
     encode_for_task,
     renamed_kwargs,
 )
-from .errors import EncodeArgumentError
 from .modules.base import Module
 from .modules.pooling import Pooling
 from .modules.transformer import Transformer

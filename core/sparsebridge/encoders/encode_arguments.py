@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from numbers import Integral
 from typing import Any
 
-from .errors import EncodeArgumentError, EncodeInputTypeError
+from ..errors import EncodeArgumentError, EncodeInputTypeError
 
 
 def check_encode_arguments(max_active_dims: Any = None, pool: Any = None) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import EncodeArgumentError, EncodeInputTypeError
 from .base_encoder import (  # noqa: F401  (re-exported for callers of the older module layout)
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAMES,
@@ -22,7 +23,6 @@ from .base_encoder import (  # noqa: F401  (re-exported for callers of the older
     renamed_kwargs,
 )
 from .encode_arguments import check_encode_arguments
-from .errors import EncodeArgumentError, EncodeInputTypeError
 from .loading import append_csr_head, sparse_checkpoint_modules
 from .model_card_data import SparseEncoderModelCardData
 from .modules.sparse_auto_encoder import SparseAutoEncoder

@@ -31,7 +31,7 @@ def _local_only(push_to_hub: bool, create_pr: bool) -> None:
 
 
 def _transformer(model: Any):
-    from ..modules.transformer import Transformer
+    from .modules.transformer import Transformer
 
     module = model._first(Transformer) if hasattr(model, "_first") else None
     if module is None or module.transformer_task != "fill-mask":
@@ -41,7 +41,7 @@ def _transformer(model: Any):
 
 def _source_onnx(model: Any, folder: Path) -> Path:
     """The fp32 ONNX graph to start from: the one the model runs, else onnx/model.onnx (exported if missing)."""
-    from . import onnx as onnx_backend
+    from .backends import onnx as onnx_backend
 
     module = _transformer(model)
     runner = getattr(module, "_runner", None)
@@ -156,8 +156,8 @@ def export_static_quantized_openvino_model(
         raise ExportError("static OpenVINO quantization needs nncf: pip install 'sparsebridge[openvino]'") from None
     import openvino as ov
 
-    from . import onnx as onnx_backend
-    from . import openvino as ov_backend
+    from .backends import onnx as onnx_backend
+    from .backends import openvino as ov_backend
 
     texts = _calibration_texts(dataset_name, dataset_config_name, dataset_split, column_name)
     module = _transformer(model)

@@ -12,7 +12,7 @@ import logging
 import tempfile
 from typing import Any
 
-from .errors import HubError
+from ..errors import HubError
 
 __all__ = ["HubMixin"]
 

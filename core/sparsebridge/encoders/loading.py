@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import ModelLoadError, ModuleImportError, UntrustedModuleError
+from ..errors import ModelLoadError, ModuleImportError, UntrustedModuleError
 from .modules import MODULE_CLASSES, Module
 from .modules.base import read_json
 from .modules.pooling import Pooling

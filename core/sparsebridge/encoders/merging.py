@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import EncodeInputTypeError, MergeError, MissingDependencyError
+from ..errors import EncodeInputTypeError, MergeError, MissingDependencyError
 
 __all__ = ["merge_models"]
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from .errors import WorkerError  # noqa: F401  (defined in errors.py; re-exported here)
+from ..errors import WorkerError  # noqa: F401  (defined in errors.py; re-exported here)
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from tqdm.auto import trange
 
+from ..encoders.similarity import SimilarityFunction
 from ..errors import EvaluationError
-from ..similarity import SimilarityFunction
 from .evaluator import SparseEvaluator
 from .ir_metrics import mean_ranking_metrics
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CorpusError  # noqa: F401  (defined in errors.py; re-exported here)
+from ..errors import CorpusError  # noqa: F401  (defined in errors.py; re-exported here)
 
 STDLIB_SPEC = "stdlib:"
 # Enough docstrings for meaningful search, few enough to encode in about a minute on 2 CPU cores.

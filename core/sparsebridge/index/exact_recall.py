@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .connector import Record, SparseVector
+from ..connector import Record, SparseVector
 
 
 @dataclass

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .evaluation.ir_metrics import evaluate_run  # noqa: F401  (the pipeline's entry point)
-from .evaluation.ir_metrics import ndcg_at_k as _ndcg
-from .evaluation.ir_metrics import recall_at_k as _recall
-from .evaluation.ir_metrics import reciprocal_rank_at_k as _rr
+from ..evaluation.ir_metrics import evaluate_run  # noqa: F401  (the pipeline's entry point)
+from ..evaluation.ir_metrics import ndcg_at_k as _ndcg
+from ..evaluation.ir_metrics import recall_at_k as _recall
+from ..evaluation.ir_metrics import reciprocal_rank_at_k as _rr
 
 
 def ndcg_at_k(ranking: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .connector import Hit
+from ..connector import Hit
 
 PARENT_KEY = "parent_id"
 PASSAGE_KEY = "passage"

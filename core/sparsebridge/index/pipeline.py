@@ -10,7 +10,7 @@ The pipeline only speaks the connector contract (``sparsebridge.connector``), so
 works the same way::
 
     from sparsebridge.config import load_config
-    from sparsebridge.pipeline import Pipeline
+    from sparsebridge.index.pipeline import Pipeline
 
     with Pipeline.from_config(load_config("sparsebridge.toml")) as pipe:
         report = pipe.ingest("data/scifact")            # BEIR folder, JSONL file, "stdlib:" or dicts
@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from .cache import EncodeCache
-from .components import (
+from ..config import Config, ConfigError, IngestSettings, SearchSettings, check_device, reveal
+from ..config.builder import (
     connector_from_config,
     dense_dimension,
     has_inference_free_queries,  # noqa: F401  (re-exported)
@@ -47,8 +47,7 @@ from .components import (
     load_query_encoder,
     load_sparse_encoder,
 )
-from .config import Config, ConfigError, IngestSettings, SearchSettings, check_device, reveal
-from .connector import (
+from ..connector import (
     Connector,
     ConnectorError,
     Filter,
@@ -61,14 +60,17 @@ from .connector import (
     check_vector_kinds,
     check_vocabulary,
 )
+from ..connector.filters import PAYLOAD_FIELDS_KEY, check_filter_fields
+from ..errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
+from ..vectors.cache import EncodeCache
+from ..vectors.convert import dense_rows, to_sparse_vectors
+from ..vectors.producer import check_vectors_producer, dataset_index_metadata, producer_info
+from ..vectors.provenance import check_producers, producer_fingerprint
+from ..vectors.vocabulary import Vocabulary, vocab_fingerprint, vocabulary  # noqa: F401  (re-exported)
 from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
 from .documents import AUTO_ID_FIELDS, document_id, id_problem, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
-from .errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
-from .filters import PAYLOAD_FIELDS_KEY, check_filter_fields
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
 from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, count_truncated, split_passages
-from .producer import check_vectors_producer, dataset_index_metadata, producer_info
-from .provenance import check_producers, producer_fingerprint
 from .results import (  # noqa: F401  (re-exported for callers of the older module layout)
     Explanation,
     IngestError,
@@ -78,8 +80,6 @@ from .results import (  # noqa: F401  (re-exported for callers of the older modu
     TokenMatch,
     explain_match,
 )
-from .vectors import dense_rows, to_sparse_vectors
-from .vocabulary import Vocabulary, vocab_fingerprint, vocabulary  # noqa: F401  (re-exported)
 
 TEXT_KEY = "text"
 SEARCH_MODES = ("sparse", "dense", "hybrid")
@@ -322,7 +322,7 @@ class Pipeline:
 
         The dataset's vocabulary must be the configured model's, and the index's (as for text).
         """
-        from .dataset import open_dataset
+        from ..vectors.dataset import open_dataset
 
         data = open_dataset(path)
         report = IngestReport(index=self.index)
@@ -369,7 +369,7 @@ class Pipeline:
         Resumable: ids already in the dataset's complete parts are skipped (``report.skipped``)
         before encoding, so a killed run is simply run again.
         """
-        from .dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
+        from ..vectors.dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
 
         corpus = self._corpus(documents, limit)
         plan = self._plan(corpus)

@@ -5,7 +5,7 @@ Ray Data is the engine people use for batch embedding inference, and ``ray.init(
 the laptop run into a cluster run without touching the code::
 
     import ray
-    from sparsebridge.ray import encode_dataset, read_corpus, write_dataset
+    from sparsebridge.index.ray_engine import encode_dataset, read_corpus, write_dataset
 
     ray.init()                                     # or ray.init(address="ray://head:10001")
     ds = ray.data.read_parquet("passages/")        # any dataset with "_id" and "text" columns
@@ -41,8 +41,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from .config import Config, ConfigError, IngestSettings
-from .connector import Record, SparseVector
+from ..config import Config, ConfigError, IngestSettings
+from ..connector import Record, SparseVector
 from .corpus import STDLIB_SPEC, CorpusError, beir_corpus_path, open_corpus, parse_jsonl_line
 from .documents import text_id
 from .passages import count_truncated
@@ -160,7 +160,7 @@ class _Encode:
         corpus: Mapping[str, Any] | None = None,
         dense_model: Any | None = None,
     ) -> None:
-        from .components import load_dense_encoder, load_sparse_encoder
+        from ..config.builder import load_dense_encoder, load_sparse_encoder
         from .pipeline import Pipeline
 
         encoder = load_sparse_encoder(model, device) if isinstance(model, (str, Path)) else model
@@ -217,7 +217,7 @@ class _Encode:
         return count_truncated(texts, self.pipe.encoder.tokenizer, int(max_len))
 
     def _dense(self, texts: list[str]) -> list[list[float]] | None:
-        from .vectors import dense_rows
+        from ..vectors.convert import dense_rows
 
         encode = self.pipe.dense_encoder.encode_document
         return dense_rows(encode(texts, batch_size=self.pipe.batch_size))
@@ -342,7 +342,7 @@ class _Write:
     """A Ray Data callable class for server backends: one connector per actor, upserts by id."""
 
     def __init__(self, config: Config, vocab_tokens: list[str]) -> None:
-        from .components import connector_from_config
+        from ..config.builder import connector_from_config
 
         self.connector = connector_from_config(config)
         self.tokens = np.array(vocab_tokens, dtype=object)

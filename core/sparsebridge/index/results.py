@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .connector import ConnectorError, SparseVector
+from ..connector import ConnectorError, SparseVector
 
 
 @dataclass

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .connector import Connector, ConnectorError, IndexSpec, Record, check_vocabulary
+from ..connector import Connector, ConnectorError, IndexSpec, Record, check_vocabulary
+from ..vectors.vocabulary import Vocabulary
 from .results import IngestReport
-from .vocabulary import Vocabulary
 
 # Index metadata keys that describe the vectors (what a dataset and a migrated index carry over).
 _CARRIED = ("model", "vocab_size", "vocab_fingerprint", "producer", "vectors_producer", "dense_model")
@@ -89,7 +89,7 @@ def export_index(
     as the connector reports it (``"lucene-9bit"`` when the engine gave back Lucene's rounded
     weights). Re-running skips ids already in complete parts.
     """
-    from .dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
+    from ..vectors.dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
 
     start = time.perf_counter()
     where = f"index {index!r}"

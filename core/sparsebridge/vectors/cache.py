@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .defaults import DEFAULT_DATA_DIR
-from .errors import CacheError
+from ..defaults import DEFAULT_DATA_DIR
+from ..errors import CacheError
 from .producer import producer_key
 
 CACHE_ENV = "SPARSEBRIDGE_CACHE"

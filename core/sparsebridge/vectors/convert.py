@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .connector import SparseVector
+from ..connector import SparseVector
 from .vocabulary import Vocabulary
 
 

@@ -52,9 +52,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .connector import Record, SparseVector
-from .durability import fsync_dir
-from .errors import DatasetError
+from ..connector import Record, SparseVector
+from ..connector.durability import fsync_dir
+from ..errors import DatasetError
 from .producer import producer_key
 from .vocabulary import Vocabulary
 
@@ -94,7 +94,7 @@ def dataset_metadata(
     source: str = "encode",
 ) -> dict[str, Any]:
     """The file metadata of a dataset (see the module docstring)."""
-    from . import __version__
+    from .. import __version__
 
     if values_quantised not in QUANTISATIONS:
         raise ValueError(f"values_quantised must be one of {', '.join(QUANTISATIONS)}, got {values_quantised!r}")

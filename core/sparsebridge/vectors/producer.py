@@ -63,7 +63,7 @@ def producer_info(
     encoder: Any, model_name: str, *, max_active_dims: int | None, side: str = "document"
 ) -> dict[str, Any]:
     """The producer dict of vectors made by ``encoder`` (see the module docstring)."""
-    from . import __version__
+    from .. import __version__
 
     path = getattr(encoder, "model_name_or_path", None)
     return {
@@ -91,7 +91,7 @@ def check_vectors_producer(stored: dict[str, Any] | None, expected: dict[str, An
     """Refuse to extend an index with vectors of another producer dict (model weights, pooling,
     ``max_active_dims``), as recorded under ``vectors_producer``: the check that covers a vector
     dataset whose index fingerprints are unknown. Indexes without one are accepted."""
-    from .errors import IndexMismatchError
+    from ..errors import IndexMismatchError
 
     have, want = (stored or {}).get("vectors_producer"), expected.get("vectors_producer")
     if not isinstance(have, dict) or not isinstance(want, dict):

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelMismatchError
+from ..errors import ModelMismatchError
 
 __all__ = [
     "COMPARED_KEYS",

@@ -2,7 +2,8 @@
 
 Both read sentence-transformers' file layout and run the transformer up to the vocabulary
 projection; our ``SpladePooling`` does the projection and pooling (see ``graph_cut``). The export
-helpers carry sentence-transformers' names and signatures (``export.py``).
+helpers carry sentence-transformers' names and signatures (``sparsebridge.encoders.export``, also
+imported as ``sparsebridge.backends``).
 """
 
 from __future__ import annotations
@@ -14,22 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ModelLoadError
-from ..threads import fixed_threads, runnable_others, usable_cores
-from .export import (
-    export_dynamic_quantized_onnx_model,
-    export_optimized_onnx_model,
-    export_static_quantized_openvino_model,
-)
+from ...errors import ModelLoadError
+from ..runtime.threads import fixed_threads, runnable_others, usable_cores
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "export_dynamic_quantized_onnx_model",
-    "export_optimized_onnx_model",
-    "export_static_quantized_openvino_model",
-    "load_runner",
-]
+__all__ = ["load_runner"]
 
 
 def _threads() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 
 
 def graph_feed(path: Path, input_names: list[str], inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

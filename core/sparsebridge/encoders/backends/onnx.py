@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 from .graph_cut import projection_input
 from .graph_inputs import graph_feed
 

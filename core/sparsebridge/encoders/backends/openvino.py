@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 from .graph_cut import projection_input
 from .graph_inputs import graph_feed
 

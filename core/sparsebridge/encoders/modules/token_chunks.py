@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..heap import release_free_memory
+from ..runtime.heap import release_free_memory
 
 # Padded tokens x hidden size per transformer pass on CPU: on BERT-base (hidden 768) passes of 2,048
 # tokens run as fast as one of 8,192 and need a sixth of its working set (45 vs 282 MB, bf16).

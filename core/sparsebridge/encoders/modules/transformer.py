@@ -26,10 +26,10 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-from ..converting_load import load_converted
-from ..errors import ModelLoadError
-from ..peft_adapters import adapter_base_model, save_adapter
-from ..precision import effective_precision, precision_from_kwargs, quantize_int8, torch_dtype
+from ...errors import ModelLoadError
+from ..runtime.converting_load import load_converted
+from ..runtime.peft_adapters import adapter_base_model, save_adapter
+from ..runtime.precision import effective_precision, precision_from_kwargs, quantize_int8, torch_dtype
 from .base import Module, read_json, write_json
 from .token_chunks import in_token_chunks, token_budget
 

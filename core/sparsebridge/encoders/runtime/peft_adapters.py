@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers.integrations.peft import PeftAdapterMixin as TransformersPeftAdapterMixin
 
-from .errors import AdapterError
+from ...errors import AdapterError
 
 __all__ = ["PeftAdapterMixin", "adapter_base_model", "save_adapter"]
 

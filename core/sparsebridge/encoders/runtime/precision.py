@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SparsebridgeError
+from ...errors import SparsebridgeError
 
 PRECISIONS = ("fp32", "bf16", "int8")
 _DTYPE_NAMES = {

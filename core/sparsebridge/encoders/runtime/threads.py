@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 ENV_VAR = "SPARSEBRIDGE_NUM_THREADS"
 # Seconds of CPU accounting between two re-measurements of the foreign load.

@@ -1,0 +1,100 @@
+"""The module paths of the flat layout before the layers (``sparsebridge.pipeline``,
+``sparsebridge.modules``...), kept importable: each old name is the new module itself, so imports,
+``isinstance`` checks and ``monkeypatch`` of an old path all reach the same object.
+
+An import finder rather than one stub file per old name keeps the package tree showing the layers
+only. Nothing under ``sparsebridge`` imports an old name; the layering test holds that.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
+
+# old name (under sparsebridge.) -> new name; an entry also covers the old name's submodules.
+MOVED = {
+    "backends": "encoders.export",  # the export helpers the README documents
+    "base_encoder": "encoders.base_encoder",
+    "cache": "vectors.cache",
+    "components": "config.builder",
+    "converting_load": "encoders.runtime.converting_load",
+    "corpus": "index.corpus",
+    "dataset": "vectors.dataset",
+    "dense_encoder": "encoders.dense_encoder",
+    "documents": "index.documents",
+    "durability": "connector.durability",
+    "encode_arguments": "encoders.encode_arguments",
+    "encoder": "encoders.encoder",
+    "exact_recall": "index.exact_recall",
+    "filters": "connector.filters",
+    "heap": "encoders.runtime.heap",
+    "hookspecs": "connector.hookspecs",
+    "hub": "encoders.hub",
+    "loading": "encoders.loading",
+    "merging": "encoders.merging",
+    "metrics": "index.metrics",
+    "model_card": "encoders.model_card",
+    "model_card_data": "encoders.model_card_data",
+    "modules": "encoders.modules",
+    "multiprocess": "encoders.multiprocess",
+    "passages": "index.passages",
+    "peft_adapters": "encoders.runtime.peft_adapters",
+    "pipeline": "index.pipeline",
+    "placement": "encoders.runtime.placement",
+    "plugins": "connector.plugins",
+    "precision": "encoders.runtime.precision",
+    "producer": "vectors.producer",
+    "provenance": "vectors.provenance",
+    "ray": "index.ray_engine",
+    "results": "index.results",
+    "similarity": "encoders.similarity",
+    "threads": "encoders.runtime.threads",
+    "transfer": "index.transfer",
+    "vocabulary": "vectors.vocabulary",
+}
+# Submodules whose old parent now maps elsewhere (``backends`` is the export helpers).
+SUBMODULES = {"backends": "encoders.backends"}
+
+PREFIX = "sparsebridge."
+
+
+def new_name(fullname: str) -> str | None:
+    """The current module name for an old ``sparsebridge.*`` name, or None if it did not move."""
+    if not fullname.startswith(PREFIX):
+        return None
+    old = fullname[len(PREFIX) :]
+    if old in MOVED:
+        return PREFIX + MOVED[old]
+    head, _, rest = old.partition(".")
+    if rest and head in MOVED:
+        return PREFIX + SUBMODULES.get(head, MOVED[head]) + "." + rest
+    return None
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old name and loads it as the module now holding that code."""
+
+    def find_spec(self, fullname: str, path: object = None, target: ModuleType | None = None) -> object:
+        new = new_name(fullname)
+        if new is None:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self, loader_state=new)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        module = importlib.import_module(spec.loader_state)
+        spec.loader_state = module.__spec__
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The import system stamped the alias's spec on the module; it gets its own back.
+        module.__spec__ = module.__spec__.loader_state
+
+
+def install() -> None:
+    """Put the finder first on ``sys.meta_path``, once: it answers only for the old names, and an
+    editable install's finder would otherwise look them up as files of its own checkout."""
+    if not any(isinstance(f, _Alias) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Alias())
