@@ -6,8 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import _moved
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _moved.install()  # the flat layout's module names (sparsebridge.pipeline ...) still import
 

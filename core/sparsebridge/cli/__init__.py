@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..config import Config, check_device, load_config
 from ..errors import ConfigError, ConnectorError, IngestInterrupted, SparsebridgeError, SparsebridgeWarning
 from ..index.corpus import CorpusError, InvalidDocument, open_corpus, read_jsonl

@@ -19,7 +19,7 @@ import transformers
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EncodeArgumentError, EncodeInputTypeError
 from .hub import HubMixin
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path

@@ -25,10 +25,11 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from ..errors import ModelLoadError, ModuleImportError, UntrustedModuleError
-from .modules import MODULE_CLASSES, Module
+from ..errors import ModelLoadError
+from .modules import Module
 from .modules.base import read_json
 from .modules.pooling import Pooling
+from .modules.registry import module_class
 from .modules.sparse_auto_encoder import SparseAutoEncoder
 from .modules.sparse_static_embedding import SparseStaticEmbedding
 from .modules.splade_pooling import SpladePooling
@@ -42,8 +43,6 @@ MODULE_KWARGS_KEY = "_module_kwargs"
 ST_MODEL_CONFIG = "config_sentence_transformers.json"
 # Weights in formats this library never reads; skipping them keeps Hub downloads small.
 _IGNORED_ON_HUB = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*"]
-# Package prefixes whose module classes we implement ourselves (matched on the class name).
-_KNOWN_PREFIXES = ("sentence_transformers.", "sparsebridge.")
 
 
 def default_cache_folder() -> str | None:
@@ -90,38 +89,6 @@ def resolve_model_path(
     except OSError as exc:  # network errors surface as OSError subclasses
         raise ModelLoadError(f"could not download model {name!r}: {exc}") from exc
     return Path(local)
-
-
-def module_class(
-    type_name: str, source: Path, idx: int, model_path: str | os.PathLike | None = None, trust_remote_code: bool = False
-) -> type[Module]:
-    """The class implementing a modules.json ``type`` (``source`` is that file, ``idx`` the entry).
-
-    A sentence-transformers (or sparsebridge) class we implement is ours, whatever its module path.
-    Anything else fails as sentence-transformers fails: a class outside sentence-transformers
-    without ``trust_remote_code`` with its ``ValueError`` wording; a class it cannot import with
-    its ``ImportError`` wording (sparsebridge never imports third-party module code).
-    """
-    module_path, _, class_name = type_name.rpartition(".")
-    if type_name.startswith(_KNOWN_PREFIXES) and class_name in MODULE_CLASSES:
-        return MODULE_CLASSES[class_name]
-    model = str(model_path if model_path is not None else source.parent)
-    if not type_name.startswith(_KNOWN_PREFIXES) and not trust_remote_code:
-        raise UntrustedModuleError(
-            f"The model {model} references the module class {type_name!r}, which is not part of Sentence "
-            f"Transformers. Importing it executes third-party code. You can inspect the repository content at "
-            f"{model}. Please pass the argument `trust_remote_code=True` to allow custom code to be run. "
-            f"({source.name}, module {idx})"
-        )
-    known = ", ".join(sorted(MODULE_CLASSES))
-    if not module_path:
-        cause = f"{type_name} doesn't look like a module path"
-    else:
-        cause = f'Module "{module_path}" does not define a "{class_name}" attribute/class'
-    raise ModuleImportError(
-        f"{cause} ({source}, module {idx}); sparsebridge runs no custom module code and implements these "
-        f"module classes: {known}"
-    )
 
 
 def load_modules(

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from .model_card_data import SPARSE_TYPE_WORDS, SentenceTransformerModelCardData, SparseEncoderModelCardData
 
 __all__ = ["architecture", "model_card_text", "model_type_name", "write_model_card"]

@@ -94,7 +94,7 @@ def dataset_metadata(
     source: str = "encode",
 ) -> dict[str, Any]:
     """The file metadata of a dataset (see the module docstring)."""
-    from .. import __version__
+    from .._version import __version__
 
     if values_quantised not in QUANTISATIONS:
         raise ValueError(f"values_quantised must be one of {', '.join(QUANTISATIONS)}, got {values_quantised!r}")

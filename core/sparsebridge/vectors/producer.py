@@ -63,7 +63,7 @@ def producer_info(
     encoder: Any, model_name: str, *, max_active_dims: int | None, side: str = "document"
 ) -> dict[str, Any]:
     """The producer dict of vectors made by ``encoder`` (see the module docstring)."""
-    from .. import __version__
+    from .._version import __version__
 
     path = getattr(encoder, "model_name_or_path", None)
     return {

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from .base import Module, kwargs_for, read_json, write_json
+from .registry import module_class
 
 ROUTER_CONFIG = "router_config.json"
 
@@ -160,8 +161,6 @@ class Router(Module):
 
     @classmethod
     def load(cls, input_path: str | os.PathLike, **kwargs: Any) -> Router:
-        from ..loading import module_class  # the registry imports this module
-
         root = Path(input_path)
         config_file = root / ROUTER_CONFIG if (root / ROUTER_CONFIG).is_file() else root / "config.json"
         config = read_json(config_file)
