@@ -194,11 +194,19 @@ def cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _encoder(config: Config) -> Any:
-    from ..config.builder import load_sparse_encoder
+    """The configured sparse encoder, built as the pipeline builds it (device, precision)."""
+    from ..config.builder import build_sparse_encoder
 
     check_device(config)
     _quiet_libraries()
-    return load_sparse_encoder(config.model.name_or_path, config.model.device)
+    return build_sparse_encoder(config)
+
+
+def _index_writer(config: Config, quiet: bool) -> Any:
+    """The configured index's write side, with no model loaded (dataset ingest, migrate)."""
+    from ..index.writer import IndexWriter
+
+    return IndexWriter.from_config(config, show_progress=not quiet)
 
 
 def _emit_json(data: Any) -> None:
@@ -296,8 +304,8 @@ def ingest(
     if is_dataset(corpus):
         if limit is not None or engine == "ray":
             raise click.UsageError("--limit and --engine ray apply to text corpora, not to a vector dataset")
-        with _pipeline(config, quiet) as pipe:
-            report = pipe.ingest_dataset(corpus, recreate=recreate)
+        with _index_writer(config, quiet) as writer:
+            report = writer.ingest_dataset(corpus, recreate=recreate)
         name = corpus
     else:
         source = open_corpus(corpus, limit=limit)
@@ -694,13 +702,12 @@ def _encode_dataset(
         raise click.UsageError("give one CORPUS (JSONL file, BEIR folder or stdlib:) to encode into a dataset")
     config = _config(config_path, check_connector=False)
     source = open_corpus(spec, limit=limit)
-    _quiet_libraries()
-    encoder = load_sparse_encoder_for(config)
+    encoder = _encoder(config)
     dense = None
     if config.search.hybrid:
-        from ..config.builder import load_dense_encoder
+        from ..config.builder import build_dense_encoder
 
-        dense = load_dense_encoder(config.search.dense_model, config.model.device)
+        dense = build_dense_encoder(config)
     pipe = Pipeline(
         encoder,
         connector=None,  # type: ignore[arg-type]  # encoding into a dataset needs no backend
@@ -731,13 +738,6 @@ def _encode_dataset(
         raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
 
 
-def load_sparse_encoder_for(config: Config) -> Any:
-    """The configured sparse encoder (loaded lazily: the CLI's other commands never import torch)."""
-    from ..index.pipeline import load_sparse_encoder
-
-    return load_sparse_encoder(config.model.name_or_path, config.model.device)
-
-
 # --------------------------------------------------------------------------- export, migrate
 
 
@@ -757,15 +757,12 @@ def export(
     _source holds the weights); weights an engine kept only as Lucene's 9-bit values are marked so
     in the dataset's metadata (values_quantised = "lucene-9bit"). Re-running resumes.
     """
-    from ..config.builder import connector_from_config
+    from ..config.builder import build_vocabulary, connector_from_config
     from ..index.transfer import export_index
-    from ..vectors.vocabulary import Vocabulary
 
     config = _config(config_path, index=index)
-    _quiet_libraries()
     with connector_from_config(config) as conn:
-        encoder = load_sparse_encoder_for(config)
-        vocab = Vocabulary(encoder.tokenizer, config.model.name_or_path)
+        vocab = build_vocabulary(config)
         report = export_index(
             conn, vocab, output, index=config.backend.index, batch_size=batch_size, show_progress=not quiet
         )
@@ -801,7 +798,7 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
 
     source_config = _config(from_path)
     target_config = _config(to_path)
-    with connector_from_config(source_config) as source, _pipeline(target_config, quiet) as target:
+    with connector_from_config(source_config) as source, _index_writer(target_config, quiet) as target:
         report = migrate_index(
             source, target, source_name=source_config.backend.index, batch_size=batch_size, show_progress=not quiet
         )
@@ -949,6 +946,8 @@ def info(texts: tuple[str, ...], config_path: Path | None, as_json: bool) -> Non
         "path": resolve_model(config.model.name_or_path),
         "modules": modules,
         "device": str(getattr(encoder, "device", "?")),
+        # what the transformer really runs (fp32 where the hardware lacks what was asked)
+        "precision": getattr(encoder[0], "precision", config.model.precision) if len(encoder) else None,
         "dimensions": dim,
         "vocab_size": vocab.metadata["vocab_size"],
         "vocab_fingerprint": vocab.metadata["vocab_fingerprint"],

@@ -1,5 +1,12 @@
-"""The parts a config names, built: the sparse encoder, the query encoder (checked against
-``[model] query_side``), the dense encoder for hybrid search, and the connector."""
+"""The one builder from a config to its parts: the sparse encoder, the query encoder (checked
+against ``[model] query_side``), the dense encoder for hybrid search, the vocabulary, and the
+connector.
+
+Every model sparsebridge loads goes through :func:`load_sparse_encoder` /
+:func:`load_dense_encoder`, so ``[model] device`` and ``precision`` (and the thread budget, which
+the encoders take from the environment) apply to the pipeline, ``encode``, ``info`` and the Ray
+workers alike. Importing this module imports no torch: the encoders load on first use.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +17,57 @@ import numpy as np
 from ..connector import Connector, ConnectorError
 from ..defaults import resolve_model
 from ..errors import ModelLoadError, SparsebridgeError
+from ..vectors.vocabulary import Vocabulary
 from . import Config, ConfigError
 
 
 def load_sparse_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Any:
     """The SPLADE encoder named in the config (``packaged:splade`` by default)."""
-    import sparsebridge
+    from ..encoders.encoder import SparseEncoder
 
-    encoder_cls = getattr(sparsebridge, "SparseEncoder", None)
-    if encoder_cls is None:
-        raise ConfigError("this sparsebridge build has no SparseEncoder (sparsebridge.SparseEncoder)")
-    return _load(encoder_cls, name_or_path, device=device, precision=precision)
+    return _load(SparseEncoder, name_or_path, device=device, precision=precision)
+
+
+def build_sparse_encoder(config: Config) -> Any:
+    """The sparse encoder ``[model]`` names, on its device, in its precision."""
+    return load_sparse_encoder(config.model.name_or_path, config.model.device, config.model.precision)
+
+
+def build_dense_encoder(config: Config) -> Any:
+    """The dense encoder ``[search] dense_model`` names, on ``[model] device``."""
+    return load_dense_encoder(config.search.dense_model, config.model.device)
+
+
+def build_vocabulary(config: Config) -> Vocabulary:
+    """The configured model's vocabulary, read from its ``tokenizer.json`` with the ``tokenizers``
+    library when the model is a folder that has one at its root (no torch, no transformers, no
+    weights read: what the index side needs to check vectors); from the loaded model otherwise
+    (a Hub id, a router whose tokenizers sit in sub-folders). Both give the same ids and tokens,
+    so the same fingerprint."""
+    from pathlib import Path
+
+    path = Path(resolve_model(config.model.name_or_path))
+    if (path / "tokenizer.json").is_file() and not _modules_in_subfolders(path):
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tokens = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size(with_added_tokens=True))]
+        return Vocabulary.from_tokens(tokens, config.model.name_or_path)
+    return Vocabulary(build_sparse_encoder(config).tokenizer, config.model.name_or_path)
+
+
+def _modules_in_subfolders(path: Any) -> bool:
+    """Whether a sentence-transformers ``modules.json`` puts its first module (the one holding the
+    tokenizer) in a sub-folder rather than at the root."""
+    import json
+
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True  # unreadable: let the model loader say what is wrong with it
+    return not modules or modules[0].get("path", "") not in ("", ".")
 
 
 def _load(encoder_cls: Any, name_or_path: str, **options: Any) -> Any:
@@ -37,12 +84,9 @@ def _load(encoder_cls: Any, name_or_path: str, **options: Any) -> Any:
 
 def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
     """The dense encoder for hybrid search (``packaged:minilm`` by default)."""
-    import sparsebridge
+    from ..encoders.dense_encoder import DenseEncoder
 
-    encoder_cls = getattr(sparsebridge, "DenseEncoder", None)
-    if encoder_cls is None:
-        raise ConfigError("[search] hybrid = true needs sparsebridge.DenseEncoder, which this version does not include")
-    return _load(encoder_cls, name_or_path, device=device)
+    return _load(DenseEncoder, name_or_path, device=device)
 
 
 def has_inference_free_queries(encoder: Any) -> bool:

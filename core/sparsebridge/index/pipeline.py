@@ -29,14 +29,11 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..config import Config, ConfigError, IngestSettings, SearchSettings, check_device, reveal
 from ..config.builder import (
@@ -56,15 +53,13 @@ from ..connector import (
     Record,
     SearchOptions,
     SparseVector,
-    WriteResult,
-    check_vector_kinds,
     check_vocabulary,
 )
 from ..connector.filters import PAYLOAD_FIELDS_KEY, check_filter_fields
 from ..errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
 from ..vectors.cache import EncodeCache
 from ..vectors.convert import dense_rows, to_sparse_vectors
-from ..vectors.producer import check_vectors_producer, dataset_index_metadata, producer_info
+from ..vectors.producer import producer_info
 from ..vectors.provenance import check_producers, producer_fingerprint
 from ..vectors.vocabulary import Vocabulary, vocab_fingerprint, vocabulary  # noqa: F401  (re-exported)
 from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
@@ -80,6 +75,7 @@ from .results import (  # noqa: F401  (re-exported for callers of the older modu
     TokenMatch,
     explain_match,
 )
+from .writer import IndexWriter, progress_bar
 
 TEXT_KEY = "text"
 SEARCH_MODES = ("sparse", "dense", "hybrid")
@@ -107,7 +103,7 @@ class _Plan:
     passage_tokens: int | None
 
 
-class Pipeline:
+class Pipeline(IndexWriter):
     """Encoder + connector + index: ingest, search, explain, evaluate.
 
     ``encoder`` has the SparseEncoder API (``encode_document``, ``encode_query``, ``tokenizer``,
@@ -136,32 +132,31 @@ class Pipeline:
         cache: EncodeCache | None = None,
         allow_model_change: bool | None = None,
     ) -> None:
+        self.model_name = model_name or str(getattr(encoder, "model_name_or_path", None) or type(encoder).__name__)
+        super().__init__(
+            connector,
+            Vocabulary(encoder.tokenizer, self.model_name),
+            index,
+            batch_size=batch_size,
+            sparse_field=sparse_field,
+            dense_field=dense_field,
+            index_options=index_options,
+            ingest_settings=ingest_settings,
+            show_progress=show_progress,
+            allow_model_change=allow_model_change,
+        )
         self.encoder = encoder
         self.cache = cache
         self._cache_keys: dict[str, str] = {}
         self._producer: dict[str, Any] | None = None
-        self.connector = connector
-        self.index = index
         self.query_encoder = query_encoder if query_encoder is not None else encoder
         self.dense_encoder = dense_encoder
         self.dense_model_name = dense_model_name or str(
             getattr(dense_encoder, "model_name_or_path", None) or type(dense_encoder).__name__
         )
-        self.batch_size = batch_size
         self.max_active_dims = max_active_dims
-        self.sparse_field = sparse_field
-        self.dense_field = dense_field
-        self.index_options = dict(index_options or {})
-        self.ingest_settings = ingest_settings or IngestSettings()
         self.search_settings = search_settings or SearchSettings()
-        self.show_progress = show_progress
-        # Write into / search an index built by another model (see sparsebridge.provenance).
-        if allow_model_change is None:
-            allow_model_change = bool(getattr(self.ingest_settings, "allow_model_change", False))
-        self.allow_model_change = allow_model_change
         self._producers: dict[str, dict[str, Any]] = {}
-        self.model_name = model_name or str(getattr(encoder, "model_name_or_path", None) or type(encoder).__name__)
-        self.vocab = Vocabulary(encoder.tokenizer, self.model_name)
         if self.query_encoder is encoder:
             self.query_vocab = self.vocab
         else:
@@ -218,16 +213,10 @@ class Pipeline:
         )
 
     def close(self) -> None:
-        if self.connector is not None:  # None: a pipeline that only encodes into a dataset
-            self.connector.close()
+        """Close the connector and the encode cache."""
+        super().close()
         if self.cache is not None:
             self.cache.close()
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- index
 
@@ -274,12 +263,6 @@ class Pipeline:
             options=dict(self.index_options),
         )
 
-    def count(self) -> int:
-        return self.connector.count()
-
-    def exists(self) -> bool:
-        return self.connector.index_metadata() is not None
-
     # -- ingest
     #
     # One write path, several vector sources: text (read -> prepare -> cache | encode), a vector
@@ -306,50 +289,12 @@ class Pipeline:
         if recreate:
             self.connector.drop()
         self.open_index(self.index_spec(plan.payload_types), report)
-        progress = _progress(corpus.size, "ingest", "docs", self.show_progress)
+        progress = progress_bar(corpus.size, "ingest", "docs", self.show_progress)
         try:
             self.write_records(self.text_vectors(corpus, plan, report, progress), report, progress)
         except KeyboardInterrupt as exc:
             # What was written before Ctrl-C is in the report; a rerun resumes (writes are upserts).
             raise IngestInterrupted(report) from exc
-        finally:
-            progress.close()
-            report.seconds = time.perf_counter() - start
-        return report
-
-    def ingest_dataset(self, path: str | Path, *, recreate: bool = False) -> IngestReport:
-        """Write a vector dataset (see :mod:`sparsebridge.dataset`) to the backend: no encoder runs.
-
-        The dataset's vocabulary must be the configured model's, and the index's (as for text).
-        """
-        from ..vectors.dataset import open_dataset
-
-        data = open_dataset(path)
-        report = IngestReport(index=self.index)
-        start = time.perf_counter()
-        meta = data.metadata
-        spec = IndexSpec(
-            name=self.index,
-            sparse_field=self.sparse_field,
-            dense_field=self.dense_field if meta.get("dense_size") else None,
-            dense_size=meta.get("dense_size"),
-            payload_fields={k: v for k, v in (self.ingest_settings.payload_fields or {}).items() if v},
-            metadata=dataset_index_metadata(meta),
-            options=dict(self.index_options),
-        )
-        if recreate:
-            self.connector.drop()
-        self.open_index(spec, report)
-        progress = _progress(data.rows, "ingest", "records", self.show_progress)
-
-        def chunks() -> Iterator[tuple[list[Record], int]]:
-            for records in data.records(self.vocab, batch_rows=self.batch_size * 32):
-                report.documents += len(records)
-                report.records += len(records)
-                yield records, len(records)
-
-        try:
-            self.write_records(chunks(), report, progress)
         finally:
             progress.close()
             report.seconds = time.perf_counter() - start
@@ -384,7 +329,7 @@ class Pipeline:
         )
         # What an index built from this dataset records and checks (sparsebridge.provenance).
         meta["index_producer"] = self.producers(("document", "query", "dense") if dense_size else ("document", "query"))
-        progress = _progress(corpus.size, "encode", "docs", self.show_progress)
+        progress = progress_bar(corpus.size, "encode", "docs", self.show_progress)
         try:
             with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS, with_text=with_text) as out:
                 # Chunks no larger than a part: a killed run loses at most one part of work.
@@ -412,26 +357,6 @@ class Pipeline:
         if self._producer is None:
             self._producer = producer_info(self.encoder, self.model_name, max_active_dims=self.max_active_dims)
         return self._producer
-
-    def open_index(self, spec: IndexSpec, report: IngestReport | None = None) -> None:
-        """Create the index, or check it before anything is written: the vocabulary, the kinds of
-        vector it holds, then what produced them (refused unless ``allow_model_change``; notes go
-        to ``report``)."""
-        stored = self.connector.index_metadata()
-        check_vocabulary(stored, spec.metadata, self.index)
-        check_vector_kinds(stored, spec.metadata, self.index, self.dense_field)
-        producers = spec.metadata.get("producer")
-        if isinstance(producers, Mapping) and producers:
-            notes = check_producers(
-                stored, producers, self.index, sides=producers.keys(), allow_change=self.allow_model_change
-            )
-            if report is not None:
-                report.notes.extend(notes)
-        elif not self.allow_model_change:
-            # Vectors whose per-side fingerprints are unknown (a dataset written without them): the
-            # producer dict they carry is what can be compared.
-            check_vectors_producer(stored, spec.metadata, self.index)
-        self.connector.ensure_index(spec)
 
     def _corpus(self, documents: Corpus | str | Path | Iterable[Mapping[str, Any]], limit: int | None) -> Corpus:
         corpus = documents if isinstance(documents, Corpus) else None
@@ -498,24 +423,6 @@ class Pipeline:
                 chunk, in_chunk = [], 0
         if chunk:
             yield self._encode_chunk(chunk, report), len(chunk)
-
-    def write_records(self, chunks: Iterable[tuple[list[Record], int]], report: IngestReport, progress: Any) -> None:
-        """The one write path: every vector source's records go to the connector here."""
-        for records, n_docs in chunks:
-            if records:
-                started = time.perf_counter()
-                try:
-                    result = self.connector.write(records)
-                except ConnectorError as exc:
-                    raise IngestError(
-                        f"writing to index {self.index!r} failed after {report.written} records: {exc}; "
-                        f"run the same ingest again to resume (writes are upserts by id)",
-                        report,
-                    ) from exc
-                finally:
-                    report.write_seconds += time.perf_counter() - started
-                self._account(result, report)
-            progress.update(n_docs)
 
     def _prepare(
         self,
@@ -659,13 +566,6 @@ class Pipeline:
             self._cache_keys[side] = self.cache.register(info)
         return self._cache_keys[side]
 
-    def _account(self, result: WriteResult, report: IngestReport) -> None:
-        report.written += len(result.written)
-        report.failed.update(result.failed)
-        report.retries += result.retries
-        # What the backend wants the user to know (e.g. weights clipped by SEISMIC), once each.
-        report.notes.extend(n for n in dict.fromkeys(result.notes) if n not in report.notes)
-
     def _encode_documents(self, texts: list[str]) -> tuple[list[SparseVector], dict[int, str]]:
         """Encode a batch; if the batch fails, encode one by one so only the bad texts fail."""
         try:
@@ -683,7 +583,7 @@ class Pipeline:
                 vectors.append(SparseVector((), (), ()))
         return vectors, errors
 
-    def _encode(self, method: Any, texts: list[str]) -> torch.Tensor:
+    def _encode(self, method: Any, texts: list[str]) -> Any:
         kwargs: dict[str, Any] = {
             "batch_size": self.batch_size,
             "show_progress_bar": False,
@@ -967,9 +867,3 @@ def _take(items: Iterable[Any], n: int) -> Iterator[Any]:
         if i >= n:
             return
         yield item
-
-
-def _progress(total: int | None, desc: str, unit: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)

@@ -154,6 +154,7 @@ class _Encode:
         batch_size: int = 32,
         max_active_dims: int | None = None,
         device: str | None = None,
+        precision: str = "fp32",
         text_column: str = "text",
         id_column: str | None = "_id",
         payload_columns: Sequence[str] = (),
@@ -163,7 +164,7 @@ class _Encode:
         from ..config.builder import load_dense_encoder, load_sparse_encoder
         from .pipeline import Pipeline
 
-        encoder = load_sparse_encoder(model, device) if isinstance(model, (str, Path)) else model
+        encoder = load_sparse_encoder(model, device, precision) if isinstance(model, (str, Path)) else model
         dense = None
         if dense_model is not None:
             dense = load_dense_encoder(dense_model, device) if isinstance(dense_model, (str, Path)) else dense_model
@@ -300,13 +301,15 @@ def encode_dataset(
     batch_size: int = 32,
     max_active_dims: int | None = None,
     device: str | None = None,
+    precision: str = "fp32",
     concurrency: int = 1,
     num_cpus: float | None = 1,
     num_gpus: float | None = None,
 ) -> ray.data.Dataset:
     """Encode a dataset's ``text_column`` into sparse vectors, one model per actor.
 
-    ``model`` is a model name or folder (``packaged:splade`` too) loaded by each actor, or a loaded
+    ``model`` is a model name or folder (``packaged:splade`` too) loaded by each actor (on ``device``,
+    in ``precision``: "fp32", "bf16" or "int8", as ``[model] precision``), or a loaded
     :class:`~sparsebridge.SparseEncoder` shipped to them. The result has the columns of the Parquet
     sparse-vector dataset (``id``, ``text``, ``payload`` as JSON, ``indices`` list<uint32>, ``values``
     list<float32>), plus ``error`` (why a row could not be encoded, else null) and ``n``; rows
@@ -323,6 +326,7 @@ def encode_dataset(
             "batch_size": batch_size,
             "max_active_dims": max_active_dims,
             "device": device,
+            "precision": precision,
             "text_column": text_column,
             "id_column": id_column,
             "payload_columns": tuple(payload_columns),
@@ -429,7 +433,8 @@ def write_dataset(
     vocabulary) first, by the driver. Backends owned by one process are written by the driver;
     server backends from ``concurrency`` writer actors. Returns the same report as an ingest.
     """
-    from .pipeline import Pipeline, _progress
+    from .pipeline import Pipeline
+    from .writer import progress_bar
 
     own = pipeline is None
     pipe = pipeline if pipeline is not None else Pipeline.from_config(config, show_progress=False)
@@ -440,7 +445,7 @@ def write_dataset(
             # The same checks as a local ingest: vocabulary and what produced the vectors.
             pipe.open_index(pipe.index_spec(dict(config.ingest.payload_fields or {})))
         tokens = pipe.vocab.token_array(len(pipe.vocab.tokens))
-        progress = _progress(total, "ingest (ray)", "docs", show_progress)
+        progress = progress_bar(total, "ingest (ray)", "docs", show_progress)
         try:
             if getattr(pipe.connector, "single_writer", False):
                 _write_from_driver(ds, pipe, tokens, report, batch_size, progress)
@@ -630,6 +635,7 @@ def ingest_with_ray(
                     "batch_size": config.model.batch_size,
                     "max_active_dims": config.model.max_active_dims,
                     "device": config.model.device,
+                    "precision": config.model.precision,
                     "dense_model": config.search.dense_model if pipe.dense_encoder is not None else None,
                     "corpus": {
                         "settings": _settings_dict(settings),

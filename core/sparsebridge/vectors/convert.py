@@ -1,14 +1,21 @@
-"""Encoder output -> the connector's vectors: sparse rows as ``SparseVector``, dense rows as lists."""
+"""Encoder output -> the connector's vectors: sparse rows as ``SparseVector``, dense rows as lists.
+
+torch is imported where a tensor is converted: whoever has one has torch loaded already, and the
+index side that imports this module (without encoding) does not pay for it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..connector import SparseVector
 from .vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    import torch
 
 
 def to_sparse_vectors(embeddings: torch.Tensor, vocab: Vocabulary) -> list[SparseVector]:
@@ -17,6 +24,8 @@ def to_sparse_vectors(embeddings: torch.Tensor, vocab: Vocabulary) -> list[Spars
     Works on the coalesced COO arrays at once: one filter, one bincount and one id -> token
     lookup for the whole batch; Python only slices the results per row.
     """
+    import torch
+
     if embeddings.dim() == 1:
         embeddings = embeddings.unsqueeze(0)
     n_rows = embeddings.shape[0]
@@ -47,7 +56,8 @@ def to_sparse_vectors(embeddings: torch.Tensor, vocab: Vocabulary) -> list[Spars
 
 def dense_rows(vectors: Any) -> list[list[float]]:
     """Dense embeddings (tensor, array or lists) as one list of floats per row."""
-    if isinstance(vectors, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch is not None and isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().to("cpu").float().numpy()
     arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim == 1:

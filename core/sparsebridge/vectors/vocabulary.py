@@ -32,14 +32,20 @@ def _fingerprint(vocab: Sequence[str]) -> str:
 class Vocabulary:
     """Id -> token lookup as a numpy array, plus the metadata stored with an index."""
 
-    def __init__(self, tokenizer: Any, model_name: str) -> None:
-        tokens = vocabulary(tokenizer)
+    def __init__(self, tokenizer: Any, model_name: str, *, tokens: Sequence[str] | None = None) -> None:
+        tokens = list(tokens) if tokens is not None else vocabulary(tokenizer)
         self.tokens = np.array(tokens, dtype=object)
         self.metadata = {
             "model": model_name,
             "vocab_size": len(tokens),
             "vocab_fingerprint": _fingerprint(tokens),
         }
+
+    @classmethod
+    def from_tokens(cls, tokens: Sequence[str], model_name: str) -> Vocabulary:
+        """The vocabulary of id-ordered ``tokens`` (read without a tokenizer object, e.g. from a
+        ``tokenizer.json``); the same fingerprint as the tokenizer's own."""
+        return cls(None, model_name, tokens=[t if t is not None else f"[{i}]" for i, t in enumerate(tokens)])
 
     def token_array(self, size: int) -> np.ndarray:
         # Models may pad their output past the tokenizer (multiples of 8); name those ids by number.
