@@ -186,7 +186,7 @@ def test_ray_encode_workers_run_the_configured_precision(bf16_model, encoder):
     from sparsebridge.index.ray_engine import _Encode
 
     actor = _Encode("packaged:splade", device="cpu", precision="bf16", batch_size=8)
-    assert actor.pipe.encoder[0].precision == "bf16"
+    assert actor.encoding.encoder[0].precision == "bf16"
     table = actor({"_id": np.array(["a", "b"]), "text": np.array(TEXTS)}).to_pylist()
     tokens = bf16_model.tokenizer.convert_ids_to_tokens(list(range(30522)))
     got = [{tokens[i]: v for i, v in zip(r["indices"], r["values"])} for r in table]

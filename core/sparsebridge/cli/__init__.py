@@ -591,7 +591,7 @@ def _check_index_holds(pipe: Any, corpus_file: Path, config: Config) -> None:
 
 
 def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Config) -> list[tuple[str, str]]:
-    from ..index.pipeline import AUTO_ID_FIELDS, text_id
+    from ..index.documents import AUTO_ID_FIELDS, text_id
 
     items: list[tuple[str, str]] = [(text_id(t), t) for t in texts]
     if input_path is not None:
@@ -651,7 +651,8 @@ def encode(
     a run that was stopped or killed is run again and encodes only what is missing. Then
     `sparsebridge ingest vectors.parquet` writes it to any backend without encoding.
     """
-    from ..index.pipeline import Vocabulary, to_sparse_vectors
+    from ..vectors.convert import to_sparse_vectors
+    from ..vectors.vocabulary import Vocabulary
 
     if output is not None and output.suffix == ".parquet":
         _encode_dataset(
@@ -693,7 +694,8 @@ def _encode_dataset(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    from ..index.pipeline import Pipeline
+    from ..index.encoding import Encoding
+    from ..index.text_vectors import encode_to_dataset
 
     if as_query or top_k is not None:
         raise click.UsageError("--query and --top-k apply to JSONL output, not to a vector dataset")
@@ -702,24 +704,16 @@ def _encode_dataset(
         raise click.UsageError("give one CORPUS (JSONL file, BEIR folder or stdlib:) to encode into a dataset")
     config = _config(config_path, check_connector=False)
     source = open_corpus(spec, limit=limit)
-    encoder = _encoder(config)
-    dense = None
-    if config.search.hybrid:
-        from ..config.builder import build_dense_encoder
-
-        dense = build_dense_encoder(config)
-    pipe = Pipeline(
-        encoder,
-        connector=None,  # type: ignore[arg-type]  # encoding into a dataset needs no backend
-        model_name=config.model.name_or_path,
-        dense_encoder=dense,
-        dense_model_name=config.search.dense_model if dense is not None else None,
-        batch_size=config.model.batch_size,
-        max_active_dims=config.model.max_active_dims,
-        ingest_settings=config.ingest,
+    encoding = Encoding.from_config(config, _encoder(config))  # no backend: encoding into a dataset
+    report = encode_to_dataset(
+        encoding,
+        source,
+        output,
+        part_rows=part_rows,
+        with_text=not no_text,
+        settings=config.ingest,
         show_progress=not quiet,
     )
-    report = pipe.encode_dataset(source, output, part_rows=part_rows, with_text=not no_text)
     data = {"corpus": source.name, "output": str(output), **report.to_dict()}
     if as_json:
         _emit_json(data)
@@ -927,7 +921,8 @@ def connectors(config_path: Path | None, as_json: bool) -> None:
 def info(texts: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
     """Model summary (vocabulary, max length, modules) and the sparsity of its vectors."""
     from ..defaults import resolve_model
-    from ..index.pipeline import Vocabulary, to_sparse_vectors
+    from ..vectors.convert import to_sparse_vectors
+    from ..vectors.vocabulary import Vocabulary
 
     config = _config(config_path, check_connector=False)
     encoder = _encoder(config)

@@ -30,12 +30,11 @@ Choices worth knowing:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError, IngestSettings, SearchSettings, check_device, reveal
+from ..config import Config, IngestSettings, SearchSettings, check_device, reveal
 from ..config.builder import (
     connector_from_config,
     dense_dimension,
@@ -46,26 +45,20 @@ from ..config.builder import (
 )
 from ..connector import (
     Connector,
-    ConnectorError,
-    Filter,
     IndexSpec,
-    Query,
-    Record,
-    SearchOptions,
-    SparseVector,
-    check_vocabulary,
 )
-from ..connector.filters import PAYLOAD_FIELDS_KEY, check_filter_fields
-from ..errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
+from ..connector.filters import PAYLOAD_FIELDS_KEY
+from ..errors import IngestInterrupted
 from ..vectors.cache import EncodeCache
-from ..vectors.convert import dense_rows, to_sparse_vectors
-from ..vectors.producer import producer_info
-from ..vectors.provenance import check_producers, producer_fingerprint
+from ..vectors.convert import to_sparse_vectors  # noqa: F401  (re-exported)
 from ..vectors.vocabulary import Vocabulary, vocab_fingerprint, vocabulary  # noqa: F401  (re-exported)
-from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
+from .corpus import Corpus
 from .documents import AUTO_ID_FIELDS, document_id, id_problem, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
+from .encoding import Encoding
+from .evaluate import Evaluating
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
-from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, count_truncated, split_passages
+from .passages import PARENT_KEY, collapse_passages, split_passages  # noqa: F401  (re-exported)
+from .preparation import open_documents, plan_corpus
 from .results import (  # noqa: F401  (re-exported for callers of the older module layout)
     Explanation,
     IngestError,
@@ -75,36 +68,20 @@ from .results import (  # noqa: F401  (re-exported for callers of the older modu
     TokenMatch,
     explain_match,
 )
+from .search import Searching
+from .text_vectors import encode_to_dataset, text_vectors
 from .writer import IndexWriter, progress_bar
-
-TEXT_KEY = "text"
-SEARCH_MODES = ("sparse", "dense", "hybrid")
-
 
 # --------------------------------------------------------------------------- the pipeline
 
 
-@dataclass
-class _Prepared:
-    """A document turned into the records it becomes (one, or one per passage)."""
-
-    ids: list[str]
-    texts: list[str]
-    payloads: list[dict[str, Any]]
-
-
-@dataclass
-class _Plan:
-    """Where a corpus keeps ids, text and payload, and whether long texts become passages."""
-
-    id_field: str | None
-    text_fields: tuple[str, ...]
-    payload_types: dict[str, Any]
-    passage_tokens: int | None
-
-
-class Pipeline(IndexWriter):
+class Pipeline(IndexWriter, Encoding, Searching, Evaluating):
     """Encoder + connector + index: ingest, search, explain, evaluate.
+
+    Each job lives in a module of its own, and the Pipeline puts them together: the write side
+    (:class:`~sparsebridge.index.writer.IndexWriter`), the encoders (:class:`~sparsebridge.index.
+    encoding.Encoding`), preparation and the text vector source (``preparation``, ``text_vectors``),
+    search (``search``) and evaluation (``evaluate``).
 
     ``encoder`` has the SparseEncoder API (``encode_document``, ``encode_query``, ``tokenizer``,
     ``max_seq_length``); ``query_encoder`` defaults to it; ``dense_encoder`` is any object whose
@@ -132,10 +109,21 @@ class Pipeline(IndexWriter):
         cache: EncodeCache | None = None,
         allow_model_change: bool | None = None,
     ) -> None:
-        self.model_name = model_name or str(getattr(encoder, "model_name_or_path", None) or type(encoder).__name__)
-        super().__init__(
+        Encoding.__init__(
+            self,
+            encoder,
+            model_name=model_name,
+            query_encoder=query_encoder,
+            dense_encoder=dense_encoder,
+            dense_model_name=dense_model_name,
+            batch_size=batch_size,
+            max_active_dims=max_active_dims,
+            cache=cache,
+        )
+        IndexWriter.__init__(
+            self,
             connector,
-            Vocabulary(encoder.tokenizer, self.model_name),
+            self.vocab,
             index,
             batch_size=batch_size,
             sparse_field=sparse_field,
@@ -145,22 +133,7 @@ class Pipeline(IndexWriter):
             show_progress=show_progress,
             allow_model_change=allow_model_change,
         )
-        self.encoder = encoder
-        self.cache = cache
-        self._cache_keys: dict[str, str] = {}
-        self._producer: dict[str, Any] | None = None
-        self.query_encoder = query_encoder if query_encoder is not None else encoder
-        self.dense_encoder = dense_encoder
-        self.dense_model_name = dense_model_name or str(
-            getattr(dense_encoder, "model_name_or_path", None) or type(dense_encoder).__name__
-        )
-        self.max_active_dims = max_active_dims
         self.search_settings = search_settings or SearchSettings()
-        self._producers: dict[str, dict[str, Any]] = {}
-        if self.query_encoder is encoder:
-            self.query_vocab = self.vocab
-        else:
-            self.query_vocab = Vocabulary(self.query_encoder.tokenizer, self.model_name)
         self._dense_size: int | None = None
 
     # -- construction
@@ -234,19 +207,6 @@ class Pipeline(IndexWriter):
             meta["dense_field"] = self.dense_field
         return meta
 
-    def producers(self, sides: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The producer fingerprints (``sparsebridge.provenance``) of ``sides``: "document" and
-        "query" of the sparse model, "dense" for the dense model's vectors. Computed once."""
-        makers = {
-            "document": lambda: producer_fingerprint(self.encoder, self.max_active_dims, "document"),
-            "query": lambda: producer_fingerprint(self.query_encoder, self.max_active_dims, "query"),
-            "dense": lambda: producer_fingerprint(self.dense_encoder, None, "document"),
-        }
-        for side in sides:
-            if side not in self._producers:
-                self._producers[side] = makers[side]()
-        return {side: self._producers[side] for side in sides}
-
     def index_spec(self, payload_types: Mapping[str, str | None] | None = None) -> IndexSpec:
         dense_size = None
         if self.dense_encoder is not None:
@@ -282,8 +242,8 @@ class Pipeline(IndexWriter):
         folder, ``stdlib:``) or an iterable of dicts. With a cache (``cache=``), texts encoded
         before by the same producer are served from it.
         """
-        corpus = self._corpus(documents, limit)
-        plan = self._plan(corpus)
+        corpus = open_documents(documents, limit)
+        plan = plan_corpus(self.ingest_settings, corpus, getattr(self.encoder, "max_seq_length", None))
         report = IngestReport(index=self.index)
         start = time.perf_counter()
         if recreate:
@@ -291,7 +251,8 @@ class Pipeline(IndexWriter):
         self.open_index(self.index_spec(plan.payload_types), report)
         progress = progress_bar(corpus.size, "ingest", "docs", self.show_progress)
         try:
-            self.write_records(self.text_vectors(corpus, plan, report, progress), report, progress)
+            vectors = text_vectors(self, corpus, plan, report, progress, settings=self.ingest_settings)
+            self.write_records(vectors, report, progress)
         except KeyboardInterrupt as exc:
             # What was written before Ctrl-C is in the report; a rerun resumes (writes are upserts).
             raise IngestInterrupted(report) from exc
@@ -309,561 +270,16 @@ class Pipeline(IndexWriter):
         part_rows: int | None = None,
         with_text: bool = True,
     ) -> IngestReport:
-        """Encode documents into a vector dataset at ``output`` (no backend involved).
-
-        Resumable: ids already in the dataset's complete parts are skipped (``report.skipped``)
-        before encoding, so a killed run is simply run again.
-        """
-        from ..vectors.dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
-
-        corpus = self._corpus(documents, limit)
-        plan = self._plan(corpus)
-        report = IngestReport(index=str(output))
-        start = time.perf_counter()
-        dense_size = dense_dimension(self.dense_encoder) if self.dense_encoder is not None else None
-        meta = dataset_metadata(
-            self.vocab.metadata,
-            self.producer,
-            dense_model=self.dense_model_name if dense_size else None,
-            dense_size=dense_size,
+        """Encode documents into a vector dataset at ``output`` (no backend involved; see
+        :func:`~sparsebridge.index.text_vectors.encode_to_dataset`). Resumable: ids already in the
+        dataset's complete parts are skipped (``report.skipped``), so a killed run is run again."""
+        return encode_to_dataset(
+            self,
+            documents,
+            output,
+            limit=limit,
+            part_rows=part_rows,
+            with_text=with_text,
+            settings=self.ingest_settings,
+            show_progress=self.show_progress,
         )
-        # What an index built from this dataset records and checks (sparsebridge.provenance).
-        meta["index_producer"] = self.producers(("document", "query", "dense") if dense_size else ("document", "query"))
-        progress = progress_bar(corpus.size, "encode", "docs", self.show_progress)
-        try:
-            with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS, with_text=with_text) as out:
-                # Chunks no larger than a part: a killed run loses at most one part of work.
-                chunks = self.text_vectors(
-                    corpus,
-                    plan,
-                    report,
-                    progress,
-                    skip=out.done_ids,
-                    chunk_records=min(out.part_rows, self.batch_size * 4),
-                )
-                for records, n_docs in chunks:
-                    failed = out.write(records)
-                    report.failed.update(failed)
-                    report.written += len(records) - len(failed)
-                    progress.update(n_docs)
-        finally:
-            progress.close()
-            report.seconds = time.perf_counter() - start
-        return report
-
-    @property
-    def producer(self) -> dict[str, Any]:
-        """What produces this pipeline's document vectors (see :mod:`sparsebridge.producer`)."""
-        if self._producer is None:
-            self._producer = producer_info(self.encoder, self.model_name, max_active_dims=self.max_active_dims)
-        return self._producer
-
-    def _corpus(self, documents: Corpus | str | Path | Iterable[Mapping[str, Any]], limit: int | None) -> Corpus:
-        corpus = documents if isinstance(documents, Corpus) else None
-        if corpus is None and isinstance(documents, (str, Path)):
-            corpus = open_corpus(documents, limit=limit)
-        elif corpus is None:
-            docs = documents if limit is None else _take(documents, limit)
-            size = len(documents) if hasattr(documents, "__len__") else None  # type: ignore[arg-type]
-            corpus = Corpus(documents=docs, name="documents", size=min(size, limit) if size and limit else size)
-        return corpus
-
-    def _plan(self, corpus: Corpus) -> _Plan:
-        settings = self.ingest_settings
-        if settings.payload_fields is not None:
-            payload_types = dict(settings.payload_fields)
-        else:
-            payload_types = {name: None for name in corpus.payload_fields}
-        passage_tokens = None
-        if settings.split_passages:
-            passage_tokens = settings.passage_tokens or max(int(self.encoder.max_seq_length) - 2, 8)
-        return _Plan(
-            id_field=settings.id_field or corpus.id_field,
-            text_fields=tuple(settings.text_fields or corpus.text_fields),
-            payload_types=payload_types,
-            passage_tokens=passage_tokens,
-        )
-
-    def text_vectors(
-        self,
-        corpus: Corpus,
-        plan: _Plan,
-        report: IngestReport,
-        progress: Any,
-        *,
-        skip: set[str] | None = None,
-        chunk_records: int | None = None,
-    ) -> Iterator[tuple[list[Record], int]]:
-        """The text vector source: read -> prepare -> (cache | encode) -> records, by chunk.
-
-        Documents that fail are recorded in ``report.failed``; documents whose id (or first
-        passage id) is in ``skip`` are counted in ``report.skipped`` and not encoded. A chunk holds
-        about ``chunk_records`` records (default: four encoding batches).
-        """
-        chunk_records = chunk_records or self.batch_size * 4
-        chunk: list[_Prepared] = []
-        in_chunk = 0
-        seen: dict[str, int] = {}  # id -> number of the document that holds it in this run
-        for n, doc in enumerate(corpus, 1):
-            report.documents += 1
-            where = corpus.location() or f"#{n}"
-            prepared = self._prepare(
-                doc, n, plan.id_field, plan.text_fields, plan.payload_types, plan.passage_tokens, report, seen, where
-            )
-            if prepared is not None and skip and (prepared.ids[0] in skip):
-                report.skipped += 1
-                prepared = None
-            if prepared is not None:
-                chunk.append(prepared)
-                in_chunk += len(prepared.ids)
-            else:
-                progress.update(1)
-            if in_chunk >= chunk_records:
-                yield self._encode_chunk(chunk, report), len(chunk)
-                chunk, in_chunk = [], 0
-        if chunk:
-            yield self._encode_chunk(chunk, report), len(chunk)
-
-    def _prepare(
-        self,
-        doc: Mapping[str, Any] | InvalidDocument,
-        n: int,
-        id_field: str | None,
-        text_fields: Sequence[str],
-        payload_types: Mapping[str, Any],
-        passage_tokens: int | None,
-        report: IngestReport,
-        seen: dict[str, int],
-        where: str | None = None,
-    ) -> _Prepared | None:
-        where = where or f"#{n}"
-        if isinstance(doc, InvalidDocument):
-            report.failed[doc.ref] = doc.reason
-            return None
-        if not isinstance(doc, Mapping):
-            report.failed[where] = f"document {n} is a {type(doc).__name__}, not a mapping"
-            return None
-        bad_id = id_problem(doc, id_field)
-        if bad_id is not None:
-            report.failed[where] = bad_id
-            return None
-        doc_id = document_id(doc, id_field)
-        parts, problem = [], None
-        for name in text_fields:
-            value = doc.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                problem = f"text field {name!r} is not a string (got {type(value).__name__})"
-                break
-            if value.strip():
-                parts.append(value.strip())
-        if problem is None and not parts:
-            problem = f"no text: the fields {', '.join(repr(f) for f in text_fields)} are missing or empty"
-        if problem is not None:
-            report.failed[doc_id or where] = problem
-            return None
-        text = " ".join(parts)
-        doc_id = doc_id or text_id(text)
-        if doc_id in seen:
-            # The first document with an id is kept; a later one would silently replace it.
-            report.failed[f"{doc_id} (document {n})"] = (
-                f"duplicate id {doc_id!r}: document {seen[doc_id]} of this corpus has the same id "
-                f"(ids compare as strings; without an id field, equal texts get equal ids); it was kept"
-            )
-            return None
-        seen[doc_id] = n
-        payload = {k: doc[k] for k in payload_types if k in doc and doc[k] is not None}
-        if passage_tokens is None:
-            return _Prepared([doc_id], [text], [payload])
-        passages = split_passages(text, self.encoder.tokenizer, passage_tokens, self.ingest_settings.passage_overlap)
-        if len(passages) == 1:
-            return _Prepared([doc_id], [text], [payload])
-        return _Prepared(
-            [f"{doc_id}#p{i}" for i in range(len(passages))],
-            passages,
-            [{**payload, PARENT_KEY: doc_id, PASSAGE_KEY: i} for i in range(len(passages))],
-        )
-
-    def _encode_chunk(self, chunk: list[_Prepared], report: IngestReport) -> list[Record]:
-        """Vectors of a chunk of prepared documents, from the cache where it has them; records
-        that cannot be encoded go to ``report.failed``."""
-        ids = [i for p in chunk for i in p.ids]
-        texts = [t for p in chunk for t in p.texts]
-        payloads = [pl for p in chunk for pl in p.payloads]
-        max_len = getattr(self.encoder, "max_seq_length", None)
-        if max_len and not self.ingest_settings.split_passages:
-            report.max_seq_length = int(max_len)
-            report.truncated += count_truncated(texts, self.encoder.tokenizer, int(max_len))
-        started = time.perf_counter()
-        sparse, errors = self._cached_sparse(texts, report)
-        dense: list[list[float]] | None = None
-        if self.dense_encoder is not None:
-            try:
-                dense = self._cached_dense(texts, report)
-            except Exception as exc:  # noqa: BLE001 - reported per record, never dropped
-                errors = {i: f"dense encoding failed: {exc}" for i in range(len(texts))}
-        report.encode_seconds += time.perf_counter() - started
-        records: list[Record] = []
-        for k, (rid, text, payload) in enumerate(zip(ids, texts, payloads)):
-            if k in errors:
-                report.failed[rid] = errors[k]
-                continue
-            records.append(
-                Record(id=rid, text=text, sparse=sparse[k], payload=payload, dense=dense[k] if dense else None)
-            )
-        report.records += len(ids)
-        return records
-
-    def _cached_sparse(self, texts: list[str], report: IngestReport) -> tuple[list[SparseVector], dict[int, str]]:
-        if self.cache is None:
-            return self._encode_documents(texts)
-        key = self._cache_key("sparse")
-        before = self.cache.corrupt
-        found = self.cache.get(key, texts)
-        report.cache_corrupt += self.cache.corrupt - before
-        missing = [k for k in range(len(texts)) if k not in found]
-        report.cache_hits += len(texts) - len(missing)
-        report.cache_misses += len(missing)
-        fresh, errors = self._encode_documents([texts[k] for k in missing]) if missing else ([], {})
-        self.cache.put(
-            key,
-            [(texts[k], vec.indices, vec.values) for j, (k, vec) in enumerate(zip(missing, fresh)) if j not in errors],
-        )
-        out: list[SparseVector | None] = [None] * len(texts)
-        for k, vec in zip(missing, fresh):
-            out[k] = vec
-        high = max((max(ind) for ind, _ in found.values() if ind), default=-1)
-        tokens = self.vocab.token_array(high + 1)
-        for k, (ind, vals) in found.items():
-            out[k] = SparseVector(tuple(ind or ()), tuple(vals), tuple(tokens[ind].tolist()) if ind else ())
-        return out, {missing[j]: reason for j, reason in errors.items()}  # type: ignore[return-value]
-
-    def _cached_dense(self, texts: list[str], report: IngestReport) -> list[list[float]]:
-        if self.cache is None:
-            return dense_rows(self.dense_encoder.encode_document(texts, batch_size=self.batch_size))
-        key = self._cache_key("dense")
-        found = self.cache.get(key, texts)
-        missing = [k for k in range(len(texts)) if k not in found]
-        fresh = (
-            dense_rows(self.dense_encoder.encode_document([texts[k] for k in missing], batch_size=self.batch_size))
-            if missing
-            else []
-        )
-        self.cache.put(key, [(texts[k], None, row) for k, row in zip(missing, fresh)])
-        out = {k: vals for k, (_, vals) in found.items()}
-        out.update(zip(missing, fresh))
-        return [out[k] for k in range(len(texts))]
-
-    def _cache_key(self, side: str) -> str:
-        if side not in self._cache_keys:
-            assert self.cache is not None
-            if side == "sparse":
-                info = self.producer
-            else:
-                info = producer_info(self.dense_encoder, self.dense_model_name, max_active_dims=None)
-                info["kind"] = "dense"
-            self._cache_keys[side] = self.cache.register(info)
-        return self._cache_keys[side]
-
-    def _encode_documents(self, texts: list[str]) -> tuple[list[SparseVector], dict[int, str]]:
-        """Encode a batch; if the batch fails, encode one by one so only the bad texts fail."""
-        try:
-            return to_sparse_vectors(self._encode(self.encoder.encode_document, texts), self.vocab), {}
-        except Exception as exc:  # noqa: BLE001 - isolate the culprit below
-            if len(texts) == 1:  # the culprit is known: report it like any other, never abort the ingest
-                return [SparseVector((), (), ())], {0: f"encoding failed: {type(exc).__name__}: {exc}"}
-        vectors: list[SparseVector] = []
-        errors: dict[int, str] = {}
-        for k, text in enumerate(texts):
-            try:
-                vectors.extend(to_sparse_vectors(self._encode(self.encoder.encode_document, [text]), self.vocab))
-            except Exception as exc:  # noqa: BLE001
-                errors[k] = f"encoding failed: {type(exc).__name__}: {exc}"
-                vectors.append(SparseVector((), (), ()))
-        return vectors, errors
-
-    def _encode(self, method: Any, texts: list[str]) -> Any:
-        kwargs: dict[str, Any] = {
-            "batch_size": self.batch_size,
-            "show_progress_bar": False,
-            "convert_to_sparse_tensor": True,
-        }
-        if self.max_active_dims is not None:
-            kwargs["max_active_dims"] = self.max_active_dims
-        return method(texts, **kwargs)
-
-    # -- search
-
-    def encode_queries(self, queries: Sequence[str]) -> list[SparseVector]:
-        return to_sparse_vectors(self._encode(self.query_encoder.encode_query, list(queries)), self.query_vocab)
-
-    def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]:
-        return to_sparse_vectors(self._encode(self.encoder.encode_document, list(texts)), self.vocab)
-
-    def search(
-        self,
-        queries: str | Sequence[str],
-        *,
-        top_k: int | None = None,
-        filter: Filter | None = None,
-        explain: bool = False,
-        mode: str | None = None,
-        sparse_vectors: Sequence[SparseVector] | None = None,
-    ) -> list[QueryResult]:
-        """Search many queries in one backend request; one :class:`QueryResult` per query.
-
-        ``mode`` is ``"sparse"``, ``"dense"`` or ``"hybrid"`` (default: hybrid when a dense encoder
-        is configured, else sparse). ``explain`` adds the shared tokens of query and hit.
-        ``sparse_vectors`` are the queries' sparse vectors when the caller encoded them already
-        (``encode_queries``), so it knows exactly what was sent.
-        """
-        if isinstance(queries, str):
-            queries = [queries]
-        queries = list(queries)
-        if not queries:
-            return []
-        mode = mode or ("hybrid" if self.dense_encoder is not None else "sparse")
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"search mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
-        if mode != "sparse" and self.dense_encoder is None:
-            raise ConfigError(f"search mode {mode!r} needs a dense model ([search] hybrid = true)")
-
-        stored = self.connector.index_metadata()
-        if stored is None:
-            raise ConnectorError(f"index {self.index!r} does not exist; run `sparsebridge ingest` first")
-        check_vocabulary(stored, self.query_vocab.metadata, self.index)
-        check_filter_fields(filter, stored, self.index, also=self.ingest_settings.payload_fields or ())
-        notes: list[str] = []
-        if mode != "sparse" and stored.get("vocab_fingerprint") and not stored.get("dense_model"):
-            # Built by sparsebridge without a dense model: there is nothing to fuse with.
-            what = f"index {self.index!r} holds no dense vectors (it was ingested without [search] hybrid = true)"
-            if mode == "dense":
-                raise IndexMismatchError(f"{what}; search it with --mode sparse, or re-ingest it with hybrid = true")
-            notes.append(f"{what}: searched with its sparse vectors only; re-ingest with hybrid = true for hybrid")
-            mode = "sparse"
-        sides = ("query",) if mode == "sparse" else ("query", "dense")
-        notes.extend(
-            check_producers(
-                stored, self.producers(sides), self.index, sides=sides, allow_change=self.allow_model_change
-            )
-        )
-
-        if sparse_vectors is not None:
-            if len(sparse_vectors) != len(queries):
-                raise ValueError(f"{len(sparse_vectors)} sparse vectors for {len(queries)} queries")
-            sparse: Sequence[SparseVector | None] = list(sparse_vectors)
-        elif mode != "dense" or explain:
-            sparse = self.encode_queries(queries)
-        else:
-            sparse = [None] * len(queries)
-        dense: list[list[float]] | list[None] = [None] * len(queries)
-        if mode != "sparse":
-            encode = getattr(self.dense_encoder, "encode_query", None) or self.dense_encoder.encode_document
-            dense = dense_rows(encode(queries))
-        batch = [
-            Query(sparse=s if mode != "dense" else None, dense=d if mode != "sparse" else None, filter=filter)
-            for s, d in zip(sparse, dense)
-        ]
-        settings = self.search_settings
-        options = SearchOptions(
-            top_k=top_k or settings.top_k,
-            fusion=settings.fusion,  # type: ignore[arg-type]
-            rrf_k=settings.rrf_k,
-            weights=settings.weights,
-            prefetch_limit=settings.prefetch_limit,
-        )
-        raw = self.connector.search(batch, options)
-        results = [
-            QueryResult(
-                q, [SearchHit(h.id, float(h.score), dict(h.payload or {})) for h in r.hits], notes + list(r.notes)
-            )
-            for q, r in zip(queries, raw)
-        ]
-        if explain:
-            self._explain(results, sparse)
-        return results
-
-    def _explain(self, results: list[QueryResult], query_vectors: Sequence[SparseVector | None]) -> None:
-        hits = [h for r in results for h in r.hits]
-        texts = self._hit_texts(hits)
-        unique = sorted({t for t in texts.values()})
-        vectors = dict(zip(unique, self.encode_documents(unique))) if unique else {}
-        for result, qvec in zip(results, query_vectors):
-            for hit in result.hits:
-                text = texts.get(hit.id)
-                if text is None or qvec is None:
-                    hit.explanation = Explanation([], note="the hit's text is not stored; cannot explain")
-                else:
-                    hit.explanation = explain_match(qvec, vectors[text])
-
-    def _hit_texts(self, hits: Sequence[SearchHit]) -> dict[str, str]:
-        texts = {h.id: h.payload[TEXT_KEY] for h in hits if isinstance(h.payload.get(TEXT_KEY), str)}
-        missing = [h.id for h in hits if h.id not in texts]
-        if missing:
-            try:
-                stored = self.connector.get(sorted(set(missing)))
-            except NotImplementedError:
-                stored = {}
-            for doc_id, payload in stored.items():
-                if isinstance(payload.get(TEXT_KEY), str):
-                    texts[doc_id] = payload[TEXT_KEY]
-        return texts
-
-    # -- evaluation
-
-    def evaluate(
-        self,
-        beir_dir: str | Path,
-        *,
-        split: str = "test",
-        ingest_if_missing: bool = True,
-        top_k: int = 100,
-        exact_recall: bool = False,
-        exact_k: int = 10,
-    ) -> dict[str, Any]:
-        """nDCG@10, MRR@10 and Recall@100 of this backend on a BEIR dataset's qrels.
-
-        With ``exact_recall``, also what an approximate index costs: the mean recall of each query's
-        exact top ``exact_k`` records in the engine's sparse top ``exact_k`` (see
-        :mod:`sparsebridge.exact_recall`), under ``"exact_recall"`` by side (``"sparse"``).
-
-        The index is first compared with the corpus (see :meth:`coverage`): documents it lacks
-        (none of it exists yet, or an ingest was interrupted) are ingested first, since ingest is an
-        idempotent upsert, or, with ``ingest_if_missing=False``, :class:`IncompleteIndexError` is
-        raised: a score over part of a corpus means nothing. Passage hits count for their parent
-        document.
-        """
-        beir_dir = Path(beir_dir)
-        qrels = read_qrels(beir_dir, split)
-        queries = read_beir_queries(beir_dir)
-        missing = [q for q in qrels if q not in queries]
-        if missing:
-            raise ConfigError(f"{beir_dir}: {len(missing)} qrels queries are not in queries.jsonl (e.g. {missing[0]})")
-        out: dict[str, Any] = {"dataset": str(beir_dir), "split": split, "index": self.index}
-        coverage, absent = self.coverage(beir_dir)
-        out["coverage"] = coverage
-        if coverage["missing"]:
-            if not ingest_if_missing:
-                example = ", ".join(repr(d) for d in coverage["missing_ids"][:3])
-                raise IncompleteIndexError(
-                    f"index {self.index!r} holds {coverage['indexed']} of the {coverage['documents']} documents "
-                    f"of {beir_dir} ({coverage['missing']} missing{', e.g. ' + example if example else ''}); a "
-                    f"score over part of the corpus means nothing: run eval without --no-ingest to ingest the "
-                    f"missing ones (an upsert: nothing is duplicated), or `sparsebridge ingest {beir_dir}` first"
-                )
-            out["ingest"] = self.ingest(absent).to_dict()
-        qids = [q for q in queries if q in qrels]
-        texts = [queries[q] for q in qids]
-        per_passage = self.ingest_settings.split_passages
-        vectors = self.encode_queries(texts) if exact_recall and texts else None
-        results = self.search(texts, top_k=top_k * (3 if per_passage else 1), sparse_vectors=vectors)
-        run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
-        out.update(evaluate_run(run, qrels))
-        if exact_recall:
-            figures = self.exact_recall(texts, vectors or [], k=exact_k)
-            figures["per_query"] = dict(zip(qids, figures["per_query"]))
-            out["exact_recall"] = {"sparse": figures}
-        return out
-
-    def exact_recall(self, texts: Sequence[str], vectors: Sequence[SparseVector], k: int = 10) -> dict[str, Any]:
-        """The recall of the exact sparse top ``k`` in the engine's sparse top ``k`` for queries
-        ``texts`` encoded as ``vectors``: one ``--mode sparse --top-k k`` search, as a user runs it
-        (records, passages not collapsed), against the brute-force dot product with every record's
-        vector as the index gives it back (``Connector.export``; see :mod:`sparsebridge.exact_recall`).
-        """
-        from .exact_recall import exact_recall
-
-        results = self.search(list(texts), top_k=k, mode="sparse", sparse_vectors=vectors) if texts else []
-        rankings = [[h.id for h in r.hits] for r in results]
-        try:
-            documents = self.connector.export(list(self.vocab.tokens))
-            figures = exact_recall(vectors, rankings, documents, k=k, rtol=type(self.connector).score_rtol)
-        except NotImplementedError as exc:
-            raise ConfigError(
-                f"--exact-recall reads the index's vectors back, and the {type(self.connector).__name__} "
-                f"cannot export them ({exc})"
-            ) from exc
-        notes = sorted({n for r in results for n in r.notes})
-        if notes:
-            figures["notes"] = notes
-        return figures
-
-    def coverage(self, corpus: str | Path, chunk: int = 1000) -> tuple[dict[str, Any], Corpus]:
-        """How much of ``corpus`` the index holds, and a corpus of the documents it lacks.
-
-        Only documents an ingest would write count (one without text is not expected). Ids are
-        looked up with ``connector.get`` in chunks of ``chunk``; with a connector without ``get``,
-        ``count()`` decides (fewer records than documents: the whole corpus is given back, which is
-        safe to ingest again). The figures: ``documents``, ``indexed``, ``missing``, ``missing_ids``
-        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing).
-        """
-        source = open_corpus(corpus)
-        settings = self.ingest_settings
-        id_field = settings.id_field or source.id_field
-        text_fields = tuple(settings.text_fields or source.text_fields)
-        method = "ids" if self.exists() and self.count() > 0 else "empty"
-        scratch, seen = IngestReport(), {}
-        expected = 0
-        absent: list[tuple[str, Any]] = []  # (id, document) of the missing ones, when looked up by id
-        batch: list[tuple[str, Any]] = []
-
-        def lookup() -> None:
-            nonlocal method
-            if method != "ids":
-                return
-            ids = [i for i, _ in batch]
-            asked = ids + [f"{i}#p0" for i in ids] if settings.split_passages else ids
-            try:
-                found = self.connector.get(asked)
-            except NotImplementedError:
-                method = "count"
-                absent.clear()
-                return
-            absent.extend((i, doc) for i, doc in batch if i not in found and f"{i}#p0" not in found)
-
-        for n, doc in enumerate(source, 1):
-            prepared = self._prepare(doc, n, id_field, text_fields, {}, None, scratch, seen)
-            if prepared is None:
-                continue  # an ingest would report it, not write it
-            expected += 1
-            batch.append((prepared.ids[0], doc))
-            if len(batch) >= chunk:
-                lookup()
-                batch = []
-        if batch:
-            lookup()
-
-        whole, indexed = method == "empty", 0
-        if method == "count":
-            held = self.count()
-            # Passages make more records than documents: without ids only an empty index is sure.
-            whole = held == 0 if settings.split_passages else held < expected
-            indexed = min(held, expected)
-        if whole:
-            missing, missing_ids, rest = expected - indexed, [], open_corpus(corpus)
-        else:
-            missing, missing_ids = len(absent), [i for i, _ in absent[:20]]
-            rest = Corpus(
-                documents=[doc for _, doc in absent],
-                name=source.name,
-                id_field=source.id_field,
-                text_fields=source.text_fields,
-                payload_fields=source.payload_fields,
-                size=len(absent),
-            )
-        figures = {
-            "documents": expected,
-            "indexed": expected - missing if method != "count" else indexed,
-            "missing": missing,
-            "missing_ids": missing_ids,
-            "method": method,
-        }
-        return figures, rest
-
-
-def _take(items: Iterable[Any], n: int) -> Iterator[Any]:
-    for i, item in enumerate(items):
-        if i >= n:
-            return
-        yield item

@@ -46,6 +46,7 @@ from ..connector import Record, SparseVector
 from .corpus import STDLIB_SPEC, CorpusError, beir_corpus_path, open_corpus, parse_jsonl_line
 from .documents import text_id
 from .passages import count_truncated
+from .preparation import Plan, plan_corpus, prepare_document
 from .results import IngestReport
 
 __all__ = ["encode_dataset", "ingest_with_ray", "read_corpus", "write_dataset"]
@@ -162,24 +163,16 @@ class _Encode:
         dense_model: Any | None = None,
     ) -> None:
         from ..config.builder import load_dense_encoder, load_sparse_encoder
-        from .pipeline import Pipeline
+        from .encoding import Encoding
 
         encoder = load_sparse_encoder(model, device, precision) if isinstance(model, (str, Path)) else model
         dense = None
         if dense_model is not None:
             dense = load_dense_encoder(dense_model, device) if isinstance(dense_model, (str, Path)) else dense_model
-        settings = IngestSettings(**corpus["settings"]) if corpus else IngestSettings()
-        # The Pipeline's own document preparation and encoding, with no connector: the vectors are
+        self.settings = IngestSettings(**corpus["settings"]) if corpus else IngestSettings()
+        # The in-process ingest's own preparation and encoding, with no connector: the vectors are
         # those of an in-process ingest by construction.
-        self.pipe = Pipeline(
-            encoder,
-            connector=None,  # type: ignore[arg-type]
-            dense_encoder=dense,
-            batch_size=batch_size,
-            max_active_dims=max_active_dims,
-            ingest_settings=settings,
-            show_progress=False,
-        )
+        self.encoding = Encoding(encoder, dense_encoder=dense, batch_size=batch_size, max_active_dims=max_active_dims)
         self.side = side
         self.text_column, self.id_column, self.payload_columns = text_column, id_column, tuple(payload_columns)
         self.corpus = dict(corpus) if corpus else None
@@ -191,10 +184,10 @@ class _Encode:
         if ok:
             texts = [r[TEXT] for r in ok]
             if self.side == "query":
-                vectors, errors = self.pipe.encode_queries(texts), {}
+                vectors, errors = self.encoding.encode_queries(texts), {}
             else:
-                vectors, errors = self.pipe._encode_documents(texts)
-            dense = self._dense(texts) if self.pipe.dense_encoder is not None else None
+                vectors, errors = self.encoding.encode_documents_checked(texts)
+            dense = self._dense(texts) if self.encoding.dense_encoder is not None else None
             for k, row in enumerate(ok):
                 if k in errors:
                     row[ERROR] = errors[k]
@@ -202,7 +195,7 @@ class _Encode:
                 row[INDICES], row[VALUES] = list(vectors[k].indices), list(vectors[k].values)
                 if dense is not None:
                     row[DENSE] = dense[k]
-        table = _rows_to_table(rows, with_dense=self.pipe.dense_encoder is not None)
+        table = _rows_to_table(rows, with_dense=self.encoding.dense_encoder is not None)
         if self.corpus:  # an ingest: the batch's count of truncated documents rides on its first row
             counts = [0] * len(rows)
             if counts:
@@ -212,16 +205,16 @@ class _Encode:
 
     def _count_truncated(self, texts: list[str]) -> int:
         # As an in-process ingest counts them: documents cut at max_seq_length (passages are never cut).
-        max_len = getattr(self.pipe.encoder, "max_seq_length", None)
-        if self.side != "document" or not max_len or self.pipe.ingest_settings.split_passages:
+        max_len = getattr(self.encoding.encoder, "max_seq_length", None)
+        if self.side != "document" or not max_len or self.settings.split_passages:
             return 0
-        return count_truncated(texts, self.pipe.encoder.tokenizer, int(max_len))
+        return count_truncated(texts, self.encoding.encoder.tokenizer, int(max_len))
 
     def _dense(self, texts: list[str]) -> list[list[float]] | None:
         from ..vectors.convert import dense_rows
 
-        encode = self.pipe.dense_encoder.encode_document
-        return dense_rows(encode(texts, batch_size=self.pipe.batch_size))
+        encode = self.encoding.dense_encoder.encode_document
+        return dense_rows(encode(texts, batch_size=self.encoding.batch_size))
 
     def _prepare_plain(self, batch: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         if self.text_column not in batch:
@@ -241,6 +234,7 @@ class _Encode:
 
     def _prepare_corpus(self, batch: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         corpus = self.corpus or {}
+        plan = Plan(corpus["id_field"], corpus["text_fields"], corpus["payload_types"], corpus["passage_tokens"])
         rows = []
         for n, ref, raw in zip(batch[NUMBER], batch[REF], batch[DOCUMENT]):
             n = int(n)
@@ -248,15 +242,14 @@ class _Encode:
             if doc is None:
                 continue  # a blank line, skipped as by the in-process reader
             report = IngestReport()
-            prepared = self.pipe._prepare(
+            prepared = prepare_document(
                 doc,
                 n,
-                corpus["id_field"],
-                corpus["text_fields"],
-                corpus["payload_types"],
-                corpus["passage_tokens"],
+                plan,
                 report,
                 {},  # duplicates across the corpus are resolved by the writer, which sees every id
+                tokenizer=self.encoding.encoder.tokenizer,
+                passage_overlap=self.settings.passage_overlap,
             )
             if prepared is None:
                 for key, reason in report.failed.items():
@@ -614,18 +607,10 @@ def ingest_with_ray(
         pipe = Pipeline.from_config(config, show_progress=False)
         try:
             settings = pipe.ingest_settings
-            id_field = settings.id_field or source.id_field
-            text_fields = tuple(settings.text_fields or source.text_fields)
-            if settings.payload_fields is not None:
-                payload_types = dict(settings.payload_fields)
-            else:
-                payload_types = {name: None for name in source.payload_fields}
-            passage_tokens = None
-            if settings.split_passages:
-                passage_tokens = settings.passage_tokens or max(int(pipe.encoder.max_seq_length) - 2, 8)
+            plan = plan_corpus(settings, source, getattr(pipe.encoder, "max_seq_length", None))
             if recreate:
                 pipe.connector.drop()
-            pipe.open_index(pipe.index_spec(payload_types))
+            pipe.open_index(pipe.index_spec(plan.payload_types))
 
             ds = read_corpus(corpus, limit=limit)
             encoded = ds.map_batches(
@@ -639,10 +624,10 @@ def ingest_with_ray(
                     "dense_model": config.search.dense_model if pipe.dense_encoder is not None else None,
                     "corpus": {
                         "settings": _settings_dict(settings),
-                        "id_field": id_field,
-                        "text_fields": text_fields,
-                        "payload_types": payload_types,
-                        "passage_tokens": passage_tokens,
+                        "id_field": plan.id_field,
+                        "text_fields": plan.text_fields,
+                        "payload_types": plan.payload_types,
+                        "passage_tokens": plan.passage_tokens,
                     },
                 },
                 batch_size=config.model.batch_size * 4,
