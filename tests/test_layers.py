@@ -36,6 +36,8 @@ TORCH_FREE = [
     "sparsebridge.connector.plugins",
     "sparsebridge.connector.filters",
     "sparsebridge.connector.durability",
+    "sparsebridge.connector.kit",
+    "sparsebridge.testing",
     "sparsebridge.vectors.vocabulary",
     "sparsebridge.vectors.producer",
     "sparsebridge.vectors.provenance",
@@ -213,3 +215,21 @@ def test_old_module_names_are_the_moved_modules():
     assert in_token_chunks.__module__ == "sparsebridge.encoders.modules.token_chunks"
     assert new_name("sparsebridge.ray") == "sparsebridge.index.ray_engine"
     assert new_name("sparsebridge.index") is None
+
+
+def test_the_readme_layout_names_every_module_and_only_modules_that_exist():
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    block = layout[layout.index("```") + 3 :]
+    block = block[: block.index("```")]
+    named = set(re.findall(r"\b(\w+\.py)\b", block))
+    folders = set(re.findall(r"\b(\w+)/", block)) - {"core", "sparsebridge", "connectors", "tests", "benchmarks"}
+    # folders the layout describes as a whole (one module class per file, one runner per engine...)
+    whole = {"modules", "backends", "evaluation"}
+    files = {p.name for p in CORE.rglob("*.py") if p.parent.name not in whole}
+    dirs = {p.name for p in CORE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    assert files - named - {"__main__.py"} == set(), "modules the README layout does not name"
+    assert named - files - {p.name for p in CORE.rglob("*.py")} == set(), "the layout names modules that do not exist"
+    assert dirs - folders == set() and folders - dirs - {"examples", "docker", "ONNX"} == set()

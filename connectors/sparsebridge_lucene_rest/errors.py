@@ -7,19 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sparsebridge.connector import ConnectorError
-
-
-class OptionError(ConnectorError, ValueError):
-    """A connector option is unknown, misspelt or out of range."""
-
+from sparsebridge.connector.kit import OptionError, one_line  # noqa: F401  (the kit's, re-exported)
 
 # --- small pure helpers --------------------------------------------------------------------------
-
-
-def one_line(text: Any, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^)'\"\]\n]+)")

@@ -6,19 +6,18 @@ and the client (``qdrant_client``, server and local modes) and can be tested wit
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge.connector.durability import fsync_dir
 from sparsebridge.connector.filters import Condition, parse_filter  # noqa: F401  (one filter parser for every backend)
+from sparsebridge.connector.kit import OptionError, one_line, redact, redact_url, write_json_atomic  # noqa: F401  (the kit's)
 
 # Point ids must be unsigned ints or UUIDs, so a record's string id becomes a UUIDv5 over this fixed
 # namespace: the same id always maps to the same point, and a re-run ingest upserts in place.
@@ -34,7 +33,7 @@ META_KEY = "sparsebridge"
 META_FORMAT = 1
 
 
-class QdrantOptionError(ConnectorError, ValueError):
+class QdrantOptionError(OptionError):
     """A connector option is unknown, misspelt, or does not apply to the chosen mode."""
 
 
@@ -43,30 +42,9 @@ def point_id(record_id: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, record_id))
 
 
-def redact_url(url: str) -> str:
-    """The URL without any user:password part, for messages and reprs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+# Qdrant's messages are cut at 300 characters; every secret value is masked, however short.
+one_line = functools.partial(one_line, limit=300)
+scrub = functools.partial(redact, min_length=1)
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -324,19 +302,3 @@ def clean_payload(payload: Mapping[str, Any] | None, id_key: str) -> dict[str, A
     if not payload:
         return {}
     return {k: v for k, v in payload.items() if k != id_key}
-
-
-# --- files -----------------------------------------------------------------------------------------
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON so that a crash leaves either the old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(directory)

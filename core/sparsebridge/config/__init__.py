@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..connector import FUSIONS, PAYLOAD_TYPES, Connector
+from ..connector.kit import redact_url  # noqa: F401  (the kit's, re-exported: sparsebridge.config.redact_url)
 from ..defaults import (
     DEFAULT_BACKEND_OPTIONS,
     DEFAULT_CONNECTOR,
@@ -131,14 +132,6 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_url(value)
     return value
-
-
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@")
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the user and password of any URL in it replaced by ``***``."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
 
 
 def check_device(config: Config) -> None:

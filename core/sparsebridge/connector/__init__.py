@@ -10,9 +10,24 @@ Lifecycle, in the order the pipeline calls it::
     conn.ensure_index(spec)                      # create, or check an existing index matches spec
     conn.write(records)                          # upsert a batch; idempotent by Record.id
     conn.search(queries, top_k=10, ...)          # one batch request for many queries
-    conn.count(); conn.delete(ids); conn.drop()
-    conn.export(vocabulary)                      # optional: every record back, with its vectors
+    conn.count(); conn.drop()
+    conn.export(vocabulary)                      # every record back, with its vectors
     conn.close()
+
+What the core calls, and for which feature (a connector must implement the first group; each
+method of the second that it lacks turns off what depends on it, with a clear error):
+
+* always: ``__init__(**options)``, ``check``, ``ensure_index``, ``index_metadata``, ``write``,
+  ``search``, ``count``, ``close``; ``drop`` for ``ingest --recreate``;
+* ``get(ids)``: ``eval`` (which documents of the corpus the index lacks; without it only
+  ``count()`` can tell) and ``search --explain`` of hits whose text is not in the search payload;
+* ``export(vocabulary)`` (with ``export_quantisation``): ``export``, ``migrate`` (as the source)
+  and ``eval --exact-recall``;
+* ``delete(ids)`` is never called by the core; it is there for applications (optional).
+
+The author's helpers (one-line messages, redaction, option errors, atomic writes) are in
+:mod:`sparsebridge.connector.kit`; the contract as tests to subclass is
+:class:`sparsebridge.testing.ConnectorConformance`.
 
 Rules every connector follows:
 
@@ -347,9 +362,9 @@ class Connector(ABC):
     def count(self) -> int:
         """Number of records in the index."""
 
-    @abstractmethod
     def delete(self, ids: Sequence[str]) -> None:
-        """Delete records by id; unknown ids are ignored."""
+        """Delete records by id; unknown ids are ignored. Optional: the core never calls it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement delete()")
 
     @abstractmethod
     def drop(self) -> None:
@@ -368,7 +383,8 @@ class Connector(ABC):
         """
 
     def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Stored payloads by id (ids not found are absent). Optional; used by tests and eval."""
+        """Stored payloads by id, the text under ``"text"`` (ids not found are absent). ``eval`` and
+        ``search --explain`` use it (see the module docstring)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement get()")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most clients need nothing
