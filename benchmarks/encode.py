@@ -10,11 +10,11 @@ first N documents (title + text) of a BEIR corpus. Ours: ``fp32``, ``bf16``, ``i
 ``onnx``, ``onnx-qint8``, ``openvino`` (f32), ``openvino-bf16``, ``openvino-int8`` (static int8
 through nncf, calibrated on the benchmark's texts), ``fp32-fixed`` (fp32 with all ``--threads``
 whatever the load: the thread budget off). sentence-transformers': ``st-fp32``, ``st-bf16`` (this venv); ``st-onnx``,
-``st-onnx-qint8`` from a peer environment with sentence-transformers 5.x (``--peer-python``, default
-/work/venvs/st5-onnx: its ONNX backend needs optimum-onnx, which pins transformers<4.58); and
-``st-openvino``, ``st-openvino-int8`` (static int8, the same calibration texts) from one with 6.2 +
-optimum-intel (``--peer-ov-python``, default /work/venvs/st6-ov; optimum-intel pulls torchvision and
-a CUDA torch: reinstall torch==2.13.0 there). A variant whose environment is missing is skipped.
+``st-onnx-qint8`` from a peer environment with sentence-transformers 5.x (``--peer-python``; its ONNX
+backend needs optimum-onnx, which pins transformers<4.58); and ``st-openvino``, ``st-openvino-int8``
+(static int8, the same calibration texts) from one with 6.x + optimum-intel (``--peer-ov-python``).
+Both are built from pinned files by ``python benchmarks/peers.py setup`` into a cache folder, where
+this script finds them by default. A variant whose environment is missing is skipped, with a note.
 
 Prints, per variant: docs/s (median over rounds) and its ratio to st-fp32, peak RSS, the max abs
 difference from st-fp32's output, the share of this machine's matmul roofline in the variant's
@@ -42,11 +42,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from peers import peer_python  # benchmarks/peers.py, beside this file
+
 # fp32-fixed: fp32 with all --threads threads whatever the load (the thread budget off).
 OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "openvino-bf16", "openvino-int8", "fp32-fixed")
 THEIRS = ("st-fp32", "st-bf16", "st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
 # Peers in environments of their own: ONNX needs sentence-transformers 5.x (optimum-onnx pins
-# transformers<4.58); OpenVINO works with 6.2 through optimum-intel, which pulls a CUDA torch.
+# transformers<4.58); OpenVINO works with 6.x through optimum-intel (benchmarks/peers.py builds both).
 ONNX_PEER = ("st-onnx", "st-onnx-qint8")
 OV_PEER = ("st-openvino", "st-openvino-int8")
 PEER_VARIANTS = ONNX_PEER + OV_PEER
@@ -364,8 +366,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; docs/s is the median")
     parser.add_argument("--busy-cores", type=int, default=0, help="spinning foreign processes during the run")
     parser.add_argument("--no-quality", action="store_true", help="skip the cranfield ranking quality")
-    parser.add_argument("--peer-python", default="/work/venvs/st5-onnx/bin/python", help="for st-onnx*")
-    parser.add_argument("--peer-ov-python", default="/work/venvs/st6-ov/bin/python", help="for st-openvino*")
+    # The peers' environments come from `python benchmarks/peers.py setup` (pinned, in a cache folder).
+    parser.add_argument("--peer-python", default=str(peer_python("st5-onnx")), help="for st-onnx*")
+    parser.add_argument("--peer-ov-python", default=str(peer_python("st6-openvino")), help="for st-openvino*")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--texts-file", help=argparse.SUPPRESS)

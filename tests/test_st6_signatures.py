@@ -17,7 +17,6 @@ from torch import nn
 
 # Training and Hub-organisation helpers: training stays with sentence-transformers (README).
 TRAINING_AND_HUB_HELPERS = {
-    "gradient_checkpointing_enable": "training only",
     "default_huggingface_organization": "Hub organisation default of push_to_hub",
     "save_to_hub": "deprecated Hub upload (sentence-transformers' own replacement is push_to_hub)",
 }

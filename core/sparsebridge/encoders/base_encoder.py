@@ -4,6 +4,7 @@ sentence-transformers layout."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..errors import EncodeArgumentError, EncodeInputTypeError
 from .hub import HubMixin
+from .kernel_options import apply_backbone_kernels, plan_kernels
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .model_card_data import SentenceTransformerModelCardData
 from .modules.base import Module, kwargs_for, write_json
@@ -40,9 +42,11 @@ QUERY_PROMPT_NAMES = ("query",)
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
-def _default_device() -> str:
+def default_device_name() -> str:
+    """The device a model goes to when none is given: this process's CUDA device (``LOCAL_RANK`` under a
+    distributed launcher, as sentence-transformers picks it), else Apple's MPS, else the CPU."""
     if torch.cuda.is_available():
-        return "cuda"
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
@@ -205,6 +209,8 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        use_kernels: bool = False,
+        kernel_config: transformers.KernelConfig | None = None,
         model_card_data: SentenceTransformerModelCardData | None = None,
         backend: str = "torch",
         similarity_fn_name: str | SimilarityFunction | None = None,
@@ -216,6 +222,18 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         device_map = (model_kwargs or {}).get("device_map") if backend == "torch" and model_name_or_path else None
         if device is not None and device_map is not None:
             logger.warning(f"Ignoring `device={device}` because `model_kwargs['device_map']` takes priority.")
+        # Runtime-only, as in sentence-transformers: never saved with the model.
+        self.use_kernels = bool(use_kernels or kernel_config is not None)
+        self.kernel_config = copy.deepcopy(kernel_config)
+        kernels = plan_kernels(
+            backend,
+            model_kwargs,
+            self.use_kernels,
+            self.kernel_config,
+            loads_from_path=model_name_or_path is not None,
+            device_map=device_map,
+        )
+        model_kwargs = kernels.model_kwargs
         # The transformer module resolves both (see modules/transformer.py and precision.py).
         model_kwargs = {**(model_kwargs or {}), "backend": backend, **({"precision": precision} if precision else {})}
         model_config: dict[str, Any] = {}
@@ -269,7 +287,8 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         if self._placement_is_delegated:
             self._place_modules()
         else:
-            self.to(device or _default_device())
+            self.to(device or self.get_device_name())
+        apply_backbone_kernels(self, kernels)
         # Habana Gaudi graph mode (sentence-transformers' attribute): sparsebridge has no HPU support,
         # so it is always False here.
         self.is_hpu_graph_enabled = False
@@ -380,7 +399,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
     @property
     def transformers_model(self) -> transformers.PreTrainedModel | None:
         transformer = self._first(Transformer)
-        return None if transformer is None else transformer.auto_model
+        return None if transformer is None else transformer.model
 
     @property
     def config(self) -> transformers.PretrainedConfig | None:
@@ -405,6 +424,44 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         if modality in supported:
             return True
         return isinstance(modality, tuple) and "message" in supported and all(m in supported for m in modality)
+
+    def get_device_name(self) -> str:
+        """The device this model goes to when no ``device`` is given (see ``default_device_name``).
+
+        sparsebridge runs on CUDA, MPS or the CPU; Neuron and HPU are never picked (sentence-transformers'
+        SparseEncoder falls back to the CPU on them too).
+        """
+        return default_device_name()
+
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Recompute activations in the backward pass instead of keeping them (less memory when
+        fine-tuning the model with your own training loop); each submodule that supports it is switched.
+
+        ``activation_checkpointing_kwargs`` go to ``torch.utils.checkpoint.checkpoint``; ``kwargs`` to the
+        submodules' own ``gradient_checkpointing_enable``. A submodule that declares no support is skipped
+        with a warning. Inference (``encode``) is not affected.
+        """
+        for module in self.modules():
+            if module is self:
+                continue
+            enable = getattr(module, "activation_checkpointing_enable", None) or getattr(
+                module, "gradient_checkpointing_enable", None
+            )
+            if enable is None:
+                continue
+            if getattr(module, "supports_gradient_checkpointing", True) is False:
+                # e.g. a wrapper that does not declare support while a model inside it does
+                logger.warning("%s does not support activation checkpointing, skipping it.", type(module).__name__)
+                continue
+            enable(activation_checkpointing_kwargs, **kwargs)
+
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """The older name of ``activation_checkpointing_enable`` (the same switch)."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def get_backend(self) -> str:
         """The inference backend: ``"torch"``."""

@@ -6,7 +6,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,7 +18,6 @@ from .base_encoder import (  # noqa: F401  (re-exported for callers of the older
     QUERY_PROMPT_NAMES,
     BaseEncoder,
     _check_texts,
-    _default_device,
     encode_for_task,
     renamed_kwargs,
 )
@@ -28,6 +27,9 @@ from .model_card_data import SparseEncoderModelCardData
 from .modules.sparse_auto_encoder import SparseAutoEncoder
 from .modules.splade_pooling import SpladePooling
 from .similarity import SimilarityFunction
+
+if TYPE_CHECKING:
+    import transformers
 
 __all__ = ["SparseEncoder"]
 
@@ -74,6 +76,8 @@ class SparseEncoder(BaseEncoder):
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        use_kernels: bool = False,
+        kernel_config: transformers.KernelConfig | None = None,
         model_card_data: SparseEncoderModelCardData | None = None,
         backend: str = "torch",
         similarity_fn_name: str | SimilarityFunction | None = None,
@@ -101,6 +105,8 @@ class SparseEncoder(BaseEncoder):
             model_kwargs=model_kwargs,
             processor_kwargs=processor_kwargs,
             config_kwargs=config_kwargs,
+            use_kernels=use_kernels,
+            kernel_config=kernel_config,
             model_card_data=model_card_data,
             backend=backend,
             precision=precision,

@@ -68,6 +68,18 @@ def _module_config(module: nn.Module) -> dict[str, Any]:
     return config
 
 
+def _config_diff(reference: dict[str, Any], config: dict[str, Any], index: int) -> str:
+    """One line per key that differs from model 0's, both values shown (``<missing>`` where absent)."""
+    lines = []
+    for key in sorted(reference.keys() | config.keys()):
+        if key in reference and key in config and reference[key] == config[key]:
+            continue
+        expected = repr(reference[key]) if key in reference else "<missing>"
+        actual = repr(config[key]) if key in config else "<missing>"
+        lines.append(f"  {key}: model 0={expected}, model {index}={actual}")
+    return "\n".join(lines)
+
+
 def _hf_config(model: Any) -> dict[str, Any]:
     return {k: v for k, v in model.config.to_dict().items() if k not in _IGNORED_CONFIG_KEYS and not k.startswith("_")}
 
@@ -109,12 +121,24 @@ def check_mergeable(models: Sequence[Any]) -> None:
                 raise MergeError(f"Module {name!r} has a different type in model {index}.")
             if getattr(module, "is_quantized", False) or getattr(module, "precision", None) == "int8":
                 raise MergeError("Merging quantized models is not supported. Load unquantized models first.")
-            if module.extra_repr() != other.extra_repr():
-                raise MergeError(f"Module {name!r} has a different configuration in model {index}.")
-            if isinstance(module, Module) and _module_config(module) != _module_config(other):
-                raise MergeError(f"Module {name!r} has a different configuration in model {index}.")
+            if isinstance(module, Module):
+                # Our modules' extra_repr is their config, derived values included: the config is compared
+                # instead, without what a forward pass fills in (SPLADE's embedding_dimension).
+                if _module_config(module) != _module_config(other):
+                    raise MergeError(
+                        f"Module {name!r} has a different configuration in model {index}:\n"
+                        + _config_diff(_module_config(other), _module_config(module), index)
+                    )
+            elif module.extra_repr() != other.extra_repr():
+                raise MergeError(
+                    f"Module {name!r} has a different configuration in model {index}:\n"
+                    f"  model 0: {other.extra_repr()}\n  model {index}: {module.extra_repr()}"
+                )
             if isinstance(module, PreTrainedModel) and _hf_config(module) != _hf_config(other):
-                raise MergeError(f"Transformer {name!r} has a different configuration in model {index}.")
+                raise MergeError(
+                    f"Transformer {name!r} has a different configuration in model {index}:\n"
+                    + _config_diff(_hf_config(other), _hf_config(module), index)
+                )
             tokenizer = getattr(module, "tokenizer", None)
             if hasattr(tokenizer, "get_vocab") and not _same_tokenizer(tokenizer, getattr(other, "tokenizer", None)):
                 raise MergeError(f"Tokenizer vocabulary or special tokens differ in model {index}, module {name!r}.")

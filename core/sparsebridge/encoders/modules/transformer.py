@@ -105,16 +105,16 @@ class Transformer(Module):
         config = AutoConfig.from_pretrained(adapter_base_model(name) or name, cache_dir=cache_dir, **config_args)
         auto_cls = AutoModelForMaskedLM if transformer_task == "fill-mask" else AutoModel
         # Converting the weights' dtype (fp32 file, bf16 asked) reads them tensor by tensor instead.
-        self.auto_model = load_converted(auto_cls, name, config, model_args) or auto_cls.from_pretrained(
+        self.model = load_converted(auto_cls, name, config, model_args) or auto_cls.from_pretrained(
             name, config=config, cache_dir=cache_dir, **model_args
         )
-        self.auto_model.eval()
+        self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(
             tokenizer_name_or_path or name, cache_dir=cache_dir, **tokenizer_args
         )
         if max_seq_length is None:
             limits = [
-                getattr(self.auto_model.config, "max_position_embeddings", None),
+                getattr(self.model.config, "max_position_embeddings", None),
                 getattr(self.tokenizer, "model_max_length", None),
             ]
             # Tokenizers without a limit report a huge sentinel value; ignore it.
@@ -125,15 +125,25 @@ class Transformer(Module):
         if transformer_task == "fill-mask":
             self._projection_path = self._locate_projection()
             if self._projection_path is not None and not self._projection_matches_logits():
-                logger.info("%s post-processes its logits; using full logits", type(self.auto_model).__name__)
+                logger.info("%s post-processes its logits; using full logits", type(self.model).__name__)
                 self._projection_path = None
-        self._token_budget = token_budget(getattr(self.auto_model.config, "hidden_size", None))
+        self._token_budget = token_budget(getattr(self.model.config, "hidden_size", None))
         self._runner = None
         if self.backend != "torch":
             self._start_runner(Path(name), backend_options)
         elif self.precision == "int8":
-            keep = self.auto_model.get_output_embeddings() if self._projection_path else None
-            self.auto_model = quantize_int8(self.auto_model, skip=keep)
+            keep = self.model.get_output_embeddings() if self._projection_path else None
+            self.model = quantize_int8(self.model, skip=keep)
+
+    @property
+    def auto_model(self) -> transformers.PreTrainedModel:
+        """The Hugging Face model: the older (5.x) name of ``model``, kept so both spellings work."""
+        return self.model
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module.__setattr__ registers modules itself (a property setter is never reached): assigning
+        # the 5.x name must replace `model`, not add a second submodule beside it.
+        super().__setattr__("model" if name == "auto_model" else name, value)
 
     def _start_runner(self, folder: Path, options: dict[str, Any]) -> None:
         """Run the transformer with ONNX Runtime / OpenVINO; we keep the projection and pooling."""
@@ -142,8 +152,8 @@ class Transformer(Module):
         if self.transformer_task != "fill-mask":
             raise ModelLoadError(f"backend {self.backend!r} runs masked-LM (sparse) models only; use 'torch'")
         names = list(self.tokenizer.model_input_names)
-        self._runner = load_runner(self.backend, folder, options, self.auto_model, names, self.precision)
-        projection = self.auto_model.get_output_embeddings()
+        self._runner = load_runner(self.backend, folder, options, self.model, names, self.precision)
+        projection = self.model.get_output_embeddings()
         self._backend_projection = None
         if self._runner.cut and isinstance(projection, nn.Linear):
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -236,33 +246,33 @@ class Transformer(Module):
                 features["token_embeddings"] = self._runner(inputs)[0]
             return features
         if self.transformer_task == "feature-extraction":
-            out = self.auto_model(**inputs, return_dict=True)
+            out = self.model(**inputs, return_dict=True)
             features["token_embeddings"] = out.last_hidden_state
             return features
         if self._projection_path is None or self._projection_is_dispatched():
-            features["token_embeddings"] = self.auto_model(**inputs, return_dict=True).logits
+            features["token_embeddings"] = self.model(**inputs, return_dict=True).logits
             return features
         features["token_hidden"] = in_token_chunks(inputs, self._states_before_projection, self._token_budget)
-        features["vocab_projection"] = self.auto_model.get_output_embeddings()
+        features["vocab_projection"] = self.model.get_output_embeddings()
         return features
 
     def _states_before_projection(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The vocabulary projection's input for these tokens (the model runs without the projection)."""
         with self._projection_captured() as (capture, _):
-            self.auto_model(**inputs, return_dict=True)
+            self.model(**inputs, return_dict=True)
         return capture.captured
 
     def _projection_is_dispatched(self) -> bool:
         """Whether Accelerate places the vocabulary projection (a hook on it, or its weights offloaded
         to ``meta``): then only its own forward brings the weights in, so pooling cannot apply it."""
-        projection = self.auto_model.get_output_embeddings()
+        projection = self.model.get_output_embeddings()
         return "_hf_hook" in projection.__dict__ or any(p.device.type == "meta" for p in projection.parameters())
 
     def _locate_projection(self) -> tuple[str, str] | None:
-        projection = self.auto_model.get_output_embeddings()
+        projection = self.model.get_output_embeddings()
         if not isinstance(projection, nn.Linear):
             return None
-        for name, module in self.auto_model.named_modules():
+        for name, module in self.model.named_modules():
             if module is projection and name:
                 parent, _, attr = name.rpartition(".")
                 return parent, attr
@@ -271,7 +281,7 @@ class Transformer(Module):
     @contextmanager
     def _projection_captured(self):
         parent_name, attr = self._projection_path  # type: ignore[misc]
-        parent = self.auto_model.get_submodule(parent_name) if parent_name else self.auto_model
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
         projection = getattr(parent, attr)
         capture = _CaptureInput()
         # Swapping the submodule for one forward pass skips the [batch, seq, vocab] matmul entirely.
@@ -285,11 +295,11 @@ class Transformer(Module):
     def _projection_matches_logits(self) -> bool:
         probe = self.tokenize(["sparse retrieval check", "a"])
         inputs = self._model_inputs(probe)
-        device = next(self.auto_model.parameters()).device
+        device = next(self.model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
-        logits = self.auto_model(**inputs, return_dict=True).logits
+        logits = self.model(**inputs, return_dict=True).logits
         with self._projection_captured() as (capture, projection):
-            self.auto_model(**inputs, return_dict=True)
+            self.model(**inputs, return_dict=True)
         if capture.captured is None or capture.captured.shape[:-1] != logits.shape[:-1]:
             return False
         tol = _SELF_CHECK_TOL.get(logits.dtype, 1e-4)
@@ -298,15 +308,15 @@ class Transformer(Module):
     # -- properties -----------------------------------------------------------------------
     def get_word_embedding_dimension(self) -> int:
         if self.transformer_task == "fill-mask":
-            return int(self.auto_model.config.vocab_size)
-        return int(self.auto_model.config.hidden_size)
+            return int(self.model.config.vocab_size)
+        return int(self.model.config.hidden_size)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, output_path: str | os.PathLike, safe_serialization: bool = True) -> None:
         path = Path(output_path)
         path.mkdir(parents=True, exist_ok=True)
-        if not save_adapter(self.auto_model, path, safe_serialization):  # with adapters: the PEFT layout
-            self.auto_model.save_pretrained(path, safe_serialization=safe_serialization)
+        if not save_adapter(self.model, path, safe_serialization):  # with adapters: the PEFT layout
+            self.model.save_pretrained(path, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(path)
         config = self.get_config_dict()
         if self.transformer_task == "fill-mask":
