@@ -117,6 +117,18 @@ def test_layers_import_only_downwards():
     assert not problems, "\n".join(problems)
 
 
+def test_every_import_inside_the_package_resolves():
+    """A relative import that names no module (a file moved, a merge that kept the old path) is
+    caught here, before an import error at run time."""
+    missing = [
+        f"{name}:{line} imports {target}"
+        for name in MODULES
+        for line, target in imports(name)
+        if target.split(".")[0] == "sparsebridge" and target not in MODULES and new_name(target) is None
+    ]
+    assert not missing, "\n".join(missing)
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle of ``graph`` as a list of nodes (first == last), or None."""
     state: dict[str, int] = {}

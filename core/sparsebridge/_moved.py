@@ -31,6 +31,7 @@ MOVED = {
     "exact_recall": "index.exact_recall",
     "filters": "connector.filters",
     "heap": "encoders.runtime.heap",
+    "kernel_options": "encoders.runtime.kernel_options",
     "hookspecs": "connector.hookspecs",
     "hub": "encoders.hub",
     "loading": "encoders.loading",

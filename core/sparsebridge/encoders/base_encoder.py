@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..errors import EncodeArgumentError, EncodeInputTypeError
 from .hub import HubMixin
-from .kernel_options import apply_backbone_kernels, plan_kernels
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .model_card_data import SentenceTransformerModelCardData
 from .modules.base import Module, kwargs_for, write_json
 from .modules.pooling import Pooling
 from .modules.router import Router
 from .modules.transformer import Transformer
+from .runtime.kernel_options import apply_backbone_kernels, plan_kernels
 from .runtime.peft_adapters import PeftAdapterMixin
 from .runtime.placement import AcceleratePlacementMixin
 from .runtime.threads import cpu_thread_budget

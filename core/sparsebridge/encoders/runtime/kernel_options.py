@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import ConfigError, MissingDependencyError
+from ...errors import ConfigError, MissingDependencyError
 
 __all__ = ["KernelPlan", "apply_backbone_kernels", "plan_kernels"]
 
