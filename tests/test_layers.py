@@ -23,7 +23,13 @@ CONNECTORS = ROOT / "connectors"
 # ``base``: errors, defaults, the version and the old names' finder; ``facade``: the package's
 # ``__init__``, which names the public classes (lazily) and is imported by no module inside.
 LAYERS = ["base", "connector", "vectors", "encoders", "evaluation", "config", "index", "cli", "testing", "facade"]
-BASE = {"sparsebridge._version", "sparsebridge._moved", "sparsebridge.errors", "sparsebridge.defaults"}
+BASE = {
+    "sparsebridge._version",
+    "sparsebridge._moved",
+    "sparsebridge._lazy",
+    "sparsebridge.errors",
+    "sparsebridge.defaults",
+}
 
 # Modules that import neither torch nor transformers: the connector contract and plugins, the
 # vectors as data, the config and the builder, the index side, the CLI (commands load a model

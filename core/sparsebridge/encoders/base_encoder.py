@@ -556,6 +556,19 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
             )
         return self.prompts[name]
 
+    def _start_encode(
+        self, inputs: Any, batch_size: int, kwargs: dict[str, Any], pool: Any, device: Any
+    ) -> tuple[list[str | tuple[str, str]], bool, bool]:
+        """The checks every ``encode`` starts with: the inputs as a list (and whether one text was
+        given), a positive batch size, keywords some module takes; and whether the call runs in a
+        pool of processes (``pool=``, or a non-empty list of devices, as in sentence-transformers)."""
+        texts, single = _check_texts(inputs)
+        if batch_size <= 0:
+            raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")
+        self._check_encode_kwargs(kwargs)
+        in_pool = pool is not None or (isinstance(device, (list, tuple)) and len(device) > 0)
+        return texts, single, in_pool
+
     def _check_encode_kwargs(self, kwargs: dict[str, Any]) -> None:
         """Refuse keywords no module takes (``task`` and ``processing_kwargs`` are always allowed)."""
         model_kwargs = self.get_model_kwargs()

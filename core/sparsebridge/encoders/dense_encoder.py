@@ -15,12 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import EncodeArgumentError
 from .base_encoder import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAMES,
     BaseEncoder,
-    _check_texts,
     encode_for_task,
     renamed_kwargs,
 )
@@ -74,11 +72,8 @@ class DenseEncoder(BaseEncoder):
         """
         if output_value != "sentence_embedding":
             raise ValueError(f"output_value {output_value!r} is not supported; use 'sentence_embedding'")
-        texts, single = _check_texts(inputs)
-        if batch_size <= 0:
-            raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")
-        self._check_encode_kwargs(kwargs)
-        if pool is not None or isinstance(device, (list, tuple)):
+        texts, single, in_pool = self._start_encode(inputs, batch_size, kwargs, pool, device)
+        if in_pool:
             return self._encode_in_pool(
                 texts,
                 single,

@@ -171,11 +171,8 @@ class SparseEncoder(BaseEncoder):
         (tokenizer overrides for this call, e.g. ``{"text": {"max_length": 64}}``).
         """
         check_encode_arguments(max_active_dims, pool)
-        texts, single = _check_texts(inputs)
-        if batch_size <= 0:
-            raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")
-        self._check_encode_kwargs(kwargs)
-        if pool is not None or (isinstance(device, (list, tuple)) and len(device) > 0):
+        texts, single, in_pool = self._start_encode(inputs, batch_size, kwargs, pool, device)
+        if in_pool:
             return self._encode_in_pool(
                 texts,
                 single,

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from .ir_metrics import evaluate_run, mean_ranking_metrics
 
 _LAZY = {
@@ -20,12 +20,7 @@ if TYPE_CHECKING:
     from .sparse_information_retrieval import SparseInformationRetrievalEvaluator
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["SparseEvaluator", "SparseInformationRetrievalEvaluator", "evaluate_run", "mean_ranking_metrics"]

@@ -11,7 +11,6 @@ loses nothing and duplicates nothing. A migration ends by comparing the two inde
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 from ..connector import Connector, ConnectorError, IndexSpec, Record, check_vocabulary
 from ..vectors.vocabulary import Vocabulary
 from .results import IngestReport
+from .writer import progress_bar
 
 # Index metadata keys that describe the vectors (what a dataset and a migrated index carry over).
 _CARRIED = ("model", "vocab_size", "vocab_fingerprint", "producer", "vectors_producer", "dense_model")
@@ -67,12 +67,6 @@ def _peek(batches: Iterator[list[Record]]) -> tuple[list[Record] | None, Iterato
     return first, itertools.chain([first], batches)
 
 
-def _progress(total: int | None, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="records", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
 def export_index(
     connector: Connector,
     vocab: Vocabulary,
@@ -114,7 +108,7 @@ def export_index(
     )
     if isinstance(stored.get("producer"), dict):
         meta["index_producer"] = dict(stored["producer"])  # what an index built from it will check
-    progress = _progress(report.source_count, "export", show_progress)
+    progress = progress_bar(report.source_count, "export", "records", show_progress)
     try:
         with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS) as out:
             done = out.done_ids
@@ -169,7 +163,7 @@ def migrate(
     )
     target.open_index(spec)
     ingest = IngestReport(index=target.index)
-    progress = _progress(report.source_count, "migrate", show_progress)
+    progress = progress_bar(report.source_count, "migrate", "records", show_progress)
 
     def chunks() -> Iterator[tuple[list[Record], int]]:
         for batch in batches:
