@@ -319,3 +319,27 @@ def test_port_in_use_is_one_error_line(tmp_path):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}")
     json.dumps(result.stderr)
+
+
+# --------------------------------------------------------------------------- inference-free model
+
+
+def test_inference_free_router_model(tmp_path, splade_path, queries, docs):
+    """A Router whose query route is a SparseStaticEmbedding (no transformer pass for queries),
+    saved and served by path: each route gives what the Python API gives on the loaded model."""
+    from sparsebridge import SparseEncoder
+    from sparsebridge.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
+
+    transformer = MLMTransformer(str(splade_path))
+    static = SparseStaticEmbedding.from_corpus(transformer.tokenizer, docs, frozen=True)
+    router = Router.for_query_document([static], [transformer, SpladePooling("max", "relu")])
+    SparseEncoder(modules=[router], device="cpu").save(tmp_path / "model")
+    config = tmp_path / "sparsebridge.toml"
+    config.write_text(f'[model]\nname_or_path = "{tmp_path / "model"}"\nquery_side = "inference-free"\n')
+    loaded = SparseEncoder(str(tmp_path / "model"), device="cpu")
+    with ServerProcess(tmp_path, config) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
+        query_side = client.post("/query/embed_sparse", json={"inputs": queries}).json()
+        document_side = client.post("/embed_sparse", json={"inputs": docs[:4]}).json()
+    assert query_side == encode(loaded, "query", queries)
+    assert document_side == encode(loaded, "document", docs[:4])
+    assert query_side != encode(loaded, "document", queries)  # the two routes differ
