@@ -343,3 +343,58 @@ def test_inference_free_router_model(tmp_path, splade_path, queries, docs):
     assert query_side == encode(loaded, "query", queries)
     assert document_side == encode(loaded, "document", docs[:4])
     assert query_side != encode(loaded, "document", queries)  # the two routes differ
+
+
+# --------------------------------------------------------------------------- the engines' connectors
+
+
+def json_path(document, path: str) -> list[list]:
+    """``$.a[*].b[*].c`` as Elasticsearch's custom service reads it for sparse embeddings: one list
+    of values per element of the first ``[*]`` (one per input text). Only this form is needed here."""
+    steps = path.removeprefix("$.").split(".")
+    outer = document
+    i = 0
+    while not steps[i].endswith("[*]"):
+        outer = outer[steps[i]]
+        i += 1
+    outer = outer[steps[i][:-3]]
+    inner_key, leaf = steps[i + 1][:-3], steps[i + 2]
+    return [[entry[leaf] for entry in item[inner_key]] for item in outer]
+
+
+def test_engine_connector_bodies_valid_and_served(limited, encoder, specs_dir, queries, docs):
+    from sparsebridge.serve.engines import elasticsearch_inference_endpoint, opensearch_connector
+    from spec_validation import elasticsearch_validator, opensearch_validator
+
+    es_spec, os_spec = elasticsearch_validator(specs_dir), opensearch_validator(specs_dir)
+    put_custom = json.loads((specs_dir / "elasticsearch" / "elasticsearch-serverless-openapi.json").read_text())[
+        "paths"
+    ]["/_inference/{task_type}/{custom_inference_id}"]["put"]["requestBody"]["content"]["application/json"]["schema"]
+    for side, texts in (("query", queries[:3]), ("document", docs[:3])):
+        want = [dict(pairs) for pairs in encoder.decode(getattr(encoder, f"encode_{side}")(texts, batch_size=32))]
+
+        es_body = elasticsearch_inference_endpoint(limited.url, side, api_key="s3cret-key")
+        assert set(es_body) <= set(put_custom["properties"]) and set(put_custom.get("required", ())) <= set(es_body)
+        settings = es_body["service_settings"]
+        es_spec.validate(settings, "inference._types.CustomServiceSettings")
+        # What Elasticsearch's custom service does with these settings: fill the request template,
+        # resolve ${...} headers from secret_parameters, POST, read tokens and weights by the paths.
+        content = settings["request"]["content"].replace("${input}", json.dumps(texts))
+        secret = settings["secret_parameters"]["api_key"]
+        headers = {k: v.replace("${api_key}", secret) for k, v in settings["headers"].items()}
+        answer = httpx.post(settings["url"], content=content, headers=headers, timeout=60).json()
+        assert isinstance(answer, dict)  # an object at the root: what the custom service can parse
+        parser = settings["response"]["json_parser"]
+        tokens, weights = json_path(answer, parser["token_path"]), json_path(answer, parser["weight_path"])
+        assert [dict(zip(t, w)) for t, w in zip(tokens, weights)] == want
+
+        os_body = opensearch_connector(limited.url, side, api_key="s3cret-key")
+        os_spec.validate(os_body, "request:ml/ml.create_connector")
+        (action,) = os_body["actions"]
+        # What ML Commons does for a remote model: text_docs -> parameters.texts (the pre-process
+        # function), the request_body filled, ${credential.*} headers resolved, the answer's map read.
+        body = action["request_body"].replace("${parameters.texts}", json.dumps(texts))
+        secret = os_body["credential"]["api_key"]
+        headers = {k: v.replace("${credential.api_key}", secret) for k, v in action["headers"].items()}
+        answer = httpx.request(action["method"], action["url"], content=body, headers=headers, timeout=60).json()
+        assert answer["response"] == want
