@@ -56,24 +56,7 @@ def create_app(service: ModelService, settings: ServeSettings | None = None) -> 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, title="sparsebridge")
     app.state.batcher, app.state.service, app.state.metrics = batcher, service, metrics
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        started = time.perf_counter()
-        try:
-            if path not in OPEN_ROUTES:
-                check_bearer(request.headers.get("authorization"), api_key)
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-                raise TooLarge(f"the body has {length} bytes; max_request_bytes is {settings.max_request_bytes}")
-            response = await call_next(request)
-        except ApiError as exc:
-            response = exc.response()
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        metrics.requests.labels(label, str(response.status_code)).inc()
-        metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Guard, api_key=api_key, max_request_bytes=settings.max_request_bytes, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -169,6 +152,48 @@ def create_app(service: ModelService, settings: ServeSettings | None = None) -> 
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+class Guard:
+    """What every request passes first: the API key, the announced body size, and the request metrics.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` runs each request through a task
+    group and memory streams, which costs more than the inference-free query side's model pass.
+    """
+
+    def __init__(self, app: Any, *, api_key: str | None, max_request_bytes: int, metrics: Metrics) -> None:
+        self.app, self.api_key, self.max_request_bytes, self.metrics = app, api_key, max_request_bytes, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            headers = dict(scope["headers"])
+            if scope["path"] not in OPEN_ROUTES:
+                auth = headers.get(b"authorization")
+                check_bearer(auth.decode("latin-1") if auth is not None else None, self.api_key)
+            length = headers.get(b"content-length", b"").decode("latin-1")
+            if length.isdigit() and int(length) > self.max_request_bytes:
+                raise TooLarge(f"the body has {length} bytes; max_request_bytes is {self.max_request_bytes}")
+        except ApiError as exc:
+            await exc.response()(scope, receive, send_status)
+        else:
+            await self.app(scope, receive, send_status)
+        finally:
+            # FastAPI puts the matched route into the shared scope: label by its template, not the raw path.
+            label = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(label, str(status)).inc()
+            self.metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
 
 
 def _info(service: ModelService, settings: ServeSettings) -> dict[str, Any]:
