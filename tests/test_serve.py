@@ -398,3 +398,21 @@ def test_engine_connector_bodies_valid_and_served(limited, encoder, specs_dir, q
         headers = {k: v.replace("${credential.api_key}", secret) for k, v in action["headers"].items()}
         answer = httpx.request(action["method"], action["url"], content=body, headers=headers, timeout=60).json()
         assert answer["response"] == want
+
+
+# --------------------------------------------------------------------------- [serve] config
+
+
+def test_serve_config_section(monkeypatch):
+    from sparsebridge.config import config_from_dict, reveal
+    from sparsebridge.errors import ConfigError
+
+    monkeypatch.setenv("SB_SERVE_KEY", "hidden-serve-key")
+    config = config_from_dict({"serve": {"api_key": "${SB_SERVE_KEY}", "port": 0, "max_queue": 4}}, "t.toml")
+    assert (config.serve.port, config.serve.max_queue, config.serve.host) == (0, 4, "127.0.0.1")
+    assert reveal(config.serve.api_key) == "hidden-serve-key"
+    assert "hidden-serve-key" not in repr(config) + json.dumps(config.to_dict(), default=str)
+    with pytest.raises(ConfigError, match=r"t.toml: \[serve\] unknown key 'max_batch'"):
+        config_from_dict({"serve": {"max_batch": 3}}, "t.toml")
+    with pytest.raises(ConfigError, match=r"\[serve\] max_queue"):
+        config_from_dict({"serve": {"max_queue": 0}}, "t.toml")
