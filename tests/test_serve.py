@@ -408,7 +408,8 @@ def test_serve_config_section(monkeypatch):
     from sparsebridge.errors import ConfigError
 
     monkeypatch.setenv("SB_SERVE_KEY", "hidden-serve-key")
-    config = config_from_dict({"serve": {"api_key": "${SB_SERVE_KEY}", "port": 0, "max_queue": 4}}, "t.toml")
+    serve = {"api_key": "${SB_SERVE_KEY}", "port": 0, "max_queue": 4, "max_client_batch_size": 4}
+    config = config_from_dict({"serve": serve}, "t.toml")
     assert (config.serve.port, config.serve.max_queue, config.serve.host) == (0, 4, "127.0.0.1")
     assert reveal(config.serve.api_key) == "hidden-serve-key"
     assert "hidden-serve-key" not in repr(config) + json.dumps(config.to_dict(), default=str)
@@ -416,3 +417,5 @@ def test_serve_config_section(monkeypatch):
         config_from_dict({"serve": {"max_batch": 3}}, "t.toml")
     with pytest.raises(ConfigError, match=r"\[serve\] max_queue"):
         config_from_dict({"serve": {"max_queue": 0}}, "t.toml")
+    with pytest.raises(ConfigError, match=r"\[serve\] max_client_batch_size = 40: must not exceed max_queue \(16\)"):
+        config_from_dict({"serve": {"max_queue": 16, "max_client_batch_size": 40}}, "t.toml")

@@ -416,6 +416,12 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         max_request_bytes=serve.integer("max_request_bytes", 2_000_000, minimum=1),
         auto_truncate=serve.boolean("auto_truncate", True),
     )
+    if sv.max_client_batch_size > sv.max_queue:
+        raise serve.error(
+            "max_client_batch_size",
+            sv.max_client_batch_size,
+            f"must not exceed max_queue ({sv.max_queue}), or a full request could never be admitted",
+        )
     serve.finish()
     return Config(model=m, backend=b, ingest=i, search=s, serve=sv, source=source)
 
