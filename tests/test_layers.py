@@ -22,7 +22,19 @@ CONNECTORS = ROOT / "connectors"
 # Bottom to top: a module may import its own layer and the layers below it, never one above.
 # ``base``: errors, defaults, the version and the old names' finder; ``facade``: the package's
 # ``__init__``, which names the public classes (lazily) and is imported by no module inside.
-LAYERS = ["base", "connector", "vectors", "encoders", "evaluation", "config", "index", "cli", "testing", "facade"]
+LAYERS = [
+    "base",
+    "connector",
+    "vectors",
+    "encoders",
+    "evaluation",
+    "config",
+    "index",
+    "serve",
+    "cli",
+    "testing",
+    "facade",
+]
 BASE = {
     "sparsebridge._version",
     "sparsebridge._moved",

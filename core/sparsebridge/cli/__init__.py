@@ -21,7 +21,7 @@ The frame (``main``, options, error handling) is in ``app.py``; each command gro
 its own, imported here so that it registers with ``main``.
 """
 
-from . import cache, encode, evaluate, info, ingest, search, transfer  # noqa: F401  (register the commands)
+from . import cache, encode, evaluate, info, ingest, search, serve, transfer  # noqa: F401  (register the commands)
 from .app import main, printable
 
 __all__ = ["main", "printable"]

@@ -31,6 +31,18 @@ an embedded Qdrant Edge index in ``./sparsebridge-data``)::
     weights = { sparse = 1.0, dense = 1.0 }   # fusion = "linear" only
     dense_model = "packaged:minilm"
 
+    [serve]                            # sparsebridge serve (see sparsebridge.serve)
+    host = "127.0.0.1"                 # loopback unless told otherwise
+    port = 8080
+    api_key = "${SPARSEBRIDGE_API_KEY}"   # optional: clients send "Authorization: Bearer <key>"
+    batching = true                    # join concurrent requests into one model pass
+    max_batch_tokens = 16384           # token budget of one pass
+    max_batch_requests = 128           # texts in one pass
+    max_client_batch_size = 32         # texts in one request (more: 413)
+    max_queue = 512                    # texts waiting (more: 429)
+    max_request_bytes = 2000000        # request body size (more: 413)
+    auto_truncate = true               # truncate long texts when a request does not say
+
 Values are data only: nothing in a config is run through a shell or evaluated. ``${VAR}`` is the
 one substitution (``$${`` writes a literal ``${``); an unset variable is an error naming the file,
 the key and the variable. Values read from the environment and values of secret keys
@@ -225,11 +237,26 @@ class SearchSettings:
 
 
 @dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: Secret | None = None
+    batching: bool = True
+    max_batch_tokens: int = 16384
+    max_batch_requests: int = 128
+    max_client_batch_size: int = 32
+    max_queue: int = 512
+    max_request_bytes: int = 2_000_000
+    auto_truncate: bool = True
+
+
+@dataclass
 class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     source: str = "<defaults>"
 
     @classmethod
@@ -256,6 +283,7 @@ class Config:
             "backend": backend,
             "ingest": ingest,
             "search": {f.name: getattr(self.search, f.name) for f in fields(self.search)},
+            "serve": {f.name: redact(getattr(self.serve, f.name)) for f in fields(self.serve)},
         }
 
 
@@ -302,7 +330,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
     v = _Validator(source)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a table at the top level")
-    sections = ("model", "backend", "ingest", "search")
+    sections = ("model", "backend", "ingest", "search", "serve")
     for key in data:
         if key not in sections:
             raise ConfigError(f"{source}: unknown section [{key}]; allowed: {', '.join(f'[{s}]' for s in sections)}")
@@ -366,7 +394,29 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         dense_model=search.string("dense_model", DEFAULT_DENSE_MODEL),
     )
     search.finish()
-    return Config(model=m, backend=b, ingest=i, search=s, source=source)
+
+    serve = v.section("serve", data.get("serve", {}), interpolate_secret=True)
+    api_key = serve.string("api_key", None)
+    sv = ServeSettings(
+        host=serve.string("host", "127.0.0.1"),
+        port=serve.integer("port", 8080, minimum=0),
+        api_key=None if api_key is None else Secret(api_key),
+        batching=serve.boolean("batching", True),
+        max_batch_tokens=serve.integer("max_batch_tokens", 16384, minimum=1),
+        max_batch_requests=serve.integer("max_batch_requests", 128, minimum=1),
+        max_client_batch_size=serve.integer("max_client_batch_size", 32, minimum=1),
+        max_queue=serve.integer("max_queue", 512, minimum=1),
+        max_request_bytes=serve.integer("max_request_bytes", 2_000_000, minimum=1),
+        auto_truncate=serve.boolean("auto_truncate", True),
+    )
+    if sv.max_client_batch_size > sv.max_queue:
+        raise serve.error(
+            "max_client_batch_size",
+            sv.max_client_batch_size,
+            f"must not exceed max_queue ({sv.max_queue}), or a full request could never be admitted",
+        )
+    serve.finish()
+    return Config(model=m, backend=b, ingest=i, search=s, serve=sv, source=source)
 
 
 def _fusion_weights(search: _Section) -> tuple[float, float]:

@@ -1,0 +1,153 @@
+"""Dynamic batching: the texts of concurrent requests joined into model passes.
+
+Requests wait in one queue. One worker takes the oldest request and every waiting request with the
+same :class:`~sparsebridge.serve.service.BatchKey` (side, prompt, truncation...) that still fits the
+token budget and the text limit, and runs them as one model pass on a thread of its own while the
+event loop keeps accepting requests. The next batch is formed from whatever arrived meanwhile, so
+there is no fixed wait: under light load a request goes alone, under heavy load passes fill up.
+Past ``max_queue`` admitted texts a request is refused with 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InferenceFailed, Overloaded, Unhealthy
+from .metrics import Metrics
+from .service import BatchKey, Job
+
+log = logging.getLogger("sparsebridge.serve")
+
+
+@dataclass
+class _Pending:
+    job: Job
+    future: asyncio.Future = field(repr=False)
+
+
+class Batcher:
+    """Joins :class:`Job` s into passes of ``run(key, texts)``; ``batching=False`` runs each alone."""
+
+    def __init__(
+        self,
+        run: Callable[[BatchKey, list[str]], list[Any]],
+        *,
+        max_batch_tokens: int,
+        max_batch_requests: int,
+        max_queue: int,
+        batching: bool = True,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._run = run
+        self.max_batch_tokens, self.max_batch_requests, self.max_queue = max_batch_tokens, max_batch_requests, max_queue
+        self.batching = batching
+        self.metrics = metrics or Metrics()
+        self._pending: deque[_Pending] = deque()
+        self._admitted = 0  # texts admitted and not yet answered (waiting or in a pass)
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        # One thread: passes run one at a time, each using the cores through torch's own threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsebridge-model")
+        self._worker = asyncio.create_task(self._work(), name="sparsebridge-batcher")
+
+    async def stop(self) -> None:
+        """Finish every admitted request, then stop the worker."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._worker is not None:
+            await self._worker
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, job: Job) -> list[Any]:
+        """The results for ``job`` 's texts, in order, once its pass ran."""
+        if not self.running or self._stopping:
+            raise Unhealthy("the server is stopping" if self._stopping else "the model worker is not running")
+        if self._admitted + len(job.texts) > self.max_queue:
+            raise Overloaded(
+                f"{self._admitted} texts are waiting (max_queue {self.max_queue}); retry after a short wait"
+            )
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(job, future))
+        self._admitted += len(job.texts)
+        self.metrics.queue_texts.set(self._admitted)
+        assert self._wake is not None
+        self._wake.set()
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if not future.done():  # the client went away: its texts still run, the answer is dropped
+                future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+
+    def _take(self) -> list[_Pending]:
+        first = self._pending.popleft()
+        batch, tokens, texts = [first], first.job.cost, len(first.job.texts)
+        if not self.batching:
+            return batch
+        rest: deque[_Pending] = deque()
+        while self._pending:
+            p = self._pending.popleft()
+            fits = tokens + p.job.cost <= self.max_batch_tokens and texts + len(p.job.texts) <= self.max_batch_requests
+            if p.job.key == first.job.key and fits:
+                batch.append(p)
+                tokens, texts = tokens + p.job.cost, texts + len(p.job.texts)
+            else:
+                rest.append(p)
+        self._pending = rest
+        return batch
+
+    async def _work(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take()
+            key = batch[0].job.key
+            texts = [t for p in batch for t in p.job.texts]
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, key, texts)
+                if len(results) != len(texts):
+                    raise RuntimeError(f"the model gave {len(results)} results for {len(texts)} texts")
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a 424 for the batch's requests
+                log.exception("model pass over %d texts failed", len(texts))
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(InferenceFailed(f"inference failed: {type(exc).__name__}"))
+            else:
+                start = 0
+                for p in batch:
+                    end = start + len(p.job.texts)
+                    if not p.future.done():
+                        p.future.set_result(results[start:end])
+                    start = end
+            finally:
+                self._admitted -= len(texts)
+                m = self.metrics
+                m.queue_texts.set(self._admitted)
+                m.batch_texts.observe(len(texts))
+                m.batch_tokens.observe(sum(p.job.cost for p in batch))
+                m.batch_seconds.observe(time.perf_counter() - started)
+                m.inputs.labels(key.kind).inc(len(texts))

@@ -1,0 +1,247 @@
+"""The models a server holds, and the two things done with them: checking a request's texts
+(side, prompt, token counts, limits) and one model pass over a batch of texts."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from ..encoders.base_encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
+from .errors import EmptyInput, InvalidInput, NotServed, TooLarge
+
+SIDES = ("query", "document")
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """What texts must share to go through one model pass together."""
+
+    kind: str  # "sparse" or "dense"
+    side: str  # "query" or "document"
+    prompt_name: str | None  # an explicit prompt other than the side's own; None: the side's
+    direction: str  # truncation side: "right" or "left"
+    normalize: bool = False  # dense only
+    dimensions: int | None = None  # dense only
+
+
+@dataclass
+class Job:
+    """One request's texts, checked, with the token count each costs in a batch."""
+
+    key: BatchKey
+    texts: list[str]
+    tokens: list[int]
+
+    @property
+    def cost(self) -> int:
+        return sum(self.tokens)
+
+
+@dataclass
+class Limits:
+    max_client_batch_size: int
+    max_batch_tokens: int
+    auto_truncate: bool
+
+
+class _Model:
+    """One encoder with what the request checks need: its prompts, maximum length and a tokenizer of
+    its own for counting (a fast tokenizer is not safe to share with the thread running the model)."""
+
+    def __init__(self, encoder: Any, name: str) -> None:
+        self.encoder, self.name = encoder, name
+        self.prompts: dict[str, str] = dict(getattr(encoder, "prompts", {}) or {})
+        self.max_length: int | None = getattr(encoder, "max_seq_length", None)
+        self.counter = copy.deepcopy(encoder.tokenizer)
+
+    def side_and_prompt(self, prompt_name: str | None, fixed_side: str | None) -> tuple[str, str | None]:
+        """The side a request goes to, and the explicit prompt name to pass (None: the side's own).
+
+        ``query`` (and the document names ``document``/``passage``/``corpus``) pick the side, with the
+        prompt the model has for it; any other name must be one of the model's prompts and goes to
+        ``fixed_side`` (document by default, as an ingest needs).
+        """
+        if prompt_name is None:
+            return fixed_side or "document", None
+        if prompt_name in QUERY_PROMPT_NAMES or prompt_name in DOCUMENT_PROMPT_NAMES:
+            side = "query" if prompt_name in QUERY_PROMPT_NAMES else "document"
+            explicit = prompt_name if prompt_name in self.prompts else None
+        elif prompt_name in self.prompts:
+            side, explicit = fixed_side or "document", prompt_name
+        else:
+            known = sorted({*self.prompts, *QUERY_PROMPT_NAMES, *DOCUMENT_PROMPT_NAMES})
+            raise InvalidInput(f"prompt_name {prompt_name!r} is not a prompt of {self.name}; known: {', '.join(known)}")
+        if fixed_side is not None and side != fixed_side:
+            raise InvalidInput(f"prompt_name {prompt_name!r} is a {side} prompt, but this is the /{fixed_side} route")
+        return side, explicit
+
+    def prompt_text(self, side: str, explicit: str | None) -> str:
+        names = (explicit,) if explicit else (QUERY_PROMPT_NAMES if side == "query" else DOCUMENT_PROMPT_NAMES)
+        return next((self.prompts[n] for n in names if n in self.prompts), "") or ""
+
+    def count(self, texts: list[str]) -> list[int]:
+        ids = self.counter(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
+
+class ModelService:
+    """The sparse model (and the dense one of a hybrid config) behind the routes."""
+
+    def __init__(
+        self,
+        encoder: Any,
+        *,
+        model_name: str,
+        dense_encoder: Any | None = None,
+        dense_model_name: str | None = None,
+        batch_size: int = 32,
+        max_active_dims: int | None = None,
+        precision: str = "fp32",
+        limits: Limits,
+    ) -> None:
+        from ..vectors.vocabulary import Vocabulary
+
+        self.sparse = _Model(encoder, model_name)
+        self.dense = _Model(dense_encoder, dense_model_name or "dense model") if dense_encoder is not None else None
+        self.vocab = Vocabulary(encoder.tokenizer, model_name)
+        self.batch_size, self.max_active_dims, self.limits = batch_size, max_active_dims, limits
+        self.precision = precision
+
+    @classmethod
+    def from_config(cls, config: Config) -> ModelService:
+        """Load what ``config`` names: the sparse model with its precision, checked against
+        ``[model] query_side``, and the dense model when ``[search] hybrid = true``."""
+        from ..config import check_device
+        from ..config.builder import build_dense_encoder, build_sparse_encoder, load_query_encoder
+
+        check_device(config)
+        encoder = build_sparse_encoder(config)
+        load_query_encoder(config.model.query_side, encoder, config)
+        dense = build_dense_encoder(config) if config.search.hybrid else None
+        s = config.serve
+        return cls(
+            encoder,
+            model_name=config.model.name_or_path,
+            dense_encoder=dense,
+            dense_model_name=config.search.dense_model if dense is not None else None,
+            batch_size=config.model.batch_size,
+            max_active_dims=config.model.max_active_dims,
+            precision=config.model.precision,
+            limits=Limits(s.max_client_batch_size, s.max_batch_tokens, s.auto_truncate),
+        )
+
+    # -- checking a request
+
+    def job(
+        self,
+        kind: str,
+        inputs: str | list[str],
+        *,
+        fixed_side: str | None = None,
+        prompt_name: str | None = None,
+        truncate: bool | None = None,
+        direction: str = "right",
+        normalize: bool = False,
+        dimensions: int | None = None,
+    ) -> Job:
+        """The request's texts as a :class:`Job`, or the error that refuses them (413, 422, 400)."""
+        model = self.sparse if kind == "sparse" else self.dense
+        if model is None:
+            raise NotServed("this server has no dense model: serve a config with [search] hybrid = true")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not texts:
+            raise EmptyInput("inputs is empty")
+        limit = self.limits.max_client_batch_size
+        if len(texts) > limit:
+            raise TooLarge(f"inputs holds {len(texts)} texts; max_client_batch_size is {limit}")
+        side, explicit = model.side_and_prompt(prompt_name, fixed_side)
+        prompt = model.prompt_text(side, explicit)
+        counts = model.count([prompt + t for t in texts])
+        truncate = self.limits.auto_truncate if truncate is None else truncate
+        if model.max_length:
+            for i, n in enumerate(counts):
+                if n > model.max_length and not truncate:
+                    raise TooLarge(
+                        f"inputs[{i}] has {n} tokens, more than the model's {model.max_length}: "
+                        "shorten it or send truncate=true"
+                    )
+            counts = [min(n, model.max_length) for n in counts]
+        if sum(counts) > self.limits.max_batch_tokens:
+            raise TooLarge(
+                f"inputs hold {sum(counts)} tokens; max_batch_tokens is {self.limits.max_batch_tokens}: "
+                "send fewer texts"
+            )
+        if dimensions is not None and kind == "dense":
+            size = _dense_size(model.encoder)
+            if size is not None and dimensions > size:
+                raise InvalidInput(f"dimensions = {dimensions}: the model gives {size}")
+        key = BatchKey(kind, side, explicit, direction.lower(), normalize, dimensions)
+        return Job(key, texts, counts)
+
+    # -- one model pass
+
+    def run(self, key: BatchKey, texts: list[str]) -> list[Any]:
+        """Encode ``texts`` in one call of the model: SparseVectors (sparse) or lists of floats (dense).
+
+        The call is the Python API's own (``encode_query`` / ``encode_document`` with the config's
+        batch size and ``max_active_dims``), so a request alone gets the vectors a Python caller gets.
+        """
+        from ..vectors.convert import dense_rows, to_sparse_vectors
+
+        model = self.sparse if key.kind == "sparse" else self.dense
+        assert model is not None  # job() refused dense requests without a dense model
+        encoder = model.encoder
+        method = encoder.encode_query if key.side == "query" else encoder.encode_document
+        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "show_progress_bar": False}
+        if key.prompt_name is not None:
+            kwargs["prompt_name"] = key.prompt_name
+        if key.kind == "sparse":
+            if self.max_active_dims is not None:
+                kwargs["max_active_dims"] = self.max_active_dims
+            with truncation_side(encoder, key.direction):
+                return to_sparse_vectors(method(texts, convert_to_sparse_tensor=True, **kwargs), self.vocab)
+        kwargs.update(normalize_embeddings=key.normalize, truncate_dim=key.dimensions)
+        with truncation_side(encoder, key.direction):
+            return dense_rows(method(texts, **kwargs))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "model_id": self.sparse.name,
+            "max_input_length": self.sparse.max_length,
+            "dtype": {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}.get(self.precision, self.precision),
+            "prompts": self.sparse.prompts,
+            "dense_model_id": self.dense.name if self.dense is not None else None,
+        }
+
+
+def _dense_size(encoder: Any) -> int | None:
+    method = getattr(encoder, "get_embedding_dimension", None) or getattr(
+        encoder, "get_sentence_embedding_dimension", None
+    )
+    return int(method()) if method is not None and method() else None
+
+
+@contextlib.contextmanager
+def truncation_side(encoder: Any, direction: str) -> Iterator[None]:
+    """Truncate on ``direction`` for the duration of one pass.
+
+    The tokenizer call takes no truncation side (transformers ignores one passed as a keyword), so
+    the tokenizers' attribute is set and restored; passes run one at a time on one thread, so no
+    other pass sees it.
+    """
+    tokenizers = []
+    for module in encoder.modules() if hasattr(encoder, "modules") else ():
+        tok = getattr(module, "tokenizer", None)
+        if tok is not None and hasattr(tok, "truncation_side") and all(tok is not t for t, _ in tokenizers):
+            tokenizers.append((tok, tok.truncation_side))
+    try:
+        for tok, _ in tokenizers:
+            tok.truncation_side = direction
+        yield
+    finally:
+        for tok, old in tokenizers:
+            tok.truncation_side = old
