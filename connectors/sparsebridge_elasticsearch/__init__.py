@@ -17,4 +17,5 @@ __all__ = ["ElasticsearchConnector", "escape_token", "register_connectors", "une
 
 @hookimpl
 def register_connectors(register: Callable[[type], None]) -> None:
+    """The pluggy hook: registers the Elasticsearch connector."""
     register(ElasticsearchConnector)

@@ -75,10 +75,14 @@ def escape_token(token: str) -> str:
 
 
 def unescape_token(key: str) -> str:
+    """A token key as written before 8.16 (dots escaped) back to the token."""
     return key.replace("%2E", ".").replace("%25", "%")
 
 
 class ElasticsearchConnector(LuceneConnector):
+    """Elasticsearch 8.11+ / 9.x: a ``sparse_vector`` field keyed by token, the ``sparse_vector`` query,
+    hybrid through the ``rrf`` / ``linear`` retrievers (client-side fusion where the cluster lacks them)."""
+
     name: ClassVar[str] = "elasticsearch"
     description: ClassVar[str] = "Elasticsearch 8.11+ / 9.x: sparse_vector field and query"
     engine: ClassVar[str] = "Elasticsearch"

@@ -17,4 +17,5 @@ __all__ = ["OpenSearchConnector", "register_connectors"]
 
 @hookimpl
 def register_connectors(register: Callable[[type], None]) -> None:
+    """The pluggy hook: registers the OpenSearch connector."""
     register(OpenSearchConnector)

@@ -118,6 +118,9 @@ SEISMIC_QUERY_PARAMETERS = ("top_n", "heap_factor", "k")
 
 
 class OpenSearchConnector(LuceneConnector):
+    """OpenSearch 2.14+: ``rank_features`` (or the 3.3+ SEISMIC ``sparse_vector``) and the
+    ``neural_sparse`` query; hybrid through a search pipeline the connector puts in place."""
+
     name: ClassVar[str] = "opensearch"
     description: ClassVar[str] = "OpenSearch 2.14+: rank_features + neural_sparse, or SEISMIC sparse_vector (3.3+)"
     engine: ClassVar[str] = "OpenSearch"

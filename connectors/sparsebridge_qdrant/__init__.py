@@ -16,6 +16,7 @@ from .connector import DEFAULT_EDGE_PATH, MODES, QdrantConnector
 
 @hookimpl
 def register_connectors(register: Callable[[type], None]) -> None:
+    """The pluggy hook: registers the Qdrant connector."""
     register(QdrantConnector)
 
 

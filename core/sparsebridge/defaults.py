@@ -53,10 +53,12 @@ def packaged_model_path(name: str) -> Path:
 
 
 def splade_model_path() -> Path:
+    """The packaged SPLADE model's folder (``packaged:splade``)."""
     return packaged_model_path(PACKAGED_SPLADE)
 
 
 def dense_model_path() -> Path:
+    """The packaged dense model's folder (``packaged:minilm``)."""
     return packaged_model_path(PACKAGED_MINILM)
 
 

@@ -90,6 +90,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--config`` and ``--json`` (every command takes them) and the one-line error handling."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
     fn = click.option(
         "--config",
@@ -102,14 +103,17 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def progress_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--quiet`` / ``-q``: no progress bar."""
     return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(fn)
 
 
 def index_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--index``, which overrides ``[backend] index``."""
     return click.option("--index", default=None, help="Index name (overrides [backend] index).")(fn)
 
 
 def model_change_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--allow-model-change`` (write into / search an index built by another model)."""
     return click.option(
         "--allow-model-change",
         is_flag=True,
@@ -164,6 +168,7 @@ def _open_cache(no_cache: bool, path: Path | None) -> Any:
 
 
 def cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--no-cache`` and ``--cache FILE`` (the encode cache a text ingest uses)."""
     fn = click.option("--no-cache", is_flag=True, help="Encode everything; neither read nor fill the encode cache.")(fn)
     fn = click.option(
         "--cache",

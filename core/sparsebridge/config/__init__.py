@@ -99,6 +99,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> Any:
+        """The secret value itself: only for handing it to a client."""
         return self._value
 
     def __repr__(self) -> str:
@@ -180,6 +181,8 @@ def check_device(config: Config) -> None:
 
 @dataclass
 class ModelSettings:
+    """``[model]``: which sparse model, on which device, in which precision, with which batch size."""
+
     name_or_path: str = DEFAULT_MODEL
     device: str | None = None
     batch_size: int = 32
@@ -190,6 +193,8 @@ class ModelSettings:
 
 @dataclass
 class BackendSettings:
+    """``[backend]``: the connector, the index and its fields, and the connector's own options."""
+
     connector: str = DEFAULT_CONNECTOR
     index: str = DEFAULT_INDEX
     sparse_field: str = "sparse"
@@ -212,6 +217,8 @@ class BackendSettings:
 
 @dataclass
 class IngestSettings:
+    """``[ingest]``: where documents keep id, text and payload, and whether long texts become passages."""
+
     # None: the document's "_id", else its "id", else a sha256 of its text.
     id_field: str | None = None
     # None: what the corpus reader says (title + text for BEIR, JSONL and stdlib docs).
@@ -227,6 +234,8 @@ class IngestSettings:
 
 @dataclass
 class SearchSettings:
+    """``[search]``: how many hits, and hybrid search (dense model, fusion method and its parameters)."""
+
     top_k: int = 10
     hybrid: bool = False
     fusion: str = "rrf"
@@ -238,6 +247,8 @@ class SearchSettings:
 
 @dataclass
 class ServeSettings:
+    """``[serve]``: where ``sparsebridge serve`` listens and the limits it enforces."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: Secret | None = None
@@ -252,6 +263,8 @@ class ServeSettings:
 
 @dataclass
 class Config:
+    """A whole config: one settings object per section, and the file it came from (``source``)."""
+
     model: ModelSettings = field(default_factory=ModelSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -261,6 +274,7 @@ class Config:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, check_connector: bool = True) -> Config:
+        """The config at ``path`` (see :func:`load_config`)."""
         return load_config(path, check_connector=check_connector)
 
     def to_dict(self) -> dict[str, Any]:

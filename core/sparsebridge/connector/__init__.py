@@ -100,9 +100,11 @@ class SparseVector:
         return len(self.indices)
 
     def as_token_dict(self) -> dict[str, float]:
+        """token -> weight."""
         return dict(zip(self.tokens, self.values))
 
     def as_index_dict(self) -> dict[int, float]:
+        """vocabulary id -> weight."""
         return dict(zip(self.indices, self.values))
 
 
@@ -231,6 +233,7 @@ class SearchOptions:
 
     @property
     def candidates(self) -> int:
+        """How many hits each leg contributes before fusion (``prefetch_limit``, else ``max(top_k, 100)``)."""
         return self.prefetch_limit or max(self.top_k, 100)
 
     @property
@@ -269,6 +272,7 @@ class WriteResult:
     notes: list[str] = field(default_factory=list)
 
     def merge(self, other: WriteResult) -> WriteResult:
+        """Add ``other``'s ids, failures, retries and new notes to this result; returns it."""
         self.written.extend(other.written)
         self.failed.update(other.failed)
         self.retries += other.retries

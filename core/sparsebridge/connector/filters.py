@@ -37,6 +37,7 @@ class Condition:
 
     @property
     def matches_nothing(self) -> bool:
+        """Whether the condition can match no record (``any`` of an empty list)."""
         return self.kind == "any" and not self.values
 
 

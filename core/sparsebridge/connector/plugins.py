@@ -42,6 +42,7 @@ def get_connectors() -> dict[str, type[Connector]]:
 
 
 def get_connector_class(name: str) -> type[Connector]:
+    """The connector class registered as ``name``, or :class:`UnknownConnectorError` listing the installed ones."""
     connectors = get_connectors()
     if name not in connectors:
         raise UnknownConnectorError(name, sorted(connectors))
@@ -49,6 +50,7 @@ def get_connector_class(name: str) -> type[Connector]:
 
 
 def create_connector(name: str, **options: Any) -> Connector:
+    """A connector ``name`` built with ``options``."""
     return get_connector_class(name)(**options)
 
 

@@ -369,6 +369,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
 
     @property
     def tokenizer(self):
+        """The input module's tokenizer (sentence-transformers' attribute)."""
         module = self._input_module()
         tokenizer = getattr(module, "tokenizer", None)
         if tokenizer is None:
@@ -387,6 +388,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
 
     @property
     def max_seq_length(self) -> int | None:
+        """The longest input in tokens the input module takes (longer texts are truncated)."""
         return getattr(self._input_module(), "max_seq_length", None)
 
     @max_seq_length.setter
@@ -394,10 +396,12 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         self._input_module().max_seq_length = value
 
     def get_max_seq_length(self) -> int | None:
+        """``max_seq_length`` (sentence-transformers' method)."""
         return self.max_seq_length
 
     @property
     def transformers_model(self) -> transformers.PreTrainedModel | None:
+        """The transformers model inside the first Transformer module, if any."""
         transformer = self._first(Transformer)
         return None if transformer is None else transformer.model
 
@@ -506,6 +510,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
 
     # -- forward ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str], **kwargs: Any) -> dict[str, Any]:
+        """Tokenize ``texts`` with the input module (sentence-transformers' method)."""
         return self._input_module().tokenize(texts, **kwargs)
 
     def preprocess(self, inputs: Any, prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -655,6 +660,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         return encode_multi_process(self, texts, single=single, **kwargs)
 
     def encode(self, inputs: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
+        """Encode ``inputs``; each encoder class defines it."""
         raise NotImplementedError
 
     # -- multi-process pools ------------------------------------------------------------------
@@ -675,15 +681,18 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
 
     @staticmethod
     def stop_multi_process_pool(pool: dict[str, Any]) -> None:
+        """Stop the worker processes of a pool from :meth:`start_multi_process_pool`."""
         from .multiprocess import stop_pool
 
         stop_pool(pool)
 
     # -- similarity ------------------------------------------------------------------------------
     def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
+        """The model's similarity (``similarity_fn_name``) of every pair: a [n1, n2] matrix."""
         return SimilarityFunction.to_similarity_fn(self.similarity_fn_name)(embeddings1, embeddings2)
 
     def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
+        """The model's similarity of ``embeddings1[i]`` and ``embeddings2[i]``: one score per row."""
         return SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)(embeddings1, embeddings2)
 
     def evaluate(self, evaluator: Callable[..., Any], output_path: str | None = None) -> dict[str, float] | float:

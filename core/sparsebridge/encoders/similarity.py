@@ -15,6 +15,8 @@ import torch
 
 
 class SimilarityFunction(str, Enum):
+    """The similarity functions a model may name (sentence-transformers' enum and values)."""
+
     COSINE = "cosine"
     DOT_PRODUCT = "dot"
     DOT = "dot"  # alias of DOT_PRODUCT
@@ -30,12 +32,14 @@ class SimilarityFunction(str, Enum):
     def to_similarity_fn(
         name: str | SimilarityFunction,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The [n1, n2] similarity function called ``name``."""
         return _SIMILARITY[SimilarityFunction(name)]
 
     @staticmethod
     def to_similarity_pairwise_fn(
         name: str | SimilarityFunction,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The row-by-row similarity function called ``name``."""
         return _PAIRWISE[SimilarityFunction(name)]
 
 
@@ -77,10 +81,12 @@ def _rowwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def dot_score(a, b) -> torch.Tensor:
+    """Dot products of every row of ``a`` with every row of ``b`` (dense or sparse)."""
     return _matmul(_as_2d(a), _as_2d(b))
 
 
 def cos_sim(a, b) -> torch.Tensor:
+    """Cosine similarity of every row of ``a`` with every row of ``b``."""
     a, b = _as_2d(a), _as_2d(b)
     na = _row_norms(a).clamp_min(1e-12)
     nb = _row_norms(b).clamp_min(1e-12)
@@ -88,10 +94,12 @@ def cos_sim(a, b) -> torch.Tensor:
 
 
 def euclidean_sim(a, b) -> torch.Tensor:
+    """Negative euclidean distance of every row of ``a`` to every row of ``b``."""
     return -_distances(_as_2d(a), _as_2d(b), p=2)
 
 
 def manhattan_sim(a, b) -> torch.Tensor:
+    """Negative manhattan distance of every row of ``a`` to every row of ``b``."""
     return -_distances(_as_2d(a), _as_2d(b), p=1)
 
 
@@ -130,19 +138,23 @@ def _distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def pairwise_dot_score(a, b) -> torch.Tensor:
+    """Dot product of ``a[i]`` and ``b[i]`` for each row."""
     return _rowwise(_as_2d(a), _as_2d(b))
 
 
 def pairwise_cos_sim(a, b) -> torch.Tensor:
+    """Cosine similarity of ``a[i]`` and ``b[i]`` for each row."""
     a, b = _as_2d(a), _as_2d(b)
     return _rowwise(a, b) / _row_norms(a).clamp_min(1e-12) / _row_norms(b).clamp_min(1e-12)
 
 
 def pairwise_euclidean_sim(a, b) -> torch.Tensor:
+    """Negative euclidean distance of ``a[i]`` and ``b[i]`` for each row."""
     return -_pairwise_distances(_as_2d(a), _as_2d(b), p=2)
 
 
 def pairwise_manhattan_sim(a, b) -> torch.Tensor:
+    """Negative manhattan distance of ``a[i]`` and ``b[i]`` for each row."""
     return -_pairwise_distances(_as_2d(a), _as_2d(b), p=1)
 
 

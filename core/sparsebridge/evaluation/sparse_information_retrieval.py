@@ -107,6 +107,7 @@ class SparseInformationRetrievalEvaluator(SparseEvaluator):
     # -- what the metrics are computed over ---------------------------------------------------
     @property
     def score_function_names(self) -> list[str]:
+        """The names of the score functions, sorted (sentence-transformers' attribute)."""
         return sorted(self.score_functions) if self.score_functions else []
 
     @property

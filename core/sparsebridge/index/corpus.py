@@ -137,6 +137,7 @@ class _LocatedDocuments:
 
 
 def count_lines(path: str | Path) -> int:
+    """Non-blank lines of a JSONL file (a byte-order mark alone counts as blank): its number of documents."""
     with open(path, "rb") as fh:
         return sum(1 for line in fh if line.strip() and line.strip() != codecs.BOM_UTF8)
 

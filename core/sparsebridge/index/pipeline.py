@@ -208,6 +208,7 @@ class Pipeline(IndexWriter, Encoding, Searching, Evaluating):
         return meta
 
     def index_spec(self, payload_types: Mapping[str, str | None] | None = None) -> IndexSpec:
+        """The index this pipeline writes: its fields, dense size, payload fields and metadata (producers)."""
         dense_size = None
         if self.dense_encoder is not None:
             if self._dense_size is None:

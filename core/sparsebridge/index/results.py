@@ -36,13 +36,16 @@ class IngestReport:
 
     @property
     def docs_per_second(self) -> float:
+        """Documents per second over the whole run."""
         return self.documents / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def ok(self) -> bool:
+        """Whether no document failed."""
         return not self.failed
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``--json``)."""
         out = asdict(self)
         out["docs_per_second"] = round(self.docs_per_second, 2)
         for key in ("seconds", "encode_seconds", "write_seconds"):
@@ -52,15 +55,19 @@ class IngestReport:
 
 @dataclass
 class TokenMatch:
+    """One token query and hit share, with its weight on each side."""
+
     token: str
     query_weight: float
     document_weight: float
 
     @property
     def product(self) -> float:
+        """What the token adds to the score."""
         return self.query_weight * self.document_weight
 
     def to_dict(self) -> dict[str, Any]:
+        """The match as JSON-ready data."""
         return {
             "token": self.token,
             "query_weight": self.query_weight,
@@ -78,9 +85,11 @@ class Explanation:
 
     @property
     def score(self) -> float:
+        """The dot product the matches add up to."""
         return float(sum(m.product for m in self.matches))
 
     def to_dict(self) -> dict[str, Any]:
+        """The explanation as JSON-ready data."""
         out: dict[str, Any] = {"score": self.score, "matches": [m.to_dict() for m in self.matches]}
         if self.note:
             out["note"] = self.note
@@ -89,12 +98,15 @@ class Explanation:
 
 @dataclass
 class SearchHit:
+    """One hit of a query: id, score, payload, and the explanation when asked for."""
+
     id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
     explanation: Explanation | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The hit as JSON-ready data."""
         out: dict[str, Any] = {"id": self.id, "score": self.score, "payload": self.payload}
         if self.explanation is not None:
             out["explanation"] = self.explanation.to_dict()
@@ -103,11 +115,14 @@ class SearchHit:
 
 @dataclass
 class QueryResult:
+    """A query's hits, best first, and the notes the backend or the pipeline add."""
+
     query: str
     hits: list[SearchHit]
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data."""
         return {"query": self.query, "hits": [h.to_dict() for h in self.hits], "notes": self.notes}
 
 

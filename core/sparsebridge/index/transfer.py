@@ -43,9 +43,11 @@ class TransferReport:
 
     @property
     def counts_equal(self) -> bool:
+        """Whether the target ends with as many records as the source."""
         return self.source_count is not None and self.source_count == self.target_count
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``--json``)."""
         out = asdict(self)
         out["counts_equal"] = self.counts_equal
         out["seconds"] = round(self.seconds, 3)

@@ -165,6 +165,7 @@ class Guard:
         self.app, self.api_key, self.max_request_bytes, self.metrics = app, api_key, max_request_bytes, metrics
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Check the request (API key, announced body size), count it, then pass it on."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

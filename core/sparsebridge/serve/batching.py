@@ -58,9 +58,11 @@ class Batcher:
 
     @property
     def running(self) -> bool:
+        """Whether the batching worker is running."""
         return self._worker is not None and not self._worker.done()
 
     async def start(self) -> None:
+        """Start the worker that forms batches and runs them."""
         self._wake = asyncio.Event()
         # One thread: passes run one at a time, each using the cores through torch's own threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsebridge-model")

@@ -14,6 +14,7 @@ class ApiError(SparsebridgeError):
     error_type = "validation"
 
     def response(self) -> JSONResponse:
+        """The error as the JSON response TEI's API gives."""
         return error_response(self.status, self.error_type, str(self))
 
 

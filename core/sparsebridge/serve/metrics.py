@@ -38,4 +38,5 @@ class Metrics:
         self.queue_texts = Gauge("sparsebridge_serve_queue_texts", "Texts admitted and not yet answered.", registry=r)
 
     def render(self) -> bytes:
+        """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)

@@ -38,11 +38,14 @@ class Job:
 
     @property
     def cost(self) -> int:
+        """What the request costs a batch: its tokens."""
         return sum(self.tokens)
 
 
 @dataclass
 class Limits:
+    """What one request and one batch may hold (``[serve]``)."""
+
     max_client_batch_size: int
     max_batch_tokens: int
     auto_truncate: bool
@@ -209,6 +212,7 @@ class ModelService:
             return dense_rows(method(texts, **kwargs))
 
     def info(self) -> dict[str, Any]:
+        """The served models as TEI's ``/info`` describes them."""
         return {
             "model_id": self.sparse.name,
             "max_input_length": self.sparse.max_length,

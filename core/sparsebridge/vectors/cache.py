@@ -210,6 +210,7 @@ class EncodeCache:
         }
 
     def close(self) -> None:
+        """Close the cache's database."""
         self._db.close()
 
     def __enter__(self) -> EncodeCache:

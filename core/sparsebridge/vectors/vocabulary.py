@@ -48,6 +48,7 @@ class Vocabulary:
         return cls(None, model_name, tokens=[t if t is not None else f"[{i}]" for i, t in enumerate(tokens)])
 
     def token_array(self, size: int) -> np.ndarray:
+        """The id -> token array, long enough for ``size`` output dimensions."""
         # Models may pad their output past the tokenizer (multiples of 8); name those ids by number.
         if size > len(self.tokens):
             extra = np.array([f"[{i}]" for i in range(len(self.tokens), size)], dtype=object)

@@ -161,11 +161,13 @@ class OnnxRunner:
         self.session, self.cut = self._session(self._full_proto), False
 
     def release_full_graph(self) -> None:
+        """Drop the uncut graph once the cut one is known to match it (memory)."""
         self._full_proto = None if self.cut else self._full_proto
 
     def _feed(self, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return graph_feed(self.path, self.input_names, inputs)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+        """Run the graph; returns its output and whether it is the states before the projection (cut)."""
         out = self.session.run(None, self._feed(inputs))[0]
         return torch.from_numpy(out), self.cut

@@ -132,8 +132,10 @@ class OpenVinoRunner:
         self.compiled, self.cut = self.core.compile_model(self._full, "CPU", self.config), False
 
     def release_full_graph(self) -> None:
+        """Drop the uncut model once the cut one is known to match it (memory)."""
         self._full = None if self.cut else self._full
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+        """Run the model; returns its output and whether it is the states before the projection (cut)."""
         out = self.compiled(self._feed(inputs))[0]
         return torch.from_numpy(np.array(out)), self.cut

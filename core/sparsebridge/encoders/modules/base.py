@@ -87,6 +87,7 @@ def filter_config(cls: type[Module], config: dict[str, Any], source: Path) -> di
 
 
 def read_json(path: Path) -> Any:
+    """A module's JSON config file, read (a missing file is a FileNotFoundError naming it)."""
     if not path.is_file():
         raise FileNotFoundError(f"missing model file: {path}")
     try:
@@ -97,12 +98,14 @@ def read_json(path: Path) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write a module's JSON config file (sentence-transformers' indentation)."""
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=4, ensure_ascii=False)
         fh.write("\n")
 
 
 def save_module_weights(module: nn.Module, path: Path, safe_serialization: bool = True) -> None:
+    """Write a module's weights (safetensors, or torch's format when ``safe_serialization`` is off)."""
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     if safe_serialization:
         save_safetensors(state, str(path / WEIGHTS_FILE))

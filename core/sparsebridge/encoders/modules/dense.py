@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def activation_from_name(name: str | None) -> nn.Module:
+    """The activation module a ``Dense`` config names (sentence-transformers' class paths; none: identity)."""
     if not name:
         return nn.Identity()
     class_name = name.rsplit(".", 1)[-1]
@@ -32,11 +33,14 @@ def activation_from_name(name: str | None) -> nn.Module:
 
 
 def activation_name(activation: nn.Module) -> str:
+    """The class path a ``Dense`` config records for ``activation``."""
     cls = type(activation)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Dense(Module):
+    """A linear layer with an activation on the sentence embedding (sentence-transformers' ``Dense``)."""
+
     config_keys: ClassVar[tuple[str, ...]] = (
         "in_features",
         "out_features",

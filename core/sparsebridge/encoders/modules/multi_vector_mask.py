@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 
 class MultiVectorMask(Module):
+    """Token masking of multi-vector models (sentence-transformers' ``MultiVectorMask``): skip-listed
+    words and tasks, or only the token ids kept."""
+
     config_keys: ClassVar[tuple[str, ...]] = ("skiplist_words", "skiplist_tasks", "keep_only_token_ids")
     st_type: ClassVar[str] = "sentence_transformers.multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask"
     forward_kwargs: ClassVar[tuple[str, ...]] = ("task",)

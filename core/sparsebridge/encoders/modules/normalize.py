@@ -12,6 +12,8 @@ from .base import Module, filter_config, read_json
 
 
 class Normalize(Module):
+    """Scales each embedding to unit length (sentence-transformers' ``Normalize``)."""
+
     config_keys: ClassVar[tuple[str, ...]] = ("module_input_name", "module_output_name")
     st_type: ClassVar[str] = "sentence_transformers.base.modules.normalize.Normalize"
     # Older sentence-transformers versions list a Normalize module without writing its folder.

@@ -41,6 +41,8 @@ def _config_from_legacy(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class Pooling(Module):
+    """Token embeddings -> one sentence embedding: mean, max, CLS... (sentence-transformers' ``Pooling``)."""
+
     config_keys: ClassVar[tuple[str, ...]] = ("embedding_dimension", "pooling_mode", "include_prompt")
     st_type: ClassVar[str] = "sentence_transformers.sentence_transformer.modules.pooling.Pooling"
 

@@ -24,6 +24,9 @@ ROUTER_CONFIG = "router_config.json"
 
 
 class Router(Module):
+    """Routes each input to a sub-model by task (``query`` / ``document``): inference-free models run
+    a static embedding on queries and the transformer on documents (sentence-transformers' ``Router``)."""
+
     config_keys: ClassVar[tuple[str, ...]] = ("default_route", "allow_empty_key", "route_mappings")
     config_file_name: ClassVar[str] = ROUTER_CONFIG
     st_type: ClassVar[str] = "sentence_transformers.base.modules.router.Router"

@@ -28,6 +28,8 @@ _TIED_DECODER_KEY = "decoder.linear.weight"
 
 
 class SparseAutoEncoder(Module):
+    """A k-sparse autoencoder over a dense embedding: CSR models (sentence-transformers' ``SparseAutoEncoder``)."""
+
     config_keys: ClassVar[tuple[str, ...]] = ("input_dim", "hidden_dim", "k", "k_aux", "normalize", "dead_threshold")
     st_type: ClassVar[str] = "sentence_transformers.sparse_encoder.modules.sparse_auto_encoder.SparseAutoEncoder"
     forward_kwargs: ClassVar[tuple[str, ...]] = ("max_active_dims",)

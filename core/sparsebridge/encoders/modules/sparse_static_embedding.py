@@ -31,6 +31,8 @@ _NO_LIMIT = 1_000_000
 
 
 class SparseStaticEmbedding(Module):
+    """One learned weight per vocabulary token, looked up: an inference-free query side (no forward pass)."""
+
     config_keys: ClassVar[tuple[str, ...]] = ("frozen",)
     # An input module: as the first module of a model it lives in the model root, as in sentence-transformers.
     save_in_root: ClassVar[bool] = True

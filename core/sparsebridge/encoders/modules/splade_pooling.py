@@ -34,6 +34,9 @@ BLOCK_BYTES = 4 << 20
 
 
 class SpladePooling(Module):
+    """SPLADE pooling: the masked LM's vocabulary logits, activated and pooled over tokens (max or sum),
+    without building the [batch, seq_len, vocab] tensor."""
+
     config_keys: ClassVar[tuple[str, ...]] = (
         "pooling_strategy",
         "activation_function",

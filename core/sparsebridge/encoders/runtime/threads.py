@@ -120,6 +120,7 @@ class ThreadBudget:
             self.threads = threads
 
     def start(self) -> None:
+        """Set the thread count for the next batch (the fixed one, else the free cores)."""
         if self.fixed is not None:
             self.threads = self.fixed  # asked for explicitly: no cap
             torch.set_num_threads(self.threads)
