@@ -3,3 +3,7 @@ produced them (``producer``, ``provenance``), the vector dataset (Parquet) and t
 
 Below the encoders and above the connector contract; nothing here imports torch at import time.
 """
+
+from .convert import dense_rows, to_sparse_vectors  # the old sparsebridge.vectors module's names
+
+__all__ = ["dense_rows", "to_sparse_vectors"]
