@@ -24,6 +24,7 @@ import pyarrow.dataset as pads
 import pytest
 from lucene_testkit import FakeEngine, FakeServer, lucene_feature_value
 from sparsebridge.config import IngestSettings
+from sparsebridge.connector import ConnectorError, Record, SparseVector
 from sparsebridge.dataset import open_dataset
 from sparsebridge.pipeline import Pipeline
 from sparsebridge.transfer import export_index, migrate
@@ -274,3 +275,19 @@ def test_interrupted_migrate_rerun_loses_and_duplicates_nothing(dataset, encoder
     with make_pipeline(encoder, dst, "b") as pipe:
         export_index(dst, pipe.vocab, out, index="b")
     assert arrow_rows(out) == arrow_rows(dataset)
+
+
+def test_export_and_migrate_refuse_a_record_outside_the_vocabulary(encoder, tmp_path):
+    """Issue 23 item 7: a record with token index 99999 (of 30,522) was exported silently."""
+    src = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="a")
+    dst = QdrantConnector(mode="local", path=str(tmp_path / "local"), index="b")
+    with make_pipeline(encoder, src, "a") as a, make_pipeline(encoder, dst, "b") as b:
+        a.open_index(a.index_spec())
+        good = Record(id="good", text="t", sparse=SparseVector((7,), (1.0,), ("a",)), payload={})
+        bad = Record(id="bad", text="t", sparse=SparseVector((5, 99999), (0.5, 1.0), ("a", "b")), payload={})
+        assert not src.write([good, bad]).failed
+        with pytest.raises(ConnectorError, match=r"index 'a': record 'bad' has token index 99999, outside"):
+            export_index(src, a.vocab, tmp_path / "x.parquet", index="a")
+        with pytest.raises(ConnectorError, match=r"record 'bad' has token index 99999"):
+            migrate(src, b, source_name="a")
+        assert dst.count() == 0

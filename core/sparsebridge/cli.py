@@ -765,7 +765,7 @@ def export(
     _quiet_libraries()
     with connector_from_config(config) as conn:
         encoder = load_sparse_encoder_for(config)
-        vocab = Vocabulary(encoder.tokenizer, config.model.name_or_path)
+        vocab = Vocabulary.of(encoder, config.model.name_or_path)
         report = export_index(
             conn, vocab, output, index=config.backend.index, batch_size=batch_size, show_progress=not quiet
         )

@@ -366,7 +366,14 @@ class VectorDataset:
             out = []
             high = pc.max(pc.list_flatten(batch.column("indices"))).as_py()
             tokens = vocab.token_array(int(high or 0) + 1)
+            check_range = high is not None and high >= vocab.dimension  # rows are searched only then
             for row in self.rows_of(batch):
+                bad = next((i for i in row["indices"] if i >= vocab.dimension), None) if check_range else None
+                if bad is not None:
+                    raise DatasetError(
+                        f"{self.path}: row {row['id']!r}: token index {bad} is outside the vocabulary of the "
+                        f"configured model (ids 0 to {vocab.dimension - 1}); the dataset was not written by it"
+                    )
                 idx = row["indices"]
                 try:
                     sparse = SparseVector(tuple(idx), tuple(row["values"]), tuple(tokens[idx].tolist()) if idx else ())

@@ -161,11 +161,11 @@ class Pipeline:
         self.allow_model_change = allow_model_change
         self._producers: dict[str, dict[str, Any]] = {}
         self.model_name = model_name or str(getattr(encoder, "model_name_or_path", None) or type(encoder).__name__)
-        self.vocab = Vocabulary(encoder.tokenizer, self.model_name)
+        self.vocab = Vocabulary.of(encoder, self.model_name)
         if self.query_encoder is encoder:
             self.query_vocab = self.vocab
         else:
-            self.query_vocab = Vocabulary(self.query_encoder.tokenizer, self.model_name)
+            self.query_vocab = Vocabulary.of(self.query_encoder, self.model_name)
         self._dense_size: int | None = None
 
     # -- construction

@@ -60,6 +60,14 @@ def _stored_metadata(connector: Connector, vocab: Vocabulary, where: str) -> dic
     return stored
 
 
+def _check_range(batch: list[Record], vocab: Vocabulary, where: str) -> None:
+    problem = vocab.outside(batch)
+    if problem is not None:
+        raise ConnectorError(
+            f"{where}: {problem}: not a vector of this model; delete or re-ingest that record and run again"
+        )
+
+
 def _peek(batches: Iterator[list[Record]]) -> tuple[list[Record] | None, Iterator[list[Record]]]:
     first = next(batches, None)
     if first is None:
@@ -119,6 +127,7 @@ def export_index(
         with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS) as out:
             done = out.done_ids
             for batch in batches:
+                _check_range(batch, vocab, where)
                 report.read += len(batch)
                 fresh = [r for r in batch if r.id not in done]
                 report.skipped += len(batch) - len(fresh)
@@ -173,6 +182,7 @@ def migrate(
 
     def chunks() -> Iterator[tuple[list[Record], int]]:
         for batch in batches:
+            _check_range(batch, target.vocab, where)
             report.read += len(batch)
             ingest.records += len(batch)
             yield batch, len(batch)
