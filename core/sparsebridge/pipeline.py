@@ -342,11 +342,24 @@ class Pipeline:
         self.open_index(spec, report)
         progress = _progress(data.rows, "ingest", "records", self.show_progress)
 
+        seen: dict[str, int] = {}  # id -> the row that holds it, as text ingest keeps ids
+
         def chunks() -> Iterator[tuple[list[Record], int]]:
             for records in data.records(self.vocab, batch_rows=self.batch_size * 32):
-                report.documents += len(records)
-                report.records += len(records)
-                yield records, len(records)
+                kept = []
+                for rec in records:
+                    report.documents += 1
+                    row = report.documents
+                    if rec.id in seen:
+                        # A later row would silently replace the first in the index (an upsert).
+                        report.failed[f"{rec.id} (row {row})"] = (
+                            f"duplicate id {rec.id!r}: row {seen[rec.id]} of this dataset has the same id; it was kept"
+                        )
+                        continue
+                    seen[rec.id] = row
+                    kept.append(rec)
+                report.records += len(kept)
+                yield kept, len(records)
 
         try:
             self.write_records(chunks(), report, progress)
