@@ -777,6 +777,8 @@ def export(
         f"{report.written} written, {report.skipped} already there, {len(report.failed)} failed; weights "
         f"{'as written' if report.values_quantised == 'none' else 'Lucene 9-bit'}; {report.seconds:.1f}s"
     )
+    if report.restarted:
+        click.echo(printable(f"  note: {report.restarted}"))
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} records could not be exported; see --json")
 

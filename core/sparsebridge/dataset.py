@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -146,7 +147,13 @@ def _same_producer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def check_compatible(have: Mapping[str, Any], want: Mapping[str, Any], where: str) -> None:
-    """Refuse to mix vectors of another model, vocabulary or dense model into one dataset."""
+    """Refuse to mix vectors of another model, vocabulary or dense model into one dataset, and
+    another index's export (or an encode) into an export: a dataset resumes only its own run."""
+    if have.get("export_of") != want.get("export_of"):
+        theirs, ours = _origin(have), _origin(want)
+        if theirs == ours:
+            ours += " at another address"
+        raise DatasetError(f"{where} holds {theirs}, not {ours}; write to another output, or delete it first")
     for key in _IDENTITY_KEYS:
         if have.get(key) != want.get(key):
             raise DatasetError(
@@ -158,6 +165,14 @@ def check_compatible(have: Mapping[str, Any], want: Mapping[str, Any], where: st
             f"{where} was encoded by {have.get('producer')!r}, not {want.get('producer')!r} (another model, "
             f"weights or max_active_dims); write to another output, or delete it first"
         )
+
+
+def _origin(meta: Mapping[str, Any]) -> str:
+    of = meta.get("export_of")
+    if isinstance(of, Mapping):
+        return f"an export of index {of.get('index')!r} ({of.get('backend')})"
+    source = str(meta.get("source") or "encode")
+    return "vectors encoded from a corpus" if source == "encode" else f"an {source} from an older sparsebridge"
 
 
 # --------------------------------------------------------------------------- writing
@@ -178,6 +193,7 @@ class DatasetWriter:
         part_rows: int = DEFAULT_PART_ROWS,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
         with_text: bool = True,
+        digests: bool = False,
     ) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
@@ -201,9 +217,16 @@ class DatasetWriter:
                 entry.unlink()
         parts = _parts(self.path)
         self.done_ids: set[str] = set()
+        # With ``digests``: id -> row_digest of each complete row, so that a resumed export can
+        # tell a row that is still what its source holds from one that changed since.
+        self.done_digests: dict[str, bytes] = {}
         for part in parts:
             check_compatible(_read_meta(part), self.metadata, str(self.path))
-            self.done_ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            if digests:
+                self.done_digests.update(_part_digests(part))
+            else:
+                self.done_ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+        self.done_ids.update(self.done_digests)
         self._next = (int(PART_RE.match(parts[-1].name).group(1)) + 1) if parts else 0  # type: ignore[union-attr]
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
@@ -255,6 +278,19 @@ class DatasetWriter:
         self._writer, self._tmp, self._part_count = None, None, 0
         self._next += 1
 
+    def reset(self) -> None:
+        """Delete every part (and the part being written): the dataset starts over, empty. For a
+        writer whose complete parts turned out stale; the folder stays locked by this writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for entry in self.path.iterdir():
+            if PART_RE.match(entry.name) or entry.name.startswith(TMP_PREFIX):
+                entry.unlink()
+        fsync_dir(self.path)
+        self.done_ids, self.done_digests = set(), {}
+        self._buffer, self._tmp, self._part_count, self._next, self.written = [], None, 0, 0, 0
+
     def close(self) -> None:
         """Complete the last part and release the folder."""
         try:
@@ -284,6 +320,38 @@ def to_table(records: Sequence[Record], table_schema: pa.Schema, *, with_text: b
     if "dense" in table_schema.names:
         columns["dense"] = [list(r.dense) if r.dense is not None else None for r in records]
     return pa.Table.from_pydict(columns, schema=table_schema)
+
+
+def row_digest(
+    text: str | None, payload: Mapping[str, Any] | None, indices: Sequence[int], values: Sequence[float], dense: Any
+) -> bytes:
+    """A digest of what a row holds besides its id, as the dataset stores it (payload keys in any
+    order, text None or empty alike, weights as float32): equal exactly when the rows are."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (
+        (text or "").encode("utf-8", "surrogatepass"),
+        json.dumps(payload or {}, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+        np.asarray(indices, dtype="<u4").tobytes(),
+        np.asarray(values, dtype="<f4").tobytes(),
+        b"-" if dense is None else np.asarray(dense, dtype="<f4").tobytes(),
+    ):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
+def record_digest(record: Record) -> bytes:
+    """:func:`row_digest` of a record, as :func:`to_table` would store it."""
+    return row_digest(record.text, record.payload, record.sparse.indices, record.sparse.values, record.dense)
+
+
+def _part_digests(part: Path) -> dict[str, bytes]:
+    reader = VectorDataset(part)
+    return {
+        row["id"]: row_digest(row["text"], row["payload"], row["indices"], row["values"], row["dense"])
+        for batch in reader.batches()
+        for row in reader.rows_of(batch)
+    }
 
 
 # --------------------------------------------------------------------------- reading
