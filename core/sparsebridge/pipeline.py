@@ -877,6 +877,16 @@ class Pipeline:
         out: dict[str, Any] = {"dataset": str(beir_dir), "split": split, "index": self.index}
         coverage, absent = self.coverage(beir_dir)
         out["coverage"] = coverage
+        if coverage["extra"]:
+            # Records from elsewhere compete with the corpus for every rank: the scores would be lower
+            # than the corpus's own, silently. Checked before anything is ingested.
+            example = ", ".join(repr(i) for i in coverage["extra_ids"][:3])
+            raise IndexMismatchError(
+                f"index {self.index!r} holds {coverage['extra']} records that are not documents of {beir_dir}"
+                f"{' (e.g. ' + example + ')' if example else ''} besides {coverage['indexed']} of its "
+                f"{coverage['documents']}; they would take ranks from the corpus, so the scores would mean "
+                f"nothing: evaluate in a fresh index (--index NAME), or drop this one first (--recreate)"
+            )
         if coverage["missing"]:
             if not ingest_if_missing:
                 example = ", ".join(repr(d) for d in coverage["missing_ids"][:3])
@@ -930,7 +940,10 @@ class Pipeline:
         looked up with ``connector.get`` in chunks of ``chunk``; with a connector without ``get``,
         ``count()`` decides (fewer records than documents: the whole corpus is given back, which is
         safe to ingest again). The figures: ``documents``, ``indexed``, ``missing``, ``missing_ids``
-        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing).
+        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing), and the
+        other way round ``extra``, the records that are neither a document of the corpus nor one of
+        its passages, with ``extra_ids`` (the first 20; ``extra`` is None when the connector can tell
+        neither ids nor passages apart).
         """
         source = open_corpus(corpus)
         settings = self.ingest_settings
@@ -940,6 +953,7 @@ class Pipeline:
         scratch, seen = IngestReport(), {}
         expected = 0
         absent: list[tuple[str, Any]] = []  # (id, document) of the missing ones, when looked up by id
+        corpus_ids: set[str] = set()
         batch: list[tuple[str, Any]] = []
 
         def lookup() -> None:
@@ -947,7 +961,8 @@ class Pipeline:
             if method != "ids":
                 return
             ids = [i for i, _ in batch]
-            asked = ids + [f"{i}#p0" for i in ids] if settings.split_passages else ids
+            # Passages whatever the config says now: the index may have been ingested with --split-passages.
+            asked = ids + [f"{i}#p0" for i in ids]
             try:
                 found = self.connector.get(asked)
             except NotImplementedError:
@@ -961,6 +976,7 @@ class Pipeline:
             if prepared is None:
                 continue  # an ingest would report it, not write it
             expected += 1
+            corpus_ids.add(prepared.ids[0])
             batch.append((prepared.ids[0], doc))
             if len(batch) >= chunk:
                 lookup()
@@ -993,7 +1009,35 @@ class Pipeline:
             "missing_ids": missing_ids,
             "method": method,
         }
+        figures["extra"], figures["extra_ids"] = self._extra_records(corpus_ids, figures["indexed"], method)
         return figures, rest
+
+    def _extra_records(self, corpus_ids: set[str], indexed: int, method: str) -> tuple[int | None, list[str]]:
+        """How many records of the index belong to no document of ``corpus_ids`` (neither its own
+        id nor a passage of it), and the first 20 of them."""
+        if method == "empty":
+            return 0, []
+        held = self.count()
+        if method == "ids" and held <= indexed:
+            return 0, []  # each document present is at least one record: there is no room for others
+        # Reading the records back needs this model's vocabulary: refuse another one here, as search would.
+        check_vocabulary(self.connector.index_metadata(), self.vocab.metadata, self.index)
+        try:
+            extra, ids = 0, []
+            for batch in self.connector.export(list(self.vocab.tokens)):
+                for rec in batch:
+                    parent = (rec.payload or {}).get(PARENT_KEY)
+                    if rec.id in corpus_ids or (isinstance(parent, str) and parent in corpus_ids):
+                        continue
+                    extra += 1
+                    if len(ids) < 20:
+                        ids.append(rec.id)
+            return extra, ids
+        except NotImplementedError:
+            # Without ids a count is all there is; passages make more records than documents.
+            if self.ingest_settings.split_passages:
+                return None, []
+            return max(held - len(corpus_ids), 0), []
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:
