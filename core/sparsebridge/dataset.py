@@ -26,7 +26,9 @@ Every part file carries the same file metadata under the key ``sparsebridge`` (a
 (model name, weights hash, pooling, ``max_active_dims``, side: see :mod:`sparsebridge.producer`),
 ``max_active_dims``, ``pooling``, ``side``, ``sparsebridge_version``, ``values_quantised`` (``"none"``,
 or ``"lucene-9bit"`` for weights read back from an Elasticsearch/OpenSearch index that kept only
-Lucene's 9 significant bits), ``dense_model`` / ``dense_size`` and ``source`` (how it was made).
+Lucene's 9 significant bits), ``dense_model`` / ``dense_size``, ``source`` (how it was made) and, for
+an export, ``export_of`` (index name, backend class, digest of its address): a dataset folder takes
+more rows only from the run that made it, and an export checks the rows it holds against the index.
 
 Writing streams: rows are buffered up to one row group, and a part holds ``part_rows`` rows, so the
 memory a writer or a reader needs does not grow with the dataset. Crash safety: a part is written

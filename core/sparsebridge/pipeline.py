@@ -877,16 +877,8 @@ class Pipeline:
         out: dict[str, Any] = {"dataset": str(beir_dir), "split": split, "index": self.index}
         coverage, absent = self.coverage(beir_dir)
         out["coverage"] = coverage
-        if coverage["extra"]:
-            # Records from elsewhere compete with the corpus for every rank: the scores would be lower
-            # than the corpus's own, silently. Checked before anything is ingested.
-            example = ", ".join(repr(i) for i in coverage["extra_ids"][:3])
-            raise IndexMismatchError(
-                f"index {self.index!r} holds {coverage['extra']} records that are not documents of {beir_dir}"
-                f"{' (e.g. ' + example + ')' if example else ''} besides {coverage['indexed']} of its "
-                f"{coverage['documents']}; they would take ranks from the corpus, so the scores would mean "
-                f"nothing: evaluate in a fresh index (--index NAME), or drop this one first (--recreate)"
-            )
+        if coverage["extra"]:  # checked before anything is ingested
+            raise IndexMismatchError(self._extra_message(coverage, beir_dir))
         if coverage["missing"]:
             if not ingest_if_missing:
                 example = ", ".join(repr(d) for d in coverage["missing_ids"][:3])
@@ -1011,6 +1003,17 @@ class Pipeline:
         }
         figures["extra"], figures["extra_ids"] = self._extra_records(corpus_ids, figures["indexed"], method)
         return figures, rest
+
+    def _extra_message(self, coverage: Mapping[str, Any], corpus: Path) -> str:
+        # Records from elsewhere compete with the corpus for every rank: the scores would be lower
+        # than the corpus's own, silently.
+        shown = ", ".join(repr(i) for i in coverage["extra_ids"][:3])
+        return (
+            f"index {self.index!r} holds {coverage['extra']} records that are not documents of {corpus}"
+            f"{f' (e.g. {shown})' if shown else ''} besides {coverage['indexed']} of its {coverage['documents']}; "
+            f"they would take ranks from the corpus, so the scores would mean nothing: evaluate in a fresh "
+            f"index (--index NAME), or drop this one first (--recreate)"
+        )
 
     def _extra_records(self, corpus_ids: set[str], indexed: int, method: str) -> tuple[int | None, list[str]]:
         """How many records of the index belong to no document of ``corpus_ids`` (neither its own
