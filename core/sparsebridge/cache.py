@@ -40,6 +40,7 @@ from .producer import producer_key
 CACHE_ENV = "SPARSEBRIDGE_CACHE"
 CACHE_FORMAT = "sparsebridge-encode-cache/1"
 _CHUNK = 500  # SQLite host parameters per lookup
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
 
 
 def default_cache_path() -> Path:
@@ -224,11 +225,41 @@ def _files(path: Path) -> list[Path]:
 
 
 def clear_cache(path: str | os.PathLike | None = None) -> int:
-    """Delete the cache file (and its WAL files); returns the bytes freed (0 when there was none)."""
+    """Delete the cache file (and its WAL files); returns the bytes freed (0 when there was none).
+
+    Only a sparsebridge encode cache is deleted: ``--cache`` takes any path, and a mistyped one
+    (the corpus, say) must not cost the user that file. Anything else raises :class:`CacheError`.
+    """
     target = Path(path) if path is not None else default_cache_path()
+    if not target.exists():
+        return 0
+    problem = _not_a_cache(target)
+    if problem is not None:
+        raise CacheError(f"{target} is not a sparsebridge encode cache ({problem}); nothing was deleted")
     freed = 0
     for p in _files(target):
         with contextlib.suppress(FileNotFoundError):
             freed += p.stat().st_size
             p.unlink()
     return freed
+
+
+def _not_a_cache(path: Path) -> str | None:
+    """Why ``path`` is not an encode cache, or None when it is one; reads it without changing it."""
+    if not path.is_file():
+        return "not a file"
+    with open(path, "rb") as fh:
+        if fh.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            return "not an SQLite database"
+    try:
+        # Read-only URI: checking a file must never create tables in it or turn on WAL.
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return f"an SQLite database without sparsebridge's tables: {exc}"
+    if row is None or row[0] != CACHE_FORMAT:
+        return f"an SQLite database of format {row[0] if row else None!r}, not {CACHE_FORMAT!r}"
+    return None

@@ -765,7 +765,7 @@ def export(
     _quiet_libraries()
     with connector_from_config(config) as conn:
         encoder = load_sparse_encoder_for(config)
-        vocab = Vocabulary(encoder.tokenizer, config.model.name_or_path)
+        vocab = Vocabulary.of(encoder, config.model.name_or_path)
         report = export_index(
             conn, vocab, output, index=config.backend.index, batch_size=batch_size, show_progress=not quiet
         )
@@ -777,6 +777,8 @@ def export(
         f"{report.written} written, {report.skipped} already there, {len(report.failed)} failed; weights "
         f"{'as written' if report.values_quantised == 'none' else 'Lucene 9-bit'}; {report.seconds:.1f}s"
     )
+    if report.restarted:
+        click.echo(printable(f"  note: {report.restarted}"))
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} records could not be exported; see --json")
 

@@ -161,11 +161,11 @@ class Pipeline:
         self.allow_model_change = allow_model_change
         self._producers: dict[str, dict[str, Any]] = {}
         self.model_name = model_name or str(getattr(encoder, "model_name_or_path", None) or type(encoder).__name__)
-        self.vocab = Vocabulary(encoder.tokenizer, self.model_name)
+        self.vocab = Vocabulary.of(encoder, self.model_name)
         if self.query_encoder is encoder:
             self.query_vocab = self.vocab
         else:
-            self.query_vocab = Vocabulary(self.query_encoder.tokenizer, self.model_name)
+            self.query_vocab = Vocabulary.of(self.query_encoder, self.model_name)
         self._dense_size: int | None = None
 
     # -- construction
@@ -342,11 +342,24 @@ class Pipeline:
         self.open_index(spec, report)
         progress = _progress(data.rows, "ingest", "records", self.show_progress)
 
+        seen: dict[str, int] = {}  # id -> the row that holds it, as text ingest keeps ids
+
         def chunks() -> Iterator[tuple[list[Record], int]]:
             for records in data.records(self.vocab, batch_rows=self.batch_size * 32):
-                report.documents += len(records)
-                report.records += len(records)
-                yield records, len(records)
+                kept = []
+                for rec in records:
+                    report.documents += 1
+                    row = report.documents
+                    if rec.id in seen:
+                        # A later row would silently replace the first in the index (an upsert).
+                        report.failed[f"{rec.id} (row {row})"] = (
+                            f"duplicate id {rec.id!r}: row {seen[rec.id]} of this dataset has the same id; it was kept"
+                        )
+                        continue
+                    seen[rec.id] = row
+                    kept.append(rec)
+                report.records += len(kept)
+                yield kept, len(records)
 
         try:
             self.write_records(chunks(), report, progress)
@@ -558,15 +571,36 @@ class Pipeline:
             return None
         text = " ".join(parts)
         doc_id = doc_id or text_id(text)
-        if doc_id in seen:
+        if passage_tokens is None and doc_id in seen:
             # The first document with an id is kept; a later one would silently replace it.
             report.failed[f"{doc_id} (document {n})"] = (
                 f"duplicate id {doc_id!r}: document {seen[doc_id]} of this corpus has the same id "
                 f"(ids compare as strings; without an id field, equal texts get equal ids); it was kept"
             )
             return None
-        seen[doc_id] = n
         payload = {k: doc[k] for k in payload_types if k in doc and doc[k] is not None}
+        prepared = self._records(doc_id, text, payload, passage_tokens)
+        # A passage id ("a#p1") can be another document's own id: each record id is kept by the
+        # first document that gives it, and a later one is reported, never silently overwritten.
+        kept = []
+        for k, rid in enumerate(prepared.ids):
+            if rid in seen:
+                report.failed[f"{rid} (document {n})"] = (
+                    f"duplicate id {rid!r}: document {seen[rid]} of this corpus already gives a record this id "
+                    f"(a passage's id is its document's id + '#pN'); it was kept"
+                )
+            else:
+                kept.append(k)
+        for k in kept:
+            seen[prepared.ids[k]] = n
+        if len(kept) == len(prepared.ids):
+            return prepared
+        if not kept:
+            return None
+        return _Prepared(*([part[k] for k in kept] for part in (prepared.ids, prepared.texts, prepared.payloads)))
+
+    def _records(self, doc_id: str, text: str, payload: dict[str, Any], passage_tokens: int | None) -> _Prepared:
+        """The records of one document: itself, or one per passage when it is too long for the model."""
         if passage_tokens is None:
             return _Prepared([doc_id], [text], [payload])
         passages = split_passages(text, self.encoder.tokenizer, passage_tokens, self.ingest_settings.passage_overlap)
@@ -843,6 +877,8 @@ class Pipeline:
         out: dict[str, Any] = {"dataset": str(beir_dir), "split": split, "index": self.index}
         coverage, absent = self.coverage(beir_dir)
         out["coverage"] = coverage
+        if coverage["extra"]:  # checked before anything is ingested
+            raise IndexMismatchError(self._extra_message(coverage, beir_dir))
         if coverage["missing"]:
             if not ingest_if_missing:
                 example = ", ".join(repr(d) for d in coverage["missing_ids"][:3])
@@ -896,7 +932,10 @@ class Pipeline:
         looked up with ``connector.get`` in chunks of ``chunk``; with a connector without ``get``,
         ``count()`` decides (fewer records than documents: the whole corpus is given back, which is
         safe to ingest again). The figures: ``documents``, ``indexed``, ``missing``, ``missing_ids``
-        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing).
+        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing), and the
+        other way round ``extra``, the records that are neither a document of the corpus nor one of
+        its passages, with ``extra_ids`` (the first 20; ``extra`` is None when the connector can tell
+        neither ids nor passages apart).
         """
         source = open_corpus(corpus)
         settings = self.ingest_settings
@@ -906,6 +945,7 @@ class Pipeline:
         scratch, seen = IngestReport(), {}
         expected = 0
         absent: list[tuple[str, Any]] = []  # (id, document) of the missing ones, when looked up by id
+        corpus_ids: set[str] = set()
         batch: list[tuple[str, Any]] = []
 
         def lookup() -> None:
@@ -913,7 +953,8 @@ class Pipeline:
             if method != "ids":
                 return
             ids = [i for i, _ in batch]
-            asked = ids + [f"{i}#p0" for i in ids] if settings.split_passages else ids
+            # Passages whatever the config says now: the index may have been ingested with --split-passages.
+            asked = ids + [f"{i}#p0" for i in ids]
             try:
                 found = self.connector.get(asked)
             except NotImplementedError:
@@ -927,6 +968,7 @@ class Pipeline:
             if prepared is None:
                 continue  # an ingest would report it, not write it
             expected += 1
+            corpus_ids.add(prepared.ids[0])
             batch.append((prepared.ids[0], doc))
             if len(batch) >= chunk:
                 lookup()
@@ -959,7 +1001,46 @@ class Pipeline:
             "missing_ids": missing_ids,
             "method": method,
         }
+        figures["extra"], figures["extra_ids"] = self._extra_records(corpus_ids, figures["indexed"], method)
         return figures, rest
+
+    def _extra_message(self, coverage: Mapping[str, Any], corpus: Path) -> str:
+        # Records from elsewhere compete with the corpus for every rank: the scores would be lower
+        # than the corpus's own, silently.
+        shown = ", ".join(repr(i) for i in coverage["extra_ids"][:3])
+        return (
+            f"index {self.index!r} holds {coverage['extra']} records that are not documents of {corpus}"
+            f"{f' (e.g. {shown})' if shown else ''} besides {coverage['indexed']} of its {coverage['documents']}; "
+            f"they would take ranks from the corpus, so the scores would mean nothing: evaluate in a fresh "
+            f"index (--index NAME), or drop this one first (--recreate)"
+        )
+
+    def _extra_records(self, corpus_ids: set[str], indexed: int, method: str) -> tuple[int | None, list[str]]:
+        """How many records of the index belong to no document of ``corpus_ids`` (neither its own
+        id nor a passage of it), and the first 20 of them."""
+        if method == "empty":
+            return 0, []
+        held = self.count()
+        if method == "ids" and held <= indexed:
+            return 0, []  # each document present is at least one record: there is no room for others
+        # Reading the records back needs this model's vocabulary: refuse another one here, as search would.
+        check_vocabulary(self.connector.index_metadata(), self.vocab.metadata, self.index)
+        try:
+            extra, ids = 0, []
+            for batch in self.connector.export(list(self.vocab.tokens)):
+                for rec in batch:
+                    parent = (rec.payload or {}).get(PARENT_KEY)
+                    if rec.id in corpus_ids or (isinstance(parent, str) and parent in corpus_ids):
+                        continue
+                    extra += 1
+                    if len(ids) < 20:
+                        ids.append(rec.id)
+            return extra, ids
+        except NotImplementedError:
+            # Without ids a count is all there is; passages make more records than documents.
+            if self.ingest_settings.split_passages:
+                return None, []
+            return max(held - len(corpus_ids), 0), []
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:

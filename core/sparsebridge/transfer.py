@@ -10,7 +10,10 @@ loses nothing and duplicates nothing. A migration ends by comparing the two inde
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +25,8 @@ from .connector import Connector, ConnectorError, IndexSpec, Record, check_vocab
 from .results import IngestReport
 from .vocabulary import Vocabulary
 
+# Connector options that say where an index lives (not how to talk to it: timeouts, credentials).
+_ADDRESS_OPTIONS = ("url", "hosts", "host", "port", "path", "location", "mode", "cloud_id")
 # Index metadata keys that describe the vectors (what a dataset and a migrated index carry over).
 _CARRIED = ("model", "vocab_size", "vocab_fingerprint", "producer", "vectors_producer", "dense_model")
 
@@ -40,6 +45,8 @@ class TransferReport:
     target_count: int | None = None
     values_quantised: str = "none"
     seconds: float = 0.0
+    # Why an export found its earlier rows stale and started over, or None.
+    restarted: str | None = None
 
     @property
     def counts_equal(self) -> bool:
@@ -58,6 +65,14 @@ def _stored_metadata(connector: Connector, vocab: Vocabulary, where: str) -> dic
         raise ConnectorError(f"{where} does not exist; nothing to read")
     check_vocabulary(stored, vocab.metadata, where)
     return stored
+
+
+def _check_range(batch: list[Record], vocab: Vocabulary, where: str) -> None:
+    problem = vocab.outside(batch)
+    if problem is not None:
+        raise ConnectorError(
+            f"{where}: {problem}: not a vector of this model; delete or re-ingest that record and run again"
+        )
 
 
 def _peek(batches: Iterator[list[Record]]) -> tuple[list[Record] | None, Iterator[list[Record]]]:
@@ -87,7 +102,10 @@ def export_index(
 
     The dataset's metadata is the index's (model, vocabulary, producer) plus ``values_quantised``
     as the connector reports it (``"lucene-9bit"`` when the engine gave back Lucene's rounded
-    weights). Re-running skips ids already in complete parts.
+    weights), and ``export_of``: which index of which backend it holds. Re-running resumes an
+    export of the same index only (another is refused): ids already in complete parts are skipped
+    once they are found unchanged; if a record changed or left the index since, the export starts
+    over (``report.restarted`` says why), so a dataset never mixes two states of an index.
     """
     from .dataset import DEFAULT_PART_ROWS, DatasetWriter, dataset_metadata
 
@@ -95,12 +113,16 @@ def export_index(
     where = f"index {index!r}"
     stored = _stored_metadata(connector, vocab, where)
     report = TransferReport(source=where, target=str(output), source_count=connector.count())
-    first, batches = _peek(iter(connector.export(list(vocab.tokens), batch_size=batch_size)))
-    if first is None:
+
+    def read() -> Iterator[list[Record]]:
+        return iter(connector.export(list(vocab.tokens), batch_size=batch_size))
+
+    first, batches = _peek(read())
+    if first is None and not _has_parts(Path(output)):
         report.target_count = 0
         report.seconds = time.perf_counter() - start
         return report
-    dense_size = next((len(r.dense) for r in first if r.dense is not None), None)
+    dense_size = next((len(r.dense) for r in first or () if r.dense is not None), None)
     # The first batch tells how the engine keeps weights; the whole export is checked at the end.
     report.values_quantised = connector.export_quantisation()
     producer = dict(stored.get("vectors_producer") or {"model": stored.get("model")})
@@ -112,21 +134,23 @@ def export_index(
         values_quantised=report.values_quantised,
         source=f"export of {where} ({type(connector).__name__})",
     )
+    meta["export_of"] = {"index": index, "backend": type(connector).__name__, "location": _location(connector)}
     if isinstance(stored.get("producer"), dict):
         meta["index_producer"] = dict(stored["producer"])  # what an index built from it will check
     progress = _progress(report.source_count, "export", show_progress)
     try:
-        with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS) as out:
-            done = out.done_ids
-            for batch in batches:
-                report.read += len(batch)
-                fresh = [r for r in batch if r.id not in done]
-                report.skipped += len(batch) - len(fresh)
-                failed = out.write(fresh)
-                report.failed.update(failed)
-                report.written += len(fresh) - len(failed)
-                progress.update(len(batch))
-            report.target_count = len(done) + report.written
+        with DatasetWriter(output, meta, part_rows=part_rows or DEFAULT_PART_ROWS, digests=True) as out:
+            stale = _export_pass(batches, out, vocab, where, report, progress)
+            if stale is not None:
+                # The parts hold another state of the index than the one being read: keeping them
+                # would hand out stale rows, and rewriting them in place is a new export anyway.
+                report.restarted = f"{stale}; the export started over"
+                out.reset()
+                report.read = report.written = report.skipped = 0
+                report.failed.clear()
+                progress.reset()
+                _export_pass(read(), out, vocab, where, report, progress)
+            report.target_count = len(out.done_ids) + report.written
     finally:
         progress.close()
     if connector.export_quantisation() != report.values_quantised:
@@ -136,6 +160,54 @@ def export_index(
         )
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _export_pass(
+    batches: Iterator[list[Record]], out: Any, vocab: Vocabulary, where: str, report: TransferReport, progress: Any
+) -> str | None:
+    """Write the records ``out`` lacks; None, or why its complete rows are stale (a record that
+    differs from its row, or rows whose records left the index), stopping at the first difference."""
+    from .dataset import record_digest
+
+    done: dict[str, bytes] = out.done_digests
+    confirmed: set[str] = set()
+    for batch in batches:
+        _check_range(batch, vocab, where)
+        report.read += len(batch)
+        fresh = []
+        for rec in batch:
+            digest = done.get(rec.id)
+            if digest is None:
+                fresh.append(rec)
+            elif digest != record_digest(rec):
+                return f"record {rec.id!r} of {where} changed since {out.path} was written"
+            else:
+                confirmed.add(rec.id)
+        report.skipped += len(batch) - len(fresh)
+        failed = out.write(fresh)
+        report.failed.update(failed)
+        report.written += len(fresh) - len(failed)
+        progress.update(len(batch))
+    gone = [i for i in done if i not in confirmed]
+    if gone:
+        return f"{len(gone)} records of {out.path} are no longer in {where} (e.g. {gone[0]!r})"
+    return None
+
+
+def _has_parts(path: Path) -> bool:
+    from .dataset import PART_RE
+
+    return path.is_dir() and any(PART_RE.match(entry.name) for entry in path.iterdir())
+
+
+def _location(connector: Connector) -> str:
+    """Where the connector's index lives, as a digest of its address options (URLs may carry
+    credentials, which must not be written into a dataset's metadata)."""
+    options = connector.options
+    address = {k: options[k] for k in _ADDRESS_OPTIONS if options.get(k) is not None}
+    if isinstance(address.get("path"), str):
+        address["path"] = os.path.abspath(address["path"])
+    return hashlib.sha256(json.dumps(address, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def migrate(
@@ -173,6 +245,7 @@ def migrate(
 
     def chunks() -> Iterator[tuple[list[Record], int]]:
         for batch in batches:
+            _check_range(batch, target.vocab, where)
             report.read += len(batch)
             ingest.records += len(batch)
             yield batch, len(batch)

@@ -4,7 +4,7 @@ never queried or extended with another tokenizer."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,14 +32,36 @@ def _fingerprint(vocab: Sequence[str]) -> str:
 class Vocabulary:
     """Id -> token lookup as a numpy array, plus the metadata stored with an index."""
 
-    def __init__(self, tokenizer: Any, model_name: str) -> None:
+    def __init__(self, tokenizer: Any, model_name: str, dimension: int | None = None) -> None:
         tokens = vocabulary(tokenizer)
         self.tokens = np.array(tokens, dtype=object)
+        # Ids this model's vectors can hold: its output size (which may pad past the tokenizer, and
+        # is no tokenizer's size for a CSR model), else the tokenizer's.
+        self.dimension = int(dimension) if dimension else len(tokens)
         self.metadata = {
             "model": model_name,
             "vocab_size": len(tokens),
             "vocab_fingerprint": _fingerprint(tokens),
         }
+
+    @classmethod
+    def of(cls, encoder: Any, model_name: str) -> Vocabulary:
+        """The vocabulary of ``encoder``, bounded by its output dimension when it tells it."""
+        size = getattr(encoder, "get_embedding_dimension", None)
+        return cls(encoder.tokenizer, model_name, size() if callable(size) else None)
+
+    def outside(self, records: Iterable[Any]) -> str | None:
+        """The first record (anything with ``id`` and ``sparse``) holding a token id this model
+        cannot give, as one line, or None: such a vector (a hand-made dataset, an index written by
+        another program) would score against tokens that are not the ones it meant."""
+        for rec in records:
+            bad = next((i for i in rec.sparse.indices if i >= self.dimension), None)
+            if bad is not None:
+                return (
+                    f"record {rec.id!r} has token index {bad}, outside the vocabulary of model "
+                    f"{self.metadata['model']!r} (ids 0 to {self.dimension - 1})"
+                )
+        return None
 
     def token_array(self, size: int) -> np.ndarray:
         # Models may pad their output past the tokenizer (multiples of 8); name those ids by number.
