@@ -20,6 +20,7 @@ All of this is handled in one place, :class:`_Commands`, so every command gets i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -612,7 +613,8 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Write JSONL here (default: stdout); a NAME.parquet folder: a vector dataset.",
+    help="Write JSONL here (default: stdout); a NAME.parquet folder, or any name after a CORPUS path: "
+    "a vector dataset.",
 )
 @click.option("--query", "as_query", is_flag=True, help="Encode as queries (encode_query) instead of documents.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Keep the k strongest tokens.")
@@ -621,6 +623,7 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
     "--part-rows", type=click.IntRange(min=1), default=None, help="Dataset mode: rows per Parquet part file (4096)."
 )
 @click.option("--no-text", is_flag=True, help="Dataset mode: leave the text column empty.")
+@cache_options
 @common_options
 @progress_option
 def encode(
@@ -632,6 +635,8 @@ def encode(
     limit: int | None,
     part_rows: int | None,
     no_text: bool,
+    no_cache: bool,
+    cache_path: Path | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
@@ -640,15 +645,20 @@ def encode(
 
     With --output NAME.parquet, encode a corpus once into a vector dataset instead:
     `sparsebridge encode CORPUS --output vectors.parquet` (CORPUS as for ingest). It is resumable:
-    a run that was stopped or killed is run again and encodes only what is missing. Then
-    `sparsebridge ingest vectors.parquet` writes it to any backend without encoding.
+    a run that was stopped or killed is run again and encodes only what is missing; texts the encode
+    cache holds are not encoded again (as for ingest). A CORPUS path that exists is a corpus whatever
+    the output is called. Then `sparsebridge ingest vectors.parquet` writes it to any backend without
+    encoding.
     """
     from .pipeline import Vocabulary, to_sparse_vectors
 
-    if output is not None and output.suffix == ".parquet":
-        _encode_dataset(
-            texts, input_path, output, as_query, top_k, limit, part_rows, no_text, config_path, as_json, quiet
-        )
+    # A path that exists is a corpus, whatever the output is called: never a text to encode.
+    names_corpus = len(texts) == 1 and input_path is None and Path(texts[0]).exists()
+    if output is not None and (output.suffix == ".parquet" or names_corpus):
+        cache = _open_cache(no_cache, cache_path)
+        with cache or contextlib.nullcontext():
+            args = (texts, input_path, output, as_query, top_k, limit, part_rows, no_text, config_path)
+            _encode_dataset(*args, as_json, quiet, cache)
         return
     config = _config(config_path, check_connector=False)
     items = _encode_inputs(texts, input_path, config)
@@ -684,6 +694,7 @@ def _encode_dataset(
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
+    cache: Any = None,
 ) -> None:
     from .pipeline import Pipeline
 
@@ -711,17 +722,21 @@ def _encode_dataset(
         max_active_dims=config.model.max_active_dims,
         ingest_settings=config.ingest,
         show_progress=not quiet,
+        cache=cache,
     )
     report = pipe.encode_dataset(source, output, part_rows=part_rows, with_text=not no_text)
     data = {"corpus": source.name, "output": str(output), **report.to_dict()}
     if as_json:
         _emit_json(data)
     else:
+        # records: encoded by this run; skipped: documents a previous run already wrote (resume).
         click.echo(
-            f"encoded {report.records - report.skipped} records of {report.documents} documents from {source.name} "
-            f"into {output}: {report.written} written, {report.skipped} already there, {len(report.failed)} failed, "
+            f"encoded {report.records} records of {report.documents} documents from {source.name} into {output}: "
+            f"{report.written} written, {report.skipped} documents already there, {len(report.failed)} failed, "
             f"{report.seconds:.1f}s"
         )
+        if report.cache_hits or report.cache_misses:
+            click.echo(f"  encode cache: {report.cache_hits} served, {report.cache_misses} encoded")
         for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
             if i == MAX_LISTED_FAILURES:
                 click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
