@@ -812,10 +812,12 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
     compares the counts at the end. Interrupted? Run the same command again: writes are upserts.
     """
     from .components import connector_from_config
+    from .transfer import check_distinct_indexes
     from .transfer import migrate as migrate_index
 
     source_config = _config(from_path)
     target_config = _config(to_path)
+    check_distinct_indexes(source_config, target_config)
     with connector_from_config(source_config) as source, _pipeline(target_config, quiet) as target:
         report = migrate_index(
             source, target, source_name=source_config.backend.index, batch_size=batch_size, show_progress=not quiet
@@ -835,7 +837,8 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
     if not report.counts_equal:
         raise click.ClickException(
             f"the target index holds {report.target_count} records, the source {report.source_count}: the target "
-            f"had other records before, or the source changed during the migration"
+            f"held {report.target_before} records before this migration (some of them not from the source), "
+            f"or the source changed during the migration"
         )
 
 
