@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 from .connector import Record, SparseVector
 from .durability import fsync_dir
 from .errors import DatasetError
-from .producer import producer_key
+from .producer import producer_differences, producer_key
 from .vocabulary import Vocabulary
 
 FORMAT = 1
@@ -154,9 +154,12 @@ def check_compatible(have: Mapping[str, Any], want: Mapping[str, Any], where: st
                 f"{want.get(key)!r} (model {want.get('model')!r}); write to another output, or delete it first"
             )
     if not _same_producer(have, want):
+        detail = producer_differences(
+            dict(have.get("producer") or {}), dict(want.get("producer") or {}), "dataset", "new vectors"
+        )
         raise DatasetError(
-            f"{where} was encoded by {have.get('producer')!r}, not {want.get('producer')!r} (another model, "
-            f"weights or max_active_dims); write to another output, or delete it first"
+            f"{where} was encoded by another producer than the new vectors ({detail}); write to another output, "
+            f"or delete it first"
         )
 
 
