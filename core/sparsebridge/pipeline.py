@@ -325,6 +325,7 @@ class Pipeline:
         from .dataset import open_dataset
 
         data = open_dataset(path)
+        data.check_start(self.vocab)  # a dataset refused from its first rows on creates no index
         report = IngestReport(index=self.index)
         start = time.perf_counter()
         meta = data.metadata
