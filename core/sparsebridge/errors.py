@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AdapterError",
     "CacheError",
+    "ClusterError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
@@ -144,6 +145,10 @@ class AdapterError(SparsebridgeError, ValueError):
 class MergeError(SparsebridgeError, ValueError):
     """Models cannot be merged (``SparseEncoder.merge``): too few, incompatible modules, configs,
     vocabularies or state keys, or merge settings mergekit refuses; the message names the model and module."""
+
+
+class ClusterError(SparsebridgeError, ConnectionError):
+    """A Ray cluster address is malformed, unknown or does not answer; the message names the address."""
 
 
 class MissingDependencyError(SparsebridgeError, ImportError):
