@@ -861,6 +861,16 @@ class Pipeline:
         results = self.search(texts, top_k=top_k * (3 if per_passage else 1), sparse_vectors=vectors)
         run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
         out.update(evaluate_run(run, qrels))
+        outside = judged_outside_corpus(open_corpus(beir_dir), self.ingest_settings.id_field, qrels)
+        if outside:
+            # No run can retrieve them, so they lower recall and nDCG; trec_eval users expect a word.
+            pairs = sum(1 for rel in qrels.values() for d, s in rel.items() if s > 0 and d in outside)
+            out["qrels_outside_corpus"] = {"documents": len(outside), "judgements": pairs}
+            out.setdefault("notes", []).append(
+                f"{pairs} relevant judgements of qrels/{split}.tsv name {len(outside)} documents that are not in "
+                f"the corpus (e.g. {sorted(outside)[0]!r}); no run can retrieve them, so recall and nDCG are "
+                f"lower than over the corpus alone"
+            )
         if exact_recall:
             figures = self.exact_recall(texts, vectors or [], k=exact_k)
             figures["per_query"] = dict(zip(qids, figures["per_query"]))
@@ -961,6 +971,15 @@ class Pipeline:
             "method": method,
         }
         return figures, rest
+
+
+def judged_outside_corpus(corpus: Corpus, id_field: str | None, qrels: Mapping[str, Mapping[str, int]]) -> set[str]:
+    """Ids that qrels judge relevant but that no document of ``corpus`` has."""
+    judged = {d for rel in qrels.values() for d, score in rel.items() if score > 0}
+    for doc in corpus:
+        if judged and isinstance(doc, Mapping):
+            judged.discard(document_id(doc, id_field or corpus.id_field) or "")
+    return judged
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:
