@@ -64,7 +64,7 @@ from .connector import (
 from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
 from .documents import AUTO_ID_FIELDS, document_id, id_problem, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
 from .errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
-from .filters import PAYLOAD_FIELDS_KEY, check_filter_fields
+from .filters import PAYLOAD_FIELDS_KEY, PAYLOAD_TYPES_KEY, check_filter_fields
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
 from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, count_truncated, split_passages
 from .producer import check_vectors_producer, dataset_index_metadata, producer_info
@@ -270,7 +270,11 @@ class Pipeline:
             dense_field=self.dense_field if dense_size else None,
             dense_size=dense_size,
             payload_fields={k: v for k, v in (payload_types or {}).items() if v},
-            metadata={**self.metadata, PAYLOAD_FIELDS_KEY: sorted(payload_types or {})},
+            metadata={
+                **self.metadata,
+                PAYLOAD_FIELDS_KEY: sorted(payload_types or {}),
+                PAYLOAD_TYPES_KEY: {k: v for k, v in (payload_types or {}).items() if v},
+            },
             options=dict(self.index_options),
         )
 
