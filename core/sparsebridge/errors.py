@@ -14,9 +14,11 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "DeviceError",
     "DatasetError",
     "EncodeArgumentError",
     "EncodeInputTypeError",
+    "EmbeddingShapeError",
     "EvaluationError",
     "FilterError",
     "HubError",
@@ -124,6 +126,16 @@ class CacheError(SparsebridgeError, OSError):
 
 class EncodeArgumentError(SparsebridgeError, ValueError):
     """An encoder method got an argument it cannot use (unknown keyword, bad ``top_k``, mixed inputs...)."""
+
+
+class DeviceError(SparsebridgeError, RuntimeError, AssertionError):
+    """A device this torch build cannot use (``cuda:7`` on a CPU build, an unknown device string).
+    Also a RuntimeError and an AssertionError: what torch raised for these before."""
+
+
+class EmbeddingShapeError(SparsebridgeError, ValueError, RuntimeError):
+    """Embeddings whose shapes cannot be compared (another dimension, or pairs of unequal counts);
+    also a RuntimeError, what torch raised for them before."""
 
 
 class EncodeInputTypeError(SparsebridgeError, TypeError):
