@@ -40,16 +40,15 @@ def with_our_metadata(frame, pipe, path):
     return path
 
 
-def test_float_indices_and_string_values_are_refused_before_an_index_exists(pipe, tmp_path):
-    frame = pd.DataFrame(
-        {
-            "id": ["a", "b"],
-            "text": ["first", "second"],
-            "payload": ["{}", "{}"],
-            "indices": [[1012.0, 2003.0], [2158.0]],
-            "values": [["0.5", "1.25"], ["0.75"]],
-        }
+def two_rows(indices, values):
+    """Two rows of the dataset's columns, as a pandas user would build them."""
+    return pd.DataFrame(
+        {"id": ["a", "b"], "text": ["first", "second"], "payload": ["{}", "{}"], "indices": indices, "values": values}
     )
+
+
+def test_float_indices_and_string_values_are_refused_before_an_index_exists(pipe, tmp_path):
+    frame = two_rows([[1012.0, 2003.0], [2158.0]], [["0.5", "1.25"], ["0.75"]])
     bad = with_our_metadata(frame, pipe, tmp_path / "pandas.parquet")
     with pytest.raises(
         DatasetError, match=r"pandas.parquet: column 'indices' is list<.*double>, not a list of integer"
@@ -63,15 +62,7 @@ def test_float_indices_and_string_values_are_refused_before_an_index_exists(pipe
 
 
 def test_a_dataset_refused_from_its_first_row_leaves_no_index(pipe, tmp_path):
-    frame = pd.DataFrame(
-        {
-            "id": ["a", "b"],
-            "text": ["first", "second"],
-            "payload": ["{}", "{}"],
-            "indices": [[1012, 2003], [2158]],
-            "values": [[0.5, math.nan], [0.75]],
-        }
-    )
+    frame = two_rows([[1012, 2003], [2158]], [[0.5, math.nan], [0.75]])
     bad = with_our_metadata(frame, pipe, tmp_path / "nan.parquet")
     with pytest.raises(DatasetError, match="row 'a'"):
         pipe.ingest_dataset(bad)
