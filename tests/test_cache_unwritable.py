@@ -136,7 +136,7 @@ def test_another_programs_database_is_refused_untouched(tmp_path):
     before = other.read_bytes()
     with pytest.raises(CacheError, match="not a sparsebridge encode cache") as refused:
         EncodeCache(other)
-    assert "cache clear" not in str(refused.value)
+    assert "cache clear" not in str(refused.value) and str(refused.value).count("--cache another file") == 1
     assert other.read_bytes() == before
     tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master").fetchall()
     assert tables == [("users",)]

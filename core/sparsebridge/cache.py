@@ -17,7 +17,12 @@ Nothing is used silently: every entry carries a checksum (BLAKE2b over producer 
 vector bytes), and an entry whose checksum or shape is wrong is deleted, counted in the ingest report
 (``cache_corrupt``) and encoded again. The producer table stores each key's full dict, so a key
 that does not match its dict (another program, a tampered file) is refused with an error, as is a
-file that is not a sparsebridge cache.
+file that is not a sparsebridge cache (before anything is written to it; the advice names the file
+and never suggests deleting what is not a cache).
+
+A cache that cannot be written costs the cache, never the ingest: on a read-only mount it is opened
+read-only (or, where even that needs a write, as an immutable file) and its vectors are served; on a
+full disk the writes stop. Both are one warning, and the entries already there stay.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class EncodeCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self._setup()
+        except CacheError:
+            raise
         except (OSError, sqlite3.OperationalError) as exc:
             if not _cannot_write(exc):
                 raise self._unusable(exc) from None
@@ -288,6 +295,8 @@ class EncodeCache:
 
     def info(self) -> dict[str, Any]:
         """Size report: file size, entries, and entries per producer (with its dict)."""
+        if self._db is None:
+            return {"path": str(self.path), "file_bytes": 0, "vector_bytes": 0, "entries": 0, "producers": []}
         try:
             producers = {k: json.loads(v) for k, v in self._db.execute("SELECT key, info FROM producers")}
             counts = dict(self._db.execute("SELECT producer, COUNT(*) FROM entries GROUP BY producer").fetchall())
