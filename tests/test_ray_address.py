@@ -3,8 +3,8 @@ Ray warning (issue 23, item 10 and a papercut).
 
 ``--address not-a-host:abc`` was a ValueError traceback from ``ray.init`` and ``ray://127.0.0.1:1``
 a ConnectionError traceback after about 30 s of retries; both are now one ``Error:`` line before
-Ray starts. A run over fewer read blocks than encode actors made Ray Data warn about concurrent
-actors next to our report; the actors and read blocks now fit the corpus. Real Ray (a local
+Ray starts. A fixed pool of more encode actors than the corpus has read blocks made Ray Data warn
+next to our report; the pool now grows from one actor up to --workers. Real Ray (a local
 cluster), the packaged model, real Qdrant Edge, a closed loopback port for the silent cluster.
 """
 
@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("qdrant_edge")
 from sparsebridge.cli import main  # noqa: E402
 from sparsebridge.errors import ClusterError  # noqa: E402
-from sparsebridge.ray import LINES_PER_TASK, _spread, check_address  # noqa: E402
+from sparsebridge.ray import check_address  # noqa: E402
 
 
 @pytest.fixture
@@ -51,13 +51,6 @@ def test_a_bad_cluster_address_is_one_line_before_ray_starts(corpus, address, sa
     lines = [line for line in done.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and said in lines[0], done.output
     assert not ray.is_initialized()
-
-
-def test_read_blocks_and_actors_fit_the_corpus():
-    assert _spread(20, 2) == (10, 2)
-    assert _spread(1, 4) == (1, 1)
-    assert _spread(None, 3) == (LINES_PER_TASK, 3)
-    assert _spread(10 * LINES_PER_TASK, 2) == (LINES_PER_TASK, 2)
 
 
 def test_a_small_ray_ingest_prints_no_ray_warning(corpus, tmp_path):

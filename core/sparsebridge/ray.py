@@ -333,7 +333,7 @@ def encode_dataset(
         },
         batch_size=batch_size * 4,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        compute=_pool(concurrency),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
     )
@@ -545,7 +545,7 @@ def _write_from_workers(
         fn_constructor_kwargs={"config": config, "vocab_tokens": tokens.tolist()},
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        compute=_pool(concurrency),
         num_cpus=0.5,
     )
     first: dict[str, int] = {}
@@ -627,11 +627,7 @@ def ingest_with_ray(
                 pipe.connector.drop()
             pipe.open_index(pipe.index_spec(payload_types))
 
-            # At least one read block per encode actor, and no more actors than blocks: Ray Data
-            # warns when an actor pool's minimum exceeds its inputs (a corpus under 2,000 lines
-            # was one block, encoded by one actor while the others idled).
-            lines_per_task, workers = _spread(source.size, workers)
-            ds = read_corpus(corpus, limit=limit, lines_per_task=lines_per_task)
+            ds = read_corpus(corpus, limit=limit)
             encoded = ds.map_batches(
                 _Encode,
                 fn_constructor_kwargs={
@@ -650,7 +646,7 @@ def ingest_with_ray(
                 },
                 batch_size=config.model.batch_size * 4,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=workers),
+                compute=_pool(workers),
                 num_cpus=1,
                 num_gpus=gpus_per_worker or None,
             )
@@ -670,12 +666,10 @@ def ingest_with_ray(
             ray.shutdown()
 
 
-def _spread(documents: int | None, workers: int) -> tuple[int, int]:
-    """Lines per read task and encode actors for ``documents`` lines and ``workers`` actors asked for."""
-    if not documents:
-        return LINES_PER_TASK, workers
-    lines = max(1, min(LINES_PER_TASK, -(-documents // workers)))
-    return lines, max(1, min(workers, -(-documents // lines)))
+def _pool(actors: int) -> Any:
+    """An actor pool that grows from one actor up to ``actors``: a fixed pool larger than the
+    dataset's blocks (one for a corpus under 2,000 lines) made Ray Data warn about idle actors."""
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(actors)))
 
 
 def check_address(address: str) -> None:
