@@ -20,6 +20,7 @@ All of this is handled in one place, :class:`_Commands`, so every command gets i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -318,22 +319,37 @@ def ingest(
     else:
         _print_ingest_report(report, name, config, interrupted)
     if interrupted:
-        click.echo(
-            f"Error: interrupted after {report.written} records written; run the same command again to resume",
-            err=True,
-        )
+        click.echo(interrupt_line(report), err=True)
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
 
 
+def interrupt_line(report: Any) -> str:
+    """The last line of an interrupted ingest: what is in the index, and how to go on."""
+    return (
+        f"Error: interrupted with {report.written} records written to index {report.index!r} of the "
+        f"{report.documents} documents read; run the same command again to write the rest (nothing is duplicated)"
+    )
+
+
 def _print_ingest_report(report: Any, source: str, config: Config, interrupted: bool) -> None:
-    verb = "interrupted after" if interrupted else "ingested"
+    if interrupted:
+        # Documents read, records encoded and records written differ at an interrupt: say which is which.
+        head = (
+            f"interrupted: {report.documents} documents read from {printable(source)}, {report.records} records "
+            f"encoded, of which {report.written} written to index {report.index!r} ({config.backend.connector}) "
+            f"before the interrupt"
+        )
+    else:
+        head = (
+            f"ingested {report.documents} documents from {printable(source)} into index {report.index!r} "
+            f"({config.backend.connector}): {report.written} records written"
+        )
     click.echo(
-        f"{verb} {report.documents} documents from {printable(source)} into index {report.index!r} "
-        f"({config.backend.connector}): {report.written} records written, {len(report.failed)} failed, "
-        f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s; "
-        f"encoding {report.encode_seconds:.1f}s, writing {report.write_seconds:.1f}s)"
+        f"{head}, {len(report.failed)} failed, {report.retries} retries, {report.seconds:.1f}s "
+        f"({report.docs_per_second:.1f} docs/s; encoding {report.encode_seconds:.1f}s, writing "
+        f"{report.write_seconds:.1f}s)"
     )
     if report.truncated:
         click.echo(
@@ -549,6 +565,8 @@ def eval_cmd(
     click.echo(
         f"  nDCG@10 {result['ndcg@10']:.4f}   MRR@10 {result['mrr@10']:.4f}   Recall@100 {result['recall@100']:.4f}"
     )
+    for note in result.get("notes", []):
+        click.echo(printable(f"  note: {note}"))
     for side, figures in (result.get("exact_recall") or {}).items():
         k, recall = figures["k"], figures["recall"]
         shown = "n/a (no query shares a token with the index)" if recall is None else f"{recall:.4f}"
@@ -612,7 +630,8 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Write JSONL here (default: stdout); a NAME.parquet folder: a vector dataset.",
+    help="Write JSONL here (default: stdout); a NAME.parquet folder, or any name after a CORPUS path: "
+    "a vector dataset.",
 )
 @click.option("--query", "as_query", is_flag=True, help="Encode as queries (encode_query) instead of documents.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Keep the k strongest tokens.")
@@ -621,6 +640,7 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
     "--part-rows", type=click.IntRange(min=1), default=None, help="Dataset mode: rows per Parquet part file (4096)."
 )
 @click.option("--no-text", is_flag=True, help="Dataset mode: leave the text column empty.")
+@cache_options
 @common_options
 @progress_option
 def encode(
@@ -632,6 +652,8 @@ def encode(
     limit: int | None,
     part_rows: int | None,
     no_text: bool,
+    no_cache: bool,
+    cache_path: Path | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
@@ -640,15 +662,20 @@ def encode(
 
     With --output NAME.parquet, encode a corpus once into a vector dataset instead:
     `sparsebridge encode CORPUS --output vectors.parquet` (CORPUS as for ingest). It is resumable:
-    a run that was stopped or killed is run again and encodes only what is missing. Then
-    `sparsebridge ingest vectors.parquet` writes it to any backend without encoding.
+    a run that was stopped or killed is run again and encodes only what is missing; texts the encode
+    cache holds are not encoded again (as for ingest). A CORPUS path that exists is a corpus whatever
+    the output is called. Then `sparsebridge ingest vectors.parquet` writes it to any backend without
+    encoding.
     """
     from .pipeline import Vocabulary, to_sparse_vectors
 
-    if output is not None and output.suffix == ".parquet":
-        _encode_dataset(
-            texts, input_path, output, as_query, top_k, limit, part_rows, no_text, config_path, as_json, quiet
-        )
+    # A path that exists is a corpus, whatever the output is called: never a text to encode.
+    names_corpus = len(texts) == 1 and input_path is None and Path(texts[0]).exists()
+    if output is not None and (output.suffix == ".parquet" or names_corpus):
+        cache = _open_cache(no_cache, cache_path)
+        with cache or contextlib.nullcontext():
+            args = (texts, input_path, output, as_query, top_k, limit, part_rows, no_text, config_path)
+            _encode_dataset(*args, as_json, quiet, cache)
         return
     config = _config(config_path, check_connector=False)
     items = _encode_inputs(texts, input_path, config)
@@ -684,6 +711,7 @@ def _encode_dataset(
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
+    cache: Any = None,
 ) -> None:
     from .pipeline import Pipeline
 
@@ -711,17 +739,21 @@ def _encode_dataset(
         max_active_dims=config.model.max_active_dims,
         ingest_settings=config.ingest,
         show_progress=not quiet,
+        cache=cache,
     )
     report = pipe.encode_dataset(source, output, part_rows=part_rows, with_text=not no_text)
     data = {"corpus": source.name, "output": str(output), **report.to_dict()}
     if as_json:
         _emit_json(data)
     else:
+        # records: encoded by this run; skipped: documents a previous run already wrote (resume).
         click.echo(
-            f"encoded {report.records - report.skipped} records of {report.documents} documents from {source.name} "
-            f"into {output}: {report.written} written, {report.skipped} already there, {len(report.failed)} failed, "
+            f"encoded {report.records} records of {report.documents} documents from {source.name} into {output}: "
+            f"{report.written} written, {report.skipped} documents already there, {len(report.failed)} failed, "
             f"{report.seconds:.1f}s"
         )
+        if report.cache_hits or report.cache_misses:
+            click.echo(f"  encode cache: {report.cache_hits} served, {report.cache_misses} encoded")
         for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
             if i == MAX_LISTED_FAILURES:
                 click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")
@@ -799,10 +831,12 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
     compares the counts at the end. Interrupted? Run the same command again: writes are upserts.
     """
     from .components import connector_from_config
+    from .transfer import check_distinct_indexes
     from .transfer import migrate as migrate_index
 
     source_config = _config(from_path)
     target_config = _config(to_path)
+    check_distinct_indexes(source_config, target_config)
     with connector_from_config(source_config) as source, _pipeline(target_config, quiet) as target:
         report = migrate_index(
             source, target, source_name=source_config.backend.index, batch_size=batch_size, show_progress=not quiet
@@ -822,7 +856,8 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
     if not report.counts_equal:
         raise click.ClickException(
             f"the target index holds {report.target_count} records, the source {report.source_count}: the target "
-            f"had other records before, or the source changed during the migration"
+            f"held {report.target_before} records before this migration (some of them not from the source), "
+            f"or the source changed during the migration"
         )
 
 

@@ -58,7 +58,7 @@ import pyarrow.parquet as pq
 from .connector import Record, SparseVector
 from .durability import fsync_dir
 from .errors import DatasetError
-from .producer import producer_key
+from .producer import producer_differences, producer_key
 from .vocabulary import Vocabulary
 
 FORMAT = 1
@@ -144,6 +144,35 @@ def _read_meta(file: Path) -> dict[str, Any]:
     return data
 
 
+def _column_problem(name: str, kind: pa.DataType | None) -> str | None:
+    """Why a column of type ``kind`` cannot be the dataset column ``name`` (None: it can)."""
+    if kind is None:
+        return None if name == "dense" else "is missing"
+    text_like = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    if name == "id":
+        return None if text_like else f"is {kind}, not string"
+    if name in ("text", "payload"):
+        return None if text_like or pa.types.is_null(kind) else f"is {kind}, not string"
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    item = kind.value_type if is_list else None
+    if name == "indices" and not (item is not None and pa.types.is_integer(item)):
+        return f"is {kind}, not a list of integer token ids (list<uint32>)"
+    if name in ("values", "dense") and not (item is not None and pa.types.is_floating(item)):
+        return f"is {kind}, not a list of floats (list<float32>)"
+    return None
+
+
+def check_schema(file: Path) -> None:
+    """Refuse a part whose columns cannot be read as a dataset's (e.g. float ``indices`` or string
+    ``values`` written with pandas), naming the file, the column and its type."""
+    found = pq.read_schema(file)
+    for name in ("id", "text", "payload", "indices", "values", "dense"):
+        kind = found.field(name).type if name in found.names else None
+        problem = _column_problem(name, kind)
+        if problem is not None:
+            raise DatasetError(f"{file}: column {name!r} {problem}; it is not a sparsebridge vector dataset")
+
+
 def _same_producer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return producer_key(dict(a.get("producer") or {})) == producer_key(dict(b.get("producer") or {}))
 
@@ -163,9 +192,12 @@ def check_compatible(have: Mapping[str, Any], want: Mapping[str, Any], where: st
                 f"{want.get(key)!r} (model {want.get('model')!r}); write to another output, or delete it first"
             )
     if not _same_producer(have, want):
+        detail = producer_differences(
+            dict(have.get("producer") or {}), dict(want.get("producer") or {}), "dataset", "new vectors"
+        )
         raise DatasetError(
-            f"{where} was encoded by {have.get('producer')!r}, not {want.get('producer')!r} (another model, "
-            f"weights or max_active_dims); write to another output, or delete it first"
+            f"{where} was encoded by another producer than the new vectors ({detail}); write to another output, "
+            f"or delete it first"
         )
 
 
@@ -383,6 +415,13 @@ class VectorDataset:
         self.metadata = _read_meta(self.files[0])
         for f in self.files[1:]:
             check_compatible(_read_meta(f), self.metadata, str(f))
+        for f in self.files:  # before anything is created from it (a made-by-hand file, say)
+            check_schema(f)
+
+    def check_start(self, vocab: Vocabulary, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> None:
+        """Read the first batch as :meth:`records` would, so a dataset refused from its first rows
+        on is refused before an index is created for it."""
+        next(iter(self.records(vocab, batch_rows)), None)
 
     @property
     def rows(self) -> int:

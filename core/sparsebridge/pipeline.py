@@ -64,7 +64,7 @@ from .connector import (
 from .corpus import Corpus, InvalidDocument, open_corpus, read_beir_queries, read_qrels
 from .documents import AUTO_ID_FIELDS, document_id, id_problem, text_id  # noqa: F401  (AUTO_ID_FIELDS re-exported)
 from .errors import IncompleteIndexError, IndexMismatchError, IngestInterrupted
-from .filters import PAYLOAD_FIELDS_KEY, check_filter_fields
+from .filters import PAYLOAD_FIELDS_KEY, PAYLOAD_TYPES_KEY, check_filter_fields
 from .metrics import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k  # noqa: F401  (re-exported)
 from .passages import PARENT_KEY, PASSAGE_KEY, collapse_passages, count_truncated, split_passages
 from .producer import check_vectors_producer, dataset_index_metadata, producer_info
@@ -270,7 +270,11 @@ class Pipeline:
             dense_field=self.dense_field if dense_size else None,
             dense_size=dense_size,
             payload_fields={k: v for k, v in (payload_types or {}).items() if v},
-            metadata={**self.metadata, PAYLOAD_FIELDS_KEY: sorted(payload_types or {})},
+            metadata={
+                **self.metadata,
+                PAYLOAD_FIELDS_KEY: sorted(payload_types or {}),
+                PAYLOAD_TYPES_KEY: {k: v for k, v in (payload_types or {}).items() if v},
+            },
             options=dict(self.index_options),
         )
 
@@ -325,6 +329,7 @@ class Pipeline:
         from .dataset import open_dataset
 
         data = open_dataset(path)
+        data.check_start(self.vocab)  # a dataset refused from its first rows on creates no index
         report = IngestReport(index=self.index)
         start = time.perf_counter()
         meta = data.metadata
@@ -896,6 +901,16 @@ class Pipeline:
         results = self.search(texts, top_k=top_k * (3 if per_passage else 1), sparse_vectors=vectors)
         run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
         out.update(evaluate_run(run, qrels))
+        outside = judged_outside_corpus(open_corpus(beir_dir), self.ingest_settings.id_field, qrels)
+        if outside:
+            # No run can retrieve them, so they lower recall and nDCG; trec_eval users expect a word.
+            pairs = sum(1 for rel in qrels.values() for d, s in rel.items() if s > 0 and d in outside)
+            out["qrels_outside_corpus"] = {"documents": len(outside), "judgements": pairs}
+            out.setdefault("notes", []).append(
+                f"{pairs} relevant judgements of qrels/{split}.tsv name {len(outside)} documents that are not in "
+                f"the corpus (e.g. {sorted(outside)[0]!r}); no run can retrieve them, so recall and nDCG are "
+                f"lower than over the corpus alone"
+            )
         if exact_recall:
             figures = self.exact_recall(texts, vectors or [], k=exact_k)
             figures["per_query"] = dict(zip(qids, figures["per_query"]))
@@ -1041,6 +1056,15 @@ class Pipeline:
             if self.ingest_settings.split_passages:
                 return None, []
             return max(held - len(corpus_ids), 0), []
+
+
+def judged_outside_corpus(corpus: Corpus, id_field: str | None, qrels: Mapping[str, Mapping[str, int]]) -> set[str]:
+    """Ids that qrels judge relevant but that no document of ``corpus`` has."""
+    judged = {d for rel in qrels.values() for d, score in rel.items() if score > 0}
+    for doc in corpus:
+        if judged and isinstance(doc, Mapping):
+            judged.discard(document_id(doc, id_field or corpus.id_field) or "")
+    return judged
 
 
 def _take(items: Iterable[Any], n: int) -> Iterator[Any]:

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import reveal
 from .connector import Connector, ConnectorError, IndexSpec, Record, check_vocabulary
+from .errors import ConfigError
 from .results import IngestReport
 from .vocabulary import Vocabulary
 
@@ -43,6 +45,7 @@ class TransferReport:
     failed: dict[str, str] = field(default_factory=dict)
     source_count: int | None = None
     target_count: int | None = None
+    target_before: int | None = None  # records the target index held before a migration
     values_quantised: str = "none"
     seconds: float = 0.0
     # Why an export found its earlier rows stale and started over, or None.
@@ -57,6 +60,36 @@ class TransferReport:
         out["counts_equal"] = self.counts_equal
         out["seconds"] = round(self.seconds, 3)
         return out
+
+
+# Connection options that say where an index lives (the rest: credentials, timeouts, retries).
+_PLACE_KEYS = ("mode", "path", "location", "url", "hosts", "host", "port")
+
+
+def _place(config: Any) -> tuple[Any, ...]:
+    options = reveal(config.backend.options)
+    where = []
+    for key in _PLACE_KEYS:
+        value = options.get(key)
+        if key in ("path", "location") and isinstance(value, str) and value != ":memory:":
+            value = os.path.realpath(os.path.expanduser(value))
+        elif isinstance(value, str):
+            value = value.rstrip("/").lower()
+        elif isinstance(value, list):
+            value = tuple(str(v).rstrip("/").lower() for v in value)
+        where.append(value)
+    return (config.backend.connector, config.backend.index, *where)
+
+
+def check_distinct_indexes(source: Any, target: Any) -> None:
+    """Refuse a migration whose two configs name one index (same connector, place and index name)
+    before either is opened: nothing could be gained, and embedded engines lock their folder."""
+    if _place(source) == _place(target) and source.backend.options.get("location") != ":memory:":
+        raise ConfigError(
+            f"--from {source.source} and --to {target.source} name the same index ({source.backend.connector} "
+            f"index {source.backend.index!r}): an index cannot be migrated into itself; give --to another "
+            f"index or backend"
+        )
 
 
 def _stored_metadata(connector: Connector, vocab: Vocabulary, where: str) -> dict[str, Any]:
@@ -239,6 +272,7 @@ def migrate(
         metadata={k: stored[k] for k in _CARRIED if stored.get(k) is not None},
         options=dict(target.index_options),
     )
+    report.target_before = _check_target(target, first, where)
     target.open_index(spec)
     ingest = IngestReport(index=target.index)
     progress = _progress(report.source_count, "migrate", show_progress)
@@ -260,3 +294,24 @@ def migrate(
     report.target_count = target.count()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_target(target: Any, first: list[Record] | None, where: str) -> int:
+    """The target's record count before a migration; refuses a target that holds other records.
+
+    A re-run of an interrupted migration finds the source's first batch in the target (the export
+    order is the same); a target that holds records but none of those holds another index's.
+    """
+    before = target.count() if target.exists() else 0
+    if not before or not first:
+        return before
+    try:
+        found = target.connector.get([r.id for r in first])
+    except NotImplementedError:
+        return before  # the final count comparison still tells
+    if not found:
+        raise ConnectorError(
+            f"index {target.index!r} already holds {before} records, and none of the first {len(first)} records "
+            f"of {where}: it holds another index's records; migrate into a new or empty index, or drop it first"
+        )
+    return before
