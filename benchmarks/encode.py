@@ -4,6 +4,7 @@
     python benchmarks/encode.py ../shared/data/cranfield --model bert-base --docs 32 --max-length 256 \\
         --variants fp32,bf16,int8,onnx,openvino,st-fp32,st-bf16,st-onnx,st-onnx-qint8 --rounds 3
     python benchmarks/encode.py ../shared/data/cranfield --busy-cores 1      # one foreign spinning process
+    python benchmarks/encode.py ../shared/data/cranfield --first-run --variants onnx,openvino-bf16 --no-quality
 
 Each variant runs in its own subprocess (so its peak RSS is its own), in alternating rounds, on the
 first N documents (title + text) of a BEIR corpus. Ours: ``fp32``, ``bf16``, ``int8`` (torch),
@@ -15,6 +16,12 @@ backend needs optimum-onnx, which pins transformers<4.58); and ``st-openvino``, 
 (static int8, the same calibration texts) from one with 6.x + optimum-intel (``--peer-ov-python``).
 Both are built from pinned files by ``python benchmarks/peers.py setup`` into a cache folder, where
 this script finds them by default. A variant whose environment is missing is skipped, with a note.
+
+``--first-run`` adds, for ``onnx``, ``onnx-qint8``, ``openvino``, ``openvino-bf16`` and
+``openvino-int8``, the path a first-time user takes: a fresh copy of the model without exports,
+exported and encoded in one process (the prepared runs load files exported by a process of their
+own). Both are printed side by side with their ratio, which should be 1 within noise (issue 24:
+an in-process OpenVINO export used to leave the process at 60% of the speed).
 
 Prints, per variant: docs/s (median over rounds) and its ratio to st-fp32, peak RSS, the max abs
 difference from st-fp32's output, the share of this machine's matmul roofline in the variant's
@@ -58,6 +65,9 @@ DEFAULT_VARIANTS = (
 )
 PRECISION_OF = {"bf16": "bf16", "st-bf16": "bf16", "int8": "int8", "onnx-qint8": "int8", "st-onnx-qint8": "int8"}
 PRECISION_OF.update({"st-openvino-int8": "int8", "openvino-int8": "int8", "openvino-bf16": "bf16"})
+# Variants whose first load exports (``--first-run`` measures them exporting in the measured process).
+FIRST_RUN = ("onnx", "onnx-qint8", "openvino", "openvino-bf16", "openvino-int8")
+FIRST = ":first-run"
 ONNX_QINT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
 OV_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"
 # The random BERT-base head's bias (see build_bert_base).
@@ -225,7 +235,14 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     texts = json.loads(Path(args.texts_file).read_text())
-    model = load_variant(args.worker, args.model, Path(args.out).parent)
+    work = Path(args.out).parent
+    model_path = args.model
+    if args.first_run:  # a fresh copy without exports: this process exports, as a first-time user's does
+        model_path = tempfile.mkdtemp(prefix="first-run-", dir=work)
+        shutil.copytree(args.model, model_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("onnx", "openvino"))
+    loading = time.perf_counter()
+    model = load_variant(args.worker, model_path, work)
+    load_s = time.perf_counter() - loading
     if args.prepare:  # exports written to the model folder; the measured runs load them
         print(json.dumps({"prepared": args.worker}))
         return
@@ -246,7 +263,9 @@ def worker(args: argparse.Namespace) -> None:
     tok = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
     torch.save(as_dense(emb), args.out)
     result = {"seconds": seconds, "docs": len(texts), "tokens": sum(len(t) for t in tok), "foreign": foreign}
-    result.update(peak_rss_mb=rss_mb(), own_cpu_s=own_cpu_seconds() - own0)
+    result.update(peak_rss_mb=rss_mb(), own_cpu_s=own_cpu_seconds() - own0, load_s=load_s)
+    if args.first_run:
+        shutil.rmtree(model_path, ignore_errors=True)
     print(json.dumps(result))
 
 
@@ -291,11 +310,14 @@ def matmul_rooflines(threads: int) -> dict[str, float]:
 
 
 def run_worker(variant, args, tmp, texts_file, queries_file=None, prepare=False) -> dict:
+    """One worker process for ``variant`` (``<variant>:first-run`` exports in the measured process)."""
+    variant, first_run = variant.removesuffix(FIRST), variant.endswith(FIRST)
     env_name = "peer-onnx" if variant in ONNX_PEER else "peer-ov" if variant in OV_PEER else "here"
     python = {"peer-onnx": args.peer_python, "peer-ov": args.peer_ov_python}.get(env_name, sys.executable)
     out = Path(tmp) / f"{variant}.pt"
-    model = args.model_copies[env_name]
+    model = args.model_copies["pristine" if first_run else env_name]
     cmd = [python, __file__, "--worker", variant, "--texts-file", str(texts_file), "--out", str(out)]
+    cmd += ["--first-run"] if first_run else []
     cmd += ["--model", model, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     cmd += ["--max-length", str(args.max_length or 0)]
     if queries_file is not None:
@@ -366,6 +388,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; docs/s is the median")
     parser.add_argument("--busy-cores", type=int, default=0, help="spinning foreign processes during the run")
     parser.add_argument("--no-quality", action="store_true", help="skip the cranfield ranking quality")
+    parser.add_argument(
+        "--first-run", action="store_true", help=f"also export and encode in one process: {', '.join(FIRST_RUN)}"
+    )
     # The peers' environments come from `python benchmarks/peers.py setup` (pinned, in a cache folder).
     parser.add_argument("--peer-python", default=str(peer_python("st5-onnx")), help="for st-onnx*")
     parser.add_argument("--peer-ov-python", default=str(peer_python("st6-openvino")), help="for st-openvino*")
@@ -404,7 +429,7 @@ def main() -> None:
             source = build_bert_base(Path(tmp) / "bert-base") if args.model == "bert-base" else args.model
             source = packaged_model() if source == "packaged" else source
             args.model_copies = {}
-            for env in ("here", "peer-onnx", "peer-ov"):
+            for env in ("here", "peer-onnx", "peer-ov", "pristine"):  # pristine: first runs copy it
                 copy = Path(tmp) / f"model-{env}"
                 shutil.copytree(source, copy, ignore=shutil.ignore_patterns("onnx", "openvino"))
                 args.model_copies[env] = str(copy)
@@ -418,10 +443,13 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
     texts = [doc_text(d) for d in read_jsonl(args.corpus_dir / "corpus.jsonl", args.docs)]
     texts_file = Path(tmp) / "texts.json"
     texts_file.write_text(json.dumps(texts))
-    runs: dict[str, list[dict]] = {v: [] for v in variants}
     # Exports (ONNX, OpenVINO, quantization, calibration) happen once, in a process of their own, so
     # that no measured run carries their time or their memory.
-    for variant in variants:
+    prepared = list(variants)
+    if args.first_run:  # each next to its prepared variant, run in the same rounds
+        variants = [w for v in variants for w in ([v, v + FIRST] if v in FIRST_RUN else [v])]
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for variant in prepared:
         r = run_worker(variant, args, tmp, texts_file, prepare=True)
         if "error" in r:
             runs[variant].append(r)
@@ -457,25 +485,36 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
     base = docs_s("st-fp32") if "st-fp32" in ok else None
     ref = ok["st-fp32"][0]["embeddings"] if base else (ok["fp32"][0]["embeddings"] if ok.get("fp32") else None)
     header = (
-        f"{'variant':<18} {'docs/s':>8} {'x st-fp32':>9} {'peak RSS MB':>11} {'max|diff|':>9} "
+        f"{'variant':<24} {'docs/s':>8} {'x st-fp32':>9} {'peak RSS MB':>11} {'max|diff|':>9} "
         f"{'roofline':>8} {'foreign':>8}"
     )
     print(header)
     print("-" * len(header))
     for v in variants:
         if not ok[v]:
-            print(f"{v:<18} failed: {runs[v][0]['error']}")
+            print(f"{v:<24} failed: {runs[v][0]['error']}")
             continue
         rate = docs_s(v)
         ratio = f"{rate / base:.2f}" if base else "-"
         rss = max(r["peak_rss_mb"] for r in ok[v])
         emb = ok[v][0]["embeddings"]
         diff = (emb - ref).abs().max().item() if ref is not None and emb.shape == ref.shape else float("nan")
-        share = rate * avg_len * fpt / 1e9 / roofs[PRECISION_OF.get(v, "fp32")]
+        share = rate * avg_len * fpt / 1e9 / roofs[PRECISION_OF.get(v.removesuffix(FIRST), "fp32")]
         foreign = statistics.mean(r["foreign"] for r in ok[v])
-        print(f"{v:<18} {rate:>8.2f} {ratio:>9} {rss:>11.0f} {diff:>9.3f} {share:>8.0%} {foreign:>8.2f}")
+        print(f"{v:<24} {rate:>8.2f} {ratio:>9} {rss:>11.0f} {diff:>9.3f} {share:>8.0%} {foreign:>8.2f}")
     print("foreign: cores busy with other processes while the variant ran (mean over rounds)")
     rates = {v: docs_s(v) for v in variants if ok[v]}
+    first_runs = [v for v in variants if v.endswith(FIRST) and v in rates and v.removesuffix(FIRST) in rates]
+    if first_runs:
+        print("\nfirst run (export + encode in one process) vs prepared (files exported beforehand), docs/s:")
+        print(f"{'variant':<18} {'prepared':>9} {'first run':>9} {'ratio':>6} {'export+load s':>13}")
+        for v in first_runs:
+            base_v = v.removesuffix(FIRST)
+            load = statistics.median(r["load_s"] for r in ok[v])
+            ratio = rates[v] / rates[base_v]
+            print(f"{base_v:<18} {rates[base_v]:>9.2f} {rates[v]:>9.2f} {ratio:>6.2f} {load:>13.1f}")
+        print("ratio: first run / prepared; the two agree when it is within 0.9-1.1")
+    rates = {v: r for v, r in rates.items() if not v.endswith(FIRST)}
     ours = max((v for v in rates if v in OURS and v != "fp32-fixed"), key=rates.get, default=None)
     theirs = max((v for v in rates if v in THEIRS), key=rates.get, default=None)
     if ours and theirs:

@@ -180,3 +180,29 @@ def test_cli_no_cache_cache_info_and_clear(docs, tmp_path, monkeypatch):
     assert data["entries"] == 4 and data["file_bytes"] > 0 and data["producers"][0]["model"] == "packaged:splade"
     cleared = runner.invoke(main, ["cache", "clear"])
     assert cleared.exit_code == 0 and not cache_file.exists()
+
+
+def test_cache_clear_deletes_only_an_encode_cache(docs, tmp_path):
+    """Issue 23 item 2: `cache clear --cache corpus.jsonl` deleted the corpus."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs[:2]), encoding="utf-8")
+    other_db = tmp_path / "app.sqlite3"  # an SQLite database of another program
+    db = sqlite3.connect(other_db)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('format', 'someone-else/1')")
+    db.commit()
+    db.close()
+    runner = CliRunner()
+    for victim, reason in ((corpus, "not an SQLite database"), (other_db, "'someone-else/1'")):
+        before = victim.read_bytes()
+        done = runner.invoke(main, ["cache", "clear", "--cache", str(victim)])
+        assert done.exit_code == 1, done.output
+        assert done.output.startswith("Error: ") and len(done.output.strip().splitlines()) == 1, done.output
+        assert "not a sparsebridge encode cache" in done.output and reason in done.output
+        assert victim.read_bytes() == before
+    ours = tmp_path / "ours.sqlite3"
+    with EncodeCache(ours) as cache:
+        cache.put(cache.register({"model": "m"}), [("text", [1, 2], [0.5, 0.25])])
+    done = runner.invoke(main, ["cache", "clear", "--cache", str(ours)])
+    assert done.exit_code == 0, done.output
+    assert not ours.exists() and not ours.with_name("ours.sqlite3-wal").exists()

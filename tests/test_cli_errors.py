@@ -355,7 +355,8 @@ def test_ctrl_c_exits_130_with_the_report_of_what_was_written(tmp_path):
     assert report["interrupted"] is True and 0 < report["written"] < 3000
     lines = [line for line in stderr_lines(err) if not line.startswith("ingest:")]
     assert lines == [
-        f"Error: interrupted after {report['written']} records written; run the same command again to resume"
+        f"Error: interrupted with {report['written']} records written to index 'sparsebridge' of the "
+        f"{report['documents']} documents read; run the same command again to write the rest (nothing is duplicated)"
     ]
     # Everything acknowledged is stored; the same command again completes the index.
     stored = json.loads(run(tmp_path, "count", "--json").stdout)["count"]
@@ -368,6 +369,6 @@ def test_ctrl_c_exits_130_with_the_report_of_what_was_written(tmp_path):
 def test_ctrl_c_text_report(tmp_path):
     code, out, err = _interrupted_ingest(tmp_path)
     assert code == 130 and "Traceback" not in err and "Aborted!" not in err, err
-    assert out.startswith("interrupted after ") and "records written" in out
+    assert out.startswith("interrupted: ") and "documents read" in out and "records encoded, of which" in out
     lines = [line for line in stderr_lines(err) if not line.startswith("ingest:")]
-    assert len(lines) == 1 and lines[0].startswith("Error: interrupted after "), err
+    assert len(lines) == 1 and lines[0].startswith("Error: interrupted with "), err

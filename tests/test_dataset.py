@@ -214,7 +214,7 @@ def test_a_dataset_of_another_producer_is_refused_by_the_index(encoder, tmp_path
         with DatasetWriter(cut, dataset_metadata(pipe.vocab.metadata, other)) as w:
             w.write(records([2]))
         assert pipe.ingest_dataset(ours).written == 2
-        with pytest.raises(IndexMismatchError, match="max_active_dims None vs 8"):
+        with pytest.raises(IndexMismatchError, match="max_active_dims: index None, these 8"):
             pipe.ingest_dataset(cut)
         # The same weights under another name are the same producer.
         same = tmp_path / "same.parquet"
@@ -222,3 +222,40 @@ def test_a_dataset_of_another_producer_is_refused_by_the_index(encoder, tmp_path
         with DatasetWriter(same, dataset_metadata(pipe.vocab.metadata, renamed)) as w:
             w.write(records([3]))
         assert pipe.ingest_dataset(same).written == 1 and conn.count() == 3
+
+
+def test_a_row_outside_the_vocabulary_is_refused_naming_it(encoder, tmp_path):
+    """Issue 23 item 7: token index 99999 (the vocabulary has 30,522) was ingested silently."""
+    pytest.importorskip("qdrant_edge")
+    from sparsebridge.pipeline import Pipeline
+    from sparsebridge_qdrant import QdrantConnector
+
+    conn = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="t")
+    with Pipeline(encoder, conn, "t", model_name="packaged:splade", show_progress=False) as pipe:
+        size = encoder.get_embedding_dimension()
+        assert pipe.vocab.dimension == size == len(encoder.tokenizer)
+        ds = tmp_path / "v.parquet"
+        bad = Record(id="bad", text="t", sparse=SparseVector((5, 99999), (0.5, 1.0), ("a", "b")), payload={})
+        edge = Record(id="edge", text="t", sparse=SparseVector((size - 1,), (0.5,), ("a",)), payload={})
+        with DatasetWriter(ds, dataset_metadata(pipe.vocab.metadata, pipe.producer)) as w:
+            w.write([*records([0, 1]), edge, bad])
+        with pytest.raises(DatasetError, match=rf"row 'bad': token index 99999 is outside .* 0 to {size - 1}"):
+            pipe.ingest_dataset(ds)
+
+
+def test_rows_sharing_an_id_are_reported_as_duplicates(encoder, tmp_path):
+    """Issue 23 item 4: two rows with one id gave "2 documents ... 1 written, 0 failed"."""
+    pytest.importorskip("qdrant_edge")
+    from sparsebridge.pipeline import Pipeline
+    from sparsebridge_qdrant import QdrantConnector
+
+    conn = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="t")
+    with Pipeline(encoder, conn, "t", model_name="packaged:splade", show_progress=False) as pipe:
+        ds = tmp_path / "v.parquet"
+        again = Record(id="1", text="the second row 1", sparse=SparseVector((9,), (2.0,), ("a",)), payload={})
+        with DatasetWriter(ds, dataset_metadata(pipe.vocab.metadata, pipe.producer)) as w:
+            w.write([*records([0, 1, 2]), again])
+        report = pipe.ingest_dataset(ds)
+        assert (report.documents, report.records, report.written) == (4, 3, 3)
+        assert list(report.failed) == ["1 (row 4)"] and "row 2 of this dataset" in report.failed["1 (row 4)"]
+        assert conn.get(["1"])["1"]["text"] == "text 1"  # the first row is kept

@@ -10,6 +10,8 @@ among them and those judgements) so that it encodes sixty documents, not 1,400.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,42 @@ def test_eval_resumes_a_partial_index(subset, tmp_path, monkeypatch):
     assert fresh_figures["ingest"]["written"] == SUBSET_DOCS
     for key in ("ndcg@10", "mrr@10", "recall@100"):
         assert again_figures[key] == pytest.approx(fresh_figures[key], abs=1e-9), key
+
+
+def test_eval_refuses_an_index_holding_records_outside_the_corpus(subset, data_dir, tmp_path, monkeypatch):
+    """Issue 23 item 3: an index with the whole corpus plus other records (the quick start's stdlib
+    docstrings, say) was scored without a word: those records took ranks from the corpus."""
+    monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
+    runner = CliRunner()
+    config = _config(tmp_path, "mixed")
+    # The subset plus Cranfield's longest document, ingested as passages: passages of the corpus's
+    # documents belong to it, only the other records may count as extra.
+    longest = max(_rows(data_dir / "cranfield" / "corpus.jsonl"), key=lambda d: len(d["text"]))
+    subset = shutil.copytree(subset, tmp_path / "cranfield-subset")
+    with open(subset / "corpus.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(longest) + "\n")
+    docs = SUBSET_DOCS + 1
+    ingested = runner.invoke(main, ["ingest", str(subset), "--split-passages", "--config", str(config), "--quiet"])
+    assert ingested.exit_code == 1 and "471" in ingested.output, ingested.output  # the empty document fails
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(
+        "".join(json.dumps({"_id": f"other-{i}", "text": f"wing flutter at speed {i}"}) + "\n" for i in range(7)),
+        encoding="utf-8",
+    )
+    assert runner.invoke(main, ["ingest", str(extra), "--config", str(config), "--quiet"]).exit_code == 0
+    held, _ = _stored(tmp_path, "mixed", [])
+    assert held > docs + 7  # passages: more records than documents
+
+    refused = runner.invoke(main, ["eval", str(subset), "--config", str(config), "--quiet"])
+    assert refused.exit_code == 1, refused.output
+    lines = [ln for ln in refused.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), refused.output
+    where = re.escape(str(subset))
+    assert re.search(rf"holds 7 records that are not documents of {where} \(e\.g\. 'other-\d', ", lines[0])
+    assert f"besides {docs} of its {docs}" in lines[0] and "fresh index (--index NAME)" in lines[0]
+    assert _stored(tmp_path, "mixed", [])[0] == held  # nothing was ingested
+
+    fresh = runner.invoke(main, ["eval", str(subset), "--config", str(config), "--index", "fresh", "--quiet", "--json"])
+    assert fresh.exit_code == 0, fresh.output
+    figures = json.loads(fresh.stdout)
+    assert figures["index"] == "fresh" and figures["ingest"]["written"] == docs

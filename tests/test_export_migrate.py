@@ -24,6 +24,7 @@ import pyarrow.dataset as pads
 import pytest
 from lucene_testkit import FakeEngine, FakeServer, lucene_feature_value
 from sparsebridge.config import IngestSettings
+from sparsebridge.connector import ConnectorError, Record, SparseVector
 from sparsebridge.dataset import open_dataset
 from sparsebridge.pipeline import Pipeline
 from sparsebridge.transfer import export_index, migrate
@@ -274,3 +275,68 @@ def test_interrupted_migrate_rerun_loses_and_duplicates_nothing(dataset, encoder
     with make_pipeline(encoder, dst, "b") as pipe:
         export_index(dst, pipe.vocab, out, index="b")
     assert arrow_rows(out) == arrow_rows(dataset)
+
+
+def test_export_and_migrate_refuse_a_record_outside_the_vocabulary(encoder, tmp_path):
+    """Issue 23 item 7: a record with token index 99999 (of 30,522) was exported silently."""
+    src = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="a")
+    dst = QdrantConnector(mode="local", path=str(tmp_path / "local"), index="b")
+    with make_pipeline(encoder, src, "a") as a, make_pipeline(encoder, dst, "b") as b:
+        a.open_index(a.index_spec())
+        good = Record(id="good", text="t", sparse=SparseVector((7,), (1.0,), ("a",)), payload={})
+        bad = Record(id="bad", text="t", sparse=SparseVector((5, 99999), (0.5, 1.0), ("a", "b")), payload={})
+        assert not src.write([good, bad]).failed
+        with pytest.raises(ConnectorError, match=r"index 'a': record 'bad' has token index 99999, outside"):
+            export_index(src, a.vocab, tmp_path / "x.parquet", index="a")
+        with pytest.raises(ConnectorError, match=r"record 'bad' has token index 99999"):
+            migrate(src, b, source_name="a")
+        assert dst.count() == 0
+
+
+def test_an_export_resumes_only_an_export_of_the_same_index(dataset, encoder, tmp_path):
+    """Issue 23 item 5: exporting index 'ib' into a folder holding index 'ia''s export appended
+    ("20 written, 0 already there"): the dataset mixed two indexes."""
+    from sparsebridge.errors import DatasetError
+
+    out = tmp_path / "out.parquet"
+    ia = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="ia")
+    ib = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="ib")
+    with make_pipeline(encoder, ia, "ia") as a, make_pipeline(encoder, ib, "ib") as b:
+        a.ingest_dataset(dataset)
+        assert export_index(ia, a.vocab, out, index="ia").written == N_DOCS
+        b.ingest_dataset(dataset)  # the same records: only the source tells the exports apart
+        with pytest.raises(DatasetError, match=r"holds an export of index 'ia' \(QdrantConnector\), not an "):
+            export_index(ib, b.vocab, out, index="ib")
+    elsewhere = QdrantConnector(mode="edge", path=str(tmp_path / "edge2"), index="ia")
+    with make_pipeline(encoder, elsewhere, "ia") as c:
+        c.ingest_dataset(dataset)  # an index of the same name in another folder
+        with pytest.raises(DatasetError, match="at another address"):
+            export_index(elsewhere, c.vocab, out, index="ia")
+        with pytest.raises(DatasetError, match="holds an export of index 'ia'.*not vectors encoded from a corpus"):
+            c.encode_dataset([{"_id": "x", "text": "an encode into an export"}], out)
+    assert sorted(arrow_rows(out)) == sorted(arrow_rows(dataset))
+
+
+def test_an_export_run_again_after_the_index_changed_hands_out_no_stale_row(dataset, encoder, docs, tmp_path):
+    """Issue 23 item 6: re-running an export after the index changed kept the old rows ("already
+    there"). Unchanged rows are kept; a changed or deleted record makes the export start over."""
+    src = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), index="a")
+    out, fresh = tmp_path / "out.parquet", tmp_path / "fresh.parquet"
+    with make_pipeline(encoder, src, "a") as a:
+        a.ingest_dataset(dataset)
+        assert export_index(src, a.vocab, out, index="a", part_rows=10).written == N_DOCS
+        again = export_index(src, a.vocab, out, index="a", part_rows=10)
+        assert (again.written, again.skipped, again.restarted) == (0, N_DOCS, None)
+        src.delete([docs[1]["_id"]])
+        gone = export_index(src, a.vocab, out, index="a", part_rows=10)
+        assert gone.restarted == (
+            f"1 records of {out} are no longer in index 'a' (e.g. {docs[1]['_id']!r}); the export started over"
+        )
+        assert (gone.written, gone.skipped, gone.target_count) == (N_DOCS - 1, 0, N_DOCS - 1)
+        a.ingest([{"_id": docs[0]["_id"], "title": docs[0]["title"], "text": "the text changed since the export"}])
+        changed = export_index(src, a.vocab, out, index="a", part_rows=10)
+        assert changed.restarted.startswith(f"record {docs[0]['_id']!r} of index 'a' changed since {out}")
+        export_index(src, a.vocab, fresh, index="a", part_rows=10)
+    rows = arrow_rows(out)
+    assert rows == arrow_rows(fresh) and len(rows) == N_DOCS - 1
+    assert rows[docs[0]["_id"]]["text"] == f"{docs[0]['title']} the text changed since the export"

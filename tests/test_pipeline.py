@@ -287,6 +287,31 @@ def test_passage_splitting(cenc, tmp_path, cranfield):
         assert collapse_passages(hits)[0] == long_doc["_id"]
 
 
+def test_passage_ids_never_overwrite_a_document_with_that_id(cenc, tmp_path, cranfield):
+    """Issue 23 item 1: a document whose own id is "a#p1" overwrote passage 1 of a long document "a"
+    (or the other way round), and the report said "0 failed"."""
+    docs, _, _ = cranfield
+    long_doc = max(docs, key=lambda d: len(doc_text(d)))
+    clash = {"_id": f"{long_doc['_id']}#p1", "text": "a short document whose id looks like a passage id"}
+    settings = IngestSettings(split_passages=True)
+    for order in ((long_doc, clash), (clash, long_doc)):
+        path = tmp_path / f"edge-{order[0] is clash}"
+        with Pipeline(cenc, edge(path), "docs", ingest_settings=settings, show_progress=False) as pipe:
+            report = pipe.ingest(list(order))
+            first_holds_it = 1 if order[0] is long_doc else 2
+            n = report.records  # the long document's passages, or the short one and all passages but one
+            assert n >= 2
+            assert report.failed == {
+                f"{clash['_id']} (document 2)": f"duplicate id {clash['_id']!r}: document 1 of this corpus already "
+                f"gives a record this id (a passage's id is its document's id + '#pN'); it was kept"
+            }
+            # Every record prepared is written or reported, and the index holds what was written.
+            assert report.written == report.records == pipe.count()
+            assert report.written + len(report.failed) == n + 1
+            stored = pipe.connector.get([clash["_id"]])[clash["_id"]]
+            assert (stored.get(PARENT_KEY) == long_doc["_id"]) == (first_holds_it == 1)
+
+
 def test_split_passages_overlap_and_word_boundaries(encoder):
     tok = encoder.tokenizer
     text = " ".join(f"aeroelasticity{i} wing" for i in range(60))

@@ -58,6 +58,9 @@ MOVED = {
 }
 # Submodules whose old parent now maps elsewhere (``backends`` is the export helpers).
 SUBMODULES = {"backends": "encoders.backends"}
+# Old packages whose names now live in two modules: the alias is a package of the first (its
+# submodules import through it) that also gives the second's names.
+COMPOSITE = {"backends": ("encoders.backends", "encoders.export")}
 
 PREFIX = "sparsebridge."
 
@@ -85,13 +88,17 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self, loader_state=new)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        old = spec.name[len(PREFIX) :]
+        if old in COMPOSITE:
+            return _composite(spec.name, *(PREFIX + name for name in COMPOSITE[old]))
         module = importlib.import_module(spec.loader_state)
         spec.loader_state = module.__spec__
         return module
 
     def exec_module(self, module: ModuleType) -> None:
         # The import system stamped the alias's spec on the module; it gets its own back.
-        module.__spec__ = module.__spec__.loader_state
+        if isinstance(module.__spec__.loader_state, importlib.machinery.ModuleSpec):
+            module.__spec__ = module.__spec__.loader_state
 
 
 def install() -> None:
@@ -99,3 +106,20 @@ def install() -> None:
     editable install's finder would otherwise look them up as files of its own checkout."""
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.insert(0, _Alias())
+
+
+def _composite(name: str, package: str, other: str) -> ModuleType:
+    """A package module ``name`` whose submodules are ``package``'s and whose names are
+    ``package``'s, else ``other``'s."""
+    first = importlib.import_module(package)
+    module = ModuleType(name, first.__doc__)
+    module.__path__ = []  # a package; its submodules are found by the finder, as ``package``'s
+
+    def __getattr__(attr: str) -> object:
+        for source in (first, importlib.import_module(other)):
+            if hasattr(source, attr):
+                return getattr(source, attr)
+        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    return module

@@ -10,12 +10,15 @@ from __future__ import annotations
 __all__ = [
     "AdapterError",
     "CacheError",
+    "ClusterError",
     "ConfigError",
     "ConnectorError",
     "CorpusError",
+    "DeviceError",
     "DatasetError",
     "EncodeArgumentError",
     "EncodeInputTypeError",
+    "EmbeddingShapeError",
     "EvaluationError",
     "FilterError",
     "HubError",
@@ -125,6 +128,16 @@ class EncodeArgumentError(SparsebridgeError, ValueError):
     """An encoder method got an argument it cannot use (unknown keyword, bad ``top_k``, mixed inputs...)."""
 
 
+class DeviceError(SparsebridgeError, RuntimeError, AssertionError):
+    """A device this torch build cannot use (``cuda:7`` on a CPU build, an unknown device string).
+    Also a RuntimeError and an AssertionError: what torch raised for these before."""
+
+
+class EmbeddingShapeError(SparsebridgeError, ValueError, RuntimeError):
+    """Embeddings whose shapes cannot be compared (another dimension, or pairs of unequal counts);
+    also a RuntimeError, what torch raised for them before."""
+
+
 class EncodeInputTypeError(SparsebridgeError, TypeError):
     """An encoder method got inputs of the wrong type; the message names the item."""
 
@@ -144,6 +157,10 @@ class AdapterError(SparsebridgeError, ValueError):
 class MergeError(SparsebridgeError, ValueError):
     """Models cannot be merged (``SparseEncoder.merge``): too few, incompatible modules, configs,
     vocabularies or state keys, or merge settings mergekit refuses; the message names the model and module."""
+
+
+class ClusterError(SparsebridgeError, ConnectionError):
+    """A Ray cluster address is malformed, unknown or does not answer; the message names the address."""
 
 
 class MissingDependencyError(SparsebridgeError, ImportError):

@@ -23,5 +23,6 @@ its own, imported here so that it registers with ``main``.
 
 from . import cache, encode, evaluate, info, ingest, search, serve, transfer  # noqa: F401  (register the commands)
 from .app import main, printable
+from .ingest import _print_ingest_report, interrupt_line  # noqa: F401  (the ingest report's lines)
 
-__all__ = ["main", "printable"]
+__all__ = ["interrupt_line", "main", "printable"]

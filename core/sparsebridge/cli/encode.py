@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from .app import (
     _config,
     _emit_json,
     _encoder,
+    _open_cache,
+    cache_options,
     common_options,
     main,
     printable,
@@ -52,7 +55,8 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
     "--output",
     "-o",
     type=click.Path(path_type=Path),
-    help="Write JSONL here (default: stdout); a NAME.parquet folder: a vector dataset.",
+    help="Write JSONL here (default: stdout); a NAME.parquet folder, or any name after a CORPUS path: "
+    "a vector dataset.",
 )
 @click.option("--query", "as_query", is_flag=True, help="Encode as queries (encode_query) instead of documents.")
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Keep the k strongest tokens.")
@@ -61,6 +65,7 @@ def _encode_inputs(texts: tuple[str, ...], input_path: Path | None, config: Conf
     "--part-rows", type=click.IntRange(min=1), default=None, help="Dataset mode: rows per Parquet part file (4096)."
 )
 @click.option("--no-text", is_flag=True, help="Dataset mode: leave the text column empty.")
+@cache_options
 @common_options
 @progress_option
 def encode(
@@ -72,6 +77,8 @@ def encode(
     limit: int | None,
     part_rows: int | None,
     no_text: bool,
+    no_cache: bool,
+    cache_path: Path | None,
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
@@ -80,16 +87,21 @@ def encode(
 
     With --output NAME.parquet, encode a corpus once into a vector dataset instead:
     `sparsebridge encode CORPUS --output vectors.parquet` (CORPUS as for ingest). It is resumable:
-    a run that was stopped or killed is run again and encodes only what is missing. Then
-    `sparsebridge ingest vectors.parquet` writes it to any backend without encoding.
+    a run that was stopped or killed is run again and encodes only what is missing; texts the encode
+    cache holds are not encoded again (as for ingest). A CORPUS path that exists is a corpus whatever
+    the output is called. Then `sparsebridge ingest vectors.parquet` writes it to any backend without
+    encoding.
     """
     from ..vectors.convert import to_sparse_vectors
     from ..vectors.vocabulary import Vocabulary
 
-    if output is not None and output.suffix == ".parquet":
-        _encode_dataset(
-            texts, input_path, output, as_query, top_k, limit, part_rows, no_text, config_path, as_json, quiet
-        )
+    # A path that exists is a corpus, whatever the output is called: never a text to encode.
+    names_corpus = len(texts) == 1 and input_path is None and Path(texts[0]).exists()
+    if output is not None and (output.suffix == ".parquet" or names_corpus):
+        cache = _open_cache(no_cache, cache_path)
+        with cache or contextlib.nullcontext():
+            args = (texts, input_path, output, as_query, top_k, limit, part_rows, no_text, config_path)
+            _encode_dataset(*args, as_json, quiet, cache)
         return
     config = _config(config_path, check_connector=False)
     items = _encode_inputs(texts, input_path, config)
@@ -125,6 +137,7 @@ def _encode_dataset(
     config_path: Path | None,
     as_json: bool,
     quiet: bool,
+    cache: Any = None,
 ) -> None:
     from ..index.encoding import Encoding
     from ..index.text_vectors import encode_to_dataset
@@ -136,7 +149,7 @@ def _encode_dataset(
         raise click.UsageError("give one CORPUS (JSONL file, BEIR folder or stdlib:) to encode into a dataset")
     config = _config(config_path, check_connector=False)
     source = open_corpus(spec, limit=limit)
-    encoding = Encoding.from_config(config, _encoder(config))  # no backend: encoding into a dataset
+    encoding = Encoding.from_config(config, _encoder(config), cache=cache)  # no backend: into a dataset
     report = encode_to_dataset(
         encoding,
         source,
@@ -150,11 +163,14 @@ def _encode_dataset(
     if as_json:
         _emit_json(data)
     else:
+        # records: encoded by this run; skipped: documents a previous run already wrote (resume).
         click.echo(
-            f"encoded {report.records - report.skipped} records of {report.documents} documents from {source.name} "
-            f"into {output}: {report.written} written, {report.skipped} already there, {len(report.failed)} failed, "
+            f"encoded {report.records} records of {report.documents} documents from {source.name} into {output}: "
+            f"{report.written} written, {report.skipped} documents already there, {len(report.failed)} failed, "
             f"{report.seconds:.1f}s"
         )
+        if report.cache_hits or report.cache_misses:
+            click.echo(f"  encode cache: {report.cache_hits} served, {report.cache_misses} encoded")
         for i, (doc_id, reason) in enumerate(sorted(report.failed.items())):
             if i == MAX_LISTED_FAILURES:
                 click.echo(f"  ... and {len(report.failed) - i} more (--json lists all)")

@@ -95,6 +95,8 @@ def eval_cmd(
     click.echo(
         f"  nDCG@10 {result['ndcg@10']:.4f}   MRR@10 {result['mrr@10']:.4f}   Recall@100 {result['recall@100']:.4f}"
     )
+    for note in result.get("notes", []):
+        click.echo(printable(f"  note: {note}"))
     for side, figures in (result.get("exact_recall") or {}).items():
         k, recall = figures["k"], figures["recall"]
         shown = "n/a (no query shares a token with the index)" if recall is None else f"{recall:.4f}"

@@ -125,22 +125,37 @@ def ingest(
     else:
         _print_ingest_report(report, name, config, interrupted)
     if interrupted:
-        click.echo(
-            f"Error: interrupted after {report.written} records written; run the same command again to resume",
-            err=True,
-        )
+        click.echo(interrupt_line(report), err=True)
         raise click.exceptions.Exit(EXIT_INTERRUPTED)
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} documents failed; fix them and run the same command again")
 
 
+def interrupt_line(report: Any) -> str:
+    """The last line of an interrupted ingest: what is in the index, and how to go on."""
+    return (
+        f"Error: interrupted with {report.written} records written to index {report.index!r} of the "
+        f"{report.documents} documents read; run the same command again to write the rest (nothing is duplicated)"
+    )
+
+
 def _print_ingest_report(report: Any, source: str, config: Config, interrupted: bool) -> None:
-    verb = "interrupted after" if interrupted else "ingested"
+    if interrupted:
+        # Documents read, records encoded and records written differ at an interrupt: say which is which.
+        head = (
+            f"interrupted: {report.documents} documents read from {printable(source)}, {report.records} records "
+            f"encoded, of which {report.written} written to index {report.index!r} ({config.backend.connector}) "
+            f"before the interrupt"
+        )
+    else:
+        head = (
+            f"ingested {report.documents} documents from {printable(source)} into index {report.index!r} "
+            f"({config.backend.connector}): {report.written} records written"
+        )
     click.echo(
-        f"{verb} {report.documents} documents from {printable(source)} into index {report.index!r} "
-        f"({config.backend.connector}): {report.written} records written, {len(report.failed)} failed, "
-        f"{report.retries} retries, {report.seconds:.1f}s ({report.docs_per_second:.1f} docs/s; "
-        f"encoding {report.encode_seconds:.1f}s, writing {report.write_seconds:.1f}s)"
+        f"{head}, {len(report.failed)} failed, {report.retries} retries, {report.seconds:.1f}s "
+        f"({report.docs_per_second:.1f} docs/s; encoding {report.encode_seconds:.1f}s, writing "
+        f"{report.write_seconds:.1f}s)"
     )
     if report.truncated:
         click.echo(

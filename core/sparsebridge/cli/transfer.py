@@ -13,6 +13,7 @@ from .app import (
     common_options,
     index_option,
     main,
+    printable,
     progress_option,
     user_errors,
 )
@@ -51,6 +52,8 @@ def export(
         f"{report.written} written, {report.skipped} already there, {len(report.failed)} failed; weights "
         f"{'as written' if report.values_quantised == 'none' else 'Lucene 9-bit'}; {report.seconds:.1f}s"
     )
+    if report.restarted:
+        click.echo(printable(f"  note: {report.restarted}"))
     if report.failed:
         raise click.ClickException(f"{len(report.failed)} records could not be exported; see --json")
 
@@ -71,10 +74,12 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
     compares the counts at the end. Interrupted? Run the same command again: writes are upserts.
     """
     from ..config.builder import connector_from_config
+    from ..index.transfer import check_distinct_indexes
     from ..index.transfer import migrate as migrate_index
 
     source_config = _config(from_path)
     target_config = _config(to_path)
+    check_distinct_indexes(source_config, target_config)
     with connector_from_config(source_config) as source, _index_writer(target_config, quiet) as target:
         report = migrate_index(
             source, target, source_name=source_config.backend.index, batch_size=batch_size, show_progress=not quiet
@@ -94,5 +99,6 @@ def migrate(from_path: Path, to_path: Path, batch_size: int, as_json: bool, quie
     if not report.counts_equal:
         raise click.ClickException(
             f"the target index holds {report.target_count} records, the source {report.source_count}: the target "
-            f"had other records before, or the source changed during the migration"
+            f"held {report.target_before} records before this migration (some of them not from the source), "
+            f"or the source changed during the migration"
         )

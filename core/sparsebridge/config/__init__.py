@@ -157,23 +157,11 @@ def check_device(config: Config) -> None:
     device = config.model.device
     if device is None:
         return
-    import torch
+    from ..encoders.runtime.placement import device_problem  # imports torch: only when a device is configured
 
-    where = f"{config.source}: [model] device = {device!r}"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise ConfigError(f"{where}: not a torch device ({reason}); use e.g. 'cpu' or 'cuda:0'") from None
-    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}.get(dev.type)
-    if dev.type != "cpu" and (backend is None or not backend.is_available()):
-        raise ConfigError(
-            f"{where}: this torch build ({torch.__version__}) cannot use {dev.type} here; use 'cpu' "
-            f"or install a torch with {dev.type} support"
-        )
-    count = getattr(backend, "device_count", None)
-    if dev.index is not None and count is not None and dev.index >= count():
-        raise ConfigError(f"{where}: there are {count()} {dev.type} devices (0 to {count() - 1})")
+    problem = device_problem(device)
+    if problem is not None:
+        raise ConfigError(f"{config.source}: [model] device = {device!r}: {problem}")
 
 
 # --------------------------------------------------------------------------- settings

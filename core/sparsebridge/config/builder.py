@@ -40,34 +40,46 @@ def build_dense_encoder(config: Config) -> Any:
 
 def build_vocabulary(config: Config) -> Vocabulary:
     """The configured model's vocabulary, read from its ``tokenizer.json`` with the ``tokenizers``
-    library when the model is a folder that has one at its root (no torch, no transformers, no
-    weights read: what the index side needs to check vectors); from the loaded model otherwise
-    (a Hub id, a router whose tokenizers sit in sub-folders). Both give the same ids and tokens,
-    so the same fingerprint."""
+    library when the model is a SPLADE model in a folder (no torch, no transformers, no weights read:
+    what the index side needs to check vectors); from the loaded model otherwise (a Hub id, a
+    router, a CSR model). Both give the same ids, tokens and fingerprint, and the same output
+    dimension (the masked LM's ``vocab_size``)."""
     from pathlib import Path
 
     path = Path(resolve_model(config.model.name_or_path))
-    if (path / "tokenizer.json").is_file() and not _modules_in_subfolders(path):
+    dimension = _splade_dimension(path)
+    if dimension is not None and (path / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         tokens = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size(with_added_tokens=True))]
-        return Vocabulary.from_tokens(tokens, config.model.name_or_path)
-    return Vocabulary(build_sparse_encoder(config).tokenizer, config.model.name_or_path)
+        return Vocabulary.from_tokens(tokens, config.model.name_or_path, dimension)
+    return Vocabulary.of(build_sparse_encoder(config), config.model.name_or_path)
 
 
-def _modules_in_subfolders(path: Any) -> bool:
-    """Whether a sentence-transformers ``modules.json`` puts its first module (the one holding the
-    tokenizer) in a sub-folder rather than at the root."""
+_SPLADE_MODULES = ("Transformer", "MLMTransformer", "SpladePooling")
+
+
+def _splade_dimension(path: Any) -> int | None:
+    """The output dimension of a SPLADE model folder (its masked LM's ``vocab_size``): a bare
+    ``*ForMaskedLM`` checkpoint, or a sentence-transformers folder of a transformer at its root and
+    SPLADE pooling; None for anything else (it is then loaded to be asked)."""
     import json
 
     try:
-        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return False
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        modules_file = path / "modules.json"
+        modules = json.loads(modules_file.read_text(encoding="utf-8")) if modules_file.is_file() else None
     except (OSError, ValueError):
-        return True  # unreadable: let the model loader say what is wrong with it
-    return not modules or modules[0].get("path", "") not in ("", ".")
+        return None  # unreadable: the model loader says what is wrong with it
+    if not any(str(a).endswith("ForMaskedLM") for a in config.get("architectures") or ()):
+        return None
+    if modules is not None:
+        types = [str(m.get("type", "")).rpartition(".")[2] for m in modules]
+        if not modules or modules[0].get("path", "") not in ("", ".") or not set(types) <= set(_SPLADE_MODULES):
+            return None
+    size = config.get("vocab_size")
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def _load(encoder_cls: Any, name_or_path: str, **options: Any) -> Any:

@@ -21,8 +21,18 @@ from ..errors import FilterError
 
 __all__ = ["Condition", "FilterError", "check_filter_fields", "parse_filter"]
 
-# The index metadata key that lists the payload fields an ingest stored (see check_filter_fields).
+# The index metadata keys that list the payload fields an ingest stored, and the declared types
+# of those that have one (see check_filter_fields).
 PAYLOAD_FIELDS_KEY = "payload_fields"
+PAYLOAD_TYPES_KEY = "payload_types"
+# What a field of each declared type can equal (bool is an int in Python, never a number here).
+_HOLDS = {
+    "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "boolean": ("true or false", lambda v: isinstance(v, bool)),
+    "keyword": ("a string", lambda v: isinstance(v, str)),
+    "text": ("a string", lambda v: isinstance(v, str)),
+}
 
 
 @dataclass
@@ -78,10 +88,16 @@ def check_filter_fields(
     """Refuse a filter on a field that is not a payload field of the index.
 
     ``stored`` is the index metadata; ingests record the payload fields they store there under
-    ``payload_fields``. ``also`` adds fields the current config names. An index whose metadata
-    does not list its payload fields (built by an older version) is not checked.
+    ``payload_fields``, and the declared types under ``payload_types``. ``also`` adds fields the
+    current config names (with their types when it is a mapping). An index whose metadata does not
+    list its payload fields (built by an older version) is not checked for names. A value that a
+    field of a declared type can never hold (``year=abc`` on an integer field) is refused too: it
+    would silently match nothing.
     """
     conditions = parse_filter(flt)
+    types = {**dict((stored or {}).get(PAYLOAD_TYPES_KEY) or {}), **(dict(also) if isinstance(also, Mapping) else {})}
+    for c in conditions:
+        _check_type(c, types.get(c.key), index)
     if not conditions or not stored or PAYLOAD_FIELDS_KEY not in stored:
         return
     known = {str(f) for f in stored.get(PAYLOAD_FIELDS_KEY) or ()} | set(also)
@@ -91,4 +107,16 @@ def check_filter_fields(
             raise FilterError(
                 f"filter field {c.key!r} is not a payload field of index {index!r} (payload fields: {listed}); "
                 f"name the field in [ingest] payload_fields and ingest again to filter on it"
+            )
+
+
+def _check_type(condition: Condition, kind: str | None, index: str) -> None:
+    if kind not in _HOLDS:
+        return  # no declared type: the values stored decide, as the engine compares them
+    what, holds = _HOLDS[kind]
+    for value in [condition.value] if condition.kind == "eq" else condition.values:
+        if not holds(value):
+            raise FilterError(
+                f"filter value {value!r} for {condition.key!r} cannot match: the field is of type {kind!r} in "
+                f"index {index!r}, which holds {what}"
             )

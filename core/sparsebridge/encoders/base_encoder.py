@@ -31,7 +31,7 @@ from .modules.router import Router
 from .modules.transformer import Transformer
 from .runtime.kernel_options import apply_backbone_kernels, plan_kernels
 from .runtime.peft_adapters import PeftAdapterMixin
-from .runtime.placement import AcceleratePlacementMixin
+from .runtime.placement import AcceleratePlacementMixin, check_torch_device
 from .runtime.threads import cpu_thread_budget
 from .similarity import SimilarityFunction
 
@@ -217,7 +217,9 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         precision: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
-            raise ValueError(f"backend {backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
+            raise EncodeArgumentError(f"backend {backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
+        if device is not None:
+            check_torch_device(device)  # before seconds go into loading the weights
         # A device_map hands placement to transformers/Accelerate; `device` is then not used.
         device_map = (model_kwargs or {}).get("device_map") if backend == "torch" and model_name_or_path else None
         if device is not None and device_map is not None:

@@ -3,10 +3,15 @@ tools (no optimum): graph optimization levels O1-O4, dynamic int8 quantization, 
 quantization of the OpenVINO model (with nncf). Files land where sentence-transformers puts them
 (``onnx/model_O3.onnx``, ``onnx/model_qint8_avx512_vnni.onnx``,
 ``openvino/openvino_model_qint8_quantized.xml``), so either library loads them.
+
+Only the ONNX export of the torch model runs in the calling process; the optimizer, the quantizers
+and nncf run in a child process (``isolated.py``), so the process that exports keeps none of
+their threads or memory and encodes as fast as one that loads the files (issue 24).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ModelLoadError, SparsebridgeError
+from .backends.isolated import run_isolated
 
 QUANTIZATION_TARGETS = ("arm64", "avx2", "avx512", "avx512_vnni")
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
@@ -68,7 +74,6 @@ def export_optimized_onnx_model(
     passed to ``onnxruntime.transformers.optimizer.optimize_model`` as keyword arguments.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
 
     _local_only(push_to_hub, create_pr)
     folder = Path(model_name_or_path)
@@ -89,10 +94,16 @@ def export_optimized_onnx_model(
     kwargs.setdefault("model_type", "bert")
     kwargs.setdefault("num_heads", getattr(config, "num_attention_heads", 0))
     kwargs.setdefault("hidden_size", getattr(config, "hidden_size", 0))
-    optimized = optimize_model(str(source), **kwargs)
     target = folder / "onnx" / f"model_{suffix}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
-    optimized.save_model_to_file(str(target))
+    run_isolated(_optimize, source, target, kwargs)
+
+
+def _optimize(source: Path, target: Path, kwargs: dict[str, Any]) -> None:
+    """onnxruntime's transformer optimizer, ``source`` to ``target`` (runs in the export's child process)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimize_model(str(source), **kwargs).save_model_to_file(str(target))
 
 
 def export_dynamic_quantized_onnx_model(
@@ -107,7 +118,7 @@ def export_dynamic_quantized_onnx_model(
 
     A dict is passed to ``onnxruntime.quantization.quantize_dynamic`` as keyword arguments.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType
 
     _local_only(push_to_hub, create_pr)
     folder = Path(model_name_or_path)
@@ -123,6 +134,13 @@ def export_dynamic_quantized_onnx_model(
     source = _source_onnx(model, folder)
     target = folder / "onnx" / f"model_{suffix}.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
+    run_isolated(_quantize_dynamic, source, target, kwargs)
+
+
+def _quantize_dynamic(source: Path, target: Path, kwargs: dict[str, Any]) -> None:
+    """onnxruntime's dynamic int8 quantization, ``source`` to ``target`` (runs in the export's child process)."""
+    from onnxruntime.quantization import quantize_dynamic
+
     with tempfile.TemporaryDirectory() as tmp:
         # quantize_dynamic writes next to its output; keep the source folder clean.
         out = Path(tmp) / target.name
@@ -150,38 +168,48 @@ def export_static_quantized_openvino_model(
     ``nncf.quantize`` as keyword arguments (e.g. ``{"subset_size": 300}``).
     """
     _local_only(push_to_hub, create_pr)
-    try:
-        import nncf
-    except ImportError:
-        raise ExportError("static OpenVINO quantization needs nncf: pip install 'sparsebridge[openvino]'") from None
-    import openvino as ov
-
+    if importlib.util.find_spec("nncf") is None:
+        raise ExportError("static OpenVINO quantization needs nncf: pip install 'sparsebridge[openvino]'")
     from .backends import onnx as onnx_backend
     from .backends import openvino as ov_backend
 
     texts = _calibration_texts(dataset_name, dataset_config_name, dataset_split, column_name)
     module = _transformer(model)
     folder = Path(model_name_or_path)
+    target = folder / ov_backend.SUBFOLDER / f"openvino_model_{file_suffix}.xml"
     source = onnx_backend.find_model_file(folder, None, ov_backend.SUBFOLDER, ov_backend.DEFAULT_FILE)
-    core = ov.Core()
-    if source is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_file = _source_onnx(model, Path(tmp))
-            ov_model = ov.convert_model(str(onnx_file))
-    else:
-        ov_model = core.read_model(str(source))
-    names = [p.get_any_name() for p in ov_model.inputs]
+    feed = _TokenFeed(module.tokenizer, module.max_seq_length)
+    with tempfile.TemporaryDirectory() as tmp:
+        if source is None:
+            source = _source_onnx(model, Path(tmp))
+        run_isolated(_quantize_static, source, feed, texts, dict(quantization_config or {}), target)
 
-    def feed(text: str) -> dict[str, Any]:
-        encoded = module.tokenizer([text], truncation=True, max_length=module.max_seq_length, return_tensors="np")
-        return {name: encoded[name] for name in names if name in encoded}
 
-    options = dict(quantization_config or {})
+class _TokenFeed:
+    """Calibration texts as the graph's inputs, one text per sample (a class, not a closure, so that
+    it travels to the export's child process)."""
+
+    def __init__(self, tokenizer: Any, max_length: int | None) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.names: list[str] = []  # the graph's inputs, set once the graph is read
+
+    def __call__(self, text: str) -> dict[str, Any]:
+        encoded = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="np")
+        return {name: encoded[name] for name in self.names if name in encoded}
+
+
+def _quantize_static(source: Path, feed: _TokenFeed, texts: list[str], options: dict[str, Any], target: Path) -> None:
+    """nncf's static int8 quantization of the IR or ONNX file ``source`` to ``target`` (runs in the
+    export's child process)."""
+    import nncf
+    import openvino as ov
+
+    ov_model = ov.Core().read_model(str(source)) if source.suffix == ".xml" else ov.convert_model(str(source))
+    feed.names = [p.get_any_name() for p in ov_model.inputs]
     options.setdefault("subset_size", min(300, len(texts)))
     # Transformer-aware placement (no quantizers where they hurt: LayerNorm inputs, softmax, ...).
     options.setdefault("model_type", nncf.ModelType.TRANSFORMER)
     quantized = nncf.quantize(ov_model, nncf.Dataset(texts, feed), **options)
-    target = folder / ov_backend.SUBFOLDER / f"openvino_model_{file_suffix}.xml"
     target.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(target), compress_to_fp16=False)
 

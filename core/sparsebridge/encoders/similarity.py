@@ -13,6 +13,8 @@ from enum import Enum
 import numpy as np
 import torch
 
+from ..errors import EmbeddingShapeError
+
 
 class SimilarityFunction(str, Enum):
     """The similarity functions a model may name (sentence-transformers' enum and values)."""
@@ -53,6 +55,28 @@ def _as_2d(x) -> torch.Tensor:
     return x
 
 
+def _both(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two embedding matrices whose rows are all compared: one dimension (vocabulary) for both."""
+    a, b = _as_2d(a), _as_2d(b)
+    if a.shape[-1] != b.shape[-1]:
+        raise EmbeddingShapeError(
+            f"embeddings of {a.shape[-1]} and {b.shape[-1]} dimensions cannot be compared "
+            f"(shapes {tuple(a.shape)} and {tuple(b.shape)}); encode both with the same model"
+        )
+    return a, b
+
+
+def _pairs(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two embedding matrices compared row by row: the same number of rows and dimensions."""
+    a, b = _both(a, b)
+    if a.shape[0] != b.shape[0]:
+        raise EmbeddingShapeError(
+            f"pairwise similarity compares row i with row i: got {a.shape[0]} and {b.shape[0]} rows "
+            f"(shapes {tuple(a.shape)} and {tuple(b.shape)}); use similarity() for every pair"
+        )
+    return a, b
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.is_sparse or b.is_sparse:
         a = a if a.is_sparse else a.to_sparse()
@@ -82,12 +106,12 @@ def _rowwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def dot_score(a, b) -> torch.Tensor:
     """Dot products of every row of ``a`` with every row of ``b`` (dense or sparse)."""
-    return _matmul(_as_2d(a), _as_2d(b))
+    return _matmul(*_both(a, b))
 
 
 def cos_sim(a, b) -> torch.Tensor:
     """Cosine similarity of every row of ``a`` with every row of ``b``."""
-    a, b = _as_2d(a), _as_2d(b)
+    a, b = _both(a, b)
     na = _row_norms(a).clamp_min(1e-12)
     nb = _row_norms(b).clamp_min(1e-12)
     return _matmul(a, b) / na[:, None] / nb[None, :]
@@ -95,12 +119,12 @@ def cos_sim(a, b) -> torch.Tensor:
 
 def euclidean_sim(a, b) -> torch.Tensor:
     """Negative euclidean distance of every row of ``a`` to every row of ``b``."""
-    return -_distances(_as_2d(a), _as_2d(b), p=2)
+    return -_distances(*_both(a, b), p=2)
 
 
 def manhattan_sim(a, b) -> torch.Tensor:
     """Negative manhattan distance of every row of ``a`` to every row of ``b``."""
-    return -_distances(_as_2d(a), _as_2d(b), p=1)
+    return -_distances(*_both(a, b), p=1)
 
 
 def _distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
@@ -139,23 +163,23 @@ def _distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
 
 def pairwise_dot_score(a, b) -> torch.Tensor:
     """Dot product of ``a[i]`` and ``b[i]`` for each row."""
-    return _rowwise(_as_2d(a), _as_2d(b))
+    return _rowwise(*_pairs(a, b))
 
 
 def pairwise_cos_sim(a, b) -> torch.Tensor:
     """Cosine similarity of ``a[i]`` and ``b[i]`` for each row."""
-    a, b = _as_2d(a), _as_2d(b)
+    a, b = _pairs(a, b)
     return _rowwise(a, b) / _row_norms(a).clamp_min(1e-12) / _row_norms(b).clamp_min(1e-12)
 
 
 def pairwise_euclidean_sim(a, b) -> torch.Tensor:
     """Negative euclidean distance of ``a[i]`` and ``b[i]`` for each row."""
-    return -_pairwise_distances(_as_2d(a), _as_2d(b), p=2)
+    return -_pairwise_distances(*_pairs(a, b), p=2)
 
 
 def pairwise_manhattan_sim(a, b) -> torch.Tensor:
     """Negative manhattan distance of ``a[i]`` and ``b[i]`` for each row."""
-    return -_pairwise_distances(_as_2d(a), _as_2d(b), p=1)
+    return -_pairwise_distances(*_pairs(a, b), p=1)
 
 
 def _pairwise_distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:

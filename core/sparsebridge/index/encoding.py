@@ -42,12 +42,12 @@ class Encoding:
     ) -> None:
         self.encoder = encoder
         self.model_name = model_name or str(getattr(encoder, "model_name_or_path", None) or type(encoder).__name__)
-        self.vocab = Vocabulary(encoder.tokenizer, self.model_name)
+        self.vocab = Vocabulary.of(encoder, self.model_name)
         self.query_encoder = query_encoder if query_encoder is not None else encoder
         if self.query_encoder is encoder:
             self.query_vocab = self.vocab
         else:
-            self.query_vocab = Vocabulary(self.query_encoder.tokenizer, self.model_name)
+            self.query_vocab = Vocabulary.of(self.query_encoder, self.model_name)
         self.dense_encoder = dense_encoder
         self.dense_model_name = dense_model_name or str(
             getattr(dense_encoder, "model_name_or_path", None) or type(dense_encoder).__name__
@@ -60,7 +60,7 @@ class Encoding:
         self._producers: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def from_config(cls, config: Config, encoder: Any | None = None) -> Encoding:
+    def from_config(cls, config: Config, encoder: Any | None = None, cache: EncodeCache | None = None) -> Encoding:
         """The encoders the config names (``encoder`` if given, else built), and the dense one
         when ``[search] hybrid`` is on; batch size and ``max_active_dims`` from ``[model]``."""
         encoder = encoder if encoder is not None else build_sparse_encoder(config)
@@ -72,6 +72,7 @@ class Encoding:
             dense_model_name=config.search.dense_model if dense is not None else None,
             batch_size=config.model.batch_size,
             max_active_dims=config.model.max_active_dims,
+            cache=cache,
         )
 
     @property

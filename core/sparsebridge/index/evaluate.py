@@ -5,16 +5,17 @@ recall of the exact top k (what pruning costs).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from ..connector import SparseVector
-from ..errors import IncompleteIndexError
+from ..connector import SparseVector, check_vocabulary
+from ..errors import IncompleteIndexError, IndexMismatchError
 from .corpus import Corpus, open_corpus, read_beir_queries, read_qrels
+from .documents import document_id
 from .metrics import evaluate_run
-from .passages import collapse_passages
+from .passages import PARENT_KEY, collapse_passages
 from .preparation import Plan, prepare_document
 from .results import IngestReport
 
@@ -53,6 +54,8 @@ class Evaluating:
         out: dict[str, Any] = {"dataset": str(beir_dir), "split": split, "index": self.index}
         coverage, absent = self.coverage(beir_dir)
         out["coverage"] = coverage
+        if coverage["extra"]:  # checked before anything is ingested
+            raise IndexMismatchError(self._extra_message(coverage, beir_dir))
         if coverage["missing"]:
             if not ingest_if_missing:
                 example = ", ".join(repr(d) for d in coverage["missing_ids"][:3])
@@ -70,6 +73,16 @@ class Evaluating:
         results = self.search(texts, top_k=top_k * (3 if per_passage else 1), sparse_vectors=vectors)
         run = {qid: collapse_passages(r.hits)[:top_k] for qid, r in zip(qids, results)}
         out.update(evaluate_run(run, qrels))
+        outside = judged_outside_corpus(open_corpus(beir_dir), self.ingest_settings.id_field, qrels)
+        if outside:
+            # No run can retrieve them, so they lower recall and nDCG; trec_eval users expect a word.
+            pairs = sum(1 for rel in qrels.values() for d, s in rel.items() if s > 0 and d in outside)
+            out["qrels_outside_corpus"] = {"documents": len(outside), "judgements": pairs}
+            out.setdefault("notes", []).append(
+                f"{pairs} relevant judgements of qrels/{split}.tsv name {len(outside)} documents that are not in "
+                f"the corpus (e.g. {sorted(outside)[0]!r}); no run can retrieve them, so recall and nDCG are "
+                f"lower than over the corpus alone"
+            )
         if exact_recall:
             figures = self.exact_recall(texts, vectors or [], k=exact_k)
             figures["per_query"] = dict(zip(qids, figures["per_query"]))
@@ -106,7 +119,10 @@ class Evaluating:
         looked up with ``connector.get`` in chunks of ``chunk``; with a connector without ``get``,
         ``count()`` decides (fewer records than documents: the whole corpus is given back, which is
         safe to ingest again). The figures: ``documents``, ``indexed``, ``missing``, ``missing_ids``
-        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing).
+        (the first 20), ``method`` ("ids", "count", or "empty" when the index holds nothing), and the
+        other way round ``extra``, the records that are neither a document of the corpus nor one of
+        its passages, with ``extra_ids`` (the first 20; ``extra`` is None when the connector can tell
+        neither ids nor passages apart).
         """
         source = open_corpus(corpus)
         settings = self.ingest_settings
@@ -116,6 +132,7 @@ class Evaluating:
         scratch, seen = IngestReport(), {}
         expected = 0
         absent: list[tuple[str, Any]] = []  # (id, document) of the missing ones, when looked up by id
+        corpus_ids: set[str] = set()
         batch: list[tuple[str, Any]] = []
 
         def lookup() -> None:
@@ -123,7 +140,8 @@ class Evaluating:
             if method != "ids":
                 return
             ids = [i for i, _ in batch]
-            asked = ids + [f"{i}#p0" for i in ids] if settings.split_passages else ids
+            # Passages whatever the config says now: the index may have been ingested with --split-passages.
+            asked = ids + [f"{i}#p0" for i in ids]
             try:
                 found = self.connector.get(asked)
             except NotImplementedError:
@@ -137,6 +155,7 @@ class Evaluating:
             if prepared is None:
                 continue  # an ingest would report it, not write it
             expected += 1
+            corpus_ids.add(prepared.ids[0])
             batch.append((prepared.ids[0], doc))
             if len(batch) >= chunk:
                 lookup()
@@ -169,4 +188,52 @@ class Evaluating:
             "missing_ids": missing_ids,
             "method": method,
         }
+        figures["extra"], figures["extra_ids"] = self._extra_records(corpus_ids, figures["indexed"], method)
         return figures, rest
+
+    def _extra_message(self, coverage: Mapping[str, Any], corpus: Path) -> str:
+        # Records from elsewhere compete with the corpus for every rank: the scores would be lower
+        # than the corpus's own, silently.
+        shown = ", ".join(repr(i) for i in coverage["extra_ids"][:3])
+        return (
+            f"index {self.index!r} holds {coverage['extra']} records that are not documents of {corpus}"
+            f"{f' (e.g. {shown})' if shown else ''} besides {coverage['indexed']} of its {coverage['documents']}; "
+            f"they would take ranks from the corpus, so the scores would mean nothing: evaluate in a fresh "
+            f"index (--index NAME), or drop this one first (--recreate)"
+        )
+
+    def _extra_records(self, corpus_ids: set[str], indexed: int, method: str) -> tuple[int | None, list[str]]:
+        """How many records of the index belong to no document of ``corpus_ids`` (neither its own
+        id nor a passage of it), and the first 20 of them."""
+        if method == "empty":
+            return 0, []
+        held = self.count()
+        if method == "ids" and held <= indexed:
+            return 0, []  # each document present is at least one record: there is no room for others
+        # Reading the records back needs this model's vocabulary: refuse another one here, as search would.
+        check_vocabulary(self.connector.index_metadata(), self.vocab.metadata, self.index)
+        try:
+            extra, ids = 0, []
+            for batch in self.connector.export(list(self.vocab.tokens)):
+                for rec in batch:
+                    parent = (rec.payload or {}).get(PARENT_KEY)
+                    if rec.id in corpus_ids or (isinstance(parent, str) and parent in corpus_ids):
+                        continue
+                    extra += 1
+                    if len(ids) < 20:
+                        ids.append(rec.id)
+            return extra, ids
+        except NotImplementedError:
+            # Without ids a count is all there is; passages make more records than documents.
+            if self.ingest_settings.split_passages:
+                return None, []
+            return max(held - len(corpus_ids), 0), []
+
+
+def judged_outside_corpus(corpus: Corpus, id_field: str | None, qrels: Mapping[str, Mapping[str, int]]) -> set[str]:
+    """Ids that qrels judge relevant but that no document of ``corpus`` has."""
+    judged = {d for rel in qrels.values() for d, score in rel.items() if score > 0}
+    for doc in corpus:
+        if judged and isinstance(doc, Mapping):
+            judged.discard(document_id(doc, id_field or corpus.id_field) or "")
+    return judged

@@ -47,7 +47,7 @@ from ..connector import (
     Connector,
     IndexSpec,
 )
-from ..connector.filters import PAYLOAD_FIELDS_KEY
+from ..connector.filters import PAYLOAD_FIELDS_KEY, PAYLOAD_TYPES_KEY
 from ..errors import IngestInterrupted
 from ..vectors.cache import EncodeCache
 from ..vectors.convert import to_sparse_vectors  # noqa: F401  (re-exported)
@@ -220,7 +220,11 @@ class Pipeline(IndexWriter, Encoding, Searching, Evaluating):
             dense_field=self.dense_field if dense_size else None,
             dense_size=dense_size,
             payload_fields={k: v for k, v in (payload_types or {}).items() if v},
-            metadata={**self.metadata, PAYLOAD_FIELDS_KEY: sorted(payload_types or {})},
+            metadata={
+                **self.metadata,
+                PAYLOAD_FIELDS_KEY: sorted(payload_types or {}),
+                PAYLOAD_TYPES_KEY: {k: v for k, v in (payload_types or {}).items() if v},
+            },
             options=dict(self.index_options),
         )
 

@@ -118,15 +118,39 @@ def prepare_document(
         return None
     text = " ".join(parts)
     doc_id = doc_id or text_id(text)
-    if doc_id in seen:
+    if passage_tokens is None and doc_id in seen:
         # The first document with an id is kept; a later one would silently replace it.
         report.failed[f"{doc_id} (document {n})"] = (
             f"duplicate id {doc_id!r}: document {seen[doc_id]} of this corpus has the same id "
             f"(ids compare as strings; without an id field, equal texts get equal ids); it was kept"
         )
         return None
-    seen[doc_id] = n
     payload = {k: doc[k] for k in payload_types if k in doc and doc[k] is not None}
+    prepared = _records(doc_id, text, payload, passage_tokens, tokenizer, passage_overlap)
+    # A passage id ("a#p1") can be another document's own id: each record id is kept by the
+    # first document that gives it, and a later one is reported, never silently overwritten.
+    kept = []
+    for k, rid in enumerate(prepared.ids):
+        if rid in seen:
+            report.failed[f"{rid} (document {n})"] = (
+                f"duplicate id {rid!r}: document {seen[rid]} of this corpus already gives a record this id "
+                f"(a passage's id is its document's id + '#pN'); it was kept"
+            )
+        else:
+            kept.append(k)
+    for k in kept:
+        seen[prepared.ids[k]] = n
+    if len(kept) == len(prepared.ids):
+        return prepared
+    if not kept:
+        return None
+    return Prepared(*([part[k] for k in kept] for part in (prepared.ids, prepared.texts, prepared.payloads)))
+
+
+def _records(
+    doc_id: str, text: str, payload: dict[str, Any], passage_tokens: int | None, tokenizer: Any, passage_overlap: int
+) -> Prepared:
+    """The records of one document: itself, or one per passage when it is too long for the model."""
     if passage_tokens is None:
         return Prepared([doc_id], [text], [payload])
     passages = split_passages(text, tokenizer, passage_tokens, passage_overlap)

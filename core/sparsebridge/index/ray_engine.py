@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +45,7 @@ import ray
 
 from ..config import Config, ConfigError, IngestSettings
 from ..connector import Record, SparseVector
+from ..errors import ClusterError
 from .corpus import STDLIB_SPEC, CorpusError, beir_corpus_path, open_corpus, parse_jsonl_line
 from .documents import text_id
 from .passages import count_truncated
@@ -68,6 +71,7 @@ REF = "ref"  # where a raw row came from (file:line)
 TRUNCATED = "truncated"  # an ingest's rows: documents of the batch cut at max_seq_length (first row)
 # Lines per read task: large enough that task overhead vanishes, small enough to spread a file.
 LINES_PER_TASK = 2000
+CONNECT_SECONDS = 5.0  # how long a cluster address may take to accept a connection
 
 
 # --------------------------------------------------------------------------- reading
@@ -326,7 +330,7 @@ def encode_dataset(
         },
         batch_size=batch_size * 4,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        compute=_pool(concurrency),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
     )
@@ -539,7 +543,7 @@ def _write_from_workers(
         fn_constructor_kwargs={"config": config, "vocab_tokens": tokens.tolist()},
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        compute=_pool(concurrency),
         num_cpus=0.5,
     )
     first: dict[str, int] = {}
@@ -593,6 +597,7 @@ def ingest_with_ray(
 
     started_here = not ray.is_initialized()
     if started_here and address:
+        check_address(address)
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     elif started_here:
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -632,7 +637,7 @@ def ingest_with_ray(
                 },
                 batch_size=config.model.batch_size * 4,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=workers),
+                compute=_pool(workers),
                 num_cpus=1,
                 num_gpus=gpus_per_worker or None,
             )
@@ -650,6 +655,43 @@ def ingest_with_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _pool(actors: int) -> Any:
+    """An actor pool that grows from one actor up to ``actors``: a fixed pool larger than the
+    dataset's blocks (one for a corpus under 2,000 lines) made Ray Data warn about idle actors."""
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(actors)))
+
+
+def check_address(address: str) -> None:
+    """Refuse a cluster address that is malformed, names an unknown host or does not answer, in
+    one line and within ``CONNECT_SECONDS``: ``ray.init`` raised a ValueError traceback for a port
+    that is not a number and retried a closed port for about 30 s before a ConnectionError."""
+    if address in ("auto", "local"):
+        return
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme != "ray":
+        return  # another client scheme (a Ray plugin's): Ray checks it itself
+    where = rest if sep else address
+    try:
+        parts = urlsplit("//" + where)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # a port that is not a number, or out of range
+        raise ClusterError(
+            f"--address {address!r} is not a Ray address ({exc}); use HOST:PORT or ray://HOST:PORT"
+        ) from None
+    if not host or port is None:
+        raise ClusterError(f"--address {address!r} is not a Ray address; use HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_SECONDS):
+            pass
+    except socket.gaierror as exc:
+        raise ClusterError(f"Ray cluster {address!r}: host {host!r} is not known ({exc.strerror})") from None
+    except OSError as exc:
+        raise ClusterError(
+            f"no Ray cluster answers at {address!r} ({exc.strerror or exc}); start one (`ray start --head`) "
+            f"or leave out --address to run a local Ray"
+        ) from None
 
 
 def _settings_dict(settings: IngestSettings) -> dict[str, Any]:

@@ -167,6 +167,7 @@ class IndexWriter:
         from ..vectors.dataset import open_dataset
 
         data = open_dataset(path)
+        data.check_start(self.vocab)  # a dataset refused from its first rows on creates no index
         report = IngestReport(index=self.index)
         start = time.perf_counter()
         meta = data.metadata
@@ -184,11 +185,24 @@ class IndexWriter:
         self.open_index(spec, report)
         progress = progress_bar(data.rows, "ingest", "records", self.show_progress)
 
+        seen: dict[str, int] = {}  # id -> the row that holds it, as text ingest keeps ids
+
         def chunks() -> Iterator[tuple[list[Record], int]]:
             for records in data.records(self.vocab, batch_rows=self.batch_size * 32):
-                report.documents += len(records)
-                report.records += len(records)
-                yield records, len(records)
+                kept = []
+                for rec in records:
+                    report.documents += 1
+                    row = report.documents
+                    if rec.id in seen:
+                        # A later row would silently replace the first in the index (an upsert).
+                        report.failed[f"{rec.id} (row {row})"] = (
+                            f"duplicate id {rec.id!r}: row {seen[rec.id]} of this dataset has the same id; it was kept"
+                        )
+                        continue
+                    seen[rec.id] = row
+                    kept.append(rec)
+                report.records += len(kept)
+                yield kept, len(records)
 
         try:
             self.write_records(chunks(), report, progress)

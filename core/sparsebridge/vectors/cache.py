@@ -17,16 +17,23 @@ Nothing is used silently: every entry carries a checksum (BLAKE2b over producer 
 vector bytes), and an entry whose checksum or shape is wrong is deleted, counted in the ingest report
 (``cache_corrupt``) and encoded again. The producer table stores each key's full dict, so a key
 that does not match its dict (another program, a tampered file) is refused with an error, as is a
-file that is not a sparsebridge cache.
+file that is not a sparsebridge cache (before anything is written to it; the advice names the file
+and never suggests deleting what is not a cache).
+
+A cache that cannot be written costs the cache, never the ingest: on a read-only mount it is opened
+read-only (or, where even that needs a write, as an immutable file) and its vectors are served; on a
+full disk the writes stop. Both are one warning, and the entries already there stay.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import sqlite3
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,12 +41,13 @@ from typing import Any
 import numpy as np
 
 from ..defaults import DEFAULT_DATA_DIR
-from ..errors import CacheError
+from ..errors import CacheError, SparsebridgeWarning
 from .producer import producer_key
 
 CACHE_ENV = "SPARSEBRIDGE_CACHE"
 CACHE_FORMAT = "sparsebridge-encode-cache/1"
 _CHUNK = 500  # SQLite host parameters per lookup
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
 
 
 def default_cache_path() -> Path:
@@ -65,29 +73,83 @@ class EncodeCache:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.corrupt = 0  # entries found corrupt (and removed) since opening
+        self.writable = True  # False: a read-only file or a full disk; entries are read, not stored
+        if self.path.is_dir():
+            raise CacheError(f"encode cache {self.path} is a folder; give --cache a file name")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self._setup()
+        except CacheError:
+            raise
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not _cannot_write(exc):
+                raise self._unusable(exc) from None
+            self._open_read_only(exc)
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
 
-    def _unusable(self, exc: BaseException) -> CacheError:
-        return CacheError(
-            f"encode cache {self.path} cannot be used ({exc}); remove it with `sparsebridge cache clear`, "
-            f"or ingest with --no-cache"
+    def _open_read_only(self, cause: BaseException) -> None:
+        # A cache that cannot be written (read-only mount, full disk) is still worth reading: open it
+        # read-only, or, where even that needs a write (WAL's -shm file), as an immutable file.
+        self.writable = False
+        with contextlib.suppress(Exception):
+            self._db.close()
+        if not self.path.is_file():
+            self._db = None
+            self._warn_unwritable(cause, "nothing is cached")
+            return
+        uri = self.path.resolve().as_uri()
+        last: BaseException = cause
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                self._db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60, isolation_level=None)
+                self._check_format()
+                break
+            except sqlite3.OperationalError as exc:
+                last = exc
+            except sqlite3.DatabaseError as exc:
+                raise self._unusable(exc) from None
+        else:
+            raise self._unusable(last)
+        self._warn_unwritable(cause, "its vectors are used, new ones are not stored")
+
+    def _warn_unwritable(self, cause: BaseException, effect: str) -> None:
+        warnings.warn(
+            f"encode cache {self.path} cannot be written ({cause}): {effect}; encoding goes on without it",
+            SparsebridgeWarning,
+            stacklevel=3,
         )
+
+    def _unusable(self, exc: BaseException) -> CacheError:
+        # Never advise deleting a file we have not recognised as a cache: it may be anything.
+        if self._is_cache_file():
+            fix = f"clear it with `sparsebridge cache clear --cache {self.path}`"
+        else:
+            fix = "give --cache another file"
+        return CacheError(f"encode cache {self.path} cannot be used ({exc}); {fix}, or ingest with --no-cache")
+
+    def _is_cache_file(self) -> bool:
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False
+        return row is not None and row[0] == CACHE_FORMAT
 
     def _setup(self) -> None:
         db = self._db
+        if db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None:
+            self._check_format()  # someone else's database is refused before anything is written to it
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (CACHE_FORMAT,))
-        (fmt,) = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        if fmt != CACHE_FORMAT:
-            raise CacheError(f"{self.path} is not a sparsebridge encode cache (format {fmt!r}); use another path")
+        self._check_format()
         db.execute("CREATE TABLE IF NOT EXISTS producers (key TEXT PRIMARY KEY, info TEXT NOT NULL)")
         db.execute(
             "CREATE TABLE IF NOT EXISTS entries (producer TEXT NOT NULL, text_hash BLOB NOT NULL, "
@@ -95,21 +157,51 @@ class EncodeCache:
             "WITHOUT ROWID"
         )
 
+    def _check_format(self) -> None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            row = None
+        if row is None or row[0] != CACHE_FORMAT:
+            found = f"format {row[0]!r}" if row else "no sparsebridge format mark"
+            raise CacheError(
+                f"{self.path} is not a sparsebridge encode cache ({found}); give --cache another file, "
+                f"or ingest with --no-cache"
+            )
+
+    def _stop_writing(self, exc: sqlite3.Error) -> None:
+        # A write refused by the file system (read-only, full) costs the cache, never the ingest.
+        self.writable = False
+        self._warn_unwritable(exc, "vectors encoded from now on are not stored")
+
     # -- producers
 
     def register(self, producer: Mapping[str, Any]) -> str:
         """The key entries of ``producer`` are stored under; checks the stored dict of that key."""
         key = producer_key(dict(producer))
         info = json.dumps({k: v for k, v in producer.items() if k != "sparsebridge"}, sort_keys=True)
+        if self._db is None:
+            return key
         try:
-            self._db.execute("INSERT OR IGNORE INTO producers VALUES (?, ?)", (key, info))
+            if self.writable:
+                try:
+                    self._db.execute("INSERT OR IGNORE INTO producers VALUES (?, ?)", (key, info))
+                except sqlite3.OperationalError as exc:
+                    if not _cannot_write(exc):
+                        raise
+                    self._stop_writing(exc)
             row = self._db.execute("SELECT info FROM producers WHERE key = ?", (key,)).fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
+        if row is None and not self.writable:
+            return key  # a producer this read-only cache has never seen: nothing to serve
         if row is None or json.loads(row[0]) != json.loads(info):
             raise CacheError(
                 f"encode cache {self.path}: producer key {key[:12]} is stored for {row[0] if row else None}, "
-                f"not for {info}; the file was not written by this program: `sparsebridge cache clear`"
+                f"not for {info}; the file was not written by this program: clear it with "
+                f"`sparsebridge cache clear --cache {self.path}`, or give --cache another file"
             )
         return key
 
@@ -123,6 +215,8 @@ class EncodeCache:
         for pos, h in enumerate(hashes):
             by_hash.setdefault(h, []).append(pos)
         found: dict[int, tuple[list[int] | None, list[float]]] = {}
+        if self._db is None:
+            return found
         unique = list(by_hash)
         bad: list[bytes] = []
         try:
@@ -143,8 +237,13 @@ class EncodeCache:
                         found[pos] = vector
             if bad:
                 self.corrupt += len(bad)
-                drop = "DELETE FROM entries WHERE producer = ? AND text_hash = ?"
-                self._db.executemany(drop, [(key, b) for b in bad])
+                if self.writable:  # left in a cache we cannot write; they are never served
+                    drop = "DELETE FROM entries WHERE producer = ? AND text_hash = ?"
+                    self._db.executemany(drop, [(key, b) for b in bad])
+        except sqlite3.OperationalError as exc:
+            if not _cannot_write(exc):
+                raise self._unusable(exc) from None
+            self._stop_writing(exc)
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
         return found
@@ -170,11 +269,15 @@ class EncodeCache:
             vals = np.asarray(values, dtype="<f4").tobytes()
             ind = None if indices is None else np.asarray(indices, dtype="<u4").tobytes()
             rows.append((key, th, ind, vals, _checksum(key, th, ind, vals)))
-        if not rows:
+        if not rows or not self.writable:
             return
         try:
             with self._transaction():
                 self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.OperationalError as exc:
+            if not _cannot_write(exc):
+                raise self._unusable(exc) from None
+            self._stop_writing(exc)
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
 
@@ -184,7 +287,8 @@ class EncodeCache:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # SQLite rolls back by itself on a full disk
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
@@ -192,6 +296,8 @@ class EncodeCache:
 
     def info(self) -> dict[str, Any]:
         """Size report: file size, entries, and entries per producer (with its dict)."""
+        if self._db is None:
+            return {"path": str(self.path), "file_bytes": 0, "vector_bytes": 0, "entries": 0, "producers": []}
         try:
             producers = {k: json.loads(v) for k, v in self._db.execute("SELECT key, info FROM producers")}
             counts = dict(self._db.execute("SELECT producer, COUNT(*) FROM entries GROUP BY producer").fetchall())
@@ -211,7 +317,8 @@ class EncodeCache:
 
     def close(self) -> None:
         """Close the cache's database."""
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> EncodeCache:
         return self
@@ -220,16 +327,61 @@ class EncodeCache:
         self.close()
 
 
+# What a file system says when it will not take a write: the cache then serves what it has.
+_UNWRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        return name.startswith(("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN")) or name in (
+            "SQLITE_IOERR_WRITE",
+            "SQLITE_IOERR_FSYNC",
+            "SQLITE_IOERR_SHMOPEN",
+        )
+    return isinstance(exc, OSError) and exc.errno in _UNWRITABLE_ERRNOS
+
+
 def _files(path: Path) -> list[Path]:
     return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
 def clear_cache(path: str | os.PathLike | None = None) -> int:
-    """Delete the cache file (and its WAL files); returns the bytes freed (0 when there was none)."""
+    """Delete the cache file (and its WAL files); returns the bytes freed (0 when there was none).
+
+    Only a sparsebridge encode cache is deleted: ``--cache`` takes any path, and a mistyped one
+    (the corpus, say) must not cost the user that file. Anything else raises :class:`CacheError`.
+    """
     target = Path(path) if path is not None else default_cache_path()
+    if not target.exists():
+        return 0
+    problem = _not_a_cache(target)
+    if problem is not None:
+        raise CacheError(f"{target} is not a sparsebridge encode cache ({problem}); nothing was deleted")
     freed = 0
     for p in _files(target):
         with contextlib.suppress(FileNotFoundError):
             freed += p.stat().st_size
             p.unlink()
     return freed
+
+
+def _not_a_cache(path: Path) -> str | None:
+    """Why ``path`` is not an encode cache, or None when it is one; reads it without changing it."""
+    if not path.is_file():
+        return "not a file"
+    with open(path, "rb") as fh:
+        if fh.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            return "not an SQLite database"
+    try:
+        # Read-only URI: checking a file must never create tables in it or turn on WAL.
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return f"an SQLite database without sparsebridge's tables: {exc}"
+    if row is None or row[0] != CACHE_FORMAT:
+        return f"an SQLite database of format {row[0] if row else None!r}, not {CACHE_FORMAT!r}"
+    return None

@@ -26,7 +26,9 @@ Every part file carries the same file metadata under the key ``sparsebridge`` (a
 (model name, weights hash, pooling, ``max_active_dims``, side: see :mod:`sparsebridge.producer`),
 ``max_active_dims``, ``pooling``, ``side``, ``sparsebridge_version``, ``values_quantised`` (``"none"``,
 or ``"lucene-9bit"`` for weights read back from an Elasticsearch/OpenSearch index that kept only
-Lucene's 9 significant bits), ``dense_model`` / ``dense_size`` and ``source`` (how it was made).
+Lucene's 9 significant bits), ``dense_model`` / ``dense_size``, ``source`` (how it was made) and, for
+an export, ``export_of`` (index name, backend class, digest of its address): a dataset folder takes
+more rows only from the run that made it, and an export checks the rows it holds against the index.
 
 Writing streams: rows are buffered up to one row group, and a part holds ``part_rows`` rows, so the
 memory a writer or a reader needs does not grow with the dataset. Crash safety: a part is written
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -55,7 +58,7 @@ import pyarrow.parquet as pq
 from ..connector import Record, SparseVector
 from ..connector.durability import fsync_dir
 from ..errors import DatasetError
-from .producer import producer_key
+from .producer import producer_differences, producer_key
 from .vocabulary import Vocabulary
 
 FORMAT = 1
@@ -141,12 +144,47 @@ def _read_meta(file: Path) -> dict[str, Any]:
     return data
 
 
+def _column_problem(name: str, kind: pa.DataType | None) -> str | None:
+    """Why a column of type ``kind`` cannot be the dataset column ``name`` (None: it can)."""
+    if kind is None:
+        return None if name == "dense" else "is missing"
+    text_like = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    if name == "id":
+        return None if text_like else f"is {kind}, not string"
+    if name in ("text", "payload"):
+        return None if text_like or pa.types.is_null(kind) else f"is {kind}, not string"
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    item = kind.value_type if is_list else None
+    if name == "indices" and not (item is not None and pa.types.is_integer(item)):
+        return f"is {kind}, not a list of integer token ids (list<uint32>)"
+    if name in ("values", "dense") and not (item is not None and pa.types.is_floating(item)):
+        return f"is {kind}, not a list of floats (list<float32>)"
+    return None
+
+
+def check_schema(file: Path) -> None:
+    """Refuse a part whose columns cannot be read as a dataset's (e.g. float ``indices`` or string
+    ``values`` written with pandas), naming the file, the column and its type."""
+    found = pq.read_schema(file)
+    for name in ("id", "text", "payload", "indices", "values", "dense"):
+        kind = found.field(name).type if name in found.names else None
+        problem = _column_problem(name, kind)
+        if problem is not None:
+            raise DatasetError(f"{file}: column {name!r} {problem}; it is not a sparsebridge vector dataset")
+
+
 def _same_producer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return producer_key(dict(a.get("producer") or {})) == producer_key(dict(b.get("producer") or {}))
 
 
 def check_compatible(have: Mapping[str, Any], want: Mapping[str, Any], where: str) -> None:
-    """Refuse to mix vectors of another model, vocabulary or dense model into one dataset."""
+    """Refuse to mix vectors of another model, vocabulary or dense model into one dataset, and
+    another index's export (or an encode) into an export: a dataset resumes only its own run."""
+    if have.get("export_of") != want.get("export_of"):
+        theirs, ours = _origin(have), _origin(want)
+        if theirs == ours:
+            ours += " at another address"
+        raise DatasetError(f"{where} holds {theirs}, not {ours}; write to another output, or delete it first")
     for key in _IDENTITY_KEYS:
         if have.get(key) != want.get(key):
             raise DatasetError(
@@ -154,10 +192,21 @@ def check_compatible(have: Mapping[str, Any], want: Mapping[str, Any], where: st
                 f"{want.get(key)!r} (model {want.get('model')!r}); write to another output, or delete it first"
             )
     if not _same_producer(have, want):
-        raise DatasetError(
-            f"{where} was encoded by {have.get('producer')!r}, not {want.get('producer')!r} (another model, "
-            f"weights or max_active_dims); write to another output, or delete it first"
+        detail = producer_differences(
+            dict(have.get("producer") or {}), dict(want.get("producer") or {}), "dataset", "new vectors"
         )
+        raise DatasetError(
+            f"{where} was encoded by another producer than the new vectors ({detail}); write to another output, "
+            f"or delete it first"
+        )
+
+
+def _origin(meta: Mapping[str, Any]) -> str:
+    of = meta.get("export_of")
+    if isinstance(of, Mapping):
+        return f"an export of index {of.get('index')!r} ({of.get('backend')})"
+    source = str(meta.get("source") or "encode")
+    return "vectors encoded from a corpus" if source == "encode" else f"an {source} from an older sparsebridge"
 
 
 # --------------------------------------------------------------------------- writing
@@ -178,6 +227,7 @@ class DatasetWriter:
         part_rows: int = DEFAULT_PART_ROWS,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
         with_text: bool = True,
+        digests: bool = False,
     ) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
@@ -201,9 +251,16 @@ class DatasetWriter:
                 entry.unlink()
         parts = _parts(self.path)
         self.done_ids: set[str] = set()
+        # With ``digests``: id -> row_digest of each complete row, so that a resumed export can
+        # tell a row that is still what its source holds from one that changed since.
+        self.done_digests: dict[str, bytes] = {}
         for part in parts:
             check_compatible(_read_meta(part), self.metadata, str(self.path))
-            self.done_ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            if digests:
+                self.done_digests.update(_part_digests(part))
+            else:
+                self.done_ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+        self.done_ids.update(self.done_digests)
         self._next = (int(PART_RE.match(parts[-1].name).group(1)) + 1) if parts else 0  # type: ignore[union-attr]
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
@@ -255,6 +312,19 @@ class DatasetWriter:
         self._writer, self._tmp, self._part_count = None, None, 0
         self._next += 1
 
+    def reset(self) -> None:
+        """Delete every part (and the part being written): the dataset starts over, empty. For a
+        writer whose complete parts turned out stale; the folder stays locked by this writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for entry in self.path.iterdir():
+            if PART_RE.match(entry.name) or entry.name.startswith(TMP_PREFIX):
+                entry.unlink()
+        fsync_dir(self.path)
+        self.done_ids, self.done_digests = set(), {}
+        self._buffer, self._tmp, self._part_count, self._next, self.written = [], None, 0, 0, 0
+
     def close(self) -> None:
         """Complete the last part and release the folder."""
         try:
@@ -286,6 +356,38 @@ def to_table(records: Sequence[Record], table_schema: pa.Schema, *, with_text: b
     return pa.Table.from_pydict(columns, schema=table_schema)
 
 
+def row_digest(
+    text: str | None, payload: Mapping[str, Any] | None, indices: Sequence[int], values: Sequence[float], dense: Any
+) -> bytes:
+    """A digest of what a row holds besides its id, as the dataset stores it (payload keys in any
+    order, text None or empty alike, weights as float32): equal exactly when the rows are."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (
+        (text or "").encode("utf-8", "surrogatepass"),
+        json.dumps(payload or {}, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+        np.asarray(indices, dtype="<u4").tobytes(),
+        np.asarray(values, dtype="<f4").tobytes(),
+        b"-" if dense is None else np.asarray(dense, dtype="<f4").tobytes(),
+    ):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
+def record_digest(record: Record) -> bytes:
+    """:func:`row_digest` of a record, as :func:`to_table` would store it."""
+    return row_digest(record.text, record.payload, record.sparse.indices, record.sparse.values, record.dense)
+
+
+def _part_digests(part: Path) -> dict[str, bytes]:
+    reader = VectorDataset(part)
+    return {
+        row["id"]: row_digest(row["text"], row["payload"], row["indices"], row["values"], row["dense"])
+        for batch in reader.batches()
+        for row in reader.rows_of(batch)
+    }
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -313,6 +415,13 @@ class VectorDataset:
         self.metadata = _read_meta(self.files[0])
         for f in self.files[1:]:
             check_compatible(_read_meta(f), self.metadata, str(f))
+        for f in self.files:  # before anything is created from it (a made-by-hand file, say)
+            check_schema(f)
+
+    def check_start(self, vocab: Vocabulary, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> None:
+        """Read the first batch as :meth:`records` would, so a dataset refused from its first rows
+        on is refused before an index is created for it."""
+        next(iter(self.records(vocab, batch_rows)), None)
 
     @property
     def rows(self) -> int:
@@ -366,7 +475,14 @@ class VectorDataset:
             out = []
             high = pc.max(pc.list_flatten(batch.column("indices"))).as_py()
             tokens = vocab.token_array(int(high or 0) + 1)
+            check_range = high is not None and high >= vocab.dimension  # rows are searched only then
             for row in self.rows_of(batch):
+                bad = next((i for i in row["indices"] if i >= vocab.dimension), None) if check_range else None
+                if bad is not None:
+                    raise DatasetError(
+                        f"{self.path}: row {row['id']!r}: token index {bad} is outside the vocabulary of the "
+                        f"configured model (ids 0 to {vocab.dimension - 1}); the dataset was not written by it"
+                    )
                 idx = row["indices"]
                 try:
                     sparse = SparseVector(tuple(idx), tuple(row["values"]), tuple(tokens[idx].tolist()) if idx else ())

@@ -87,6 +87,20 @@ def producer_key(info: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def producer_differences(have: dict[str, Any], want: dict[str, Any], have_name: str, want_name: str) -> str:
+    """What differs between two producer dicts, one phrase per key (``max_active_dims: dataset 64,
+    in use None``), over the keys :func:`producer_key` compares; weights hashes shortened."""
+    ignored = (
+        {"sparsebridge", "model"} if have.get("weights_sha256") and want.get("weights_sha256") else {"sparsebridge"}
+    )
+
+    def shown(key: str, value: Any) -> str:
+        return repr(value[:12]) if key == "weights_sha256" and isinstance(value, str) else repr(value)
+
+    diff = sorted(k for k in set(have) | set(want) if k not in ignored and have.get(k) != want.get(k))
+    return "; ".join(f"{k}: {have_name} {shown(k, have.get(k))}, {want_name} {shown(k, want.get(k))}" for k in diff)
+
+
 def check_vectors_producer(stored: dict[str, Any] | None, expected: dict[str, Any], index: str) -> None:
     """Refuse to extend an index with vectors of another producer dict (model weights, pooling,
     ``max_active_dims``), as recorded under ``vectors_producer``: the check that covers a vector
@@ -97,11 +111,7 @@ def check_vectors_producer(stored: dict[str, Any] | None, expected: dict[str, An
     if not isinstance(have, dict) or not isinstance(want, dict):
         return
     if producer_key(have) != producer_key(want):
-        ignored = (
-            {"sparsebridge", "model"} if have.get("weights_sha256") and want.get("weights_sha256") else {"sparsebridge"}
-        )
-        diff = sorted(k for k in set(have) | set(want) if k not in ignored and have.get(k) != want.get(k))
-        detail = ", ".join(f"{k} {have.get(k)!r} vs {want.get(k)!r}" for k in diff)
+        detail = producer_differences(have, want, "index", "these")
         raise IndexMismatchError(
             f"index {index!r} holds vectors of another producer than these ({detail}); ingest into a new "
             f"index, or drop it first (--recreate)"

@@ -85,9 +85,13 @@ def load_runner(
     path = onnx_backend.find_model_file(folder, file_name, ov_backend.SUBFOLDER, ov_backend.DEFAULT_FILE)
     if path is None or options.get("export"):
         path = _missing_or_export(folder, file_name, "openvino", ov_backend.DEFAULT_FILE, options)
+        from .isolated import run_isolated
+
         with tempfile.TemporaryDirectory() as tmp:
             onnx_file = onnx_backend.export_onnx(torch_model, input_names, Path(tmp) / "model.onnx")
-            path = ov_backend.convert_from_onnx(onnx_file, path)
+            # In a child process: the conversion's telemetry forks, still running when it returned,
+            # counted as foreign load in the thread count below (fixed for the process's life).
+            path = run_isolated(ov_backend.convert_from_onnx, onnx_file, path)
     ov_config = options.get("ov_config") or {}
     return ov_backend.OpenVinoRunner(path, precision=precision, threads=_threads(), config=ov_config)
 

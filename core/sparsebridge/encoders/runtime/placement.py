@@ -17,9 +17,37 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AcceleratePlacementMixin"]
+__all__ = ["AcceleratePlacementMixin", "check_torch_device", "device_problem"]
 
 logger = logging.getLogger(__name__)
+
+
+def device_problem(device: str | torch.device) -> str | None:
+    """Why this torch build cannot use ``device`` (None: it can), found before torch fails deep
+    inside a move or a forward pass with a bare AssertionError or RuntimeError."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        return f"not a torch device ({' '.join(str(exc).split())}); use e.g. 'cpu' or 'cuda:0'"
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}.get(dev.type)
+    if dev.type != "cpu" and (backend is None or not backend.is_available()):
+        return (
+            f"this torch build ({torch.__version__}) cannot use {dev.type} here; use 'cpu' "
+            f"or install a torch with {dev.type} support"
+        )
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        return f"there are {count()} {dev.type} devices (0 to {count() - 1})"
+    return None
+
+
+def check_torch_device(device: str | torch.device) -> None:
+    """Raise :class:`DeviceError` naming ``device`` when this torch build cannot use it."""
+    from ...errors import DeviceError
+
+    problem = device_problem(device)
+    if problem is not None:
+        raise DeviceError(f"device {str(device)!r}: {problem}")
 
 
 def _placement_hook(hook: Any) -> Any:
@@ -114,6 +142,8 @@ class AcceleratePlacementMixin:
                 self._place_modules()
                 self._modules_placed = True
             return self.device
+        if device is not None:
+            check_torch_device(device)
         if device is not None and torch.device(device) != self.device:
             self.to(device)
         return self.device
