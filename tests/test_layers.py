@@ -247,6 +247,19 @@ def test_old_module_names_are_the_moved_modules():
     assert new_name("sparsebridge.index") is None
 
 
+def test_the_old_backends_package_reaches_the_moved_code(monkeypatch):
+    """``sparsebridge.backends`` was a package of runners and export helpers, now two modules: its
+    names, its submodules and a ``monkeypatch`` through it reach the moved code."""
+    import sparsebridge.backends as old
+    import sparsebridge.encoders.backends as runners
+    from sparsebridge.backends.isolated import run_isolated
+    from sparsebridge.encoders.backends.isolated import run_isolated as moved
+
+    assert run_isolated is moved and old.load_runner is runners.load_runner
+    monkeypatch.setattr(old, "_threads", lambda: 3)
+    assert runners._threads() == 3
+
+
 def test_the_readme_layout_names_every_module_and_only_modules_that_exist():
     import re
 

@@ -108,18 +108,33 @@ def install() -> None:
         sys.meta_path.insert(0, _Alias())
 
 
+class _Composite(ModuleType):
+    """An old package name over two modules: names are read from the first, else the second, and
+    set on the first (so a ``monkeypatch`` through the old name reaches the code that uses it)."""
+
+    _parts: tuple[str, str]
+
+    def __getattr__(self, attr: str) -> object:
+        for source in self._parts:
+            module = importlib.import_module(source)
+            if hasattr(module, attr):
+                return getattr(module, attr)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
+
+    def __setattr__(self, attr: str, value: object) -> None:
+        if attr.startswith("__") or attr == "_parts":
+            super().__setattr__(attr, value)
+        else:
+            setattr(importlib.import_module(self._parts[0]), attr, value)
+
+    def __delattr__(self, attr: str) -> None:
+        delattr(importlib.import_module(self._parts[0]), attr)
+
+
 def _composite(name: str, package: str, other: str) -> ModuleType:
     """A package module ``name`` whose submodules are ``package``'s and whose names are
     ``package``'s, else ``other``'s."""
-    first = importlib.import_module(package)
-    module = ModuleType(name, first.__doc__)
+    module = _Composite(name, importlib.import_module(package).__doc__)
+    module._parts = (package, other)
     module.__path__ = []  # a package; its submodules are found by the finder, as ``package``'s
-
-    def __getattr__(attr: str) -> object:
-        for source in (first, importlib.import_module(other)):
-            if hasattr(source, attr):
-                return getattr(source, attr)
-        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
-
-    module.__getattr__ = __getattr__  # type: ignore[method-assign]
     return module
