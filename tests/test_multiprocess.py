@@ -16,6 +16,7 @@ from sparsebridge import DenseEncoder
 from sparsebridge.multiprocess import WorkerError
 
 TOL = 1e-5
+HANG_S = 120  # only a hang runs this long; the waits end on events (exit status, a file)
 
 
 def alive(pid: int) -> bool:
@@ -119,10 +120,8 @@ def test_killed_worker_makes_encode_raise_instead_of_hanging(encoder, pool, text
     os.kill(victim, signal.SIGKILL)
     # Wait for the exit status, not for /proc: a killed multi-threaded process shows "Z" there while
     # its other threads are still exiting, and waitpid (hence is_alive) reports it only after that.
-    deadline = time.monotonic() + 30
-    while process.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not process.is_alive(), "SIGKILL did not end the worker within 30 s"
+    process.join(HANG_S)
+    assert not process.is_alive(), f"SIGKILL did not end the worker within {HANG_S} s: hung"
     # A hang fails this test (the handler raises in the blocked call) instead of killing pytest.
     previous = signal.signal(signal.SIGALRM, _fail_on_hang)
     signal.alarm(120)
@@ -137,41 +136,46 @@ def test_killed_worker_makes_encode_raise_instead_of_hanging(encoder, pool, text
     assert not any(alive(pid) for pid in pids)
 
 
-def cpu_ticks(pid: int) -> int:
-    """User + system CPU ticks of a process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+def _wait_for(path: Path, process) -> None:
+    """Until ``path`` exists (the worker says it holds a chunk); fails as a hang after HANG_S."""
+    deadline = time.monotonic() + HANG_S
+    while not path.exists():
+        assert process.is_alive(), f"worker pid {process.pid} died before taking a chunk"
+        assert time.monotonic() < deadline, f"worker pid {process.pid} took no chunk in {HANG_S} s: hung"
+        time.sleep(0.01)  # paces the polling of the file only
 
 
-def test_worker_killed_while_holding_a_chunk_makes_encode_raise(encoder, texts):
+def test_worker_killed_while_holding_a_chunk_makes_encode_raise(encoder, texts, tmp_path):
     import threading
+
+    from gated_text import GatedText
 
     pool = encoder.start_multi_process_pool(["cpu", "cpu"])
     try:
         encoder.encode(texts[:4], pool=pool)  # both workers loaded and idle
         process = pool["processes"][0]
         outcome: dict[str, object] = {}
+        # Each worker stops right after taking its first chunk off the queue and says so (a file):
+        # two chunks for two workers, so worker 0 holds one, whatever the machine's speed or load.
+        gated = [GatedText(t, tmp_path) for t in texts * 4]
 
         def call() -> None:
             try:
-                outcome["result"] = encoder.encode(texts * 4, pool=pool, chunk_size=len(texts) * 2, batch_size=8)
+                outcome["result"] = encoder.encode(gated, pool=pool, chunk_size=len(texts) * 2, batch_size=8)
             except BaseException as exc:  # handed to the test thread
                 outcome["error"] = exc
 
-        idle = cpu_ticks(process.pid)
         caller = threading.Thread(target=call, daemon=True)
         caller.start()
-        # Two chunks for two workers: a worker burning CPU after the call started is holding one.
-        deadline = time.monotonic() + 60
-        while cpu_ticks(process.pid) < idle + 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert "result" not in outcome and "error" not in outcome, "the call ended before the worker was busy"
+        _wait_for(tmp_path / f"holding-{process.pid}", process)
+        assert "result" not in outcome and "error" not in outcome, "the call ended while a worker held a chunk"
         os.kill(process.pid, signal.SIGKILL)
-        caller.join(120)
+        caller.join(HANG_S)
         assert not caller.is_alive(), "encode hung after a worker died holding a chunk"
         assert isinstance(outcome.get("error"), WorkerError), outcome
         assert f"pid {process.pid} exit code -9" in str(outcome["error"])
     finally:
+        (tmp_path / "go").touch()  # the other worker goes on and can be stopped
         pids = [p.pid for p in pool["processes"]]
         encoder.stop_multi_process_pool(pool)
     assert not any(alive(pid) for pid in pids)
