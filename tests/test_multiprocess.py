@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import DATA_DIR, read_jsonl
 from sparsebridge import DenseEncoder
 from sparsebridge.multiprocess import WorkerError
+from tolerances import FLOAT32_ATOL, FLOAT32_RTOL, float32_close
 
-TOL = 1e-5
 HANG_S = 120  # only a hang runs this long; the waits end on events (exit status, a file)
 
 
@@ -65,15 +64,13 @@ def test_pool_results_in_input_order_equal_single_process(encoder, pool, texts, 
     assert len(pool["processes"]) == 2 and all(alive(p.pid) for p in pool["processes"])
     out = encoder.encode(texts, pool=pool, chunk_size=7, batch_size=16)
     assert out.is_sparse and out.shape == expected.shape
-    assert torch.allclose(out.to_dense(), expected, atol=TOL)
+    assert float32_close(out.to_dense(), expected)
     rows = encoder.encode(texts[:10], pool=pool, chunk_size=3, convert_to_tensor=False)
-    assert len(rows) == 10 and all(torch.allclose(r.to_dense(), e, atol=TOL) for r, e in zip(rows, expected))
+    assert len(rows) == 10 and all(float32_close(r.to_dense(), e) for r, e in zip(rows, expected))
     one = encoder.encode(texts[5], pool=pool)
-    assert one.dim() == 1 and torch.allclose(one.to_dense(), expected[5], atol=TOL)
+    assert one.dim() == 1 and float32_close(one.to_dense(), expected[5])
     queries = encoder.encode_query(texts[:12], pool=pool, max_active_dims=16, convert_to_sparse_tensor=False)
-    assert torch.allclose(
-        queries, encoder.encode_query(texts[:12], max_active_dims=16, convert_to_sparse_tensor=False), atol=TOL
-    )
+    assert float32_close(queries, encoder.encode_query(texts[:12], max_active_dims=16, convert_to_sparse_tensor=False))
     assert encoder.encode([], pool=pool).shape == (0, expected.shape[1])
 
 
@@ -81,7 +78,7 @@ def test_worker_error_is_raised_with_the_workers_message(encoder, pool, texts, e
     with pytest.raises(WorkerError, match="Prompt name 'nope' not found"):
         encoder.encode(texts[:4], pool=pool, prompt_name="nope")
     # The pool still works afterwards, and stale results of the failed call are ignored.
-    assert torch.allclose(encoder.encode(texts[:20], pool=pool, chunk_size=4).to_dense(), expected[:20], atol=TOL)
+    assert float32_close(encoder.encode(texts[:20], pool=pool, chunk_size=4).to_dense(), expected[:20])
 
 
 def test_device_list_starts_and_stops_a_temporary_pool(minilm_path, texts):
@@ -89,7 +86,7 @@ def test_device_list_starts_and_stops_a_temporary_pool(minilm_path, texts):
     before = spawned_children()
     out = dense.encode(texts, device=["cpu", "cpu"], chunk_size=10)
     assert isinstance(out, np.ndarray) and out.shape == (len(texts), 384)
-    assert np.abs(out - dense.encode(texts)).max() <= TOL
+    assert np.allclose(out, dense.encode(texts), rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
     assert spawned_children() <= before  # the temporary workers are gone
 
 
