@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from tolerances import FLOAT32_ATOL, FLOAT32_RTOL
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("qdrant_edge")
@@ -25,11 +26,6 @@ INDEX = "cranfield"
 # Enough of cranfield for a run that a killed worker interrupts (about 20 s of encoding per run on
 # this project's 2-core machine); the CLI accepts the whole collection the same way.
 DOCS = 800
-# Ray batches texts differently from the in-process run, so each weight is summed in another order:
-# float32 noise, bounded here by PyTorch's documented default tolerances for float32
-# (torch.testing.assert_close: |a - b| <= atol + rtol * |b|), not by what one machine measured.
-FLOAT32_RTOL = 1.3e-6
-FLOAT32_ATOL = 1e-5
 HANG_S = 300  # only a hang runs this long; the kill waits for an event (the held actor's file)
 
 
@@ -113,6 +109,8 @@ def _same_index(got: dict, want: dict) -> list[str]:
         (gv, gp), (wv, wp) = got[doc_id], want[doc_id]
         if set(gv) != set(wv):
             problems.append(f"{doc_id}: active dimensions differ")
+        # Ray batches texts differently from the in-process run, so each weight is summed in another
+        # order: float32 noise, within PyTorch's documented float32 tolerances (tests/tolerances.py).
         elif any(abs(gv[i] - wv[i]) > FLOAT32_ATOL + FLOAT32_RTOL * abs(wv[i]) for i in wv):
             problems.append(f"{doc_id}: weights differ by {max(abs(gv[i] - wv[i]) for i in wv):.2e}")
         if gp != wp:
