@@ -360,14 +360,19 @@ def _service(encoder, name: str):
     return ModelService(encoder, model_name=name, limits=Limits(32, 16384, True))
 
 
-def test_inline_query_side_skips_the_model_thread(free_model, encoder, queries, docs):
-    """Queries of an inference-free model run on the event loop, concurrent ones in one pass; its
-    documents, and every side of a transformer model, go to the model thread. The spy wraps the
-    real pass and only records where it ran."""
+def test_inline_query_side_skips_the_model_thread(free_model, encoder, queries, docs, monkeypatch):
+    """Queries of an inference-free model run on the event loop, concurrent ones in one pass, and
+    measure no free cores; its documents, and every side of a transformer model, go to the model
+    thread. The spy wraps the real pass and only records where it ran."""
     import threading
 
-    from sparsebridge import SparseEncoder
+    from sparsebridge import SparseEncoder, threads
     from sparsebridge.serve.batching import Batcher
+
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    reads = []
+    real = threads._busy_seconds
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: reads.append(1) or real())
 
     service = _service(SparseEncoder(str(free_model), device="cpu"), "free")
     assert service.inline(service.job("sparse", "q", fixed_side="query").key)
@@ -393,9 +398,24 @@ def test_inline_query_side_skips_the_model_thread(free_model, encoder, queries, 
     results = asyncio.run(scenario())
     loop_thread = threading.current_thread().name
     assert sorted(passes) == sorted([(loop_thread, 3), ("sparsebridge-model_0", 1)])
+    assert len(reads) <= 1  # the document pass's measurement (none off Linux); the inline one takes none
     want = encode(service.sparse.encoder, "query", queries[:3]) + encode(service.sparse.encoder, "document", docs[:1])
     got = [[{"index": i, "value": v} for i, v in zip(r[0].indices, r[0].values)] for r in results]
     assert got == want
+
+
+def test_token_counts_are_the_tokenizers(encoder, docs):
+    """The request check counts tokens as the model's tokenizer does (special tokens, no
+    truncation), caps them at max_seq_length when truncating, and refuses a long text otherwise."""
+    from sparsebridge.serve.errors import TooLarge
+
+    service = _service(encoder, "packaged")
+    long = " ".join(docs) * 2
+    want = [len(x) for x in encoder.tokenizer([docs[0], long, ""], truncation=False, verbose=False)["input_ids"]]
+    assert want[1] > encoder.max_seq_length
+    assert service.job("sparse", [docs[0], long, ""]).tokens == [min(n, encoder.max_seq_length) for n in want]
+    with pytest.raises(TooLarge, match=r"inputs\[0\] has \d+ tokens"):
+        service.job("sparse", long, truncate=False)
 
 
 def test_thread_budget_measured_once_per_window(encoder, queries, monkeypatch):
