@@ -4,7 +4,7 @@
 
 Each client sends one query text per request (``POST /query/embed_sparse``, the query path) and
 waits for the answer before sending the next; a level runs ``--requests`` requests in all (after a
-warm-up of 20). Servers, each its own process on a loopback port, measured one after another:
+warm-up of 20, every connection answered once). Servers, each its own process on a loopback port:
 
 * ``batched``: ``sparsebridge serve`` with the packaged model (dynamic batching on);
 * ``unbatched``: the same with ``[serve] batching = false`` (one model pass per request);
@@ -12,6 +12,9 @@ warm-up of 20). Servers, each its own process on a loopback port, measured one a
   ``SparseEncoder.encode_query`` per request (a plain ``def`` handler, run in FastAPI's thread pool);
 * ``inference-free``: ``sparsebridge serve`` with an inference-free model (Router: an IDF
   ``SparseStaticEmbedding`` from the corpus for queries, the packaged model for documents).
+
+All four run at once; each concurrency level measures them one after another, so the ratios
+compare measurements taken seconds, not minutes, apart.
 
 The load generator runs in ``--client-procs`` processes of its own (default 1), each an asyncio
 loop holding its share of the clients as keep-alive connections and speaking HTTP/1.1 through h11
@@ -275,11 +278,17 @@ def main() -> None:
                 f'[model]\nname_or_path = "{model}"\nquery_side = "inference-free"\n[serve]\nmax_queue = 4096\n'
             )
             commands["inference-free"] = sparsebridge_cmd(folder / "free.toml")
-        for name in args.servers.split(","):
-            proc, url = start(commands[name], folder)
-            try:
+        # All servers run at once and each level measures them one after another, so the ratios
+        # compare runs seconds apart: on a shared machine the load drifts over minutes.
+        names = args.servers.split(",")
+        running: dict[str, tuple[subprocess.Popen, str]] = {}
+        try:
+            for name in names:
+                running[name] = start(commands[name], folder)
                 results[name] = {}
-                for clients in levels:
+            for clients in levels:
+                for name in names:
+                    proc, url = running[name]
                     load = load_average()
                     r = level(url, proc.pid, queries, clients, args.requests, args.client_procs)
                     r["load_avg_1m"] = load
@@ -291,7 +300,8 @@ def main() -> None:
                         f"cores)  (load avg {load:.1f})",
                         file=sys.stderr,
                     )
-            finally:
+        finally:
+            for proc, _ in running.values():
                 stop(proc)
     if args.json:
         print(json.dumps(results, indent=2))
