@@ -165,8 +165,10 @@ def client_process(url: str, queries: list[str], clients: int, requests: int, ba
     async def run() -> tuple[list[float], int, float, float, float]:
         latencies: list[float] = []
         connections = [await _Connection(url).open() for _ in range(clients)]
-        for i in range(max(20, clients)):  # warm-up: 20 requests, and every connection answered once
-            await connections[i % clients].post(bodies[i % len(bodies)])
+        for body in bodies[:20]:  # warm-up: 20 requests, then every connection answered once, at once
+            await connections[0].post(body)
+        # (one after another, the first connections would idle past uvicorn's 5 s keep-alive at 64)
+        await asyncio.gather(*(c.post(bodies[i % len(bodies)]) for i, c in enumerate(connections)))
         await asyncio.to_thread(barrier.wait)
         cpu, started = os.times(), time.monotonic()
         shared = (bodies[i % len(bodies)] for i in range(requests))
