@@ -404,6 +404,31 @@ def test_inline_query_side_skips_the_model_thread(free_model, encoder, queries, 
     assert got == want
 
 
+def test_served_connections_send_without_nagle():
+    """The connections of the listening socket reach the event loop with TCP_NODELAY, as uvicorn
+    gets them: with Nagle's algorithm on, each answer's body waited for the client's delayed ACK."""
+    import socket
+
+    from sparsebridge.serve.server import _listen
+
+    async def accepted_nodelay() -> int:
+        sock = _listen("127.0.0.1", 0)
+        got = asyncio.get_running_loop().create_future()
+
+        async def handle(reader, writer):
+            got.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            result = await asyncio.wait_for(got, 60)
+            writer.close()
+        return result
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
 def test_token_counts_are_the_tokenizers(encoder, docs):
     """The request check counts tokens as the model's tokenizer does (special tokens, no
     truncation), caps them at max_seq_length when truncating, and refuses a long text otherwise."""
