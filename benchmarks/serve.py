@@ -68,6 +68,8 @@ def baseline_server(port: int) -> None:
         return [[{"index": int(i), "value": float(v)} for i, v in zip(emb.indices()[0], emb.values())]]
 
     sock = socket.create_server(("127.0.0.1", port))
+    # As ``uvicorn.run(app)`` binding its own socket has it (asyncio sets it on TCP sockets it makes).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     print(f"baseline listening on http://127.0.0.1:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
