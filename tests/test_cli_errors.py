@@ -333,12 +333,18 @@ def _interrupted_ingest(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
     reader.start()
     deadline = time.monotonic() + TIMEOUT
     # The progress bar shows documents done; wait for a few batches (16 documents each) to be written.
-    while time.monotonic() < deadline and proc.poll() is None:
+    # The poll interval only paces the reading; the deadline guards a hang and fails as one.
+    reached = False
+    while not reached and time.monotonic() < deadline and proc.poll() is None:
         shown = "".join(err).replace("\r", "\n").splitlines()
         done = [int(s.split("|")[-1].split("/")[0].strip()) for s in shown if s.startswith("ingest:") and "/" in s]
-        if done and done[-1] >= 48:
-            break
-        time.sleep(0.05)
+        reached = bool(done) and done[-1] >= 48
+        if not reached:
+            time.sleep(0.05)
+    if not reached and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the ingest wrote fewer than 48 documents in {TIMEOUT} s: hung")
     assert proc.poll() is None, "the ingest ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out = proc.stdout.read()

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -124,6 +124,25 @@ def _ids(path: Path) -> list[str]:
     return pads.dataset(str(path), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
 
 
+# The real CLI in a child process, with one change: once two parts are complete, the third part's
+# rows go into its temporary file and the writer pauses there (and says so), so the SIGKILL always
+# falls mid-part, after exactly 32 rows were made durable, however fast or loaded the machine is.
+_PAUSE_IN_PART = r"""
+import sys, time
+from sparsebridge.dataset import DatasetWriter
+original = DatasetWriter._flush_group
+def flush_group(self):
+    original(self)
+    if self._next >= 2 and self._tmp is not None:
+        sys.stderr.write("\nSB-PAUSED %d\n" % self.written); sys.stderr.flush(); time.sleep(3600)
+DatasetWriter._flush_group = flush_group
+from sparsebridge.cli import main
+sys.argv = ["sparsebridge"] + sys.argv[1:]
+main()
+"""
+HANG_S = 600  # only a hang runs this long: the child is killed and the test says "hung"
+
+
 def test_sigkilled_encode_run_again_loses_nothing_and_duplicates_nothing(data_dir, tmp_path):
     corpus = tmp_path / "docs.jsonl"
     with open(data_dir / "vaswani" / "corpus.jsonl", encoding="utf-8") as src, open(corpus, "w") as dst:
@@ -132,20 +151,32 @@ def test_sigkilled_encode_run_again_loses_nothing_and_duplicates_nothing(data_di
     want = [json.loads(line)["_id"] for line in corpus.read_text().splitlines()]
     out = tmp_path / "vectors.parquet"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'core'}:{ROOT / 'connectors'}", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "sparsebridge.cli", "encode", str(corpus), "--output", str(out)]
-    cmd += ["--part-rows", "16", "-q", "--json"]
-    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    deadline = time.time() + 600
-    while time.time() < deadline and child.poll() is None:
-        if out.is_dir() and len(list(out.glob("part-*.parquet"))) >= 2:
-            break
-        time.sleep(0.05)
-    assert child.poll() is None, f"encode ended before the kill: {child.stderr.read()[-1000:]!r}"
+    args = ["encode", str(corpus), "--output", str(out), "--part-rows", "16", "-q", "--json"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PAUSE_IN_PART, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path, text=True,
+    )  # fmt: skip
+    guard = threading.Timer(HANG_S, child.kill)  # a hang ends the readline below with EOF
+    guard.start()
+    try:
+        said = []
+        while not (said and said[-1].startswith("SB-PAUSED")):
+            line = child.stderr.readline()
+            if not line:
+                break
+            said.append(line.strip())
+    finally:
+        guard.cancel()
+    assert said and said[-1] == "SB-PAUSED 32", (
+        f"the encode never paused (hung or ended, exit {child.poll()}): {said[-5:]}"
+    )
+    assert [p.name for p in out.glob(".part-*")]  # the third part was being written
     child.send_signal(signal.SIGKILL)
     child.wait()
     kept = _ids(out)
-    assert len(kept) >= 32 and len(kept) == len(set(kept)) and set(kept) <= set(want)
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert len(kept) == 32 and len(kept) == len(set(kept)) and set(kept) <= set(want)
+    cmd = [sys.executable, "-m", "sparsebridge.cli", *args]
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     report = json.loads(rerun.stdout)
     assert report["skipped"] == len(kept) and report["written"] == len(want) - len(kept)

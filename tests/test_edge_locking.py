@@ -21,7 +21,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
+import types
 from pathlib import Path
 
 import pytest
@@ -132,48 +132,91 @@ def test_second_process_is_refused_and_leaves_the_owners_files_untouched(tmp_pat
         assert sorted(c.get([f"d{i}" for i in range(2 * n)])) == sorted(f"d{i}" for i in range(2 * n))
 
 
-def test_lock_timeout_waits_for_the_owner(tmp_path):
+class _LockAttempts:
+    """Spy on portalocker's lock attempts in this process (the real lock still runs): events for
+    the first attempt refused because another process holds the lock, and for the lock taken."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import portalocker
+
+        self.refused, self.taken = threading.Event(), threading.Event()
+        self.refusals = 0
+        real = portalocker.Lock._get_lock
+
+        def attempt(lock, fh):
+            try:
+                out = real(lock, fh)
+            except portalocker.exceptions.AlreadyLocked:
+                self.refusals += 1
+                self.refused.set()
+                raise
+            self.taken.set()
+            return out
+
+        monkeypatch.setattr(portalocker.Lock, "_get_lock", attempt)
+
+
+HANG_S = 120  # only a hang runs this long; the waits below end on events
+
+
+def test_lock_timeout_waits_for_the_owner(tmp_path, monkeypatch):
     n = 100
     owner, _ = _start_owner(tmp_path, n)
+    attempts = _LockAttempts(monkeypatch)
     got: dict[str, object] = {}
 
     def reader() -> None:
-        c = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), collection="held", lock_timeout=120)
+        c = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), collection="held", lock_timeout=HANG_S)
         try:
             got["count"] = c.count()
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             got["error"] = exc
         finally:
             c.close()
-        got["at"] = time.monotonic()
 
     try:
         thread = threading.Thread(target=reader)
         thread.start()
-        time.sleep(1.0)  # the reader is waiting on the lock now
-        assert thread.is_alive() and not got
+        # The reader is waiting on the lock once an attempt of it was refused: an event, not a sleep.
+        assert attempts.refused.wait(HANG_S), f"the reader never tried the lock within {HANG_S} s: hung"
+        assert not attempts.taken.is_set() and thread.is_alive() and not got  # still waiting, nothing read
         owner.stdin.write("go\n")
         owner.stdin.flush()
-        out, err = owner.communicate(timeout=120)
-        finished = time.monotonic()
-        thread.join(timeout=120)
+        out, err = owner.communicate(timeout=HANG_S)
+        thread.join(timeout=HANG_S)
     finally:
         if owner.poll() is None:
             owner.kill()
     assert owner.returncode == 0, err[-3000:]
+    assert not thread.is_alive(), f"the reader still waits {HANG_S} s after the owner exited: hung"
     assert "error" not in got, got
-    assert got["count"] == 2 * n  # it saw the owner's last writes: it waited for the close
-    assert got["at"] >= finished - 1.0
+    assert attempts.taken.is_set()
+    # It saw the owner's writes made after "go", so it read after the owner let go: it waited.
+    assert got["count"] == 2 * n
 
 
-def test_lock_timeout_runs_out_with_a_clear_line(tmp_path):
+def test_lock_timeout_runs_out_with_a_clear_line(tmp_path, monkeypatch):
+    import portalocker
+
     owner, pid = _start_owner(tmp_path, 20)
+    attempts = _LockAttempts(monkeypatch)
+    # portalocker's retry loop runs on a virtual clock: each sleep advances it, so the wait is
+    # checked as the time it slept (the timeout, whatever the machine's load), not as seconds taken.
+    clock = {"now": 0.0, "slept": 0.0}
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += seconds
+        clock["slept"] += seconds
+
+    virtual = types.SimpleNamespace(perf_counter=lambda: clock["now"], monotonic=lambda: clock["now"], sleep=sleep)
+    monkeypatch.setattr(portalocker.utils, "time", virtual)
     try:
         c = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), collection="held", lock_timeout=0.5)
-        started = time.monotonic()
         with pytest.raises(ConnectorError, match=f"pid {pid}.*after waiting 0.5 s"):
             c.count()
-        assert time.monotonic() - started >= 0.5
+        # It retried until the timeout was spent (not refused on the first try) and never got the lock;
+        # portalocker caps each sleep at the time left, so the sleeps add up to the timeout (float64 sums).
+        assert clock["slept"] == pytest.approx(0.5) and attempts.refusals >= 2 and not attempts.taken.is_set()
         c.close()
     finally:
         owner.kill()

@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -37,6 +37,7 @@ from sparsebridge_qdrant import QdrantConnector  # noqa: E402
 
 N_DOCS = 24
 ROOT = Path(__file__).resolve().parent.parent
+HANG_S = 600  # only a hang runs this long: the paused child is killed and the test says "hung"
 
 
 def arrow_rows(path: Path) -> dict[str, dict]:
@@ -251,11 +252,16 @@ def test_interrupted_migrate_rerun_loses_and_duplicates_nothing(dataset, encoder
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'core'}:{ROOT / 'connectors'}", "SB_PAUSE_AT": "10"}
     args = [sys.executable, "-c", _PAUSE, "migrate", "--from", str(a), "--to", str(b), "--batch-size", "5", "-q"]
     child = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    line = ""
-    while "SB-PAUSED" not in line and time.time() < deadline and child.poll() is None:
+    # A deadline cannot interrupt a blocking readline; a timer that kills a hung child ends it (EOF).
+    guard = threading.Timer(HANG_S, child.kill)
+    guard.start()
+    try:
         line = child.stderr.readline()
-    assert "SB-PAUSED" in line, f"the migration did not reach the pause point (exit {child.poll()})"
+        while line and "SB-PAUSED" not in line:
+            line = child.stderr.readline()
+    finally:
+        guard.cancel()
+    assert "SB-PAUSED" in line, f"the migration never reached the pause point (hung or ended, exit {child.poll()})"
     child.send_signal(signal.SIGKILL)
     child.wait()
     with QdrantConnector(mode="edge", path=str(dst_dir), index="b") as dst:

@@ -207,7 +207,8 @@ def run_and_kill(corpus: Path, workdir: Path, config: Path, kill: Kill, limit: i
     proc.stdout.close()
     proc.stderr.close()
     tail = "\n".join(seen.text[-15:])
-    assert hit, f"kill point {kill.name!r} was never reached (exit {rc}); stderr tail:\n{tail}"
+    why = "hung" if rc == -signal.SIGKILL else f"exit {rc}"  # still running at the deadline: killed above
+    assert hit, f"kill point {kill.name!r} was never reached in {KILL_TIMEOUT_S} s ({why}); stderr tail:\n{tail}"
     assert rc == -signal.SIGKILL, f"{kill.name}: the ingest ended on its own (exit {rc}) before the kill:\n{tail}"
     written = progress_at_kill
     if paused is not None:

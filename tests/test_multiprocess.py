@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import DATA_DIR, read_jsonl
 from sparsebridge import DenseEncoder
 from sparsebridge.multiprocess import WorkerError
+from tolerances import FLOAT32_ATOL, FLOAT32_RTOL, float32_close
 
-TOL = 1e-5
+HANG_S = 120  # only a hang runs this long; the waits end on events (exit status, a file)
 
 
 def alive(pid: int) -> bool:
@@ -64,15 +64,13 @@ def test_pool_results_in_input_order_equal_single_process(encoder, pool, texts, 
     assert len(pool["processes"]) == 2 and all(alive(p.pid) for p in pool["processes"])
     out = encoder.encode(texts, pool=pool, chunk_size=7, batch_size=16)
     assert out.is_sparse and out.shape == expected.shape
-    assert torch.allclose(out.to_dense(), expected, atol=TOL)
+    assert float32_close(out.to_dense(), expected)
     rows = encoder.encode(texts[:10], pool=pool, chunk_size=3, convert_to_tensor=False)
-    assert len(rows) == 10 and all(torch.allclose(r.to_dense(), e, atol=TOL) for r, e in zip(rows, expected))
+    assert len(rows) == 10 and all(float32_close(r.to_dense(), e) for r, e in zip(rows, expected))
     one = encoder.encode(texts[5], pool=pool)
-    assert one.dim() == 1 and torch.allclose(one.to_dense(), expected[5], atol=TOL)
+    assert one.dim() == 1 and float32_close(one.to_dense(), expected[5])
     queries = encoder.encode_query(texts[:12], pool=pool, max_active_dims=16, convert_to_sparse_tensor=False)
-    assert torch.allclose(
-        queries, encoder.encode_query(texts[:12], max_active_dims=16, convert_to_sparse_tensor=False), atol=TOL
-    )
+    assert float32_close(queries, encoder.encode_query(texts[:12], max_active_dims=16, convert_to_sparse_tensor=False))
     assert encoder.encode([], pool=pool).shape == (0, expected.shape[1])
 
 
@@ -80,7 +78,7 @@ def test_worker_error_is_raised_with_the_workers_message(encoder, pool, texts, e
     with pytest.raises(WorkerError, match="Prompt name 'nope' not found"):
         encoder.encode(texts[:4], pool=pool, prompt_name="nope")
     # The pool still works afterwards, and stale results of the failed call are ignored.
-    assert torch.allclose(encoder.encode(texts[:20], pool=pool, chunk_size=4).to_dense(), expected[:20], atol=TOL)
+    assert float32_close(encoder.encode(texts[:20], pool=pool, chunk_size=4).to_dense(), expected[:20])
 
 
 def test_device_list_starts_and_stops_a_temporary_pool(minilm_path, texts):
@@ -88,7 +86,7 @@ def test_device_list_starts_and_stops_a_temporary_pool(minilm_path, texts):
     before = spawned_children()
     out = dense.encode(texts, device=["cpu", "cpu"], chunk_size=10)
     assert isinstance(out, np.ndarray) and out.shape == (len(texts), 384)
-    assert np.abs(out - dense.encode(texts)).max() <= TOL
+    assert np.allclose(out, dense.encode(texts), rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
     assert spawned_children() <= before  # the temporary workers are gone
 
 
@@ -119,10 +117,8 @@ def test_killed_worker_makes_encode_raise_instead_of_hanging(encoder, pool, text
     os.kill(victim, signal.SIGKILL)
     # Wait for the exit status, not for /proc: a killed multi-threaded process shows "Z" there while
     # its other threads are still exiting, and waitpid (hence is_alive) reports it only after that.
-    deadline = time.monotonic() + 30
-    while process.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not process.is_alive(), "SIGKILL did not end the worker within 30 s"
+    process.join(HANG_S)
+    assert not process.is_alive(), f"SIGKILL did not end the worker within {HANG_S} s: hung"
     # A hang fails this test (the handler raises in the blocked call) instead of killing pytest.
     previous = signal.signal(signal.SIGALRM, _fail_on_hang)
     signal.alarm(120)
@@ -137,41 +133,46 @@ def test_killed_worker_makes_encode_raise_instead_of_hanging(encoder, pool, text
     assert not any(alive(pid) for pid in pids)
 
 
-def cpu_ticks(pid: int) -> int:
-    """User + system CPU ticks of a process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+def _wait_for(path: Path, process) -> None:
+    """Until ``path`` exists (the worker says it holds a chunk); fails as a hang after HANG_S."""
+    deadline = time.monotonic() + HANG_S
+    while not path.exists():
+        assert process.is_alive(), f"worker pid {process.pid} died before taking a chunk"
+        assert time.monotonic() < deadline, f"worker pid {process.pid} took no chunk in {HANG_S} s: hung"
+        time.sleep(0.01)  # paces the polling of the file only
 
 
-def test_worker_killed_while_holding_a_chunk_makes_encode_raise(encoder, texts):
+def test_worker_killed_while_holding_a_chunk_makes_encode_raise(encoder, texts, tmp_path):
     import threading
+
+    from gated_text import GatedText
 
     pool = encoder.start_multi_process_pool(["cpu", "cpu"])
     try:
         encoder.encode(texts[:4], pool=pool)  # both workers loaded and idle
         process = pool["processes"][0]
         outcome: dict[str, object] = {}
+        # Each worker stops right after taking its first chunk off the queue and says so (a file):
+        # two chunks for two workers, so worker 0 holds one, whatever the machine's speed or load.
+        gated = [GatedText(t, tmp_path) for t in texts * 4]
 
         def call() -> None:
             try:
-                outcome["result"] = encoder.encode(texts * 4, pool=pool, chunk_size=len(texts) * 2, batch_size=8)
+                outcome["result"] = encoder.encode(gated, pool=pool, chunk_size=len(texts) * 2, batch_size=8)
             except BaseException as exc:  # handed to the test thread
                 outcome["error"] = exc
 
-        idle = cpu_ticks(process.pid)
         caller = threading.Thread(target=call, daemon=True)
         caller.start()
-        # Two chunks for two workers: a worker burning CPU after the call started is holding one.
-        deadline = time.monotonic() + 60
-        while cpu_ticks(process.pid) < idle + 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert "result" not in outcome and "error" not in outcome, "the call ended before the worker was busy"
+        _wait_for(tmp_path / f"holding-{process.pid}", process)
+        assert "result" not in outcome and "error" not in outcome, "the call ended while a worker held a chunk"
         os.kill(process.pid, signal.SIGKILL)
-        caller.join(120)
+        caller.join(HANG_S)
         assert not caller.is_alive(), "encode hung after a worker died holding a chunk"
         assert isinstance(outcome.get("error"), WorkerError), outcome
         assert f"pid {process.pid} exit code -9" in str(outcome["error"])
     finally:
+        (tmp_path / "go").touch()  # the other worker goes on and can be stopped
         pids = [p.pid for p in pool["processes"]]
         encoder.stop_multi_process_pool(pool)
     assert not any(alive(pid) for pid in pids)

@@ -14,10 +14,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from tolerances import FLOAT32_ATOL, FLOAT32_RTOL
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("qdrant_edge")
@@ -26,11 +26,7 @@ INDEX = "cranfield"
 # Enough of cranfield for a run that a killed worker interrupts (about 20 s of encoding per run on
 # this project's 2-core machine); the CLI accepts the whole collection the same way.
 DOCS = 800
-# Ray batches texts differently from the in-process run, so each weight is summed in another order:
-# float32 noise, bounded here by PyTorch's documented default tolerances for float32
-# (torch.testing.assert_close: |a - b| <= atol + rtol * |b|), not by what one machine measured.
-FLOAT32_RTOL = 1.3e-6
-FLOAT32_ATOL = 1e-5
+HANG_S = 300  # only a hang runs this long; the kill waits for an event (the held actor's file)
 
 
 def _env() -> dict[str, str]:
@@ -113,6 +109,8 @@ def _same_index(got: dict, want: dict) -> list[str]:
         (gv, gp), (wv, wp) = got[doc_id], want[doc_id]
         if set(gv) != set(wv):
             problems.append(f"{doc_id}: active dimensions differ")
+        # Ray batches texts differently from the in-process run, so each weight is summed in another
+        # order: float32 noise, within PyTorch's documented float32 tolerances (tests/tolerances.py).
         elif any(abs(gv[i] - wv[i]) > FLOAT32_ATOL + FLOAT32_RTOL * abs(wv[i]) for i in wv):
             problems.append(f"{doc_id}: weights differ by {max(abs(gv[i] - wv[i]) for i in wv):.2e}")
         if gp != wp:
@@ -207,56 +205,44 @@ def _load(work: Path):
     return load_config(work / "sparsebridge.toml")
 
 
-def _encode_workers() -> list[int]:
-    # Ray names each actor process after its class: "ray::MapWorker(MapBatches(_Encode))...".
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"MapBatches(_Encode)" in cmdline:
-                pids.append(int(entry))
-    return pids
-
-
-def _cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return -1
-    return int(fields[11]) + int(fields[12])
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's worker processes through /proc")
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(local_ray, in_process, tmp_path, data_dir):
+    import ray_gate
     from sparsebridge.ray import ingest_with_ray
 
     _, ref_report, want = in_process
     config = _load_written(tmp_path)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # A Ray session whose workers run the gate hook: the first encode actor to finish a batch holds
+    # it and says so (a file with its pid). The kill waits for that event, not for CPU time.
+    ray.shutdown()
+    ray.cloudpickle.register_pickle_by_value(ray_gate)  # the workers cannot import tests/
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+        runtime_env={
+            "env_vars": {ray_gate.FOLDER_VAR: str(gate)},
+            "worker_process_setup_hook": ray_gate.hold_first_encode_batch,
+        },
+    )  # fmt: skip
     killed: list[int] = []
 
-    def kill_one_busy_worker() -> None:
-        # Wait until an encode actor has done real work (its CPU time keeps rising), then SIGKILL it.
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            for pid in _encode_workers():
-                first = _cpu_ticks(pid)
-                time.sleep(1.0)
-                if first > 150 and _cpu_ticks(pid) > first:  # > 1.5 s of CPU: past model loading
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            time.sleep(0.2)
+    def kill_the_held_worker() -> None:
+        pid = ray_gate.wait_held(gate, HANG_S)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
-    killer = threading.Thread(target=kill_one_busy_worker, daemon=True)
-    killer.start()
-    report = ingest_with_ray(config, data_dir / "cranfield", workers=2, limit=DOCS, show_progress=False)
-    killer.join(timeout=5)
+    try:
+        killer = threading.Thread(target=kill_the_held_worker, daemon=True)
+        killer.start()
+        report = ingest_with_ray(config, data_dir / "cranfield", workers=2, limit=DOCS, show_progress=False)
+        killer.join(HANG_S)
+    finally:
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")  # as local_ray
 
-    assert killed, "no encode worker was killed: the run finished before one had done 1.5 s of work"
+    assert killed, f"no encode actor held a batch within {HANG_S} s: hung (or the gate hook never ran)"
     assert report.written == ref_report["written"] and report.failed == ref_report["failed"]
     assert _same_index(_index(tmp_path), want) == []
 

@@ -324,25 +324,142 @@ def test_port_in_use_is_one_error_line(tmp_path):
 # --------------------------------------------------------------------------- inference-free model
 
 
-def test_inference_free_router_model(tmp_path, splade_path, queries, docs):
-    """A Router whose query route is a SparseStaticEmbedding (no transformer pass for queries),
-    saved and served by path: each route gives what the Python API gives on the loaded model."""
+@pytest.fixture(scope="module")
+def free_model(tmp_path_factory, splade_path, docs):
+    """A Router whose query route is a SparseStaticEmbedding (no transformer pass for queries), saved."""
     from sparsebridge import SparseEncoder
     from sparsebridge.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
 
     transformer = MLMTransformer(str(splade_path))
     static = SparseStaticEmbedding.from_corpus(transformer.tokenizer, docs, frozen=True)
     router = Router.for_query_document([static], [transformer, SpladePooling("max", "relu")])
-    SparseEncoder(modules=[router], device="cpu").save(tmp_path / "model")
+    folder = tmp_path_factory.mktemp("inference-free") / "model"
+    SparseEncoder(modules=[router], device="cpu").save(folder)
+    return folder
+
+
+def test_inference_free_router_model(tmp_path, free_model, queries, docs):
+    """The inference-free model served by path: each route gives what the Python API gives on the
+    loaded model (the query side through the inline path, the document side on the model thread)."""
+    from sparsebridge import SparseEncoder
+
     config = tmp_path / "sparsebridge.toml"
-    config.write_text(f'[model]\nname_or_path = "{tmp_path / "model"}"\nquery_side = "inference-free"\n')
-    loaded = SparseEncoder(str(tmp_path / "model"), device="cpu")
+    config.write_text(f'[model]\nname_or_path = "{free_model}"\nquery_side = "inference-free"\n')
+    loaded = SparseEncoder(str(free_model), device="cpu")
     with ServerProcess(tmp_path, config) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
         query_side = client.post("/query/embed_sparse", json={"inputs": queries}).json()
         document_side = client.post("/embed_sparse", json={"inputs": docs[:4]}).json()
     assert query_side == encode(loaded, "query", queries)
     assert document_side == encode(loaded, "document", docs[:4])
     assert query_side != encode(loaded, "document", queries)  # the two routes differ
+
+
+def _service(encoder, name: str):
+    from sparsebridge.serve.service import Limits, ModelService
+
+    return ModelService(encoder, model_name=name, limits=Limits(32, 16384, True))
+
+
+def test_inline_query_side_skips_the_model_thread(free_model, encoder, queries, docs, monkeypatch):
+    """Queries of an inference-free model run on the event loop, concurrent ones in one pass, and
+    measure no free cores; its documents, and every side of a transformer model, go to the model
+    thread. The spy wraps the real pass and only records where it ran."""
+    import threading
+
+    from sparsebridge import SparseEncoder, threads
+    from sparsebridge.serve.batching import Batcher
+
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    reads = []
+    real = threads._busy_seconds
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: reads.append(1) or real())
+
+    service = _service(SparseEncoder(str(free_model), device="cpu"), "free")
+    assert service.inline(service.job("sparse", "q", fixed_side="query").key)
+    assert not service.inline(service.job("sparse", "d").key)
+    packaged = _service(encoder, "packaged")
+    assert not packaged.inline(packaged.job("sparse", "q", fixed_side="query").key)
+
+    passes: list[tuple[str, int]] = []
+
+    def spy(key, texts):
+        passes.append((threading.current_thread().name, len(texts)))
+        return service.run(key, texts)
+
+    async def scenario():
+        batcher = Batcher(spy, max_batch_tokens=16384, max_batch_requests=128, max_queue=64, inline=service.inline)
+        await batcher.start()
+        jobs = [service.job("sparse", q, fixed_side="query") for q in queries[:3]] + [service.job("sparse", docs[0])]
+        try:
+            return await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(scenario())
+    loop_thread = threading.current_thread().name
+    assert sorted(passes) == sorted([(loop_thread, 3), ("sparsebridge-model_0", 1)])
+    assert len(reads) <= 1  # the document pass's measurement (none off Linux); the inline one takes none
+    want = encode(service.sparse.encoder, "query", queries[:3]) + encode(service.sparse.encoder, "document", docs[:1])
+    got = [[{"index": i, "value": v} for i, v in zip(r[0].indices, r[0].values)] for r in results]
+    assert got == want
+
+
+def test_served_connections_send_without_nagle():
+    """The connections of the listening socket reach the event loop with TCP_NODELAY, as uvicorn
+    gets them: with Nagle's algorithm on, each answer's body waited for the client's delayed ACK."""
+    import socket
+
+    from sparsebridge.serve.server import _listen
+
+    async def accepted_nodelay() -> int:
+        sock = _listen("127.0.0.1", 0)
+        got = asyncio.get_running_loop().create_future()
+
+        async def handle(reader, writer):
+            got.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            result = await asyncio.wait_for(got, 60)
+            writer.close()
+        return result
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_token_counts_are_the_tokenizers(encoder, docs):
+    """The request check counts tokens as the model's tokenizer does (special tokens, no
+    truncation), caps them at max_seq_length when truncating, and refuses a long text otherwise."""
+    from sparsebridge.serve.errors import TooLarge
+
+    service = _service(encoder, "packaged")
+    long = " ".join(docs) * 2
+    want = [len(x) for x in encoder.tokenizer([docs[0], long, ""], truncation=False, verbose=False)["input_ids"]]
+    assert want[1] > encoder.max_seq_length
+    assert service.job("sparse", [docs[0], long, ""]).tokens == [min(n, encoder.max_seq_length) for n in want]
+    with pytest.raises(TooLarge, match=r"inputs\[0\] has \d+ tokens"):
+        service.job("sparse", long, truncate=False)
+
+
+def test_thread_budget_measured_once_per_window(encoder, queries, monkeypatch):
+    """The model thread's passes share one measurement of the free cores per window, instead of
+    each reading /proc as a lone encode call does. The window is made endless, so exactly one
+    measurement must serve all passes; the encoder is left without a num_threads of its own."""
+    from sparsebridge import threads
+
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    monkeypatch.setattr(threads, "WINDOW_S", 1e9)
+    reads = []
+    real = threads._busy_seconds
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: reads.append(1) or real())
+    service = _service(encoder, "packaged")
+    key = service.job("sparse", "q", fixed_side="query").key
+    for q in queries[:4]:
+        assert len(service.run(key, [q])) == 1
+    assert len(reads) <= 1  # one start (none off Linux), not one per pass
+    assert "num_threads" not in vars(encoder)
 
 
 # --------------------------------------------------------------------------- the engines' connectors

@@ -12,8 +12,7 @@ import torch
 from conftest import DATA_DIR, read_jsonl
 from sparsebridge import SparseEncoder
 from sparsebridge.modules import MODULE_CLASSES, MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
-
-TOL = 1e-5
+from tolerances import float32_close
 
 
 def dense(x: torch.Tensor) -> torch.Tensor:
@@ -92,12 +91,12 @@ def test_static_module_matches_oracle(doc_transformer, static, queries):
     # Long inputs too: truncation at the tokenizer's limit, without special tokens.
     texts = queries + [" ".join(queries)]
     out = ours.encode(texts)
-    assert out.is_sparse and max_diff(out, ref.encode(texts)) <= TOL
-    assert max_diff(ours.encode(texts, max_active_dims=4), ref.encode(texts, max_active_dims=4)) <= TOL
+    assert out.is_sparse and float32_close(out, ref.encode(texts))
+    assert float32_close(ours.encode(texts, max_active_dims=4), ref.encode(texts, max_active_dims=4))
     single = ours.encode(queries[0])
-    assert single.dim() == 1 and max_diff(single, ref.encode(queries[0])) <= TOL
+    assert single.dim() == 1 and float32_close(single, ref.encode(queries[0]))
     as_dense = ours.encode(queries[:3], convert_to_sparse_tensor=False)
-    assert not as_dense.is_sparse and max_diff(as_dense, ref.encode(queries[:3])) <= TOL
+    assert not as_dense.is_sparse and float32_close(as_dense, ref.encode(queries[:3]))
     # No special tokens: [CLS]/[SEP] never show up in a query vector.
     active = {tok for tok, _ in ours.decode(ours.encode(queries[0]))}
     assert "[CLS]" not in active and "[SEP]" not in active
@@ -127,10 +126,10 @@ def test_oracle_loads_our_inference_free_model(model, oracle, saved, queries, co
         "document": ["document_0_MLMTransformer", "document_1_SpladePooling"],
     }
     docs = corpus[:8]
-    assert max_diff(model.encode_query(queries), oracle.encode_query(queries)) <= TOL
-    assert max_diff(model.encode_document(docs), oracle.encode_document(docs)) <= 1e-4
+    assert float32_close(model.encode_query(queries), oracle.encode_query(queries))
+    assert float32_close(model.encode_document(docs), oracle.encode_document(docs))
     # Plain encode takes the default route (document), as in the reference.
-    assert max_diff(model.encode(docs[:4]), oracle.encode(docs[:4])) <= 1e-4
+    assert float32_close(model.encode(docs[:4]), oracle.encode(docs[:4]))
     assert max_diff(model.encode(docs[:4]), model.encode_document(docs[:4])) == 0
     assert set(model.get_model_kwargs()) == set(oracle.get_model_kwargs()) == {"task", "modality"}
 
@@ -141,24 +140,23 @@ def test_we_load_the_oracles_save(oracle, model, tmp_path, queries, corpus):
     router = ours[0]
     assert isinstance(router, Router) and router.default_route == "document"
     assert isinstance(router.sub_modules["query"][0], SparseStaticEmbedding)
-    assert max_diff(ours.encode_query(queries), model.encode_query(queries)) <= TOL
-    assert max_diff(ours.encode_document(corpus[:8]), model.encode_document(corpus[:8])) <= 1e-4
+    assert float32_close(ours.encode_query(queries), model.encode_query(queries))
+    assert float32_close(ours.encode_document(corpus[:8]), model.encode_document(corpus[:8]))
     # ... and our own save loads back into us.
     again = SparseEncoder(str(tmp_path / "st"), device="cpu")
     again.save(tmp_path / "ours")
-    assert (
-        max_diff(SparseEncoder(str(tmp_path / "ours"), device="cpu").encode_query(queries), ours.encode_query(queries))
-        <= TOL
+    assert float32_close(
+        SparseEncoder(str(tmp_path / "ours"), device="cpu").encode_query(queries), ours.encode_query(queries)
     )
 
 
 def test_max_active_dims_per_route_without_the_document_route(model, oracle, queries, corpus, doc_transformer):
     q = model.encode_query(queries, max_active_dims=3)
-    assert max_diff(q, oracle.encode_query(queries, max_active_dims=3)) <= TOL
+    assert float32_close(q, oracle.encode_query(queries, max_active_dims=3))
     assert int((dense(q) != 0).sum(dim=1).max()) <= 3
     d = model.encode_document(corpus[:6], max_active_dims=20)
     assert int((dense(d) != 0).sum(dim=1).max()) <= 20
-    assert max_diff(d, oracle.encode_document(corpus[:6], max_active_dims=20)) <= 1e-4
+    assert float32_close(d, oracle.encode_document(corpus[:6], max_active_dims=20))
     # Queries never touch the transformer.
     calls = []
     hook = doc_transformer.register_forward_hook(lambda *a: calls.append(1))
@@ -190,8 +188,8 @@ def test_static_only_model_round_trips_both_ways(static, queries, tmp_path):
     assert json.loads((tmp_path / "static" / "config.json").read_text()) == {"frozen": True}
     ref = OracleEncoder(str(tmp_path / "static"), device="cpu")
     expected = ours.encode(queries)
-    assert max_diff(ref.encode(queries), expected) <= TOL
+    assert float32_close(ref.encode(queries), expected)
     ref.save(str(tmp_path / "theirs"))
     back = SparseEncoder(str(tmp_path / "theirs"), device="cpu")
     assert isinstance(back[0], SparseStaticEmbedding) and back[0].frozen
-    assert max_diff(back.encode(queries), expected) <= TOL
+    assert float32_close(back.encode(queries), expected)

@@ -44,6 +44,7 @@ def create_app(service: ModelService, settings: ServeSettings | None = None) -> 
         max_queue=settings.max_queue,
         batching=settings.batching,
         metrics=metrics,
+        inline=service.inline,
     )
     api_key = reveal(settings.api_key)
 

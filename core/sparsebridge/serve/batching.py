@@ -6,6 +6,11 @@ token budget and the text limit, and runs them as one model pass on a thread of 
 event loop keeps accepting requests. The next batch is formed from whatever arrived meanwhile, so
 there is no fixed wait: under light load a request goes alone, under heavy load passes fill up.
 Past ``max_queue`` admitted texts a request is refused with 429.
+
+Keys whose pass is a table lookup (``inline``: the query side of an inference-free model) skip
+the model thread: handing a pass to it and back costs more than the pass. Their requests are
+collected as they arrive and run together on the event loop in the loop's next iteration, so
+requests that arrived together still share one pass, with no wait added.
 """
 
 from __future__ import annotations
@@ -44,8 +49,11 @@ class Batcher:
         max_queue: int,
         batching: bool = True,
         metrics: Metrics | None = None,
+        inline: Callable[[BatchKey], bool] | None = None,
     ) -> None:
         self._run = run
+        self._inline = inline or (lambda key: False)
+        self._inline_pending: list[_Pending] = []
         self.max_batch_tokens, self.max_batch_requests, self.max_queue = max_batch_tokens, max_batch_requests, max_queue
         self.batching = batching
         self.metrics = metrics or Metrics()
@@ -86,70 +94,95 @@ class Batcher:
             raise Overloaded(
                 f"{self._admitted} texts are waiting (max_queue {self.max_queue}); retry after a short wait"
             )
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(job, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._admitted += len(job.texts)
         self.metrics.queue_texts.set(self._admitted)
-        assert self._wake is not None
-        self._wake.set()
+        if self._inline(job.key):
+            if not self._inline_pending:
+                loop.call_soon(self._run_inline)
+            self._inline_pending.append(_Pending(job, future))
+        else:
+            self._pending.append(_Pending(job, future))
+            assert self._wake is not None
+            self._wake.set()
         try:
             return await asyncio.shield(future)
         finally:
             if not future.done():  # the client went away: its texts still run, the answer is dropped
                 future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
-    def _take(self) -> list[_Pending]:
-        first = self._pending.popleft()
+    def _take(self, pending: deque[_Pending]) -> tuple[list[_Pending], deque[_Pending]]:
+        """The next batch from ``pending`` (the oldest request and what may join it), and the rest."""
+        first = pending.popleft()
         batch, tokens, texts = [first], first.job.cost, len(first.job.texts)
         if not self.batching:
-            return batch
+            return batch, pending
         rest: deque[_Pending] = deque()
-        while self._pending:
-            p = self._pending.popleft()
+        while pending:
+            p = pending.popleft()
             fits = tokens + p.job.cost <= self.max_batch_tokens and texts + len(p.job.texts) <= self.max_batch_requests
             if p.job.key == first.job.key and fits:
                 batch.append(p)
                 tokens, texts = tokens + p.job.cost, texts + len(p.job.texts)
             else:
                 rest.append(p)
-        self._pending = rest
-        return batch
+        return batch, rest
+
+    def _run_inline(self) -> None:
+        """Run every inline request collected since the last call, in batches, on the loop."""
+        pending, self._inline_pending = deque(self._inline_pending), []
+        while pending:
+            batch, pending = self._take(pending)
+            texts = [t for p in batch for t in p.job.texts]
+            started = time.perf_counter()
+            try:
+                results = self._run(batch[0].job.key, texts)
+            except Exception as exc:  # noqa: BLE001 - as in _work: a 424 for the batch's requests
+                results = exc
+            self._finish(batch, texts, results, started)
+        if self._stopping and self._wake is not None:
+            self._wake.set()  # stop() waits for the worker, which waits for these
 
     async def _work(self) -> None:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
-                if self._stopping:
+                if self._stopping and not self._inline_pending:
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._take()
-            key = batch[0].job.key
+            batch, self._pending = self._take(self._pending)
             texts = [t for p in batch for t in p.job.texts]
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._run, key, texts)
-                if len(results) != len(texts):
-                    raise RuntimeError(f"the model gave {len(results)} results for {len(texts)} texts")
+                results = await loop.run_in_executor(self._executor, self._run, batch[0].job.key, texts)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a 424 for the batch's requests
-                log.exception("model pass over %d texts failed", len(texts))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(InferenceFailed(f"inference failed: {type(exc).__name__}"))
-            else:
-                start = 0
-                for p in batch:
-                    end = start + len(p.job.texts)
-                    if not p.future.done():
-                        p.future.set_result(results[start:end])
-                    start = end
-            finally:
-                self._admitted -= len(texts)
-                m = self.metrics
-                m.queue_texts.set(self._admitted)
-                m.batch_texts.observe(len(texts))
-                m.batch_tokens.observe(sum(p.job.cost for p in batch))
-                m.batch_seconds.observe(time.perf_counter() - started)
-                m.inputs.labels(key.kind).inc(len(texts))
+                results = exc
+            self._finish(batch, texts, results, started)
+
+    def _finish(self, batch: list[_Pending], texts: list[str], results: Any, started: float) -> None:
+        """Answer the batch's requests with their slices of ``results`` (or the pass's failure)."""
+        if not isinstance(results, Exception) and len(results) != len(texts):
+            results = RuntimeError(f"the model gave {len(results)} results for {len(texts)} texts")
+        if isinstance(results, Exception):
+            log.error("model pass over %d texts failed", len(texts), exc_info=results)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(InferenceFailed(f"inference failed: {type(results).__name__}"))
+        else:
+            start = 0
+            for p in batch:
+                end = start + len(p.job.texts)
+                if not p.future.done():
+                    p.future.set_result(results[start:end])
+                start = end
+        self._admitted -= len(texts)
+        key, m = batch[0].job.key, self.metrics
+        m.queue_texts.set(self._admitted)
+        m.batch_texts.observe(len(texts))
+        m.batch_tokens.observe(sum(p.job.cost for p in batch))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        m.inputs.labels(key.kind).inc(len(texts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,17 @@ class _Model:
         self.prompts: dict[str, str] = dict(getattr(encoder, "prompts", {}) or {})
         self.max_length: int | None = getattr(encoder, "max_seq_length", None)
         self.counter = copy.deepcopy(encoder.tokenizer)
+        # A fast tokenizer's Rust backend counts in half the time of the transformers call (which
+        # sets and resets truncation per call); this copy is ours, so it is set once.
+        self._backend = (
+            getattr(self.counter, "backend_tokenizer", None) if getattr(self.counter, "is_fast", 0) else None
+        )
+        if self._backend is not None:
+            self._backend.no_truncation()
+            self._backend.no_padding()
+        # Found once: walking the module tree on every pass cost about 1 ms per pass.
+        self.tokenizers = _truncating_tokenizers(encoder)
+        self.light_queries = light_query_side(encoder)
 
     def side_and_prompt(self, prompt_name: str | None, fixed_side: str | None) -> tuple[str, str | None]:
         """The side a request goes to, and the explicit prompt name to pass (None: the side's own).
@@ -87,6 +99,9 @@ class _Model:
         return next((self.prompts[n] for n in names if n in self.prompts), "") or ""
 
     def count(self, texts: list[str]) -> list[int]:
+        """Tokens per text, special tokens included, nothing truncated."""
+        if self._backend is not None:
+            return [len(e.ids) for e in self._backend.encode_batch(texts, add_special_tokens=True)]
         ids = self.counter(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
 
@@ -113,6 +128,7 @@ class ModelService:
         self.vocab = Vocabulary(encoder.tokenizer, model_name)
         self.batch_size, self.max_active_dims, self.limits = batch_size, max_active_dims, limits
         self.precision = precision
+        self._threads = PassThreads()
 
     @classmethod
     def from_config(cls, config: Config) -> ModelService:
@@ -187,11 +203,18 @@ class ModelService:
 
     # -- one model pass
 
+    def inline(self, key: BatchKey) -> bool:
+        """Whether ``key`` 's passes are cheap enough to run on the event loop, without the model
+        thread: the query side of a model whose queries need no transformer (a static IDF lookup)."""
+        return key.kind == "sparse" and key.side == "query" and self.sparse.light_queries
+
     def run(self, key: BatchKey, texts: list[str]) -> list[Any]:
         """Encode ``texts`` in one call of the model: SparseVectors (sparse) or lists of floats (dense).
 
         The call is the Python API's own (``encode_query`` / ``encode_document`` with the config's
         batch size and ``max_active_dims``), so a request alone gets the vectors a Python caller gets.
+        Only the thread count differs: measured once per window for all passes (see
+        :class:`PassThreads`), not by every pass.
         """
         from ..vectors.convert import dense_rows, to_sparse_vectors
 
@@ -202,13 +225,15 @@ class ModelService:
         kwargs: dict[str, Any] = {"batch_size": self.batch_size, "show_progress_bar": False}
         if key.prompt_name is not None:
             kwargs["prompt_name"] = key.prompt_name
-        if key.kind == "sparse":
-            if self.max_active_dims is not None:
-                kwargs["max_active_dims"] = self.max_active_dims
-            with truncation_side(encoder, key.direction):
+        # An inline pass (a table lookup on the event loop) keeps the loop thread's count as it is,
+        # given as fixed so that the encode call does not measure the free cores either.
+        threads = _current_threads() if self.inline(key) else self._threads.current(encoder)
+        with truncation_side(model.tokenizers, key.direction), fixed_threads(encoder, threads):
+            if key.kind == "sparse":
+                if self.max_active_dims is not None:
+                    kwargs["max_active_dims"] = self.max_active_dims
                 return to_sparse_vectors(method(texts, convert_to_sparse_tensor=True, **kwargs), self.vocab)
-        kwargs.update(normalize_embeddings=key.normalize, truncate_dim=key.dimensions)
-        with truncation_side(encoder, key.direction):
+            kwargs.update(normalize_embeddings=key.normalize, truncate_dim=key.dimensions)
             return dense_rows(method(texts, **kwargs))
 
     def info(self) -> dict[str, Any]:
@@ -229,23 +254,107 @@ def _dense_size(encoder: Any) -> int | None:
     return int(method()) if method is not None and method() else None
 
 
+def light_query_side(encoder: Any) -> bool:
+    """Whether ``encode_query`` runs no transformer at all: the model is one Router whose query
+    route holds only ``SparseStaticEmbedding`` modules (tokenize, then one weight per token)."""
+    from ..modules import Router, SparseStaticEmbedding
+
+    children = list(encoder.children()) if hasattr(encoder, "children") else []
+    if len(children) != 1 or not isinstance(children[0], Router):
+        return False
+    router = children[0]
+    try:
+        route = router.sub_modules[router.route("query")]
+    except (ValueError, KeyError):
+        return False
+    return all(isinstance(m, SparseStaticEmbedding) for m in route.children())
+
+
+class PassThreads:
+    """torch's intra-op thread count for the model thread's passes, measured at most once per
+    :data:`sparsebridge.threads.WINDOW_S` instead of by every pass.
+
+    Each ``encode`` call measures the free cores itself (``/proc/stat``, ``/proc/loadavg`` and
+    every thread's ``/proc/self/task/*/stat``: about 1-2 ms on a busy machine), which a server
+    making hundreds of small passes a second pays again and again. Here one
+    :class:`~sparsebridge.threads.ThreadBudget` lives as long as the server and is re-measured when
+    a window has passed; each pass gets its count as a fixed ``num_threads``, so the encode call
+    does not measure again. ``SPARSEBRIDGE_NUM_THREADS`` or an encoder's own ``num_threads`` still
+    fix the count. Used from the model thread only (torch's count is per thread).
+    """
+
+    def __init__(self) -> None:
+        self._budget: Any = None
+        self._measured = 0.0
+
+    def current(self, encoder: Any) -> int | None:
+        """The count for the next pass of ``encoder``; None off CPU (the encode call decides)."""
+        import torch
+
+        from .. import threads
+
+        if torch.device(getattr(encoder, "device", "cpu")).type != "cpu":
+            return None
+        now = time.monotonic()
+        if self._budget is None:
+            fixed = threads.fixed_threads(getattr(encoder, "num_threads", None))
+            self._budget = threads.ThreadBudget(torch.get_num_threads(), fixed)
+            self._budget.start()
+            self._measured = now
+        elif now - self._measured >= threads.WINDOW_S:
+            self._budget.tick()
+            self._measured = now
+        return self._budget.threads
+
+
+def _current_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 @contextlib.contextmanager
-def truncation_side(encoder: Any, direction: str) -> Iterator[None]:
+def fixed_threads(encoder: Any, count: int | None) -> Iterator[None]:
+    """Give ``encoder`` the thread count ``count`` for one pass (None: leave it as it is)."""
+    if count is None:
+        yield
+        return
+    had = "num_threads" in vars(encoder)
+    old = getattr(encoder, "num_threads", None)
+    encoder.num_threads = count
+    try:
+        yield
+    finally:
+        if had:
+            encoder.num_threads = old
+        else:
+            del encoder.num_threads
+
+
+def _truncating_tokenizers(encoder: Any) -> list[Any]:
+    """The distinct tokenizers in ``encoder`` 's modules that have a ``truncation_side``."""
+    found: list[Any] = []
+    for module in encoder.modules() if hasattr(encoder, "modules") else ():
+        tok = getattr(module, "tokenizer", None)
+        if tok is not None and hasattr(tok, "truncation_side") and all(tok is not t for t in found):
+            found.append(tok)
+    return found
+
+
+@contextlib.contextmanager
+def truncation_side(tokenizers: list[Any], direction: str) -> Iterator[None]:
     """Truncate on ``direction`` for the duration of one pass.
 
     The tokenizer call takes no truncation side (transformers ignores one passed as a keyword), so
-    the tokenizers' attribute is set and restored; passes run one at a time on one thread, so no
-    other pass sees it.
+    the tokenizers' attribute is set and restored. Passes on the model thread run one at a time,
+    and inline passes run on the event loop between them, never during one (the loop only waits
+    for the model thread), so no other pass sees it.
     """
-    tokenizers = []
-    for module in encoder.modules() if hasattr(encoder, "modules") else ():
-        tok = getattr(module, "tokenizer", None)
-        if tok is not None and hasattr(tok, "truncation_side") and all(tok is not t for t, _ in tokenizers):
-            tokenizers.append((tok, tok.truncation_side))
+    saved = [(tok, tok.truncation_side) for tok in tokenizers]
     try:
-        for tok, _ in tokenizers:
+        for tok in tokenizers:
             tok.truncation_side = direction
         yield
     finally:
-        for tok, old in tokenizers:
+        for tok, old in saved:
             tok.truncation_side = old

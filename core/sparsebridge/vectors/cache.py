@@ -132,14 +132,9 @@ class EncodeCache:
 
     def _is_cache_file(self) -> bool:
         try:
-            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error:
+            return _not_a_cache(self.path) is None
+        except OSError:
             return False
-        return row is not None and row[0] == CACHE_FORMAT
 
     def _setup(self) -> None:
         db = self._db
