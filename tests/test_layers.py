@@ -105,7 +105,12 @@ def imports(name: str) -> list[tuple[int, str]]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            subs = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in MODULES]
+            # ``from pkg import sub``: the submodule (or the old name of a moved one), not the package
+            subs = [
+                f"{module}.{a.name}"
+                for a in node.names
+                if f"{module}.{a.name}" in MODULES or new_name(f"{module}.{a.name}") is not None
+            ]
             out.extend((node.lineno, m) for m in subs or [module])
     return out
 

@@ -257,7 +257,7 @@ def _dense_size(encoder: Any) -> int | None:
 def light_query_side(encoder: Any) -> bool:
     """Whether ``encode_query`` runs no transformer at all: the model is one Router whose query
     route holds only ``SparseStaticEmbedding`` modules (tokenize, then one weight per token)."""
-    from ..modules import Router, SparseStaticEmbedding
+    from ..encoders.modules import Router, SparseStaticEmbedding
 
     children = list(encoder.children()) if hasattr(encoder, "children") else []
     if len(children) != 1 or not isinstance(children[0], Router):
@@ -291,7 +291,7 @@ class PassThreads:
         """The count for the next pass of ``encoder``; None off CPU (the encode call decides)."""
         import torch
 
-        from .. import threads
+        from ..encoders.runtime import threads
 
         if torch.device(getattr(encoder, "device", "cpu")).type != "cpu":
             return None
