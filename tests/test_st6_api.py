@@ -358,3 +358,58 @@ def test_csr_forward_outputs_match_the_oracle(minilm_path, inference):
             assert torch.allclose(mine[key], value, atol=1e-5), key
         else:
             assert mine[key] == value, key
+
+
+# -- sentence-transformers 6.3 test-suite gaps (tests/sparse_encoder passed there, failed here) ----------
+def test_similarity_fn_name_takes_the_oracles_enum_too(pair):
+    from sentence_transformers import SimilarityFunction as OracleSimilarity
+
+    ours, theirs = pair
+    for model in (ours, theirs):
+        model.similarity_fn_name = OracleSimilarity.COSINE
+    assert ours.similarity_fn_name == theirs.similarity_fn_name == "cosine"
+    ours.similarity_fn_name = theirs.similarity_fn_name = None
+
+
+@pytest.mark.parametrize(("side", "method"), [("query_length", "encode_query"), ("document_length", "encode_document")])
+def test_a_side_length_caps_that_side_as_in_the_oracle(splade_path, side, method, tmp_path):
+    from sentence_transformers import SparseEncoder as Oracle
+
+    text = "boundary layer transition on a flat plate at supersonic speeds with heat transfer"
+    ours, theirs = SparseEncoder(str(splade_path), device="cpu"), Oracle(str(splade_path), device="cpu")
+    full = dense(getattr(ours, method)([text]))
+    for model in (ours, theirs):
+        setattr(model[0], side, 4)
+    capped, expected = dense(getattr(ours, method)([text])), dense(getattr(theirs, method)([text]))
+    assert close(capped, expected) and not close(capped, full)
+    # The other side keeps the whole text, and the cap is saved and loaded with the module.
+    other = "encode_document" if method == "encode_query" else "encode_query"
+    assert close(dense(getattr(ours, other)([text])), dense(getattr(theirs, other)([text])))
+    ours.save_pretrained(str(tmp_path), create_model_card=False)
+    assert getattr(SparseEncoder(str(tmp_path), device="cpu")[0], side) == 4
+
+
+def test_the_model_card_shows_the_side_lengths(splade_path):
+    from sparsebridge.model_card import model_card_text
+
+    model = SparseEncoder(str(splade_path), device="cpu")
+    assert "Maximum Query Length" not in model_card_text(model)
+    model[0].query_length, model[0].document_length = 32, 180
+    assert (
+        f"- **Maximum Sequence Length:** {model.max_seq_length} tokens"
+        "\n    - **Maximum Query Length:** 32 tokens"
+        "\n    - **Maximum Document Length:** 180 tokens"
+        "\n- **Output Dimensionality:**"
+    ) in model_card_text(model)
+
+
+def test_generate_usage_snippet_names_the_class_and_model_id():
+    from sparsebridge import SparseEncoderModelCardData
+
+    data = SparseEncoderModelCardData(model_id="my-org/my-sparse-model")
+    data.usage_examples = ["test"]
+    snippet = data.generate_usage_snippet()
+    assert 'SparseEncoder("my-org/my-sparse-model")' in snippet
+    assert "from sentence_transformers import SparseEncoder" in snippet  # what the oracle's own test asks
+    assert "SentenceTransformer" not in snippet and "'test'" in snippet
+    assert 'SparseEncoder("sparse_encoder_model_id")' in SparseEncoderModelCardData().generate_usage_snippet()

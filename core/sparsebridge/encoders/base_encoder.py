@@ -5,6 +5,7 @@ sentence-transformers layout."""
 from __future__ import annotations
 
 import copy
+import enum
 import functools
 import inspect
 import logging
@@ -348,7 +349,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
 
     @similarity_fn_name.setter
     def similarity_fn_name(self, value: str | SimilarityFunction | None) -> None:
-        if isinstance(value, SimilarityFunction):
+        if isinstance(value, enum.Enum):  # ours, or sentence-transformers' own SimilarityFunction
             value = value.value
         if value is not None and value not in self.SUPPORTED_SIMILARITY_FN_NAMES:
             hint = " Use MultiVectorEncoder for MaxSim late-interaction scoring." if value == "maxsim" else ""

@@ -22,14 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from .model_card_data import SPARSE_TYPE_WORDS, SentenceTransformerModelCardData, SparseEncoderModelCardData
+from .model_card_data import (
+    DEFAULT_USAGE_EXAMPLES,
+    SPARSE_TYPE_WORDS,
+    SentenceTransformerModelCardData,
+    SparseEncoderModelCardData,
+)
 
 __all__ = ["architecture", "model_card_text", "model_type_name", "write_model_card"]
 
 logger = logging.getLogger(__name__)
 
 README = "README.md"
-EXAMPLES = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+EXAMPLES = list(DEFAULT_USAGE_EXAMPLES)
 SIMILARITY_NAMES = {
     "cosine": "Cosine Similarity",
     "dot": "Dot Product",
@@ -157,6 +162,17 @@ def _example_outputs(model: Any) -> tuple[str, str] | None:
     return shape, "\n".join(f"# {line}" for line in printed.splitlines())
 
 
+def _side_lengths(model: Any) -> str:
+    """The per-side token caps of the input transformer, as indented card lines (none when unset)."""
+    module = model[0] if len(model) else None
+    lines = ""
+    for side, attr in (("Query", "query_length"), ("Document", "document_length")):
+        value = getattr(module, attr, None)
+        if value:
+            lines += f"\n    - **Maximum {side} Length:** {value} tokens"
+    return lines
+
+
 def _usage(model: Any, model_id: str, run_example: bool = True) -> str:
     cls = "SparseEncoder" if _is_sparse(model) else "DenseEncoder"
     outputs = _example_outputs(model) if run_example else None
@@ -217,7 +233,7 @@ def model_card_text(model: Any, model_name: str | None = None, train_datasets: l
     details = [
         f"- **Model Type:** {kind}",
         base_line or "<!-- - **Base model:** unknown -->",
-        f"- **Maximum Sequence Length:** {model.max_seq_length} tokens",
+        f"- **Maximum Sequence Length:** {model.max_seq_length} tokens" + _side_lengths(model),
         f"- **Output Dimensionality:** {dim} dimensions"
         + (f" (at most {max_active} active dimensions)" if max_active else ""),
         f"- **Similarity Function:** {SIMILARITY_NAMES.get(similarity, similarity.replace('_', ' ').title())}",

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["SentenceTransformerModelCardData", "SparseEncoderModelCardData"]
 
 logger = logging.getLogger(__name__)
 
 # (module class name, word in the model type), in the order sentence-transformers names them
+# The sentences of the card's usage example when none are given.
+DEFAULT_USAGE_EXAMPLES = ("The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium.")
 SPARSE_TYPE_WORDS = (
     ("Router", "Asymmetric"),
     ("SparseStaticEmbedding", "Inference-free"),
@@ -136,6 +138,36 @@ class SentenceTransformerModelCardData:
             return f"{type(self.model).__name__} based on {self.base_model}"
         return type(self.model).__name__
 
+    # (our class, sentence-transformers' class) named in the usage snippet, and the id shown without model_id.
+    _snippet_class: ClassVar[tuple[str, str]] = ("DenseEncoder", "SentenceTransformer")
+    _snippet_default_id: ClassVar[str] = "sentence_transformers_model_id"
+
+    def generate_usage_snippet(self) -> str:
+        """The card's Python usage block (with its ``` fences): load by ``model_id`` and encode the
+        ``usage_examples`` (set on the instance; three example sentences otherwise).
+
+        It names sparsebridge's class and says that sentence-transformers' class of the same model
+        type loads the same files, since saved models are interchangeable between the two.
+        """
+        ours, theirs = self._snippet_class
+        model_id = self.model_id or self._snippet_default_id
+        examples = list(getattr(self, "usage_examples", None) or DEFAULT_USAGE_EXAMPLES)
+        return "\n".join(
+            [
+                "```python",
+                f"from sparsebridge import {ours}",
+                f"# the same files load with `from sentence_transformers import {theirs}`",
+                "",
+                f'model = {ours}("{model_id}")',
+                "sentences = [",
+                *(f"    {text!r}," for text in examples),
+                "]",
+                "embeddings = model.encode(sentences)",
+                "similarities = model.similarity(embeddings, embeddings)",
+                "```",
+            ]
+        )
+
     def dataset_ids(self) -> list[str]:
         """The Hub ids of the training datasets, for the card's ``datasets`` metadata."""
         return [d["id"] for d in self.train_datasets if d.get("id")]
@@ -175,3 +207,6 @@ class SparseEncoderModelCardData(SentenceTransformerModelCardData):
     def get_default_model_name(self) -> str:
         """The card's title when no ``model_name`` is given: the model type (``"SPLADE Sparse Encoder"``)."""
         return self.model_type
+
+    _snippet_class: ClassVar[tuple[str, str]] = ("SparseEncoder", "SparseEncoder")
+    _snippet_default_id: ClassVar[str] = "sparse_encoder_model_id"

@@ -66,7 +66,13 @@ class Transformer(Module):
     encoders); ``"feature-extraction"`` loads ``AutoModel`` (dense sentence embeddings).
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("max_seq_length", "do_lower_case", "transformer_task")
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "max_seq_length",
+        "do_lower_case",
+        "transformer_task",
+        "query_length",
+        "document_length",
+    )
     config_file_name: ClassVar[str] = ST_CONFIG_FILE
     st_type: ClassVar[str] = "sentence_transformers.base.modules.transformer.Transformer"
     save_in_root: ClassVar[bool] = True
@@ -84,12 +90,18 @@ class Transformer(Module):
         transformer_task: str = "feature-extraction",
         precision: str | None = None,
         backend: str = "torch",
+        query_length: int | None = None,
+        document_length: int | None = None,
     ) -> None:
         super().__init__()
         if transformer_task not in TASKS:
             raise ValueError(f"transformer_task must be one of {TASKS}, got {transformer_task!r}")
         self.transformer_task = transformer_task
         self.do_lower_case = do_lower_case
+        # Per-side token caps (sentence-transformers' names): applied when encode_query /
+        # encode_document (task="query" / "document") tokenize; None keeps max_seq_length.
+        self.query_length = query_length
+        self.document_length = document_length
         model_args = dict(model_args or {})
         tokenizer_args = dict(tokenizer_args or {})
         config_args = dict(config_args or {})
@@ -134,6 +146,14 @@ class Transformer(Module):
         elif self.precision == "int8":
             keep = self.model.get_output_embeddings() if self._projection_path else None
             self.model = quantize_int8(self.model, skip=keep)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The saved settings; the per-side caps only when set (sentence-transformers omits them too)."""
+        config = super().get_config_dict()
+        for key in ("query_length", "document_length"):
+            if config.get(key) is None:
+                config.pop(key, None)
+        return config
 
     @property
     def auto_model(self) -> transformers.PreTrainedModel:
@@ -200,6 +220,13 @@ class Transformer(Module):
         if self.do_lower_case:
             texts = [tuple(x.lower() for x in t) if isinstance(t, tuple) else t.lower() for t in texts]
         call: dict[str, Any] = {"padding": padding, "truncation": "longest_first", "max_length": self.max_seq_length}
+        # An explicit max_length wins over the side's cap; processing_kwargs win over both (as in
+        # sentence-transformers).
+        limit = kwargs.get("max_length")
+        if limit is None:
+            limit = {"query": self.query_length, "document": self.document_length}.get(kwargs.get("task"))
+        if limit is not None:
+            call["max_length"] = limit
         for key in ("common", "text"):
             call.update((processing_kwargs or {}).get(key) or {})
         call["return_tensors"] = "pt"
@@ -211,7 +238,8 @@ class Transformer(Module):
         """``tokenize`` with the prompt before each text, plus ``modality`` (and ``prompt_length``)."""
         if prompt:
             inputs = [(prompt + t[0], t[1]) if isinstance(t, tuple) else prompt + t for t in inputs]
-        features = dict(self.tokenize(inputs, processing_kwargs=kwargs.get("processing_kwargs")))
+        sides = {k: kwargs[k] for k in ("task", "max_length") if kwargs.get(k) is not None}
+        features = dict(self.tokenize(inputs, processing_kwargs=kwargs.get("processing_kwargs"), **sides))
         features["modality"] = "text"
         if prompt:
             ids = self.tokenize([prompt])["input_ids"][0]
@@ -355,6 +383,8 @@ class Transformer(Module):
             path,
             max_seq_length=config.get("max_seq_length"),
             do_lower_case=bool(config.get("do_lower_case", False)),
+            query_length=config.get("query_length"),
+            document_length=config.get("document_length"),
             model_args=model_args,
             tokenizer_args=tokenizer_args,
             config_args=config_args,
