@@ -25,6 +25,12 @@ schemas of the specifications):
   of every answer unless asked for (``exclude_vectors: false``, ``_source_exclude_vectors=false`` or
   an include naming the field), and then rebuilt from what the index keeps.
 
+Engines that encode text by calling a model server (Elasticsearch's ``custom`` inference service,
+``semantic_text``, ``sparse_vector`` with ``inference_id``; OpenSearch's ML connectors, remote
+models, the ``sparse_encoding`` ingest processor, ``neural_sparse`` with ``model_id``) are in
+``engine_inference.py``: it calls the model server over HTTP as the engines document it, not as
+sparsebridge's code expects.
+
 It also behaves like the versions it claims to be where the connectors care: an 8.x Elasticsearch
 refuses the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vector`` query before
 8.15 and no dots in ``sparse_vector`` keys before 8.16; OpenSearch refuses ``neural_sparse``

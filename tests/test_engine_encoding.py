@@ -31,6 +31,7 @@ from serve_support import ServerProcess
 from sparsebridge.cli import main
 from sparsebridge.config import ConfigError, config_from_dict
 from sparsebridge.config.builder import connector_from_config
+from sparsebridge.connector import ConnectorError, ModelServer
 from sparsebridge.index.engine_search import engine_search
 from sparsebridge.index.pipeline import Pipeline
 from sparsebridge.vectors.cache import EncodeCache
@@ -289,3 +290,14 @@ def test_search_before_register_says_what_to_do(sessions):
     config = config_for("elasticsearch", s["server"].url, "fresh", query_encoding="engine")
     with connector_from_config(config) as conn, pytest.raises(ConfigError, match="run `sparsebridge register`"):
         engine_search(config, conn, ["lift"])
+
+
+def test_register_refuses_an_elasticsearch_without_the_custom_service(served):
+    """9.0 has no custom inference service (it came with 8.19 and 9.1): one clear line, nothing made."""
+    engine = FakeEngine(flavor="elasticsearch", version="9.0.3")
+    engine.add_index("cran", {"properties": {"sparse": {"type": "sparse_vector"}}, "_meta": {"model": "m"}})
+    with FakeServer(engine) as srv:
+        config = config_for("elasticsearch", srv.url, "cran")
+        with connector_from_config(config) as conn, pytest.raises(ConnectorError, match="no custom inference service"):
+            conn.register_model_server(ModelServer(served.url))
+    assert not engine.calls(r"^/_inference")
