@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sparsebridge.connector import (
+    ENGINE_ENCODING_KEY,
     Connector,
     ConnectorError,
     Hit,
     IndexMismatchError,
     IndexSpec,
+    ModelServer,
     Query,
     Record,
     SearchOptions,
@@ -249,7 +251,51 @@ class LuceneConnector(Connector):
     ) -> tuple[dict[str, Any], float, list[str]]:
         """(query clause incl. filters, score scale applied by the engine, notes)."""
 
+    # --- the engine encodes text (sparsebridge register, query_encoding = "engine") ---------------
+
+    encodes_text: ClassVar[bool] = True
+
+    def _text_query(
+        self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
+    ) -> tuple[dict[str, Any], float, list[str]]:
+        """(query clause incl. filters, score scale, notes) for ``query.text``, encoded by the engine
+        with the query model that ``register_model_server`` recorded in the index metadata."""
+        raise ConnectorError(f"the {self.name} connector cannot send query text")
+
+    def _engine_model(self, layout: Layout, side: str) -> str:
+        """The engine's id of the ``side`` model recorded by :meth:`register_model_server`."""
+        found = (layout.metadata.get(ENGINE_ENCODING_KEY) or {}).get(side)
+        if not found:
+            raise ConnectorError(
+                f"index {layout.index!r} records no {side}-side model of the {self.engine} engine; run "
+                f"`sparsebridge register` (with `sparsebridge serve` running) first"
+            )
+        return str(found)
+
+    @abstractmethod
+    def _register(self, server: ModelServer, layout: Layout) -> dict[str, str]:
+        """Create the engine's objects that call ``server``; returns name -> id, with the ids of
+        the two sides under ``"query"`` and ``"document"``."""
+
+    def register_model_server(self, server: ModelServer) -> dict[str, str]:
+        """Make the engine call ``server`` for the selected index (see the connector contract);
+        the ids are recorded in the index's ``_meta`` under ``engine_encoding``."""
+        layout = self._current()
+        created = self._register(server, layout)
+        mapping = self._mapping_of(layout.index) or {}
+        meta = dict(mapping.get("_meta") or {})
+        record = {"query": created["query"], "document": created["document"], "server": server.url}
+        meta[ENGINE_ENCODING_KEY] = record
+        with self._api(f"record the engine's models in index {layout.index!r}"):
+            self._call_put_meta(layout.index, meta)
+        layout.metadata[ENGINE_ENCODING_KEY] = record
+        return created
+
     # Client calls whose signatures differ between the two clients.
+    @abstractmethod
+    def _call_put_meta(self, index: str, meta: dict[str, Any]) -> None:
+        """Replace the index mapping's ``_meta`` (the engines replace it whole)."""
+
     @abstractmethod
     def _call_exists(self, index: str) -> bool: ...
     @abstractmethod
@@ -736,7 +782,7 @@ class LuceneConnector(Connector):
             filters = filter_clauses(q.filter)
             dense = q.dense
             if dense is not None and layout.dense_field is None:
-                if q.sparse is None:
+                if q.sparse is None and q.text is None:
                     raise ConnectorError(
                         f"query {n} has only a dense vector but index {layout.index!r} has no dense field"
                     )
@@ -753,10 +799,11 @@ class LuceneConnector(Connector):
                     continue
                 # Only the dense leg can match: a hybrid of one leg is that leg's ranking.
                 sparse_clause = None
-            elif q.sparse is not None:
+            elif q.sparse is not None or q.text is not None:
                 # A leg of a hybrid query contributes `candidates` hits, not top_k.
                 leg = dataclasses.replace(options, top_k=options.candidates) if dense_clause is not None else options
-                sparse_clause, scale, extra = self._sparse_query(layout, q, filters, leg)
+                make = self._sparse_query if q.sparse is not None else self._text_query
+                sparse_clause, scale, extra = make(layout, q, filters, leg)
                 notes += extra
             else:
                 sparse_clause, scale = None, 1.0

@@ -54,7 +54,11 @@ def _snippet(hit_id: str, payload: dict[str, Any], width: int = 100) -> str:
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Hits per query ([search] top_k).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Payload filter; repeat for more.")
 @click.option("--mode", type=click.Choice(["sparse", "dense", "hybrid"]), default=None, help="Which vectors to use.")
-@click.option("--explain/--no-explain", default=True, show_default=True, help="Show the tokens each hit matched.")
+@click.option(
+    "--explain/--no-explain",
+    default=None,
+    help='Show the tokens each hit matched (default: on, unless [search] query_encoding = "engine").',
+)
 @index_option
 @model_change_option
 @common_options
@@ -64,7 +68,7 @@ def search(
     top_k: int | None,
     filters: tuple[str, ...],
     mode: str | None,
-    explain: bool,
+    explain: bool | None,
     index: str | None,
     allow_model_change: bool | None,
     config_path: Path | None,
@@ -79,8 +83,18 @@ def search(
     if allow_model_change:
         config.ingest.allow_model_change = True
     flt = _parse_filters(filters)
-    with _pipeline(config, quiet) as pipe:
-        results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
+    if config.search.query_encoding == "engine":
+        # The engine encodes the query text: no sparse model loads here.
+        from ..config.builder import connector_from_config
+        from ..index.engine_search import engine_search
+
+        with connector_from_config(config) as connector:
+            results = engine_search(
+                config, connector, list(queries), top_k=top_k, filter=flt, mode=mode, explain=bool(explain)
+            )
+    else:
+        with _pipeline(config, quiet) as pipe:
+            results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain is not False, mode=mode)
     if as_json:
         _emit_json([r.to_dict() for r in results])
         return

@@ -23,7 +23,13 @@ method of the second that it lacks turns off what depends on it, with a clear er
   ``count()`` can tell) and ``search --explain`` of hits whose text is not in the search payload;
 * ``export(vocabulary)`` (with ``export_quantisation``): ``export``, ``migrate`` (as the source)
   and ``eval --exact-recall``;
-* ``delete(ids)`` is never called by the core; it is there for applications (optional).
+* ``delete(ids)`` is never called by the core; it is there for applications (optional);
+* ``register_model_server(server)``: ``sparsebridge register`` (the engine calls a running
+  ``sparsebridge serve`` to encode text; see :class:`ModelServer`); a connector with it sets
+  ``encodes_text = True`` and then also takes a :class:`Query` that carries ``text`` instead of a
+  sparse vector (``[search] query_encoding = "engine"``), encoded by the engine with the query
+  model recorded under :data:`ENGINE_ENCODING_KEY` in the index metadata. The core refuses
+  ``query_encoding = "engine"`` for a connector whose ``encodes_text`` is False.
 
 The author's helpers (one-line messages, redaction, option errors, atomic writes) are in
 :mod:`sparsebridge.connector.kit`; the contract as tests to subclass is
@@ -160,15 +166,51 @@ Filter = Mapping[str, Any]
 
 @dataclass
 class Query:
-    """One query: its sparse vector, optionally a dense vector for hybrid search, and a filter."""
+    """One query: its sparse vector, optionally a dense vector for hybrid search, and a filter.
+
+    ``text`` instead of ``sparse``: the engine encodes the text itself (only for connectors whose
+    ``encodes_text`` is True; see :meth:`Connector.register_model_server`).
+    """
 
     sparse: SparseVector | None = None
     dense: Sequence[float] | None = None
     filter: Filter | None = None
+    text: str | None = None
 
     def __post_init__(self) -> None:
-        if self.sparse is None and self.dense is None:
-            raise ValueError("a Query needs a sparse vector, a dense vector, or both")
+        if self.sparse is None and self.dense is None and self.text is None:
+            raise ValueError("a Query needs a sparse vector, a dense vector, a text, or a combination")
+        if self.sparse is not None and self.text is not None:
+            raise ValueError("a Query carries a sparse vector or a text for the engine to encode, not both")
+
+
+# Where a connector records, in the index metadata, what its engine calls to encode text:
+# {"query": <the engine's id of the query-side model>, "document": <id>, "server": <url>}.
+ENGINE_ENCODING_KEY = "engine_encoding"
+MODEL_SERVER_SIDES: tuple[str, ...] = ("query", "document")
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """A running ``sparsebridge serve`` as an engine should call it (``sparsebridge register``).
+
+    ``url`` is the server's base URL as the *engine* reaches it (not necessarily as this machine
+    does); ``api_key`` the server's bearer key, if it has one (the engine keeps it as a secret);
+    ``semantic_index`` asks Elasticsearch for a new index of that name whose field is
+    ``semantic_text`` on the registered endpoints (other engines refuse it). Routes: see
+    :meth:`route`.
+    """
+
+    url: str
+    api_key: str | None = None
+    semantic_index: str | None = None
+
+    def route(self, side: str, endpoint: str) -> str:
+        """The URL of ``endpoint`` (``"elasticsearch/sparse_embedding"``,
+        ``"opensearch/sparse_encoding"``) on the ``side`` (``"query"`` / ``"document"``) route."""
+        if side not in MODEL_SERVER_SIDES:
+            raise ValueError(f"side must be 'query' or 'document', got {side!r}")
+        return f"{self.url.rstrip('/')}/{side}/{endpoint}"
 
 
 FUSIONS: tuple[str, ...] = ("rrf", "dbsf", "linear")
@@ -340,6 +382,8 @@ class Connector(ABC):
     # written: documents whose exact scores differ by less are ties the engine cannot order (see
     # ``sparsebridge.exact_recall``). Engines that score in float32 default to float32 noise.
     score_rtol: ClassVar[float] = 1e-6
+    # True when the engine can call a model server to encode text (see register_model_server).
+    encodes_text: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)
@@ -411,6 +455,13 @@ class Connector(ABC):
         export`` and ``migrate``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement export()")
+
+    def register_model_server(self, server: ModelServer) -> dict[str, str]:
+        """Create in the engine what makes it call ``server`` to encode text, for both sides, and
+        record the ids under :data:`ENGINE_ENCODING_KEY` in the selected index's metadata; returns
+        what was created (name -> id) for the user. Optional: ``sparsebridge register`` calls it,
+        and a connector that has it sets ``encodes_text = True``."""
+        raise NotImplementedError(f"the {self.name} backend cannot call a model server to encode text")
 
     def export_quantisation(self) -> str:
         """How the weights of the last :meth:`export` relate to those written: ``"none"`` (bit for
