@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .._version import __version__
-from ..config import Config, check_device, load_config
+from ..config import Config, load_config
 from ..errors import SparsebridgeError, SparsebridgeWarning
 
 MAX_LISTED_FAILURES = 20
@@ -123,6 +123,23 @@ def model_change_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def index_command_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a command that works on the configured index with the model (ingest, search,
+    eval): ``--index``, ``--allow-model-change``, ``--config``, ``--json`` and ``--quiet``. Read
+    them with :func:`_index_config`."""
+    for option in (progress_option, common_options, model_change_option, index_option):
+        fn = option(fn)
+    return fn
+
+
+def _index_config(path: Path | None, index: str | None, allow_model_change: bool | None) -> Config:
+    """The config with what :func:`index_command_options` overrides (the index, allow_model_change)."""
+    config = _config(path, index=index)
+    if allow_model_change:
+        config.ingest.allow_model_change = True
+    return config
+
+
 def _config(path: Path | None, *, check_connector: bool = True, index: str | None = None) -> Config:
     config = load_config(path, check_connector=check_connector)
     if index:
@@ -181,10 +198,10 @@ def cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _encoder(config: Config) -> Any:
-    """The configured sparse encoder, built as the pipeline builds it (device, precision)."""
+    """The configured sparse encoder, from the builder every model load goes through (device,
+    precision)."""
     from ..config.builder import build_sparse_encoder
 
-    check_device(config)
     _quiet_libraries()
     return build_sparse_encoder(config)
 

@@ -9,17 +9,7 @@ import click
 
 from ..config import Config
 from ..index.corpus import InvalidDocument, read_jsonl
-from .app import (
-    _config,
-    _emit_json,
-    _pipeline,
-    common_options,
-    index_option,
-    main,
-    model_change_option,
-    printable,
-    progress_option,
-)
+from .app import _emit_json, _index_config, _pipeline, index_command_options, main, printable
 
 
 @main.command(name="eval")
@@ -35,10 +25,7 @@ from .app import (
     is_flag=True,
     help="Also measure what pruning/approximation costs: recall of the exact sparse top 10 in the engine's top 10.",
 )
-@index_option
-@model_change_option
-@common_options
-@progress_option
+@index_command_options
 def eval_cmd(
     beir_dir: Path,
     split: str,
@@ -63,9 +50,7 @@ def eval_cmd(
     """
     from ..index.corpus import beir_corpus_path
 
-    config = _config(config_path, index=index)
-    if allow_model_change:
-        config.ingest.allow_model_change = True
+    config = _index_config(config_path, index, allow_model_change)
     with _pipeline(config, quiet) as pipe:
         if recreate:
             pipe.connector.drop()

@@ -13,19 +13,16 @@ from ..index.corpus import open_corpus
 from .app import (
     EXIT_INTERRUPTED,
     MAX_LISTED_FAILURES,
-    _config,
     _emit_json,
+    _index_config,
     _index_writer,
     _open_cache,
     _pipeline,
     _quiet_libraries,
     cache_options,
-    common_options,
-    index_option,
+    index_command_options,
     main,
-    model_change_option,
     printable,
-    progress_option,
 )
 
 
@@ -60,10 +57,7 @@ from .app import (
     show_default=True,
     help="With --engine ray: GPUs per actor.",
 )
-@index_option
-@model_change_option
-@common_options
-@progress_option
+@index_command_options
 def ingest(
     corpus: str,
     limit: int | None,
@@ -92,13 +86,11 @@ def ingest(
     """
     from ..vectors.dataset import is_dataset
 
-    config = _config(config_path, index=index)
+    config = _index_config(config_path, index, allow_model_change)
     if split_passages is not None:
         config.ingest.split_passages = split_passages
     if batch_size is not None:
         config.model.batch_size = batch_size
-    if allow_model_change:
-        config.ingest.allow_model_change = True
     interrupted = False
     if is_dataset(corpus):
         if limit is not None or engine == "ray":

@@ -9,18 +9,7 @@ from typing import Any
 
 import click
 
-from .app import (
-    _SURROGATE,
-    _config,
-    _emit_json,
-    _pipeline,
-    common_options,
-    index_option,
-    main,
-    model_change_option,
-    printable,
-    progress_option,
-)
+from .app import _SURROGATE, _emit_json, _index_config, _pipeline, index_command_options, main, printable
 
 
 def _parse_filters(items: Iterable[str]) -> dict[str, Any] | None:
@@ -55,10 +44,7 @@ def _snippet(hit_id: str, payload: dict[str, Any], width: int = 100) -> str:
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Payload filter; repeat for more.")
 @click.option("--mode", type=click.Choice(["sparse", "dense", "hybrid"]), default=None, help="Which vectors to use.")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Show the tokens each hit matched.")
-@index_option
-@model_change_option
-@common_options
-@progress_option
+@index_command_options
 def search(
     queries: tuple[str, ...],
     top_k: int | None,
@@ -75,9 +61,7 @@ def search(
     for n, query in enumerate(queries, 1):
         if _SURROGATE.search(query):  # bytes that are not UTF-8 in argv arrive as lone surrogates
             raise click.ClickException(f"query {n} ('{printable(query)}') is not valid UTF-8 text")
-    config = _config(config_path, index=index)
-    if allow_model_change:
-        config.ingest.allow_model_change = True
+    config = _index_config(config_path, index, allow_model_change)
     flt = _parse_filters(filters)
     with _pipeline(config, quiet) as pipe:
         results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
