@@ -53,7 +53,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
+from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine, missing_client
 
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)
@@ -106,10 +106,7 @@ class ElasticsearchConnector(LuceneConnector):
         try:
             from . import _client
         except ImportError as err:
-            raise ConnectorError(
-                f"the elasticsearch connector needs the 'elasticsearch' package ({err}); "
-                f"install it with: pip install 'sparsebridge[elasticsearch]'"
-            ) from None
+            raise missing_client(self.name, "elasticsearch", err) from None
         return _client
 
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:

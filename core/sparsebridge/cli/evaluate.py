@@ -9,7 +9,7 @@ import click
 
 from ..config import Config
 from ..index.corpus import InvalidDocument, read_jsonl
-from .app import _emit_json, _index_config, _pipeline, index_command_options, main, printable
+from .app import IndexCommand, _emit_json, _pipeline, index_command_options, main, printable
 
 
 @main.command(name="eval")
@@ -33,11 +33,7 @@ def eval_cmd(
     per_query: bool,
     no_ingest: bool,
     exact_recall: bool,
-    index: str | None,
-    allow_model_change: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-    quiet: bool,
+    cmd: IndexCommand,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset through the configured backend.
 
@@ -50,8 +46,8 @@ def eval_cmd(
     """
     from ..index.corpus import beir_corpus_path
 
-    config = _index_config(config_path, index, allow_model_change)
-    with _pipeline(config, quiet) as pipe:
+    config = cmd.config
+    with _pipeline(config, cmd.quiet) as pipe:
         if recreate:
             pipe.connector.drop()
         elif pipe.exists() and pipe.count() > 0:
@@ -62,7 +58,7 @@ def eval_cmd(
         for figures in (result.get("exact_recall") or {}).values():
             figures.pop("per_query", None)
     result["backend"] = config.backend.connector
-    if as_json:
+    if cmd.as_json:
         _emit_json(result)
         return
     if "ingest" in result:

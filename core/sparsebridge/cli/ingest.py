@@ -13,8 +13,8 @@ from ..index.corpus import open_corpus
 from .app import (
     EXIT_INTERRUPTED,
     MAX_LISTED_FAILURES,
+    IndexCommand,
     _emit_json,
-    _index_config,
     _index_writer,
     _open_cache,
     _pipeline,
@@ -70,11 +70,7 @@ def ingest(
     address: str | None,
     workers: int,
     gpus_per_worker: float,
-    index: str | None,
-    allow_model_change: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-    quiet: bool,
+    cmd: IndexCommand,
 ) -> None:
     """Encode a corpus and write it to the configured backend.
 
@@ -86,7 +82,7 @@ def ingest(
     """
     from ..vectors.dataset import is_dataset
 
-    config = _index_config(config_path, index, allow_model_change)
+    config = cmd.config
     if split_passages is not None:
         config.ingest.split_passages = split_passages
     if batch_size is not None:
@@ -95,16 +91,16 @@ def ingest(
     if is_dataset(corpus):
         if limit is not None or engine == "ray":
             raise click.UsageError("--limit and --engine ray apply to text corpora, not to a vector dataset")
-        with _index_writer(config, quiet) as writer:
+        with _index_writer(config, cmd.quiet) as writer:
             report = writer.ingest_dataset(corpus, recreate=recreate)
         name = corpus
     else:
         source = open_corpus(corpus, limit=limit)
         name = source.name
         if engine == "ray":
-            report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, quiet)
+            report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, cmd.quiet)
         else:
-            with _pipeline(config, quiet, _open_cache(no_cache, cache_path)) as pipe:
+            with _pipeline(config, cmd.quiet, _open_cache(no_cache, cache_path)) as pipe:
                 try:
                     report = pipe.ingest(source, recreate=recreate)
                 except IngestInterrupted as exc:
@@ -112,7 +108,7 @@ def ingest(
     data = {"corpus": name, "backend": config.backend.connector, **report.to_dict()}
     if interrupted:
         data["interrupted"] = True
-    if as_json:
+    if cmd.as_json:
         _emit_json(data)
     else:
         _print_ingest_report(report, name, config, interrupted)

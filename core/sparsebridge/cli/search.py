@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import click
 
-from .app import _SURROGATE, _emit_json, _index_config, _pipeline, index_command_options, main, printable
+from .app import _SURROGATE, IndexCommand, _emit_json, _pipeline, index_command_options, main, printable
 
 
 def _parse_filters(items: Iterable[str]) -> dict[str, Any] | None:
@@ -51,21 +50,19 @@ def search(
     filters: tuple[str, ...],
     mode: str | None,
     explain: bool,
-    index: str | None,
-    allow_model_change: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-    quiet: bool,
+    cmd: IndexCommand,
 ) -> None:
     """Search the index for one or more QUERIES (one batch request) and print ranked hits."""
     for n, query in enumerate(queries, 1):
         if _SURROGATE.search(query):  # bytes that are not UTF-8 in argv arrive as lone surrogates
             raise click.ClickException(f"query {n} ('{printable(query)}') is not valid UTF-8 text")
-    config = _index_config(config_path, index, allow_model_change)
+    config = cmd.config
     flt = _parse_filters(filters)
-    with _pipeline(config, quiet) as pipe:
+    # Without explanations only queries are encoded: an inference-free model needs no torch for them.
+    queries_only = not explain and mode in (None, "sparse")
+    with _pipeline(config, cmd.quiet, queries_only=queries_only) as pipe:
         results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
-    if as_json:
+    if cmd.as_json:
         _emit_json([r.to_dict() for r in results])
         return
     for n, result in enumerate(results):

@@ -83,11 +83,24 @@ class Encoders:
         }
 
 
-def build_encoders(config: Config, *, encoder: Any | None = None, dense_encoder: Any | None = None) -> Encoders:
+def build_encoders(
+    config: Config, *, encoder: Any | None = None, dense_encoder: Any | None = None, queries_only: bool = False
+) -> Encoders:
     """Load what the config names: the sparse model (``encoder`` if given), its query side checked
     against ``[model] query_side``, and the dense model when ``[search] hybrid`` is on
-    (``dense_encoder`` if given). ``[model] device`` is checked before anything loads."""
-    check_device(config)
+    (``dense_encoder`` if given). ``[model] device`` is checked before anything loads.
+
+    ``queries_only``: only queries will be encoded (a search without explanations), so an
+    inference-free model's query side is read without torch (:func:`static_query_encoder`) where it
+    can be, and the model itself is not loaded (nor is ``[model] device`` checked: nothing runs there).
+    """
+    if encoder is None and queries_only and dense_model(config) is None:
+        encoder = static_query_encoder(config)
+        light = encoder is not None
+    else:
+        light = False
+    if not light:
+        check_device(config)
     if encoder is None:
         encoder = sparse_model(config).load()
     query_encoder = load_query_encoder(config.model.query_side, encoder, config)
@@ -104,6 +117,22 @@ def build_encoders(config: Config, *, encoder: Any | None = None, dense_encoder:
         max_active_dims=config.model.max_active_dims,
         precision=config.model.precision,
     )
+
+
+def static_query_encoder(config: Config) -> Any | None:
+    """The query side of the configured inference-free model, read from its folder without torch
+    (:class:`~sparsebridge.encoders.static_query.StaticQueryEncoder`); None unless ``[model]
+    query_side = "inference-free"``, the precision is fp32, no ``max_active_dims`` is set and the model
+    is a folder of that layout."""
+    from pathlib import Path
+
+    from ..encoders.static_query import StaticQueryEncoder
+
+    m = config.model
+    if m.query_side != "inference-free" or m.precision != "fp32" or m.max_active_dims is not None:
+        return None
+    path = Path(resolve_model(config.model.name_or_path))
+    return StaticQueryEncoder.from_folder(path) if path.is_dir() else None
 
 
 def load_sparse_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Any:
@@ -185,6 +214,10 @@ def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
 def has_inference_free_queries(encoder: Any) -> bool:
     """Whether ``encoder.encode_query`` skips the transformer: a Router whose query route holds a
     ``SparseStaticEmbedding`` (one weight per vocabulary token, looked up, no forward pass)."""
+    from ..encoders.static_query import StaticQueryEncoder
+
+    if isinstance(encoder, StaticQueryEncoder):
+        return True  # it is the query route of such a model
     from ..encoders.modules import Router, SparseStaticEmbedding
 
     modules = encoder.modules() if hasattr(encoder, "modules") else ()

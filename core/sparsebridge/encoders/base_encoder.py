@@ -41,8 +41,6 @@ from .similarity import SimilarityFunction
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "openvino")
-QUERY_PROMPT_NAMES = ("query",)
-DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
 def default_device_name() -> str:
@@ -700,20 +698,11 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         """``call`` spread over the processes of its pool, with the class's own output ``options``."""
         from .multiprocess import encode_multi_process
 
-        return encode_multi_process(
-            self,
-            call.texts,
-            single=call.single,
-            pool=call.pool,
-            devices=call.device,
-            chunk_size=call.chunk_size,
-            prompt_name=call.prompt_name,
-            prompt=call.prompt,
-            batch_size=call.batch_size,
-            show_progress_bar=call.show_progress_bar,
-            **options,
-            **kwargs,
-        )
+        placement = {"pool": call.pool, "devices": call.device, "chunk_size": call.chunk_size}
+        # Each worker runs ``encode`` with the call's own arguments: it resolves the prompt itself.
+        arguments = {"prompt_name": call.prompt_name, "prompt": call.prompt, "batch_size": call.batch_size}
+        arguments["show_progress_bar"] = call.show_progress_bar
+        return encode_multi_process(self, call.texts, single=call.single, **placement, **arguments, **options, **kwargs)
 
     def encode(self, inputs: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         """Encode ``inputs``; each encoder class defines it."""

@@ -15,13 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base_encoder import (
-    DOCUMENT_PROMPT_NAMES,
-    QUERY_PROMPT_NAMES,
-    BaseEncoder,
-    encode_for_task,
-    renamed_kwargs,
-)
+from .base_encoder import BaseEncoder, encode_for_task, renamed_kwargs
+from .layout import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
 from .modules.base import Module
 from .modules.pooling import Pooling
 from .modules.transformer import Transformer

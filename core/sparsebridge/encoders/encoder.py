@@ -14,14 +14,13 @@ from torch import nn
 
 from ..errors import EncodeArgumentError, EncodeInputTypeError
 from .base_encoder import (  # noqa: F401  (re-exported for callers of the older module layout)
-    DOCUMENT_PROMPT_NAMES,
-    QUERY_PROMPT_NAMES,
     BaseEncoder,
     _check_texts,
     encode_for_task,
     renamed_kwargs,
 )
 from .encode_arguments import check_encode_arguments
+from .layout import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
 from .loading import append_csr_head, sparse_checkpoint_modules
 from .model_card_data import SparseEncoderModelCardData
 from .modules.sparse_auto_encoder import SparseAutoEncoder

@@ -149,15 +149,20 @@ class Pipeline(IndexWriter, Encoding, Searching, Evaluating):
         dense_encoder: Any | None = None,
         show_progress: bool = True,
         cache: EncodeCache | None = None,
+        queries_only: bool = False,
     ) -> Pipeline:
-        """Build everything the config names (model, query side, backend, dense model if hybrid)."""
+        """Build everything the config names (model, query side, backend, dense model if hybrid).
+
+        ``queries_only``: the pipeline will only encode queries (a search without explanations); an
+        inference-free model's query side is then read without loading the model (see
+        :func:`~sparsebridge.config.builder.build_encoders`)."""
         # The connector first: it is cheap (clients connect lazily), so a wrong option is reported
         # before seconds go into loading models (the builder checks [model] device first).
         if connector is None:
             connector = connector_from_config(config)
         try:
             connector.check()  # an unreachable backend fails in a second, before any model loads
-            encoders = build_encoders(config, encoder=encoder, dense_encoder=dense_encoder)
+            encoders = build_encoders(config, encoder=encoder, dense_encoder=dense_encoder, queries_only=queries_only)
         except BaseException:
             connector.close()
             raise

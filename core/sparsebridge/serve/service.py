@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
-from ..encoders.base_encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
+from ..encoders.layout import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
 from .errors import EmptyInput, InvalidInput, NotServed, TooLarge
 
 SIDES = ("query", "document")
