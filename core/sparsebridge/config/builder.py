@@ -21,7 +21,7 @@ from ..connector import Connector, ConnectorError
 from ..defaults import resolve_model
 from ..errors import ModelLoadError, SparsebridgeError
 from ..vectors.vocabulary import Vocabulary
-from . import Config, ConfigError, check_device
+from . import Config, ConfigError, check_device, connector_class
 
 
 @dataclass(frozen=True)
@@ -267,16 +267,12 @@ def dense_dimension(dense_encoder: Any) -> int:
 def connector_from_config(config: Config) -> Connector:
     """The connector named in ``[backend]``, given its options and the index name (as ``index``,
     so it can count, search and read metadata before or without ``ensure_index``)."""
-    from ..connector import plugins
-
-    where = f"{config.source}: [backend]"
-    try:
-        connector_cls = plugins.get_connector_class(config.backend.connector)
-    except plugins.UnknownConnectorError as exc:
-        raise ConfigError(f"{where} connector = {config.backend.connector!r}: {exc}") from exc
+    connector_cls = connector_class(config.backend, config.source)
     options = config.backend.connector_options()
     options.setdefault("index", config.backend.index)
     try:
         return connector_cls(**options)
     except (TypeError, ValueError, ConnectorError) as exc:
-        raise ConfigError(f"{where} options for connector {config.backend.connector!r}: {exc}") from exc
+        raise ConfigError(
+            f"{config.source}: [backend] options for connector {config.backend.connector!r}: {exc}"
+        ) from exc
