@@ -327,15 +327,9 @@ def test_port_in_use_is_one_error_line(tmp_path):
 @pytest.fixture(scope="module")
 def free_model(tmp_path_factory, splade_path, docs):
     """A Router whose query route is a SparseStaticEmbedding (no transformer pass for queries), saved."""
-    from sparsebridge import SparseEncoder
-    from sparsebridge.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
+    from conftest import save_inference_free_model
 
-    transformer = MLMTransformer(str(splade_path))
-    static = SparseStaticEmbedding.from_corpus(transformer.tokenizer, docs, frozen=True)
-    router = Router.for_query_document([static], [transformer, SpladePooling("max", "relu")])
-    folder = tmp_path_factory.mktemp("inference-free") / "model"
-    SparseEncoder(modules=[router], device="cpu").save(folder)
-    return folder
+    return save_inference_free_model(splade_path, docs, tmp_path_factory.mktemp("inference-free") / "model")
 
 
 def test_inference_free_router_model(tmp_path, free_model, queries, docs):

@@ -78,6 +78,7 @@ from sparsebridge_lucene_rest import (
     OptionError,
     SearchPlan,
     combine,
+    missing_client,
 )
 
 from . import inference
@@ -133,10 +134,7 @@ class ElasticsearchConnector(LuceneConnector):
         try:
             from . import _client
         except ImportError as err:
-            raise ConnectorError(
-                f"the elasticsearch connector needs the 'elasticsearch' package ({err}); "
-                f"install it with: pip install 'sparsebridge[elasticsearch]'"
-            ) from None
+            raise missing_client(self.name, "elasticsearch", err) from None
         return _client
 
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:

@@ -22,7 +22,7 @@ from .dialect import (
     filter_clauses,
     hit_payload,
 )
-from .errors import OptionError, connection_cause, error_reason, one_line
+from .errors import OptionError, connection_cause, error_reason, missing_client, one_line
 from .redaction import redact, split_credentials
 from .retry import RETRY_STATUSES, backoff_delay
 
@@ -43,6 +43,7 @@ __all__ = [
     "error_reason",
     "filter_clauses",
     "hit_payload",
+    "missing_client",
     "one_line",
     "redact",
     "shared_client_options",

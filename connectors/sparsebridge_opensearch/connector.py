@@ -68,7 +68,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from sparsebridge.connector import ConnectorError, IndexSpec, ModelServer, Query, Record, SearchOptions, WriteResult
-from sparsebridge_lucene_rest import TEXT_FIELD, Layout, LuceneConnector, OptionError, SearchPlan, combine
+from sparsebridge_lucene_rest import (
+    TEXT_FIELD,
+    Layout,
+    LuceneConnector,
+    OptionError,
+    SearchPlan,
+    combine,
+    missing_client,
+)
 
 from . import ml
 
@@ -172,10 +180,7 @@ class OpenSearchConnector(LuceneConnector):
         try:
             from . import _client
         except ImportError as err:
-            raise ConnectorError(
-                f"the opensearch connector needs the 'opensearch-py' package ({err}); "
-                f"install it with: pip install 'sparsebridge[opensearch]'"
-            ) from None
+            raise missing_client(self.name, "opensearch-py", err) from None
         return _client
 
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:

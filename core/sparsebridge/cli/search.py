@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import click
 
-from .app import (
-    _SURROGATE,
-    _config,
-    _emit_json,
-    _pipeline,
-    common_options,
-    index_option,
-    main,
-    model_change_option,
-    printable,
-    progress_option,
-)
+from .app import _SURROGATE, IndexCommand, _emit_json, _pipeline, index_command_options, main, printable
 
 
 def _parse_filters(items: Iterable[str]) -> dict[str, Any] | None:
@@ -59,29 +47,20 @@ def _snippet(hit_id: str, payload: dict[str, Any], width: int = 100) -> str:
     default=None,
     help='Show the tokens each hit matched (default: on, unless [search] query_encoding = "engine").',
 )
-@index_option
-@model_change_option
-@common_options
-@progress_option
+@index_command_options
 def search(
     queries: tuple[str, ...],
     top_k: int | None,
     filters: tuple[str, ...],
     mode: str | None,
     explain: bool | None,
-    index: str | None,
-    allow_model_change: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-    quiet: bool,
+    cmd: IndexCommand,
 ) -> None:
     """Search the index for one or more QUERIES (one batch request) and print ranked hits."""
     for n, query in enumerate(queries, 1):
         if _SURROGATE.search(query):  # bytes that are not UTF-8 in argv arrive as lone surrogates
             raise click.ClickException(f"query {n} ('{printable(query)}') is not valid UTF-8 text")
-    config = _config(config_path, index=index)
-    if allow_model_change:
-        config.ingest.allow_model_change = True
+    config = cmd.config
     flt = _parse_filters(filters)
     if config.search.query_encoding == "engine":
         # The engine encodes the query text: no sparse model loads here.
@@ -93,9 +72,12 @@ def search(
                 config, connector, list(queries), top_k=top_k, filter=flt, mode=mode, explain=bool(explain)
             )
     else:
-        with _pipeline(config, quiet) as pipe:
-            results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain is not False, mode=mode)
-    if as_json:
+        explain = explain is not False
+        # Without explanations only queries are encoded: an inference-free model needs no torch for them.
+        queries_only = not explain and mode in (None, "sparse")
+        with _pipeline(config, cmd.quiet, queries_only=queries_only) as pipe:
+            results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
+    if cmd.as_json:
         _emit_json([r.to_dict() for r in results])
         return
     for n, result in enumerate(results):

@@ -443,16 +443,24 @@ def _fusion_weights(search: _Section) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _check_connector(b: BackendSettings, source: str, explicit: bool) -> None:
+def connector_class(backend: BackendSettings, source: str, *, explicit: bool = True) -> type[Connector]:
+    """The connector class ``[backend] connector`` names, from the plugin registry (the contract's
+    public side: the config never imports a plugin's modules); a name no installed plugin has is one
+    ConfigError naming the file and the key (``explicit``: the config file names the connector)."""
     from ..connector import plugins
 
-    where = f"{source}: [backend] connector = {b.connector!r}" if explicit else f"default connector {b.connector!r}"
+    name = backend.connector
+    where = f"{source}: [backend] connector = {name!r}" if explicit else f"default connector {name!r}"
     try:
-        cls = plugins.get_connector_class(b.connector)
+        return plugins.get_connector_class(name)
     except plugins.UnknownConnectorError as exc:
         hint = "" if explicit else " (install it with: pip install 'sparsebridge[qdrant]')"
         raise ConfigError(f"{where}: {exc}{hint}") from exc
-    # Keys the connector itself declares secret are hidden too.
+
+
+def _check_connector(b: BackendSettings, source: str, explicit: bool) -> None:
+    cls = connector_class(b, source, explicit=explicit)
+    # Keys the connector class declares secret (its public ``secret_options``) are hidden too.
     for key in cls.secret_options:
         if key in b.options and not isinstance(b.options[key], Secret):
             b.options[key] = Secret(b.options[key])
