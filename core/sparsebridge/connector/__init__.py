@@ -9,6 +9,7 @@ Lifecycle, in the order the pipeline calls it::
     conn.check()                                 # fail fast when the backend does not answer
     conn.ensure_index(spec)                      # create, or check an existing index matches spec
     conn.write(records)                          # upsert a batch; idempotent by Record.id
+    conn.write_columns(columns)                  # the same from a vector dataset's columns (optional)
     conn.search(queries, top_k=10, ...)          # one batch request for many queries
     conn.count(); conn.drop()
     conn.export(vocabulary)                      # every record back, with its vectors
@@ -54,9 +55,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ConnectorError, IndexMismatchError  # noqa: F401  (defined in errors.py; re-exported here)
+
+if TYPE_CHECKING:
+    from .columns import RecordColumns
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,12 @@ class Connector(ABC):
     @abstractmethod
     def write(self, records: Sequence[Record]) -> WriteResult:
         """Upsert a batch of records, keyed by id."""
+
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        """Upsert a batch given as columns (see :mod:`sparsebridge.connector.columns`), as ``write``
+        would. The vector dataset's ingest calls it; a connector that can build its engine's points
+        from the flat arrays overrides it, the default goes through ``write``."""
+        return self.write(columns.records())
 
     @abstractmethod
     def search(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[SearchResult]:
