@@ -156,7 +156,8 @@ for part in sorted(src.glob("part-*.parquet")):
             body = json.loads(payload) if payload else {}
             body["text"] = text or ""
             body["doc_id"] = rid
-            points.append(qe.Point(id=str(uuid.uuid5(ns, rid)), vector={"sparse": qe.SparseVector(indices=idx, values=val)}, payload=body))
+            vector = {"sparse": qe.SparseVector(indices=idx, values=val)}
+            points.append(qe.Point(id=str(uuid.uuid5(ns, rid)), vector=vector, payload=body))
         shard.update(qe.UpdateOperation.upsert_points(points))
         n += len(points)
 shard.flush()
@@ -237,10 +238,8 @@ def main() -> None:
         # Alternate who goes first, so a load change during a round hits both sides alike.
         order = ("sparsebridge", "engine") if r % 2 == 0 else ("engine", "sparsebridge")
         for side in order:
-            if side == "engine":
-                res = run_engine(data, args.work / "edge-engine")
-            else:
-                res = run_sparsebridge(data, args.work)
+            engine = side == "engine"
+            res = run_engine(data, args.work / "edge-engine") if engine else run_sparsebridge(data, args.work)
             if res["docs"] != args.docs:
                 raise SystemExit(f"{side} wrote {res['docs']} documents, not {args.docs}")
             rate = res["docs"] / res["seconds"]

@@ -15,8 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparsebridge.connector import ConnectorError, IndexMismatchError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge.connector.columns import RecordColumns
+from sparsebridge.connector import (
+    ConnectorError,
+    IndexMismatchError,
+    IndexSpec,
+    Query,
+    Record,
+    RecordColumns,
+    SearchOptions,
+)
 from sparsebridge.connector.filters import Condition, parse_filter  # noqa: F401  (one filter parser for every backend)
 from sparsebridge.connector.kit import OptionError, one_line, redact, redact_url, write_json_atomic  # noqa: F401  (the kit's)
 

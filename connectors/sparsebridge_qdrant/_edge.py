@@ -35,8 +35,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sparsebridge.connector import ConnectorError, IndexMismatchError, SearchOptions
-from sparsebridge.connector.columns import RecordColumns
+from sparsebridge.connector import ConnectorError, IndexMismatchError, RecordColumns, SearchOptions
 from sparsebridge.connector.durability import fsync_dir
 
 from ._common import (

@@ -46,6 +46,7 @@ from sparsebridge.connector import (
     IndexSpec,
     Query,
     Record,
+    RecordColumns,
     SearchOptions,
     SearchResult,
     SparseVector,
@@ -53,7 +54,6 @@ from sparsebridge.connector import (
     check_vocabulary,
     fuse_legs,
 )
-from sparsebridge.connector.columns import RecordColumns
 
 from ._common import (
     Layout,

@@ -22,11 +22,11 @@ from ..connector import (
     ConnectorError,
     IndexSpec,
     Record,
+    RecordColumns,
     WriteResult,
     check_vector_kinds,
     check_vocabulary,
 )
-from ..connector.columns import RecordColumns
 from ..vectors.producer import check_vectors_producer, dataset_index_metadata
 from ..vectors.provenance import check_producers
 from ..vectors.vocabulary import Vocabulary

@@ -55,8 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..connector import Record, SparseVector
-from ..connector.columns import RecordColumns
+from ..connector import Record, RecordColumns, SparseVector
 from ..connector.durability import fsync_dir
 from ..errors import DatasetError
 from .producer import producer_differences, producer_key
@@ -507,7 +506,7 @@ class VectorDataset:
         return out
 
     def columns(self, vocab: Vocabulary, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> Iterator[RecordColumns]:
-        """The rows as :class:`~sparsebridge.connector.columns.RecordColumns`: what :meth:`records`
+        """The rows as :class:`~sparsebridge.connector.RecordColumns`: what :meth:`records`
         gives, checked the same way (with numpy over each batch's flat arrays), without a
         :class:`Record` per row. A batch with a row that breaks the rules is read row by row, which
         names the row as :meth:`records` does."""
