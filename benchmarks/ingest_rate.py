@@ -14,6 +14,10 @@
      points built as the engine's examples do (UUID ids, the sparse vector, the payload with the
      text and the id), ``upsert_points`` in batches of 1,024 and one ``flush`` at the end.
 
+3. Elasticsearch and OpenSearch bulk bodies (no server can run here): the bulk actions the connector
+   hands its client's bulk helper, built in-process from ``--body-rows`` rows, through Records (the
+   path before) and straight from the columns, per sparse field type and key scheme.
+
 Prints docs/s of each (process start to exit), the ratio (target: sparsebridge >= 0.8x the
 engine), the peak RSS of each process, the CPU model and flags, and ``uptime``'s load before and
 after each run: this machine is shared, so compare figures of one run only.
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "connectors")]
@@ -217,6 +222,63 @@ def run_sparsebridge(data: Path, work: Path) -> dict:
     return {"seconds": seconds, "docs": report["written"], "rss": rss, "load": f"{before} -> {uptime()}"}
 
 
+# Elasticsearch / OpenSearch: no server runs here, so the bulk bodies are built in-process, as the
+# connector builds them before its bulk helper sends them: from Records (the path before columns)
+# and from the dataset's columns. (connector class, sparse field type, key scheme)
+LUCENE = {
+    "elasticsearch": ("sparsebridge_elasticsearch", "ElasticsearchConnector", "sparse_vector"),
+    "elasticsearch-escaped": ("sparsebridge_elasticsearch", "ElasticsearchConnector", "sparse_vector"),
+    "opensearch-rank_features": ("sparsebridge_opensearch", "OpenSearchConnector", "rank_features"),
+    "opensearch-sparse_vector": ("sparsebridge_opensearch", "OpenSearchConnector", "sparse_vector"),
+}
+
+
+def _count_actions(batches: Any, build: Any, rows: int) -> int:
+    """Build the bulk actions of ``batches`` until ``rows`` rows are done; returns how many."""
+    n = 0
+    for batch in batches:
+        n += len(build(batch))
+        if n >= rows:
+            break
+    return n
+
+
+def bodies(data: Path, rows: int, rounds: int) -> None:
+    """Bulk actions for ``rows`` dataset rows per connector: Records path vs columns, in-process."""
+    import importlib
+
+    from sparsebridge.config import Config
+    from sparsebridge.config.builder import build_vocabulary
+    from sparsebridge.vectors.dataset import open_dataset
+    from sparsebridge_lucene_rest import Layout
+
+    vocab = build_vocabulary(Config())
+    ds = open_dataset(data)
+    print(f"bulk bodies from {rows:,} dataset rows, in-process (reading the Parquet rows included), best of {rounds}:")
+    for name, (module, cls_name, sparse_type) in LUCENE.items():
+        conn = getattr(importlib.import_module(module), cls_name)(url="http://127.0.0.1:9", index="bench")
+        keys = "token-dot-escaped" if name.endswith("escaped") else conn._default_keys(sparse_type)
+        # The layout an existing index's mapping would give (what _current() reads from the server).
+        conn._layout = Layout(index="bench", sparse_field="sparse", sparse_type=sparse_type, sparse_keys=keys)
+
+        paths = {
+            "records": (lambda: ds.records(vocab, batch_rows=1024), conn.bulk_actions),
+            "columns": (lambda: ds.columns(vocab, batch_rows=1024), conn.bulk_actions_columns),
+        }
+        best = {}
+        for label, (batches, build) in paths.items():
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                done = _count_actions(batches(), build, rows)
+                times.append(time.perf_counter() - start)
+            best[label] = done / min(times)
+        print(
+            f"  {name:>25}: records {best['records']:8,.0f} docs/s, columns {best['columns']:8,.0f} docs/s: "
+            f"{best['columns'] / best['records']:.2f}x ({uptime()})"
+        )
+
+
 def main() -> None:
     """Build the dataset, run both sides interleaved, print the figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,6 +286,8 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/sparsebridge-ingest-rate"))
+    ap.add_argument("--body-rows", type=int, default=50_000, help="rows for the Elasticsearch/OpenSearch bodies")
+    ap.add_argument("--bodies-only", action="store_true", help="only the in-process bulk-body figures")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(cpu())
@@ -233,6 +297,9 @@ def main() -> None:
     data = args.work / f"{args.corpus.name}-{args.docs}.parquet"
     replicate(encoded, data, args.docs)
     print(f"dataset: {data} ({args.docs:,} rows from {encoded.name}, ids replicated)")
+    bodies(data, min(args.body_rows, args.docs), rounds=max(1, args.rounds))
+    if args.bodies_only:
+        return
     rates: dict[str, list[float]] = {"sparsebridge": [], "engine": []}
     for r in range(args.rounds):
         # Alternate who goes first, so a load change during a round hits both sides alike.

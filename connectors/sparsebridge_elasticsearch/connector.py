@@ -52,8 +52,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
+from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, RecordColumns, SearchOptions
+from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine, keyed_rows
 
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)
@@ -188,6 +188,20 @@ class ElasticsearchConnector(LuceneConnector):
 
     def _encode_sparse(self, layout: Layout, record: Record) -> dict[str, float]:
         return self._keyed(layout, record.sparse.tokens, record.sparse.values)
+
+    def _encode_sparse_columns(self, layout: Layout, columns: RecordColumns) -> list[dict[str, float]]:
+        offsets, _, values = columns.flat_lists()
+        tokens = self._escaped(columns.tokens) if layout.sparse_keys == KEYS_ESCAPED else columns.tokens
+        return keyed_rows(offsets, tokens[columns.indices].tolist(), values)
+
+    def _escaped(self, tokens: Any) -> Any:
+        """The vocabulary's tokens escaped (:func:`escape_token`), once per vocabulary array."""
+        cached = getattr(self, "_escaped_tokens", None)
+        if cached is None or cached[0] is not tokens:
+            cached = (tokens, tokens.copy())
+            cached[1][:] = [escape_token(t) for t in tokens.tolist()]
+            self._escaped_tokens = cached
+        return cached[1]
 
     def _sparse_query(
         self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
