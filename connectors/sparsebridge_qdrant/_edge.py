@@ -8,8 +8,13 @@ Layout of the folder (``path``)::
 The sidecar is written (atomically) before the shard exists, and the shard is created in a
 temporary folder and renamed into place, so a crash at any point leaves a collection that either
 does not exist yet or opens cleanly. Writes go to the shard's write-ahead log before ``write()``
-returns, so a killed process loses nothing it was told was written; with ``flush=True`` (default)
-the segments are also flushed to disk after each write, which makes reopening fast.
+returns (Edge's ``update`` appends to it first), so a killed process loses nothing it was told was
+written: the next open replays the log. The log is memory-mapped and not synced by ``update``, so
+a power cut can still take what was not flushed. ``flush`` says when the segments and the log are
+flushed to disk: ``"interval"`` (default) at most every ``flush_interval`` seconds (10) during
+writes, and at close; ``"write"`` (or true) after every write; ``"close"`` (or false) only at close.
+A dataset ingest hands the connector columns (``upsert_columns``): the points are built from the
+batch's flat lists, without a record object per row.
 
 One process at a time: before anything of a collection is opened, created or deleted, the process
 takes an exclusive OS lock (``flock`` through ``portalocker``) on ``<path>/.<collection>.lock``, and

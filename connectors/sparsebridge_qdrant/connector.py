@@ -8,7 +8,9 @@
     second ``ingest``) gets a one-line ``ConnectorError`` naming the folder and the holder's pid, and
     the holder's files are never touched; with ``lock_timeout`` (seconds, default 0) it waits that
     long for the holder to finish instead. Edge has no read-only open: for concurrent readers and
-    writers use ``mode="server"``.
+    writers use ``mode="server"``. ``flush`` (``"interval"``, default; ``"write"`` / true;
+    ``"close"`` / false) and ``flush_interval`` (seconds, default 10): when the segments are flushed
+    to disk; what ``write`` returns is in the engine's write-ahead log either way (see ``_edge``).
 ``mode="local"``
     ``qdrant-client``'s local mode (pure Python, brute force): ``path=...`` or ``location=":memory:"``
     (the default). Convenient for tests; about three orders of magnitude slower than Edge.
