@@ -18,6 +18,9 @@
    hands its client's bulk helper, built in-process from ``--body-rows`` rows, through Records (the
    path before) and straight from the columns, per sparse field type and key scheme.
 
+``--before DIR`` runs a third side in the same rounds: the ``sparsebridge ingest`` of another
+checkout (``git archive OLD core connectors | tar -x -C DIR``), for a before/after in one run.
+
 Prints docs/s of each (process start to exit), the ratio (target: sparsebridge >= 0.8x the
 engine), the peak RSS of each process, the CPU model and flags, and ``uptime``'s load before and
 after each run: this machine is shared, so compare figures of one run only.
@@ -74,10 +77,10 @@ def cli() -> list[str]:
     return [sys.executable, "-m", "sparsebridge.cli"]
 
 
-def child_env() -> dict[str, str]:
+def child_env(root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SPARSEBRIDGE_CONFIG", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "core"), str(ROOT / "connectors"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "core"), str(root / "connectors"), env.get("PYTHONPATH", "")])
     env["HF_HUB_OFFLINE"] = "1"
     return env
 
@@ -172,12 +175,12 @@ print(json.dumps({"written": n, "count": count}))
 """
 
 
-def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, int, str, str, float]:
+def timed(cmd: list[str], cwd: Path | None = None, root: Path = ROOT) -> tuple[float, int, str, str, float]:
     """Run ``cmd`` to its end: (seconds, exit status, stdout, stderr, peak RSS in MB of that process)."""
     out, err = cwd_file(cwd, "stdout"), cwd_file(cwd, "stderr")
     start = time.perf_counter()
     with open(out, "w+b") as fo, open(err, "w+b") as fe:
-        proc = subprocess.Popen(cmd, env=child_env(), stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=cwd)
+        proc = subprocess.Popen(cmd, env=child_env(root), stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's peak
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -203,8 +206,9 @@ def run_engine(data: Path, folder: Path) -> dict:
     return {"seconds": seconds, "docs": out["count"], "rss": rss, "load": f"{before} -> {uptime()}"}
 
 
-def run_sparsebridge(data: Path, work: Path) -> dict:
-    """``sparsebridge ingest vectors.parquet`` into a fresh Edge folder, as a whole process."""
+def run_sparsebridge(data: Path, work: Path, root: Path = ROOT) -> dict:
+    """``sparsebridge ingest vectors.parquet`` into a fresh Edge folder, as a whole process (the
+    sparsebridge of checkout ``root``)."""
     edge = work / "edge-sparsebridge"
     shutil.rmtree(edge, ignore_errors=True)
     config = work / "sparsebridge.toml"
@@ -214,7 +218,7 @@ def run_sparsebridge(data: Path, work: Path) -> dict:
     )
     before = uptime()
     seconds, rc, stdout, stderr, rss = timed(
-        [*cli(), "ingest", str(data), "--config", str(config), "--json", "--quiet"], work
+        [*cli(), "ingest", str(data), "--config", str(config), "--json", "--quiet"], work, root
     )
     if rc:
         raise SystemExit(f"sparsebridge ingest failed (exit {rc}):\n{stderr[-2000:]}")
@@ -288,6 +292,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/sparsebridge-ingest-rate"))
     ap.add_argument("--body-rows", type=int, default=50_000, help="rows for the Elasticsearch/OpenSearch bodies")
     ap.add_argument("--bodies-only", action="store_true", help="only the in-process bulk-body figures")
+    ap.add_argument("--no-bodies", action="store_true", help="skip the in-process bulk-body figures")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another sparsebridge checkout (e.g. `git archive` of an older commit) run as a third side",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(cpu())
@@ -297,16 +308,20 @@ def main() -> None:
     data = args.work / f"{args.corpus.name}-{args.docs}.parquet"
     replicate(encoded, data, args.docs)
     print(f"dataset: {data} ({args.docs:,} rows from {encoded.name}, ids replicated)")
-    bodies(data, min(args.body_rows, args.docs), rounds=max(1, args.rounds))
+    if not args.no_bodies:
+        bodies(data, min(args.body_rows, args.docs), rounds=max(1, args.rounds))
     if args.bodies_only:
         return
-    rates: dict[str, list[float]] = {"sparsebridge": [], "engine": []}
+    sides = ["sparsebridge", "engine"] + (["before"] if args.before else [])
+    rates: dict[str, list[float]] = {side: [] for side in sides}
     for r in range(args.rounds):
-        # Alternate who goes first, so a load change during a round hits both sides alike.
-        order = ("sparsebridge", "engine") if r % 2 == 0 else ("engine", "sparsebridge")
+        # Rotate who goes first, so a load change during a round hits every side alike.
+        order = sides[r % len(sides) :] + sides[: r % len(sides)]
         for side in order:
-            engine = side == "engine"
-            res = run_engine(data, args.work / "edge-engine") if engine else run_sparsebridge(data, args.work)
+            if side == "engine":
+                res = run_engine(data, args.work / "edge-engine")
+            else:
+                res = run_sparsebridge(data, args.work, args.before if side == "before" else ROOT)
             if res["docs"] != args.docs:
                 raise SystemExit(f"{side} wrote {res['docs']} documents, not {args.docs}")
             rate = res["docs"] / res["seconds"]
@@ -315,10 +330,16 @@ def main() -> None:
                 f"round {r + 1} {side:>12}: {rate:8,.0f} docs/s ({res['seconds']:.1f} s, peak RSS {res['rss']:.0f} MB; "
                 f"{res['load']})"
             )
-        print(f"round {r + 1} ratio sparsebridge / engine: {rates['sparsebridge'][-1] / rates['engine'][-1]:.2f}x")
-    sb, en = statistics.median(rates["sparsebridge"]), statistics.median(rates["engine"])
+        ratios = ", ".join(
+            f"{side} / engine {rates[side][-1] / rates['engine'][-1]:.2f}x" for side in sides if side != "engine"
+        )
+        print(f"round {r + 1}: {ratios}")
+    med = {side: statistics.median(v) for side, v in rates.items()}
+    sb, en = med["sparsebridge"], med["engine"]
     verdict = "PASS" if sb / en >= 0.8 else "FAIL"
     print(f"median: sparsebridge {sb:,.0f} docs/s, engine {en:,.0f} docs/s: {sb / en:.2f}x (target >= 0.8x) {verdict}")
+    if "before" in med:
+        print(f"median: before ({args.before}) {med['before']:,.0f} docs/s: {med['before'] / en:.2f}x the engine")
     print(uptime())
 
 
