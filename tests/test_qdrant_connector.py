@@ -708,3 +708,26 @@ def test_edge_write_columns_names_bad_rows_as_write_does(tmp_path):
     assert "reserved" in result.failed["doc-1"] and "JSON" in result.failed["doc-2"]
     assert c.count() == 4
     c.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"flush": "sometimes"}, "flush must be 'interval', 'write' (or true), or 'close' (or false), got 'sometimes'"),
+        ({"flush_interval": -1}, "flush_interval must be 0 or more seconds, got -1"),
+        ({"flush_interval": "soon"}, "flush_interval must be a number of seconds, got 'soon'"),
+    ],
+)
+def test_edge_flush_options_are_checked(tmp_path, options, needle):
+    with pytest.raises(ConnectorError) as info:
+        QdrantConnector(mode="edge", path=str(tmp_path / "edge"), **options)
+    assert str(info.value) == needle
+
+
+@pytest.mark.parametrize(
+    ("flush", "policy"), [(True, "write"), ("WRITE", "write"), (False, "close"), ("interval", "interval")]
+)
+def test_edge_flush_policies(tmp_path, flush, policy):
+    c = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), flush=flush)
+    assert c._backend.flush == policy
+    assert QdrantConnector(mode="edge", path=str(tmp_path / "edge"))._backend.flush == "interval"  # the default

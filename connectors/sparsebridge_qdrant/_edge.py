@@ -438,9 +438,7 @@ class EdgeBackend:
     ) -> tuple[list[str], dict[str, str], int]:
         if not points:
             return [], {}, 0
-        return self._upsert_points(
-            name, [p.record_id for p in points], [self._point(layout, p) for p in points], lambda k: points[k].record_id
-        )
+        return self._upsert_points(name, [p.record_id for p in points], [self._point(layout, p) for p in points])
 
     def upsert_columns(
         self, name: str, layout: Layout, columns: RecordColumns, payloads: list[dict[str, Any]]
@@ -455,10 +453,10 @@ class EdgeBackend:
             point(id=point_id(rid), vector={field: sparse(indices=indices[a:b], values=values[a:b])}, payload=body)
             for rid, a, b, body in zip(columns.ids, offsets, offsets[1:], payloads)
         ]
-        return self._upsert_points(name, columns.ids, points, columns.ids.__getitem__)
+        return self._upsert_points(name, columns.ids, points)
 
     def _upsert_points(
-        self, name: str, record_ids: Sequence[str], points: list[Any], record_of: Any
+        self, name: str, record_ids: Sequence[str], points: list[Any]
     ) -> tuple[list[str], dict[str, str], int]:
         """One upsert of ``points``; on failure point by point, naming the culprits. Once the
         engine's ``update`` returns, the operation is in its write-ahead log (see the module
@@ -471,12 +469,12 @@ class EdgeBackend:
             written = list(record_ids)
         except Exception:
             # One bad point fails the whole operation: retry point by point to name the culprits.
-            for k, p in enumerate(points):
+            for rid, p in zip(record_ids, points):
                 try:
                     shard.update(qe.UpdateOperation.upsert_points([p]))
-                    written.append(record_of(k))
+                    written.append(rid)
                 except Exception as exc:
-                    failed[record_of(k)] = one_line(str(exc))
+                    failed[rid] = one_line(str(exc))
         if written:
             self._after_write(shard)
         return written, failed, 0
