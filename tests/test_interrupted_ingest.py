@@ -69,7 +69,7 @@ def paused_upsert(self, name, layout, points):
         original(self, name, layout, points[:half])
         done = state["written"] + half
     else:  # before-flush: the whole batch into the write-ahead log, segments not flushed
-        self.flush = False
+        self.flush = "close"  # no flush after this write (the default policy may not flush either)
         original(self, name, layout, points)
         done = state["written"] + len(points)
     sys.stderr.write("\nMARKER " + kind + " " + str(done) + "\n")
