@@ -67,6 +67,7 @@ from sparsebridge.connector import (
     ModelServer,
     Query,
     Record,
+    RecordColumns,
     SearchOptions,
 )
 from sparsebridge_lucene_rest import (
@@ -78,6 +79,7 @@ from sparsebridge_lucene_rest import (
     OptionError,
     SearchPlan,
     combine,
+    keyed_rows,
     missing_client,
 )
 
@@ -214,6 +216,20 @@ class ElasticsearchConnector(LuceneConnector):
 
     def _encode_sparse(self, layout: Layout, record: Record) -> dict[str, float]:
         return self._keyed(layout, record.sparse.tokens, record.sparse.values)
+
+    def _encode_sparse_columns(self, layout: Layout, columns: RecordColumns) -> list[dict[str, float]]:
+        offsets, _, values = columns.flat_lists()
+        tokens = self._escaped(columns.tokens) if layout.sparse_keys == KEYS_ESCAPED else columns.tokens
+        return keyed_rows(offsets, tokens[columns.indices].tolist(), values)
+
+    def _escaped(self, tokens: Any) -> Any:
+        """The vocabulary's tokens escaped (:func:`escape_token`), once per vocabulary array."""
+        cached = getattr(self, "_escaped_tokens", None)
+        if cached is None or cached[0] is not tokens:
+            cached = (tokens, tokens.copy())
+            cached[1][:] = [escape_token(t) for t in tokens.tolist()]
+            self._escaped_tokens = cached
+        return cached[1]
 
     def _sparse_query(
         self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions

@@ -9,7 +9,7 @@ client. ``sparsebridge_elasticsearch`` and ``sparsebridge_opensearch`` build on 
 
 from __future__ import annotations
 
-from .base import LuceneConnector, SearchPlan
+from .base import LuceneConnector, SearchPlan, keyed_rows
 from .client_options import shared_client_options
 from .dialect import (
     META_FORMAT,
@@ -44,6 +44,7 @@ __all__ = [
     "filter_clauses",
     "hit_payload",
     "missing_client",
+    "keyed_rows",
     "one_line",
     "redact",
     "shared_client_options",

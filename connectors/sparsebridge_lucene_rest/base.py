@@ -28,6 +28,7 @@ from sparsebridge.connector import (
     ModelServer,
     Query,
     Record,
+    RecordColumns,
     SearchOptions,
     SearchResult,
     SparseVector,
@@ -607,6 +608,40 @@ class LuceneConnector(Connector):
             actions.append({"_op_type": "index", "_index": layout.index, "_id": rid, "_source": source})
         return actions
 
+    def bulk_actions_columns(self, columns: RecordColumns) -> list[dict[str, Any]]:
+        """:meth:`bulk_actions` of a columnar batch: each ``_source`` built from the batch's flat
+        lists (see :meth:`_encode_sparse_columns`), without a Record per row. A batch with dense
+        vectors or an id given twice goes through :meth:`bulk_actions`."""
+        if columns.dense is not None or len(set(columns.ids)) != len(columns):
+            return self.bulk_actions(columns.records())
+        layout = self._current()
+        field_name, index = layout.sparse_field, layout.index
+        return [
+            {
+                "_op_type": "index",
+                "_index": index,
+                "_id": rid,
+                "_source": {TEXT_FIELD: text, field_name: vector, PAYLOAD_FIELD: dict(payload)},
+            }
+            for rid, text, vector, payload in zip(
+                columns.ids, columns.texts, self._encode_sparse_columns(layout, columns), columns.payloads
+            )
+        ]
+
+    def _encode_sparse_columns(self, layout: Layout, columns: RecordColumns) -> list[dict[str, float]]:
+        """The sparse field's value for every row of ``columns``, as :meth:`_encode_sparse` gives it
+        for one record. This default goes through the records; connectors override it."""
+        return [self._encode_sparse(layout, rec) for rec in columns.records()]
+
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        """:meth:`write` of a columnar batch (the bulk actions from :meth:`bulk_actions_columns`)."""
+        if not len(columns):
+            return WriteResult()
+        layout = self._current()
+        result = self._run_bulk(self.bulk_actions_columns(columns), f"write to index {layout.index!r}")
+        self._after_change(layout.index)
+        return result
+
     def _stream(self, actions: list[dict[str, Any]], **bulk_kwargs: Any) -> Iterable[tuple[bool, dict]]:
         helpers = self._helpers()
         common = dict(chunk_size=self.chunk_size, raise_on_error=False, raise_on_exception=False, **bulk_kwargs)
@@ -1057,6 +1092,20 @@ class SearchPlan:
     fuse: bool = False
     pipeline: str | None = None
     fallback: SearchPlan | None = None
+
+
+def keyed_rows(offsets: Sequence[int], keys: Sequence[str], weights: Sequence[float]) -> list[dict[str, float]]:
+    """One ``{key: weight}`` per row of flat lists (row ``k`` is ``offsets[k]:offsets[k + 1]``); a key
+    that two ids of a row share keeps the larger weight, as the engine would."""
+    out = []
+    for a, b in zip(offsets, offsets[1:]):
+        row = dict(zip(keys[a:b], weights[a:b]))
+        if len(row) != b - a:
+            row = {}
+            for key, w in zip(keys[a:b], weights[a:b]):
+                row[key] = max(w, row.get(key, 0.0))
+        out.append(row)
+    return out
 
 
 def _fits_9_bits(weight: float) -> bool:

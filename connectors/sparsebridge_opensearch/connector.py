@@ -67,7 +67,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from sparsebridge.connector import ConnectorError, IndexSpec, ModelServer, Query, Record, SearchOptions, WriteResult
+from sparsebridge.connector import (
+    ConnectorError,
+    IndexSpec,
+    ModelServer,
+    Query,
+    Record,
+    RecordColumns,
+    SearchOptions,
+    WriteResult,
+)
 from sparsebridge_lucene_rest import (
     TEXT_FIELD,
     Layout,
@@ -75,6 +84,7 @@ from sparsebridge_lucene_rest import (
     OptionError,
     SearchPlan,
     combine,
+    keyed_rows,
     missing_client,
 )
 
@@ -300,24 +310,38 @@ class OpenSearchConnector(LuceneConnector):
                 self._derived["max_weight"],
             )
         result = super().write(records)
-        ceilings = self.current_ceilings() if records else None
-        if ceilings is not None:
-            clipped = sum(1 for r in records for w in r.sparse.values if w > ceilings[0])
-            if clipped:
-                # One wording per ceiling, so an ingest of many batches reports it once; the
-                # count of each batch goes to the log.
-                note = (
-                    f"weights above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} were "
-                    f"clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
-                )
-                log.warning(
-                    "index %r: %d weight(s) of this batch: %s",
-                    self._layout.index if self._layout else self._index,
-                    clipped,
-                    note,
-                )
-                result.notes.append(note)
+        if records:
+            self._note_clipped(result, lambda ceiling: sum(1 for r in records for w in r.sparse.values if w > ceiling))
         return result
+
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        if self._pending is not None:  # the index is created from the first batch's weights: see write
+            return self.write(columns.records())
+        result = super().write_columns(columns)
+        if len(columns):
+            self._note_clipped(result, lambda ceiling: int((columns.values > ceiling).sum()))
+        return result
+
+    def _note_clipped(self, result: WriteResult, count_above: Any) -> None:
+        """Say so when the batch had weights above the SEISMIC ingest ceiling (``count_above(ceiling)``)."""
+        ceilings = self.current_ceilings()
+        if ceilings is None:
+            return
+        clipped = count_above(ceilings[0])
+        if clipped:
+            # One wording per ceiling, so an ingest of many batches reports it once; the
+            # count of each batch goes to the log.
+            note = (
+                f"weights above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} were "
+                f"clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
+            )
+            log.warning(
+                "index %r: %d weight(s) of this batch: %s",
+                self._layout.index if self._layout else self._index,
+                clipped,
+                note,
+            )
+            result.notes.append(note)
 
     def index_metadata(self) -> dict[str, Any] | None:
         if self._pending is not None:
@@ -375,6 +399,13 @@ class OpenSearchConnector(LuceneConnector):
 
     def _encode_sparse(self, layout: Layout, record: Record) -> dict[str, float]:
         return self._keyed(layout, record.sparse)
+
+    def _encode_sparse_columns(self, layout: Layout, columns: RecordColumns) -> list[dict[str, float]]:
+        offsets, indices, values = columns.flat_lists()
+        if layout.sparse_keys == KEYS_INDEX:
+            return keyed_rows(offsets, [str(i) for i in indices], values)
+        keys = columns.tokens[columns.indices].tolist()
+        return keyed_rows(offsets, keys, values)
 
     def _sparse_query(
         self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions

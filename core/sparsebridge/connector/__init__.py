@@ -9,6 +9,7 @@ Lifecycle, in the order the pipeline calls it::
     conn.check()                                 # fail fast when the backend does not answer
     conn.ensure_index(spec)                      # create, or check an existing index matches spec
     conn.write(records)                          # upsert a batch; idempotent by Record.id
+    conn.write_columns(columns)                  # the same from a vector dataset's columns (optional)
     conn.search(queries, top_k=10, ...)          # one batch request for many queries
     conn.count(); conn.drop()
     conn.export(vocabulary)                      # every record back, with its vectors
@@ -402,6 +403,12 @@ class Connector(ABC):
     def write(self, records: Sequence[Record]) -> WriteResult:
         """Upsert a batch of records, keyed by id."""
 
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        """Upsert a batch given as columns (see :class:`RecordColumns`), as ``write``
+        would. The vector dataset's ingest calls it; a connector that can build its engine's points
+        from the flat arrays overrides it, the default goes through ``write``."""
+        return self.write(columns.records())
+
     @abstractmethod
     def search(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[SearchResult]:
         """Run a batch of queries in as few requests as the backend allows; one result per query."""
@@ -467,6 +474,81 @@ class Connector(ABC):
         """How the weights of the last :meth:`export` relate to those written: ``"none"`` (bit for
         bit), or ``"lucene-9bit"`` (Lucene kept 9 significant bits of each weight)."""
         return "none"
+
+
+# --------------------------------------------------------------------------- records as columns
+# A batch of records as columns: the rows of a vector dataset's Arrow record batch, passed to a
+# connector without one Record object per row. The sparse vectors stay as three flat numpy arrays
+# (``offsets``, ``indices``, ``values``: row ``k`` holds ``indices[offsets[k]:offsets[k + 1]]``),
+# so a connector can build its engine's points or bulk bodies straight from them. Whoever builds
+# one has already checked every vector against SparseVector's rules (unique non-negative ids,
+# finite weights > 0); ``records()`` gives the same batch as records, for connectors that only
+# implement ``write``.
+
+
+@dataclass
+class RecordColumns:
+    """``n`` records as columns.
+
+    ``ids``, ``texts`` and ``payloads`` are lists of ``n`` (text ``""`` when there is none, payloads
+    as dicts); ``offsets`` (``n + 1`` int64 from 0), ``indices`` and ``values`` (float32) are the
+    flat sparse vectors; ``tokens`` maps a vocabulary id to its token (a numpy object array, indexed
+    with ``indices``); ``dense`` is None or ``n`` vectors (None for a row without one).
+    ``payload_constants``: some payload holds NaN or an infinity (JSON allows neither), so payloads
+    need checking one by one.
+    """
+
+    ids: list[str]
+    texts: list[str]
+    payloads: list[dict[str, Any]]
+    offsets: Any  # numpy arrays: the connector contract itself does not import numpy
+    indices: Any
+    values: Any
+    tokens: Any
+    dense: Sequence[Any] | None = None
+    payload_constants: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def flat_lists(self) -> tuple[list[int], list[int], list[float]]:
+        """Offsets, indices and values as Python lists (one conversion per batch; a row's vector is
+        then a slice of each)."""
+        return self.offsets.tolist(), self.indices.tolist(), self.values.tolist()
+
+    def records(self) -> list[Record]:
+        """The batch as :class:`Record` objects (token strings from ``tokens``)."""
+        offsets, indices, values = self.flat_lists()
+        names = self.tokens[self.indices].tolist() if len(self.indices) else []
+        out = []
+        for k, rid in enumerate(self.ids):
+            a, b = offsets[k], offsets[k + 1]
+            sparse = SparseVector(tuple(indices[a:b]), tuple(values[a:b]), tuple(names[a:b]))
+            dense = self.dense[k] if self.dense is not None else None
+            out.append(Record(id=rid, text=self.texts[k], sparse=sparse, payload=self.payloads[k], dense=dense))
+        return out
+
+    def take(self, rows: Sequence[int]) -> RecordColumns:
+        """The rows ``rows`` (ascending positions) as a new batch."""
+        import numpy as np
+
+        rows = list(rows)
+        starts, ends = self.offsets[rows], self.offsets[[r + 1 for r in rows]]
+        lengths = ends - starts
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if rows else np.zeros(0, np.int64)
+        return RecordColumns(
+            ids=[self.ids[r] for r in rows],
+            texts=[self.texts[r] for r in rows],
+            payloads=[self.payloads[r] for r in rows],
+            offsets=offsets,
+            indices=self.indices[flat.astype(np.int64)],
+            values=self.values[flat.astype(np.int64)],
+            tokens=self.tokens,
+            dense=[self.dense[r] for r in rows] if self.dense is not None else None,
+            payload_constants=self.payload_constants,
+        )
 
 
 def check_vocabulary(stored: Mapping[str, Any] | None, expected: Mapping[str, Any], index: str) -> None:
