@@ -110,7 +110,7 @@ class InferenceEngineMixin:
 
     @property
     def model_calls(self) -> list[dict[str, Any]]:
-        """Every call made to a remote model: url, the body sent, and the texts."""
+        """Every call made to a remote model: url, the body and the headers sent, and the answer's status."""
         return self._state()["calls"]
 
     # --- routes
@@ -292,11 +292,13 @@ class InferenceEngineMixin:
         return [{str(t): float(w) for t, w in m.items()} for m in maps]
 
     def _post(self, url: str, content: str, headers: dict[str, str], method: str = "POST") -> Any:
-        self.model_calls.append({"url": url, "body": content})
+        call = {"url": url, "body": content, "headers": dict(headers), "status": None}
+        self.model_calls.append(call)
         try:
             resp = httpx.request(method, url, content=content.encode(), headers=headers, timeout=self.http_timeout)
         except httpx.HTTPError as exc:  # the engines answer an error naming the failed call
             raise InferenceError(500, "status_exception", f"Failed to send request [{url}]: {exc}") from None
+        call["status"] = resp.status_code
         if resp.status_code >= 400:
             raise InferenceError(
                 400 if resp.status_code < 500 else 500,

@@ -285,6 +285,8 @@ class LuceneConnector(Connector):
         mapping = self._mapping_of(layout.index) or {}
         meta = dict(mapping.get("_meta") or {})
         record = {"query": created["query"], "document": created["document"], "server": server.url}
+        if server.info_url and server.info_url != server.url:
+            record["info_url"] = server.info_url
         meta[ENGINE_ENCODING_KEY] = record
         with self._api(f"record the engine's models in index {layout.index!r}"):
             self._call_put_meta(layout.index, meta)
