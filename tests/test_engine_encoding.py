@@ -568,3 +568,28 @@ def test_a_search_that_cannot_ask_the_server_says_so(sessions, queries):
         (note,) = r.notes
         assert note.startswith("the served model was not checked against index 'cran''s: the model server at ")
         assert "refused the API key (401" in note
+
+
+def test_register_checks_the_server_where_this_machine_reaches_it(sessions, served, tmp_path):
+    """The engine reaches the server by a name this machine cannot resolve (a compose network):
+    ``--check-url`` says where to ask for its model, and is recorded for ``search``'s check;
+    without it, register stops in one line before anything is made."""
+    os_ = sessions["opensearch"]
+    engine = os_["engine"]
+    _copy_index(engine, "cran", "cran-compose")
+    cfg = toml_for(tmp_path, "compose", "opensearch", os_["server"].url, "cran-compose")
+    inner = "http://sparsebridge.invalid:8080"
+    models = len(engine._state()["models"])
+    done = CliRunner().invoke(main, ["register", "--server-url", inner, "--config", str(cfg)])
+    assert done.exit_code == 1
+    (line,) = done.output.strip().splitlines()
+    assert line.startswith(f"Error: cannot reach the model server at {inner} (GET /info: "), line
+    assert len(engine._state()["models"]) == models  # nothing made
+    done = CliRunner().invoke(
+        main, ["register", "--server-url", inner, "--check-url", served.url, "--config", str(cfg), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    record = engine.indices["cran-compose"]["mappings"]["_meta"]["engine_encoding"]
+    assert record["server"] == inner and record["info_url"] == served.url
+    connector = engine._state()["connectors"][engine._state()["models"][record["query"]]["connector_id"]]
+    assert connector["actions"][0]["url"] == f"{inner}/query/opensearch/sparse_encoding"
