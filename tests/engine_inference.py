@@ -110,7 +110,7 @@ class InferenceEngineMixin:
 
     @property
     def model_calls(self) -> list[dict[str, Any]]:
-        """Every call made to a remote model: url, the body sent, and the texts."""
+        """Every call made to a remote model: url, the body and the headers sent, and the answer's status."""
         return self._state()["calls"]
 
     # --- routes
@@ -242,7 +242,7 @@ class InferenceEngineMixin:
         values["input"] = json.dumps(texts)
         content = _fill(settings["request"]["content"], values)
         headers = {k: _fill(v, values) for k, v in (settings.get("headers") or {}).items()}
-        answer = self._post(_fill(settings["url"], values), content, headers)
+        answer = self._post(_fill(settings["url"], values), content, headers, entity=endpoint["inference_id"])
         parser = settings["response"]["json_parser"]
         tokens, weights = json_path(answer, parser["token_path"]), json_path(answer, parser["weight_path"])
         if len(tokens) != len(texts) or len(weights) != len(texts):
@@ -291,18 +291,19 @@ class InferenceEngineMixin:
             )
         return [{str(t): float(w) for t, w in m.items()} for m in maps]
 
-    def _post(self, url: str, content: str, headers: dict[str, str], method: str = "POST") -> Any:
-        self.model_calls.append({"url": url, "body": content})
+    def _post(
+        self, url: str, content: str, headers: dict[str, str], method: str = "POST", entity: str | None = None
+    ) -> Any:
+        """Call a remote model; a failed answer becomes the engine's error (see :func:`remote_error`)."""
+        call = {"url": url, "body": content, "headers": dict(headers), "status": None}
+        self.model_calls.append(call)
         try:
             resp = httpx.request(method, url, content=content.encode(), headers=headers, timeout=self.http_timeout)
         except httpx.HTTPError as exc:  # the engines answer an error naming the failed call
             raise InferenceError(500, "status_exception", f"Failed to send request [{url}]: {exc}") from None
+        call["status"] = resp.status_code
         if resp.status_code >= 400:
-            raise InferenceError(
-                400 if resp.status_code < 500 else 500,
-                "status_exception",
-                f"Received an unsuccessful status code for request [{resp.status_code}]: {resp.text[:200]}",
-            )
+            raise remote_error(self.is_es, resp.status_code, resp.text[:200], entity)
         return resp.json()
 
     # --- ingest: default pipelines (OpenSearch) and semantic_text fields (Elasticsearch)
@@ -423,6 +424,29 @@ class InferenceEngineMixin:
             infer = self.es_infer(model, [text], "search") if engine == "es" else self.os_predict(model, [text])
             cache[key] = infer[0]
         return cache[key]
+
+
+def remote_error(is_es: bool, status: int, body: str, entity: str | None) -> InferenceError:
+    """What the engine answers when the remote model answered ``status`` with ``body``.
+
+    Elasticsearch's inference response handlers: a message by the kind of status (authentication
+    for 401 / 403, rate limit for 429, server error for 5xx, else unsuccessful) naming the endpoint
+    and the status, with the body as ``Error message``, and the remote status as the answer's
+    status. OpenSearch's ML Commons: ``Error from remote service:`` and the body, with the remote
+    status.
+    """
+    if not is_es:
+        return InferenceError(status, "status_exception", f"Error from remote service: {body}")
+    if status in (401, 403):
+        kind = "Received an authentication error status code"
+    elif status == 429:
+        kind = "Received a rate limit status code"
+    elif status >= 500:
+        kind = "Received a server error status code"
+    else:
+        kind = "Received an unsuccessful status code"
+    message = f"{kind} for request from inference entity id [{entity}] status [{status}]. Error message: [{body}]"
+    return InferenceError(status, "status_exception", message)
 
 
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:

@@ -51,6 +51,16 @@ from .errors import OptionError, connection_cause, error_reason, one_line
 from .redaction import redact, split_credentials
 from .retry import RETRY_STATUSES, backoff_delay
 
+MODEL_SERVER_REFUSED = (
+    " (the model server refused the engine's call: check [serve] api_key, then run `sparsebridge register` again)"
+)
+
+
+def _model_server_refused(error: Any, status: int | None) -> bool:
+    """Whether an engine error is a remote model's 401 / 403 passed on: the engines' own refusals
+    are security exceptions, a remote model's failures come back as a ``status_exception``."""
+    return status in (401, 403) and isinstance(error, Mapping) and error.get("type") == "status_exception"
+
 
 class LuceneConnector(Connector):
     """Base of the Elasticsearch and OpenSearch connectors (see the module docstring).
@@ -286,6 +296,8 @@ class LuceneConnector(Connector):
         mapping = self._mapping_of(layout.index) or {}
         meta = dict(mapping.get("_meta") or {})
         record = {"query": created["query"], "document": created["document"], "server": server.url}
+        if server.info_url and server.info_url != server.url:
+            record["info_url"] = server.info_url
         meta[ENGINE_ENCODING_KEY] = record
         with self._api(f"record the engine's models in index {layout.index!r}"):
             self._call_put_meta(layout.index, meta)
@@ -327,10 +339,13 @@ class LuceneConnector(Connector):
             return None
         what, status, body = kind
         where = f"{self.engine} at {self.url}"
+        error = body.get("error") if isinstance(body, Mapping) else None
         if what == "connection":
             msg = f"{where}: cannot {action}: {connection_cause(exc)}"
         elif what == "product":
             msg = f"{where}: the server does not identify itself as {self.engine}; check the URL"
+        elif _model_server_refused(error, status):
+            msg = f"{where}: {action} failed (HTTP {status}): {error_reason(error)}{MODEL_SERVER_REFUSED}"
         elif status == 401:
             msg = f"{where}: {action}: authentication failed (HTTP 401); check api_key or username/password"
         elif status == 403:
@@ -933,10 +948,11 @@ class LuceneConnector(Connector):
                 if why is not None:
                     out[p] = why
                     continue
+                hint = MODEL_SERVER_REFUSED if _model_server_refused(sub["error"], status) else ""
                 raise ConnectorError(
                     self._scrub(
                         f"{self.engine} at {self.url}: {action}: query {p} failed (HTTP {status}): "
-                        f"{error_reason(sub['error'])}"
+                        f"{error_reason(sub['error'])}{hint}"
                     )
                 )
             out[p].append(sub)  # type: ignore[union-attr]

@@ -17,6 +17,11 @@ from .app import _config, _emit_json, common_options, index_option, main
     help="sparsebridge serve's base URL as the ENGINE reaches it (default: http://[serve] host:[serve] port).",
 )
 @click.option(
+    "--check-url",
+    default=None,
+    help="The server's base URL as THIS machine reaches it, to check the model it serves (default: --server-url).",
+)
+@click.option(
     "--semantic-index",
     default=None,
     metavar="NAME",
@@ -26,6 +31,7 @@ from .app import _config, _emit_json, common_options, index_option, main
 @common_options
 def register_cmd(
     server_url: str | None,
+    check_url: str | None,
     semantic_index: str | None,
     index: str | None,
     config_path: Path | None,
@@ -37,10 +43,12 @@ def register_cmd(
     OpenSearch 2.x / 3.x: ML connectors, remote models registered and deployed, and a
     `sparse_encoding` ingest pipeline as the index's default. The ids are recorded in the index
     metadata, where `search` finds them with `[search] query_encoding = "engine"`. The index must
-    exist (`sparsebridge ingest` first).
+    exist (`sparsebridge ingest` first), and the server must serve the model the index was built
+    with: its `GET /info` fingerprints are compared with the index's before anything is created.
     """
     from ..config.builder import connector_from_config
     from ..connector import ModelServer
+    from ..index.model_server import check_server_model, forget_server_info, server_info
 
     config = _config(config_path, index=index)
     connector = connector_from_config(config)
@@ -57,8 +65,14 @@ def register_cmd(
             )
         url = server_url or f"http://{config.serve.host}:{config.serve.port}"
         key = reveal(config.serve.api_key)
-        server = ModelServer(url, api_key=None if key is None else str(key), semantic_index=semantic_index)
+        api_key = None if key is None else str(key)
+        forget_server_info()  # the server as it is now
+        info = server_info(check_url or url, api_key)
+        notes = check_server_model(stored, info, config.backend.index, check_url or url)
+        server = ModelServer(url, api_key=api_key, semantic_index=semantic_index, info_url=check_url)
         created = connector.register_model_server(server)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
         _emit_json({"index": config.backend.index, "server": url, **created})
         return

@@ -198,13 +198,15 @@ class ModelServer:
     ``url`` is the server's base URL as the *engine* reaches it (not necessarily as this machine
     does); ``api_key`` the server's bearer key, if it has one (the engine keeps it as a secret);
     ``semantic_index`` asks Elasticsearch for a new index of that name whose field is
-    ``semantic_text`` on the registered endpoints (other engines refuse it). Routes: see
-    :meth:`route`.
+    ``semantic_text`` on the registered endpoints (other engines refuse it); ``info_url`` the
+    server's base URL as *this* machine reaches it, when that differs from ``url`` (recorded with
+    the ids, for checking the served model). Routes: see :meth:`route`.
     """
 
     url: str
     api_key: str | None = None
     semantic_index: str | None = None
+    info_url: str | None = None
 
     def route(self, side: str, endpoint: str) -> str:
         """The URL of ``endpoint`` (``"elasticsearch/sparse_embedding"``,
