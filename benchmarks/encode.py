@@ -9,10 +9,13 @@
 Each variant runs in its own subprocess (so its peak RSS is its own), in alternating rounds, on the
 first N documents (title + text) of a BEIR corpus. Ours: ``fp32``, ``bf16``, ``int8`` (torch),
 ``onnx``, ``onnx-qint8``, ``openvino`` (f32), ``openvino-bf16``, ``openvino-int8`` (static int8
-through nncf, calibrated on the benchmark's texts), ``fp32-fixed`` (fp32 with all ``--threads``
-whatever the load: the thread budget off). sentence-transformers': ``st-fp32``, ``st-bf16`` (this venv); ``st-onnx``,
-``st-onnx-qint8`` from a peer environment with sentence-transformers 5.x (``--peer-python``; its ONNX
-backend needs optimum-onnx, which pins transformers<4.58); and ``st-openvino``, ``st-openvino-int8``
+through nncf, calibrated on the benchmark's texts; the int8 variants load with ``precision="int8"``:
+on a CPU with bf16 the projection, and OpenVINO's unquantized operations, run in bf16),
+``fp32-fixed`` (fp32 with all ``--threads`` whatever the load: the thread budget off).
+sentence-transformers': ``st-fp32``, ``st-bf16`` (this venv); ``st-onnx``,
+``st-onnx-qint8``, ``st-onnx-o3`` (Optimum's O3 graph optimisations) from a peer environment with
+sentence-transformers 5.x (``--peer-python``; its ONNX backend needs optimum-onnx, which pins
+transformers<4.58); and ``st-openvino``, ``st-openvino-int8``
 (static int8, the same calibration texts) from one with 6.x + optimum-intel (``--peer-ov-python``).
 Both are built from pinned files by ``python benchmarks/peers.py setup`` into a cache folder, where
 this script finds them by default. A variant whose environment is missing is skipped, with a note.
@@ -53,10 +56,10 @@ from peers import peer_python  # benchmarks/peers.py, beside this file
 
 # fp32-fixed: fp32 with all --threads threads whatever the load (the thread budget off).
 OURS = ("fp32", "bf16", "int8", "onnx", "onnx-qint8", "openvino", "openvino-bf16", "openvino-int8", "fp32-fixed")
-THEIRS = ("st-fp32", "st-bf16", "st-onnx", "st-onnx-qint8", "st-openvino", "st-openvino-int8")
+THEIRS = ("st-fp32", "st-bf16", "st-onnx", "st-onnx-qint8", "st-onnx-o3", "st-openvino", "st-openvino-int8")
 # Peers in environments of their own: ONNX needs sentence-transformers 5.x (optimum-onnx pins
 # transformers<4.58); OpenVINO works with 6.x through optimum-intel (benchmarks/peers.py builds both).
-ONNX_PEER = ("st-onnx", "st-onnx-qint8")
+ONNX_PEER = ("st-onnx", "st-onnx-qint8", "st-onnx-o3")
 OV_PEER = ("st-openvino", "st-openvino-int8")
 PEER_VARIANTS = ONNX_PEER + OV_PEER
 DEFAULT_VARIANTS = (
@@ -69,6 +72,7 @@ PRECISION_OF.update({"st-openvino-int8": "int8", "openvino-int8": "int8", "openv
 FIRST_RUN = ("onnx", "onnx-qint8", "openvino", "openvino-bf16", "openvino-int8")
 FIRST = ":first-run"
 ONNX_QINT8_FILE = "onnx/model_qint8_avx512_vnni.onnx"
+ONNX_O3_FILE = "onnx/model_O3.onnx"
 OV_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"
 # The random BERT-base head's bias (see build_bert_base).
 HEAD_BIAS = -2.0
@@ -165,14 +169,19 @@ def load_variant(variant: str, model_path: str, work: Path):
                 source = SparseEncoder(model_path, backend="openvino")
                 calibration = calibration_file(work)
                 export_static_quantized_openvino_model(source, None, model_path, dataset_name=str(calibration))
-            return SparseEncoder(model_path, backend="openvino", model_kwargs={"file_name": OV_INT8_FILE})
+            # precision int8: the file's quantized matmuls, the rest and the projection in bf16 where the CPU has it.
+            return SparseEncoder(
+                model_path, backend="openvino", precision="int8", model_kwargs={"file_name": OV_INT8_FILE}
+            )
         if variant == "onnx-qint8":
             if not (Path(model_path) / ONNX_QINT8_FILE).is_file():
                 from sparsebridge.encoders.export import export_dynamic_quantized_onnx_model
 
                 onnx_model = SparseEncoder(model_path, backend="onnx")
                 export_dynamic_quantized_onnx_model(onnx_model, "avx512_vnni", model_path)
-            return SparseEncoder(model_path, backend="onnx", model_kwargs={"file_name": ONNX_QINT8_FILE})
+            return SparseEncoder(
+                model_path, backend="onnx", precision="int8", model_kwargs={"file_name": ONNX_QINT8_FILE}
+            )
         return SparseEncoder(model_path, device="cpu", backend=variant)
     from sentence_transformers import SparseEncoder
 
@@ -187,6 +196,14 @@ def load_variant(variant: str, model_path: str, work: Path):
 
             export_dynamic_quantized_onnx_model(SparseEncoder(model_path, backend="onnx"), "avx512_vnni", model_path)
         return SparseEncoder(model_path, backend="onnx", model_kwargs={"file_name": ONNX_QINT8_FILE})
+    if variant == "st-onnx-o3":
+        # Optimum's O3 graph optimisations (fused attention / layer norm / GELU, GELU approximated):
+        # the strongest level its API offers for a CPU (O4 is fp16, GPU only).
+        if not (Path(model_path) / ONNX_O3_FILE).is_file():
+            from sentence_transformers import export_optimized_onnx_model
+
+            export_optimized_onnx_model(SparseEncoder(model_path, backend="onnx"), "O3", model_path)
+        return SparseEncoder(model_path, backend="onnx", model_kwargs={"file_name": ONNX_O3_FILE})
     if variant == "st-openvino-int8":
         if not (Path(model_path) / OV_INT8_FILE).is_file():
             from sentence_transformers import export_static_quantized_openvino_model

@@ -157,6 +157,18 @@ def test_static_quantized_openvino_file_keeps_the_cut(folder, texts, fp32, tmp_p
     got = model.encode(texts, convert_to_sparse_tensor=False)
     cos = torch.nn.functional.cosine_similarity(got, fp32, dim=1)
     assert cos.min() >= 0.97, cos  # int8 activations: looser than bf16, far from a wrong cut
+    # precision="int8": what the file leaves unquantized, and our projection, run bf16 where the CPU has it.
+    from sparsebridge import precision
+
+    bf16 = precision.cpu_capabilities()["bf16"]
+    model = SparseEncoder(
+        str(folder), backend="openvino", precision="int8", model_kwargs={"file_name": str(xml.relative_to(folder))}
+    )
+    hint = str(model[0]._runner.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert ("bfloat16" if bf16 else "float32") in hint
+    assert model[0]._pooling_projection.weight.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    got = model.encode(texts, convert_to_sparse_tensor=False)
+    assert torch.nn.functional.cosine_similarity(got, fp32, dim=1).min() >= 0.97
 
 
 def test_installed_package_folders_are_never_written(splade_path):

@@ -70,6 +70,23 @@ def test_int8_close_to_fp32(capable, splade_path, texts, fp32):
     _close(model.encode(texts, convert_to_sparse_tensor=False), fp32, "int8")
 
 
+@pytest.mark.parametrize(
+    ("flags", "dtype"),
+    [
+        ({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}, torch.bfloat16),
+        ({"avx2", "avx512f", "avx512_vnni"}, torch.float32),  # VNNI without BF16: bf16 would be emulated
+    ],
+)
+def test_int8_projects_in_bf16_only_where_the_cpu_has_it(monkeypatch, splade_path, texts, fp32, flags, dtype):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    model = SparseEncoder(str(splade_path), device="cpu", precision="int8")
+    features = model[0](model.tokenize(texts[:2]))
+    assert features["vocab_projection"].weight.dtype == dtype
+    # The model's own projection (tied to the input embeddings) keeps fp32 either way.
+    assert model.transformers_model.get_output_embeddings().weight.dtype == torch.float32
+    _close(model.encode(texts, convert_to_sparse_tensor=False), fp32, "int8")
+
+
 @pytest.mark.parametrize("asked", ["bf16", "int8"])
 def test_cpu_without_the_instructions_falls_back_to_fp32_with_a_warning(monkeypatch, splade_path, texts, fp32, asked):
     # Faked probe: an AVX2-only CPU (no BF16, no VNNI).

@@ -9,7 +9,8 @@ their logits after that projection.
 
 Precision (``precision=`` or sentence-transformers' ``model_kwargs={"dtype": torch.bfloat16}``) is
 resolved here: bf16 loads bf16 weights, int8 quantizes the Linear layers of the encoder
-dynamically (the vocabulary projection stays fp32); both fall back to fp32, with a warning, on a
+dynamically (the vocabulary projection runs in bf16 where the CPU has bf16 matmuls, else fp32,
+see ``projection_dtype``); both fall back to fp32, with a warning, on a
 CPU without the instructions that make them fast (see ``sparsebridge.precision``).
 """
 
@@ -29,7 +30,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokeni
 from ...errors import ModelLoadError
 from ..runtime.converting_load import load_converted
 from ..runtime.peft_adapters import adapter_base_model, save_adapter
-from ..runtime.precision import effective_precision, precision_from_kwargs, quantize_int8, torch_dtype
+from ..runtime.precision import (
+    effective_precision,
+    precision_from_kwargs,
+    projection_dtype,
+    quantize_int8,
+    torch_dtype,
+)
 from .base import Module, read_json, write_json
 from .token_chunks import in_token_chunks, token_budget
 
@@ -57,6 +64,14 @@ class _CaptureInput(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         self.captured = hidden
         return hidden
+
+
+def _projection_copy(projection: nn.Linear, dtype: torch.dtype) -> nn.Linear:
+    """A frozen copy of the vocabulary projection in ``dtype`` (its weight is often tied to the input
+    embeddings, which keep their own precision)."""
+    copy = nn.Linear(projection.in_features, projection.out_features, bias=projection.bias is not None, dtype=dtype)
+    copy.load_state_dict(projection.state_dict())
+    return copy.requires_grad_(False)
 
 
 class Transformer(Module):
@@ -141,11 +156,16 @@ class Transformer(Module):
                 self._projection_path = None
         self._token_budget = token_budget(getattr(self.model.config, "hidden_size", None))
         self._runner = None
+        # The projection SpladePooling applies when it is not the model's own (a backend's cut graph,
+        # or an int8 encoder projecting in bf16); None: the model's own.
+        self._pooling_projection: nn.Linear | None = None
         if self.backend != "torch":
             self._start_runner(Path(name), backend_options)
         elif self.precision == "int8":
             keep = self.model.get_output_embeddings() if self._projection_path else None
             self.model = quantize_int8(self.model, skip=keep)
+            if keep is not None and projection_dtype("int8") != keep.weight.dtype:
+                self._pooling_projection = _projection_copy(keep, projection_dtype("int8"))
 
     def get_config_dict(self) -> dict[str, Any]:
         """The saved settings; the per-side caps only when set (sentence-transformers omits them too)."""
@@ -174,12 +194,8 @@ class Transformer(Module):
         names = list(self.tokenizer.model_input_names)
         self._runner = load_runner(self.backend, folder, options, self.model, names, self.precision)
         projection = self.model.get_output_embeddings()
-        self._backend_projection = None
         if self._runner.cut and isinstance(projection, nn.Linear):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-            self._backend_projection = nn.Linear(projection.in_features, projection.out_features, dtype=dtype)
-            self._backend_projection.load_state_dict(projection.state_dict())
-            self._backend_projection.requires_grad_(False)
+            self._pooling_projection = _projection_copy(projection, projection_dtype(self.precision))
             if not self._runner_cut_matches(projection):
                 logger.warning(
                     "%s: cutting the graph before the projection changed the logits; using full logits",
@@ -269,7 +285,7 @@ class Transformer(Module):
             if self._runner.cut:
                 run = self._runner
                 features["token_hidden"] = in_token_chunks(inputs, lambda part: run(part)[0], self._token_budget)
-                features["vocab_projection"] = self._backend_projection
+                features["vocab_projection"] = self._pooling_projection
             else:
                 features["token_embeddings"] = self._runner(inputs)[0]
             return features
@@ -281,7 +297,7 @@ class Transformer(Module):
             features["token_embeddings"] = self.model(**inputs, return_dict=True).logits
             return features
         features["token_hidden"] = in_token_chunks(inputs, self._states_before_projection, self._token_budget)
-        features["vocab_projection"] = self.model.get_output_embeddings()
+        features["vocab_projection"] = self._pooling_projection or self.model.get_output_embeddings()
         return features
 
     def _states_before_projection(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
