@@ -148,6 +148,12 @@ def build_sparse_encoder(config: Config) -> Any:
     return sparse_model(config).load()
 
 
+def build_dense_encoder(config: Config) -> Any:
+    """The dense encoder ``[search] dense_model`` names, on ``[model] device`` (checked first)."""
+    check_device(config)
+    return ModelChoice(config.search.dense_model, config.model.device, kind="dense").load()
+
+
 def build_vocabulary(config: Config) -> Vocabulary:
     """The configured model's vocabulary, read from its ``tokenizer.json`` with the ``tokenizers``
     library when the model is a SPLADE model in a folder (no torch, no transformers, no weights read:
