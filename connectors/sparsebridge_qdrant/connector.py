@@ -9,6 +9,11 @@
     the holder's files are never touched; with ``lock_timeout`` (seconds, default 0) it waits that
     long for the holder to finish instead. Edge has no read-only open: for concurrent readers and
     writers use ``mode="server"``.
+    Storage (see ``_edge``'s docstring; the first three are fixed when a collection is created):
+    ``sparse_on_disk`` (default true: the sparse index of optimized segments is memory-mapped, not
+    loaded), ``payload_on_disk`` (default true), ``max_segment_mb`` (largest segment the optimizer
+    builds; default Edge's, from the CPU count), and ``optimize_mb`` (default 64: a writer optimizes
+    whenever the in-RAM appendable segment passes this size on disk, and when it closes; 0 never).
 ``mode="local"``
     ``qdrant-client``'s local mode (pure Python, brute force): ``path=...`` or ``location=":memory:"``
     (the default). Convenient for tests; about three orders of magnitude slower than Edge.
@@ -72,7 +77,7 @@ DEFAULT_EDGE_PATH = os.path.join(".", "sparsebridge-data", "qdrant-edge")
 
 _COMMON = {"mode", "collection", "index", "id_key", "text_key", "distance"}
 _BY_MODE = {
-    "edge": {"path", "flush", "lock_timeout"},
+    "edge": {"path", "flush", "lock_timeout", "sparse_on_disk", "payload_on_disk", "optimize_mb", "max_segment_mb"},
     "local": {"path", "location", "upsert_batch_size"},
     "server": {
         "url",
@@ -129,12 +134,13 @@ class QdrantConnector(Connector):
 
     def _make_backend(self, options: dict[str, Any]) -> Any:
         if self.mode == "edge":
-            from ._edge import EdgeBackend
+            from ._edge import EdgeBackend, EdgeStorage
 
             return EdgeBackend(
                 path=options.get("path") or DEFAULT_EDGE_PATH,
                 flush=options.get("flush", True),
                 lock_timeout=options.get("lock_timeout", 0.0),
+                storage=EdgeStorage.from_options(options),
             )
         from ._client import ClientBackend
 
