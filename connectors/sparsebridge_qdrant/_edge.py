@@ -212,21 +212,25 @@ class _Optimizer:
         self.threshold = threshold_bytes
         self.runs = 0
         self.seconds = 0.0
+        self._next_at = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sparsebridge-edge-optimizer", daemon=True)
         self._thread.start()
 
-    def due(self) -> bool:
-        return appendable_bytes(self.shard_dir) >= self.threshold
-
     def run_due(self, shard: Any) -> None:
-        if self.due():
-            import time
+        """Optimize when the appendable segment has passed the threshold. When the engine finds
+        nothing to do (a collection made with a higher indexing threshold), ask again only after the
+        segment has grown by another threshold, rather than every check."""
+        size = appendable_bytes(self.shard_dir)
+        if size < max(self.threshold, self._next_at):
+            return
+        import time
 
-            start = time.perf_counter()
-            shard.optimize()
-            self.runs += 1
-            self.seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        changed = shard.optimize()
+        self.runs += 1
+        self.seconds += time.perf_counter() - start
+        self._next_at = 0 if changed else size + self.threshold
 
     def _loop(self) -> None:
         while not self._stop.wait(_OPTIMIZE_CHECK_S):
@@ -340,8 +344,14 @@ class EdgeStorage:
         """The ``EdgeConfig`` of a new shard."""
         memory = edge.Memory.Cold if self.payload_on_disk else edge.Memory.Cached
         optimizers = None
-        if self.max_segment_mb is not None:
-            optimizers = edge.EdgeOptimizersConfig(max_segment_size=self.max_segment_mb * 1024)  # in KB
+        if self.max_segment_mb is not None or self.optimize_mb > 0:
+            # Qdrant indexes (converts) only segments past its indexing threshold, counted in KB of
+            # vectors, which are a part of what the segment holds on disk: a quarter of optimize_mb
+            # lets every segment the writer asks about qualify.
+            optimizers = edge.EdgeOptimizersConfig(
+                max_segment_size=self.max_segment_mb * 1024 if self.max_segment_mb is not None else None,
+                indexing_threshold=max(1, int(self.optimize_mb * 1024 / 4)) if self.optimize_mb > 0 else None,
+            )
         return edge.EdgeConfig(
             vectors=vectors,
             sparse_vectors={sparse_field: edge.EdgeSparseVectorParams(on_disk=self.sparse_on_disk)},
