@@ -30,7 +30,9 @@ stays in that form. A writer (a connector that called ``ensure_index``) therefor
 disk, checked every ``_OPTIMIZE_CHECK_S`` seconds from a thread, and once more when it closes. The
 optimizer turns the segment into an immutable one whose sparse index is memory-mapped
 (``sparse_on_disk``, Qdrant's ``on_disk`` sparse index) and merges small segments up to
-``max_segment_mb``; payloads live in memory-mapped files (``payload_on_disk``). So the writer's
+``max_segment_mb`` (256 by default: left to Edge's own size, derived from the CPU count, every
+optimization merged the whole collection into one segment again, so the work and the memory of each
+grew with the collection); payloads live in memory-mapped files (``payload_on_disk``). So the writer's
 memory stays about one appendable segment plus one optimization, and a reader maps the index instead
 of loading it. The qdrant-edge binding holds the GIL while it optimizes, so the writes of the same
 process wait for it: the optimizer's time is part of the ingest time, never overlapping it.
@@ -311,7 +313,7 @@ class EdgeStorage:
     sparse_on_disk: bool = True
     payload_on_disk: bool = True
     optimize_mb: float = 64.0
-    max_segment_mb: int | None = None
+    max_segment_mb: int | None = 256
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> EdgeStorage:

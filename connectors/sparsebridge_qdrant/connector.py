@@ -12,7 +12,7 @@
     Storage (see ``_edge``'s docstring; the first three are fixed when a collection is created):
     ``sparse_on_disk`` (default true: the sparse index of optimized segments is memory-mapped, not
     loaded), ``payload_on_disk`` (default true), ``max_segment_mb`` (largest segment the optimizer
-    builds; default Edge's, from the CPU count), and ``optimize_mb`` (default 64: a writer optimizes
+    builds; default 256), and ``optimize_mb`` (default 64: a writer optimizes
     whenever the in-RAM appendable segment passes this size on disk, and when it closes; 0 never).
 ``mode="local"``
     ``qdrant-client``'s local mode (pure Python, brute force): ``path=...`` or ``location=":memory:"``
