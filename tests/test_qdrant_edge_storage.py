@@ -65,6 +65,8 @@ def write_all(connector, recs: list[Record], batch: int = 500, pause: float = 0.
         ({"optimize_mb": -1}, "qdrant option optimize_mb must be a number of megabytes, 0 or more"),
         ({"optimize_mb": "64"}, "qdrant option optimize_mb must be a number of megabytes, 0 or more"),
         ({"optimize_mb": float("inf")}, "qdrant option optimize_mb must be a number of megabytes, 0 or more"),
+        ({"segment_number": 0}, "qdrant option segment_number must be a whole number >= 1, got 0"),
+        ({"segment_number": True}, "qdrant option segment_number must be a whole number >= 1, got True"),
         ({"max_segment_mb": 0}, "qdrant option max_segment_mb must be a whole number of megabytes >= 1, got 0"),
         ({"max_segment_mb": 1.5}, "qdrant option max_segment_mb must be a whole number of megabytes >= 1"),
     ],
@@ -96,6 +98,7 @@ def test_a_writer_leaves_memory_mapped_segments_with_the_same_rankings(tmp_path)
     assert "Mmap" in kinds, kinds
     config = json.loads((tmp_path / "mapped" / "c" / "shard" / "edge_config.json").read_text())
     assert config["sparse_vectors"]["sparse"]["on_disk"] is True
+    assert config["optimizers"]["default_segment_number"] == 64
     for path in ("mapped", "ram"):
         reader = create_connector("qdrant", path=str(tmp_path / path), collection="c")
         assert reader.count() == len(recs)

@@ -22,20 +22,23 @@ read-only open, so concurrent readers wait or are refused; for concurrent access
 (``mode="server"``). Connectors of one process share the lock and the open shard.
 
 Memory at scale. Edge writes every point into an *appendable* segment, whose sparse index is an
-in-RAM inverted index (Qdrant's ``MutableRam``) and whose id tracker is in RAM too: about 2 KB of
-process memory per SPLADE document, growing with the collection, and loaded in full on every open.
+inverted index in RAM (Qdrant's ``MutableRam``) and whose id tracker is in RAM too: about 1.4 KB of
+process memory per vaswani SPLADE document (89 terms), growing with the collection, and loaded in
+full on every open.
 Edge never optimizes by itself (Qdrant's optimizers are manual there), so without help a collection
 stays in that form. A writer (a connector that called ``ensure_index``) therefore runs
 ``EdgeShard.optimize()`` whenever the appendable segment has grown past ``optimize_mb`` megabytes on
 disk, checked every ``_OPTIMIZE_CHECK_S`` seconds from a thread, and once more when it closes. The
 optimizer turns the segment into an immutable one whose sparse index is memory-mapped
-(``sparse_on_disk``, Qdrant's ``on_disk`` sparse index) and merges small segments up to
-``max_segment_mb`` (256 by default: left to Edge's own size, derived from the CPU count, every
-optimization merged the whole collection into one segment again, so the work and the memory of each
-grew with the collection); payloads live in memory-mapped files (``payload_on_disk``). So the writer's
-memory stays about one appendable segment plus one optimization, and a reader maps the index instead
-of loading it. The qdrant-edge binding holds the GIL while it optimizes, so the writes of the same
-process wait for it: the optimizer's time is part of the ingest time, never overlapping it.
+(``sparse_on_disk``, Qdrant's ``on_disk`` sparse index), and merges segments only once there are
+more than ``segment_number`` of them (default 64). Left to Edge's own target (derived from the CPU
+count, 2 here) every optimization merged the whole collection into one segment again, so the work
+and the memory of each grew with the collection; ``max_segment_mb`` did not stop that, Qdrant
+counting a sparse segment's size otherwise than its files. Payloads live in memory-mapped files
+(``payload_on_disk``). So the writer's memory stays about one appendable segment plus one
+optimization, and a reader maps the index instead of loading it. The qdrant-edge binding holds the
+GIL while it optimizes, so the writes of the same process wait for it: the optimizer's time is part
+of the ingest time, never overlapping it.
 """
 
 from __future__ import annotations
@@ -304,8 +307,8 @@ def _leave(key: str, force: bool = False) -> None:
 class EdgeStorage:
     """Where a new Edge collection keeps its parts, and when a writer optimizes it (connector options).
 
-    ``sparse_on_disk`` / ``payload_on_disk`` and ``max_segment_mb`` are fixed when the collection is
-    created (they go into the shard's ``edge_config.json``); ``optimize_mb`` applies to whichever
+    ``sparse_on_disk`` / ``payload_on_disk``, ``segment_number`` and ``max_segment_mb`` are fixed when
+    the collection is created (they go into the shard's ``edge_config.json``); ``optimize_mb`` applies to whichever
     process writes. ``optimize_mb=0`` never optimizes: every point stays in the in-RAM appendable
     segment (Edge's own behaviour).
     """
@@ -313,7 +316,8 @@ class EdgeStorage:
     sparse_on_disk: bool = True
     payload_on_disk: bool = True
     optimize_mb: float = 64.0
-    max_segment_mb: int | None = 256
+    max_segment_mb: int | None = None
+    segment_number: int = 64
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> EdgeStorage:
@@ -333,6 +337,11 @@ class EdgeStorage:
                     f"got {value!r}"
                 )
             kwargs["optimize_mb"] = float(value)
+        if "segment_number" in options:
+            value = options["segment_number"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise QdrantOptionError(f"qdrant option segment_number must be a whole number >= 1, got {value!r}")
+            kwargs["segment_number"] = value
         if options.get("max_segment_mb") is not None:
             value = options["max_segment_mb"]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -345,15 +354,14 @@ class EdgeStorage:
     def edge_config(self, edge: Any, vectors: Any, sparse_field: str) -> Any:
         """The ``EdgeConfig`` of a new shard."""
         memory = edge.Memory.Cold if self.payload_on_disk else edge.Memory.Cached
-        optimizers = None
-        if self.max_segment_mb is not None or self.optimize_mb > 0:
-            # Qdrant indexes (converts) only segments past its indexing threshold, counted in KB of
-            # vectors, which are a part of what the segment holds on disk: a quarter of optimize_mb
-            # lets every segment the writer asks about qualify.
-            optimizers = edge.EdgeOptimizersConfig(
-                max_segment_size=self.max_segment_mb * 1024 if self.max_segment_mb is not None else None,
-                indexing_threshold=max(1, int(self.optimize_mb * 1024 / 4)) if self.optimize_mb > 0 else None,
-            )
+        # Qdrant indexes (converts) only segments past its indexing threshold, counted in KB of
+        # vectors, which are a part of what the segment holds on disk: a quarter of optimize_mb lets
+        # every segment the writer asks about qualify.
+        optimizers = edge.EdgeOptimizersConfig(
+            default_segment_number=self.segment_number,
+            max_segment_size=self.max_segment_mb * 1024 if self.max_segment_mb is not None else None,
+            indexing_threshold=max(1, int(self.optimize_mb * 1024 / 4)) if self.optimize_mb > 0 else None,
+        )
         return edge.EdgeConfig(
             vectors=vectors,
             sparse_vectors={sparse_field: edge.EdgeSparseVectorParams(on_disk=self.sparse_on_disk)},

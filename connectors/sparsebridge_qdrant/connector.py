@@ -9,11 +9,12 @@
     the holder's files are never touched; with ``lock_timeout`` (seconds, default 0) it waits that
     long for the holder to finish instead. Edge has no read-only open: for concurrent readers and
     writers use ``mode="server"``.
-    Storage (see ``_edge``'s docstring; the first three are fixed when a collection is created):
-    ``sparse_on_disk`` (default true: the sparse index of optimized segments is memory-mapped, not
-    loaded), ``payload_on_disk`` (default true), ``max_segment_mb`` (largest segment the optimizer
-    builds; default 256), and ``optimize_mb`` (default 64: a writer optimizes
-    whenever the in-RAM appendable segment passes this size on disk, and when it closes; 0 never).
+    Storage (see ``_edge``'s docstring; all but ``optimize_mb`` are fixed when a collection is
+    created): ``sparse_on_disk`` (default true: the sparse index of optimized segments is
+    memory-mapped, not loaded), ``payload_on_disk`` (default true), ``optimize_mb`` (default 64: a
+    writer optimizes whenever the in-RAM appendable segment passes this size on disk, and when it
+    closes; 0 never), ``segment_number`` (default 64: segments are merged only past this many) and
+    ``max_segment_mb`` (Qdrant's ``max_segment_size``; default Edge's).
 ``mode="local"``
     ``qdrant-client``'s local mode (pure Python, brute force): ``path=...`` or ``location=":memory:"``
     (the default). Convenient for tests; about three orders of magnitude slower than Edge.
@@ -77,7 +78,16 @@ DEFAULT_EDGE_PATH = os.path.join(".", "sparsebridge-data", "qdrant-edge")
 
 _COMMON = {"mode", "collection", "index", "id_key", "text_key", "distance"}
 _BY_MODE = {
-    "edge": {"path", "flush", "lock_timeout", "sparse_on_disk", "payload_on_disk", "optimize_mb", "max_segment_mb"},
+    "edge": {
+        "path",
+        "flush",
+        "lock_timeout",
+        "sparse_on_disk",
+        "payload_on_disk",
+        "optimize_mb",
+        "segment_number",
+        "max_segment_mb",
+    },
     "local": {"path", "location", "upsert_batch_size"},
     "server": {
         "url",
