@@ -311,6 +311,7 @@ def print_table(results: list[dict], target: int) -> None:
         "ingest peak RSS MB": lambda r: r["ingest"]["peak_rss"] / 2**20,
         "ingest peak anon MB": lambda r: r["ingest"]["peak_anon"] / 2**20,
         "search peak RSS MB": lambda r: r["search_proc"]["peak_rss"] / 2**20,
+        "search peak anon MB": lambda r: r["search_proc"]["peak_anon"] / 2**20,
         "index MB": lambda r: r["index_bytes"] / 2**20,
         "ingest s": lambda r: r["ingest"]["seconds"],
         "open s": lambda r: r["search"]["open_s"],
@@ -358,7 +359,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="passes over the queries per query side")
     parser.add_argument("--extrapolate", type=int, default=10_000_000, help="N to extrapolate to")
     parser.add_argument("--keep", action="store_true", help="keep the datasets and collections")
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        action="append",
+        default=[],
+        help="stderr of an earlier run (its JSON result lines): its rows join the table and the fit",
+    )
+    parser.add_argument("--report-only", action="store_true", help="measure nothing: the table of --previous")
     args = parser.parse_args()
+    earlier = []
+    for path in args.previous:
+        earlier += [json.loads(line) for line in path.read_text().splitlines() if line.startswith('{"storage"')]
+    if args.report_only:
+        print(machine())
+        print_table(sorted(earlier, key=lambda r: (r["storage"], r["n"])), args.extrapolate)
+        return
     sizes = [int(x.replace("_", "")) for x in args.docs.split(",") if x.strip()]
     storages = [parse_storage(s) for s in (args.storage or ["default"])]
     work = args.work or Path(tempfile.mkdtemp(prefix="sparsebridge-scale-"))
@@ -368,7 +384,7 @@ def main() -> None:
     print(f"start {started:%Y-%m-%d %H:%M} UTC, load {load()}; work folder {work}", flush=True)
     base = base_dataset(args.corpus.resolve(), work, args.vectors)
 
-    results = []
+    results: list[dict] = []
     for n in sizes:
         rows = work / f"rows-{n}.parquet"
         replicate(base, n, rows)
@@ -437,7 +453,7 @@ def main() -> None:
     for name, options in storages:
         print(f"storage {name}: qdrant options {json.dumps(options) if options else '(defaults)'}")
     print()
-    print_table(results, args.extrapolate)
+    print_table(sorted(earlier + results, key=lambda r: (r["storage"], r["n"])), args.extrapolate)
 
 
 if __name__ == "__main__":
