@@ -24,21 +24,21 @@ read-only open, so concurrent readers wait or are refused; for concurrent access
 Memory at scale. Edge writes every point into an *appendable* segment, whose sparse index is an
 inverted index in RAM (Qdrant's ``MutableRam``) and whose id tracker is in RAM too: about 1.4 KB of
 process memory per vaswani SPLADE document (89 terms), growing with the collection, and loaded in
-full on every open.
-Edge never optimizes by itself (Qdrant's optimizers are manual there), so without help a collection
-stays in that form. A writer (a connector that called ``ensure_index``) therefore runs
-``EdgeShard.optimize()`` whenever the appendable segment has grown past ``optimize_mb`` megabytes on
-disk, checked every ``_OPTIMIZE_CHECK_S`` seconds from a thread, and once more when it closes. The
-optimizer turns the segment into an immutable one whose sparse index is memory-mapped
-(``sparse_on_disk``, Qdrant's ``on_disk`` sparse index), and merges segments only once there are
-more than ``segment_number`` of them (default 64). Left to Edge's own target (derived from the CPU
-count, 2 here) every optimization merged the whole collection into one segment again, so the work
-and the memory of each grew with the collection; ``max_segment_mb`` did not stop that, Qdrant
-counting a sparse segment's size otherwise than its files. Payloads live in memory-mapped files
-(``payload_on_disk``). So the writer's memory stays about one appendable segment plus one
-optimization, and a reader maps the index instead of loading it. The qdrant-edge binding holds the
-GIL while it optimizes, so the writes of the same process wait for it: the optimizer's time is part
-of the ingest time, never overlapping it.
+full on every open. Edge never optimizes by itself (Qdrant's optimizers are manual there), so
+without help a collection stays in that form. A writer (a connector that called ``ensure_index``)
+therefore runs ``EdgeShard.optimize()`` whenever the appendable segment has grown past
+``optimize_mb`` megabytes on disk, checked every ``_OPTIMIZE_CHECK_S`` seconds from a thread, and
+once more when it closes. The optimizer turns the segment into an immutable one whose sparse index
+is memory-mapped (``sparse_on_disk``, Qdrant's ``on_disk`` sparse index), and merges segments only
+once there are more than ``segment_number`` of them (default 64). Left to Edge's own target (derived
+from the CPU count, 2 here) every optimization merged the whole collection into one segment again,
+so the work and the memory of each grew with the collection; ``max_segment_mb`` did not stop that,
+Qdrant counting a sparse segment's size otherwise than its files. Payloads live in memory-mapped
+files (``payload_on_disk``). So the writer's own memory is about one appendable segment plus one
+optimization, growing by some 0.2 KB per document (what immutable segments still keep in RAM)
+instead of 1.4 KB, and a reader maps the index instead of loading it (``benchmarks/scale.py``). The
+qdrant-edge binding holds the GIL while it optimizes, so the writes of the same process wait for it:
+the optimizer's time is part of the ingest time, never overlapping it.
 """
 
 from __future__ import annotations
