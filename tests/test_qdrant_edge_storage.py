@@ -130,3 +130,48 @@ def test_the_optimizer_runs_while_the_writer_is_still_writing(tmp_path, monkeypa
     assert "Mmap" in kinds, kinds
     assert connector.count() == len(recs)
     connector.close()
+
+
+_KILLED_WRITER = """
+import random, sys
+import sparsebridge_qdrant._edge as edge
+from sparsebridge.connector import IndexSpec, Record, SparseVector
+from sparsebridge.plugins import create_connector
+
+edge._OPTIMIZE_CHECK_S = 0.02
+c = create_connector("qdrant", path=sys.argv[1], optimize_mb=1)
+c.ensure_index(IndexSpec(name="c", metadata={"model": "test/splade", "vocab_size": 2000, "vocab_fingerprint": "fp-1"}))
+rng = random.Random(0)
+for b in range(1000):
+    recs = [
+        Record(id=f"d{b}-{i}", text="x" * 300,
+               sparse=SparseVector.from_pairs((t, f"t{t}", rng.uniform(0.1, 2)) for t in rng.sample(range(2000), 60)))
+        for i in range(300)
+    ]
+    res = c.write(recs)
+    assert len(res.written) == 300 and not res.failed
+    print("acked", b, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_after", [2.5, 4.0, 6.0])
+def test_a_writer_killed_while_it_optimizes_loses_nothing_acknowledged(tmp_path, kill_after):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    acked = [int(line.split()[1]) for line in out.splitlines() if line.startswith("acked")]
+    assert acked, f"the writer acknowledged nothing in {kill_after} s: {err[-2000:]}"
+    if kill_after >= 6.0:  # by then the writer has optimized (about every 4 batches): the kill hit that path
+        assert "Mmap" in segment_kinds(tmp_path, "c")
+    reader = create_connector("qdrant", path=str(tmp_path), collection="c")
+    assert reader.count() >= (acked[-1] + 1) * 300
+    wanted = [f"d{b}-{i}" for b in range(acked[-1] + 1) for i in (0, 299)]
+    assert set(reader.get(wanted)) == set(wanted)
+    reader.close()
