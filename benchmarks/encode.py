@@ -229,6 +229,17 @@ def as_dense(embeddings):
     return (embeddings.to_dense() if embeddings.is_sparse else embeddings).float()
 
 
+def backend_threads(model) -> int | None:
+    """The intra-op thread count an ONNX / OpenVINO session was built with (fixed at load); None for torch."""
+    runner = getattr(model[0], "_runner", None) if hasattr(model, "__getitem__") else None
+    if runner is None:
+        return None
+    if hasattr(runner, "compiled"):
+        return int(runner.compiled.get_property("INFERENCE_NUM_THREADS"))
+    options = getattr(runner, "_options", None)
+    return getattr(options, "intra_op_num_threads", None)
+
+
 def worker(args: argparse.Namespace) -> None:
     """Runs in a subprocess: load one variant, encode, report JSON on stdout."""
     import torch
@@ -264,6 +275,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.save(as_dense(emb), args.out)
     result = {"seconds": seconds, "docs": len(texts), "tokens": sum(len(t) for t in tok), "foreign": foreign}
     result.update(peak_rss_mb=rss_mb(), own_cpu_s=own_cpu_seconds() - own0, load_s=load_s)
+    result["backend_threads"] = backend_threads(model)
     if args.first_run:
         shutil.rmtree(model_path, ignore_errors=True)
     print(json.dumps(result))
@@ -507,13 +519,15 @@ def bench(args, variants, tmp, source, torch, describe_cpu) -> None:
     first_runs = [v for v in variants if v.endswith(FIRST) and v in rates and v.removesuffix(FIRST) in rates]
     if first_runs:
         print("\nfirst run (export + encode in one process) vs prepared (files exported beforehand), docs/s:")
-        print(f"{'variant':<18} {'prepared':>9} {'first run':>9} {'ratio':>6} {'export+load s':>13}")
+        print(f"{'variant':<18} {'prepared':>9} {'first run':>9} {'ratio':>6} {'export+load s':>13} {'threads':>9}")
         for v in first_runs:
             base_v = v.removesuffix(FIRST)
             load = statistics.median(r["load_s"] for r in ok[v])
             ratio = rates[v] / rates[base_v]
-            print(f"{base_v:<18} {rates[base_v]:>9.2f} {rates[v]:>9.2f} {ratio:>6.2f} {load:>13.1f}")
+            threads = "/".join(",".join(str(r.get("backend_threads")) for r in ok[x]) for x in (base_v, v))
+            print(f"{base_v:<18} {rates[base_v]:>9.2f} {rates[v]:>9.2f} {ratio:>6.2f} {load:>13.1f} {threads:>9}")
         print("ratio: first run / prepared; the two agree when it is within 0.9-1.1")
+        print("threads: the backend's thread count per round, prepared / first run (fixed when it loads)")
     rates = {v: r for v, r in rates.items() if not v.endswith(FIRST)}
     ours = max((v for v in rates if v in OURS and v != "fp32-fixed"), key=rates.get, default=None)
     theirs = max((v for v in rates if v in THEIRS), key=rates.get, default=None)

@@ -62,6 +62,19 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     return rows
 
 
+def save_inference_free_model(splade_path: Path, docs: list[str], folder: Path) -> Path:
+    """Save a Router whose query route is a SparseStaticEmbedding (BM25 IDF of ``docs``: no
+    transformer pass for queries) and whose document route is the packaged SPLADE model."""
+    from sparsebridge import SparseEncoder
+    from sparsebridge.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
+
+    transformer = MLMTransformer(str(splade_path))
+    static = SparseStaticEmbedding.from_corpus(transformer.tokenizer, docs, frozen=True)
+    router = Router.for_query_document([static], [transformer, SpladePooling("max", "relu")])
+    SparseEncoder(modules=[router], device="cpu").save(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def encoder(splade_path):
     """sparsebridge's own SparseEncoder on the packaged SPLADE model (CPU)."""

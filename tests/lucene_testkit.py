@@ -25,6 +25,12 @@ schemas of the specifications):
   of every answer unless asked for (``exclude_vectors: false``, ``_source_exclude_vectors=false`` or
   an include naming the field), and then rebuilt from what the index keeps.
 
+Engines that encode text by calling a model server (Elasticsearch's ``custom`` inference service,
+``semantic_text``, ``sparse_vector`` with ``inference_id``; OpenSearch's ML connectors, remote
+models, the ``sparse_encoding`` ingest processor, ``neural_sparse`` with ``model_id``) are in
+``engine_inference.py``: it calls the model server over HTTP as the engines document it, not as
+sparsebridge's code expects.
+
 It also behaves like the versions it claims to be where the connectors care: an 8.x Elasticsearch
 refuses the 9.x client's ``compatible-with=9`` media types, has no ``sparse_vector`` query before
 8.15 and no dots in ``sparse_vector`` keys before 8.16; OpenSearch refuses ``neural_sparse``
@@ -53,6 +59,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from engine_inference import InferenceEngineMixin, InferenceError
 
 
 @dataclass
@@ -554,7 +562,7 @@ def _os_minmax(ranked: list[tuple[float, str]]) -> list[tuple[float, str]]:
 
 
 @dataclass
-class FakeEngine(HybridEngineMixin):
+class FakeEngine(HybridEngineMixin, InferenceEngineMixin):
     flavor: str = "elasticsearch"  # or "opensearch"
     version: str = "9.1.0"
     plugins: tuple[str, ...] = ("opensearch-neural-search", "opensearch-knn")
@@ -632,7 +640,7 @@ class FakeEngine(HybridEngineMixin):
                 return s, resp_headers, payload
         try:
             status, payload = self._route(method, path, query, body)
-        except _RequestError as err:
+        except (_RequestError, InferenceError) as err:
             status, payload = _error(err.status, err.etype, err.reason)
         return status, resp_headers, payload
 
@@ -660,6 +668,9 @@ class FakeEngine(HybridEngineMixin):
         hybrid = self._route_hybrid(method, path, query, body)
         if hybrid is not None:
             return hybrid
+        inference = self._route_inference(method, path, query, body)
+        if inference is not None:
+            return inference
         if method == "GET" and not segs:
             return 200, self._info()
         if segs[:2] == ["_cat", "plugins"]:
@@ -691,6 +702,8 @@ class FakeEngine(HybridEngineMixin):
         if op == "_mapping":
             new = json.loads(body)
             _merge_properties(idx["mappings"].setdefault("properties", {}), new.get("properties", {}))
+            if "_meta" in new:  # the engines replace _meta whole
+                idx["mappings"]["_meta"] = new["_meta"]
             return 200, {"acknowledged": True}
         if op == "_refresh":
             return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
@@ -734,6 +747,10 @@ class FakeEngine(HybridEngineMixin):
         mappings = body.get("mappings", {})
         for name, prop in mappings.get("properties", {}).items():
             kind = prop.get("type", "object")
+            if kind == "semantic_text" and prop.get("inference_id") not in self._state()["endpoints"]:
+                raise _RequestError(
+                    400, "resource_not_found_exception", f"Inference endpoint not found [{prop.get('inference_id')}]"
+                )
             if kind == "sparse_vector" and self.is_es and self.vtuple < (8, 11):
                 raise _RequestError(
                     400, "mapper_parsing_exception", "The [sparse_vector] field type is no longer supported."
@@ -774,6 +791,7 @@ class FakeEngine(HybridEngineMixin):
         lines = [json.loads(x) for x in body.splitlines() if x.strip()]
         items = []
         errors = False
+        encoded = self.encode_bulk(_bulk_sources(lines, path_index))
         i = 0
         while i < len(lines):
             action = lines[i]
@@ -816,7 +834,14 @@ class FakeEngine(HybridEngineMixin):
             else:
                 if op == "update":  # a partial document, merged into the stored one
                     source = {**self.indices[index]["docs"][doc_id], **(source or {}).get("doc", {})}
-                problem = self._check_doc(self.indices[index]["mappings"], source)
+                problem = None
+                try:
+                    if op != "update":
+                        source = self._ingest_inference(index, doc_id, source, encoded)
+                    self.semantic_embeddings(self.indices[index], index, doc_id, source, encoded)
+                except InferenceError as err:
+                    problem = err.reason
+                problem = problem or self._check_doc(self.indices[index]["mappings"], source)
                 if problem:
                     etype = (
                         "document_parsing_exception"
@@ -1032,6 +1057,8 @@ class FakeEngine(HybridEngineMixin):
             return self._eval_knn(idx, spec, src)
         if kind == "sparse_vector":
             return self._sparse_vector_query(idx, spec, src, named)
+        if kind == "semantic":
+            return self._semantic_query(idx, spec, src)
         if kind == "neural_sparse":
             if self.is_es or "opensearch-neural-search" not in self.plugins:
                 raise _RequestError(400, "parsing_exception", "unknown query [neural_sparse]")
@@ -1043,6 +1070,12 @@ class FakeEngine(HybridEngineMixin):
                     "illegal_argument_exception",
                     f"[neural_sparse] query only works on [rank_features] fields: [{fname}]",
                 )
+            if "query_text" in inner:  # encoded by the model (neural-search), then scored as query_tokens
+                if "model_id" not in inner or "query_tokens" in inner:
+                    raise _RequestError(
+                        400, "illegal_argument_exception", "query_text needs model_id, without query_tokens"
+                    )
+                inner = {**inner, "query_tokens": self._infer("os", inner["model_id"], inner["query_text"])}
             tokens = inner["query_tokens"]
             if ftype == "rank_features":
                 for w in tokens.values():
@@ -1102,13 +1135,37 @@ class FakeEngine(HybridEngineMixin):
             raise _RequestError(
                 400, "illegal_argument_exception", f"[{fname}] must be type [sparse_vector] but is type [{ftype}]"
             )
-        if has_inference:
-            raise _RequestError(400, "resource_not_found_exception", "the engine double runs no inference")
+        if has_inference:  # the text encoded by the endpoint, then scored as query_vector is
+            spec = {**spec, "query_vector": self._infer("es", spec["inference_id"], spec["query"])}
         tokens = self._pruned(idx, fname, spec)
         ok, score = self._dot(self._features(src, fname), tokens)
         if ok and spec.get("_name"):
             named.append(spec["_name"])
         return ok, float32(score * spec.get("boost", 1.0))
+
+    def _infer(self, engine: str, model: str, text: str) -> dict[str, float]:
+        try:
+            return self.encoded_query(engine, model, text)
+        except InferenceError as err:
+            raise _RequestError(err.status, err.etype, err.reason) from None
+
+    def _semantic_query(self, idx: dict[str, Any], spec: dict[str, Any], src: dict[str, Any]) -> tuple[bool, float]:
+        """A ``semantic`` query on a ``semantic_text`` field of sparse embeddings: the best chunk's
+        dot product with the query's embedding, without pruning (the field's index_options)."""
+        if not self.is_es:
+            raise _RequestError(400, "parsing_exception", "unknown query [semantic]")
+        doc_id = next((d for d, s in idx["docs"].items() if s is src), None)
+        try:
+            ok, query, chunks = self.semantic_score(idx, spec, doc_id)
+        except InferenceError as err:
+            raise _RequestError(err.status, err.etype, err.reason) from None
+        if not ok:
+            raise _RequestError(
+                400, "illegal_argument_exception", f"Field [{spec['field']}] is not a semantic_text field"
+            )
+        best = [self._dot({k: lucene_feature_value(w) for k, w in c.items()}, query) for c in chunks]
+        best = [s for matched, s in best if matched]
+        return (bool(best), max(best) * float(spec.get("boost", 1.0)) if best else 0.0)
 
     def _pruned(self, idx: dict[str, Any], fname: str, spec: dict[str, Any]) -> dict[str, float]:
         """The query tokens a ``sparse_vector`` query scores with: all of them, or after token
@@ -1220,6 +1277,17 @@ class FakeEngine(HybridEngineMixin):
         per shared token, summed as Lucene sums a disjunction."""
         shared = [k for k in query if k in doc]
         return bool(shared), lucene_score_sum([float32(float32(query[k]) * doc[k]) for k in shared])
+
+
+def _bulk_sources(lines: list[Any], path_index: str | None) -> list[tuple[str, str, dict[str, Any]]]:
+    """(index, id, source) of a bulk body's index and create actions."""
+    out, i = [], 0
+    while i < len(lines):
+        op, meta = next(iter(lines[i].items()))
+        if op in ("index", "create"):
+            out.append((meta.get("_index") or path_index, meta.get("_id"), lines[i + 1]))
+        i += 2 if op in ("index", "create", "update") else 1
+    return out
 
 
 def _mapping_at(props: dict[str, Any], path: str) -> dict[str, Any] | None:

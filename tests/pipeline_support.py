@@ -76,13 +76,13 @@ def caching_encoder(encoder: Any) -> CachingEncoder:
 
 
 def serve_encoder(monkeypatch: Any, encoder: Any) -> CachingEncoder:
-    """Every pipeline the CLI builds in this test loads ``encoder`` (the real model, through the
-    session's :class:`CachingEncoder`) instead of loading the configured model again."""
-    import sparsebridge.pipeline
+    """Every sparse model the builder loads in this test (the pipelines the CLI builds) is ``encoder``
+    (the real model, through the session's :class:`CachingEncoder`) instead of a fresh load."""
+    import sparsebridge.config.builder
 
     cached = caching_encoder(encoder)
     monkeypatch.setattr(
-        sparsebridge.pipeline, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
+        sparsebridge.config.builder, "load_sparse_encoder", lambda name, device=None, precision="fp32": cached
     )
     return cached
 

@@ -821,11 +821,14 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
     # Request bodies that are defined inline on a path, under a stable name.
     bodies = doc["components"].setdefault("requestBodies", {})
     bodies["indices.create"] = doc["paths"]["/{index}"]["put"]["requestBody"]
+    custom = doc["paths"]["/_inference/{task_type}/{custom_inference_id}"]["put"]
+    bodies["inference.put_custom"] = custom["requestBody"]
     # Answers defined inline on a path, likewise.
     answers = doc["components"].setdefault("responses", {})
     answers["info-200"] = doc["paths"]["/"]["get"]["responses"]["200"]
     answers["indices.create-200"] = doc["paths"]["/{index}"]["put"]["responses"]["200"]
     answers["indices.delete-200"] = doc["paths"]["/{index}"]["delete"]["responses"]["200"]
+    answers["inference.put_custom-200"] = custom["responses"]["200"]
     rewrites["ts_free_form"] = ts_free_form_decisions(schemas, source)
     rewrites["ts_shortcuts"] = ts_shortcut_overlays(schemas, source)
     for pointer, alias in ES_KEY_ENUMS:
@@ -860,6 +863,8 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
         ("POST|GET", r"(" + _INDEX + r")?/_mget", "request:mget"),
         ("POST|GET", _INDEX + r"/_count", None),
         ("POST|GET", _INDEX + r"/_refresh", None),
+        ("PUT", r"/_inference/sparse_embedding/[^/]+", "request:inference.put_custom"),
+        ("GET|DELETE", r"/_inference/[^/]+/[^/]+", None),
     ]
     v = SpecValidator("Elasticsearch", registry, schema_uri, routes)
     v.named_shape = lambda name: closure.shape(uri_key, schemas[name]) if name in schemas else None
@@ -884,6 +889,9 @@ def elasticsearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValida
         ("POST|GET", r"(" + _INDEX + r")?/_mget", "response:mget-200"),
         ("POST|GET", _INDEX + r"/_count", "response:count-200"),
         ("POST|GET", _INDEX + r"/_refresh", "response:indices.refresh-200"),
+        ("PUT", r"/_inference/sparse_embedding/[^/]+", "response:inference.put_custom-200"),
+        ("GET", r"/_inference/[^/]+/[^/]+", "response:inference.get-200"),
+        ("DELETE", r"/_inference/[^/]+/[^/]+", "response:inference.delete-200"),
     ]
     v.rewrites = rewrites
     return v
@@ -957,6 +965,12 @@ def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator
         ("POST|GET", _INDEX + r"/_refresh", None),
         ("PUT", r"/_search/pipeline/[^/]+", "request:search_pipeline/search_pipeline.put"),
         ("GET|DELETE", r"/_search/pipeline(/[^/]+)?", None),
+        ("PUT", _INDEX + r"/_settings", "request:indices/indices.put_settings"),
+        ("PUT", r"/_ingest/pipeline/[^/]+", "request:ingest/ingest.put_pipeline"),
+        ("POST", r"/_plugins/_ml/connectors/_create", "request:ml/ml.create_connector"),
+        ("POST", r"/_plugins/_ml/models/_register", "request:ml/ml.register_model"),
+        ("POST", r"/_plugins/_ml/models/[^/]+/_deploy", None),
+        ("GET", r"/_plugins/_ml/tasks/[^/]+", None),
     ]
     v = SpecValidator("OpenSearch", registry, schema_uri, routes)
 
@@ -991,6 +1005,12 @@ def opensearch_validator(specs_dir: str | Path = DEFAULT_SPECS) -> SpecValidator
         ("POST|GET", _INDEX + r"/_refresh", "response:indices/indices.refresh@200"),
         ("PUT", r"/_search/pipeline/[^/]+", "response:search_pipeline/search_pipeline.put@200"),
         ("GET", r"/_search/pipeline(/[^/]+)?", "response:search_pipeline/search_pipeline.get@200"),
+        ("PUT", _INDEX + r"/_settings", "response:indices/indices.put_settings@200"),
+        ("PUT", r"/_ingest/pipeline/[^/]+", "response:ingest/ingest.put_pipeline@200"),
+        ("POST", r"/_plugins/_ml/connectors/_create", "response:ml/ml.create_connector@200"),
+        ("POST", r"/_plugins/_ml/models/_register", "response:ml/ml.register_model@200"),
+        ("POST", r"/_plugins/_ml/models/[^/]+/_deploy", "response:ml/ml.deploy_model@200"),
+        ("GET", r"/_plugins/_ml/tasks/[^/]+", "response:ml/ml.get_task@200"),
     ]
     v.rewrites = rewrites
     return v

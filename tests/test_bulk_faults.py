@@ -278,3 +278,78 @@ def test_secrets_stay_out_of_reprs_logs_and_errors(kind, engine, server, caplog)
     texts += [r.getMessage() for r in caplog.records]
     for text in texts:
         assert API_KEY not in text and PASSWORD not in text and sent.split(" ", 1)[-1] not in text
+
+
+# --------------------------------------------------------------------------- writes from a vector dataset's columns
+#
+# ``ingest vectors.parquet`` hands the connector RecordColumns (flat arrays, no Record per row);
+# Elasticsearch and OpenSearch build the bulk actions from them directly. They must be the actions
+# the Record path builds, and go through the same retry and per-item failure handling.
+
+TOKENS = ["[pad]", "alpha", "beta", "gam.ma", "50%", "dup", "dup", "zeta"]  # "dup" twice: two ids, one token
+
+
+def vocab_records(n: int) -> list[Record]:
+    out = []
+    for i in range(n):
+        ids = sorted({1, 2 + i % 6, 3 + (i * 3) % 5})
+        weights = tuple(0.25 + 0.5 * k + i / 8 for k in range(len(ids)))
+        if i == 2:
+            ids, weights = [1, 5, 6], (0.5, 2.0, 1.0)  # two ids with one token: the larger (first) is kept
+        out.append(
+            Record(
+                f"r{i}",
+                f"text {i}",
+                SparseVector(tuple(ids), weights, tuple(TOKENS[k] for k in ids)),
+                {"year": 2000 + i},
+            )
+        )
+    return out
+
+
+def columns_of(recs: list[Record]):
+    import numpy as np
+    from sparsebridge.connector import RecordColumns
+
+    lengths = [len(r.sparse) for r in recs]
+    return RecordColumns(
+        ids=[r.id for r in recs],
+        texts=[r.text for r in recs],
+        payloads=[dict(r.payload) for r in recs],
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        indices=np.array([i for r in recs for i in r.sparse.indices], dtype=np.uint32),
+        values=np.array([w for r in recs for w in r.sparse.values], dtype=np.float32),
+        tokens=np.array(TOKENS, dtype=object),
+    )
+
+
+def test_columns_give_the_bulk_actions_of_records(conn):
+    recs = vocab_records(8)
+    # float32 weights, as a dataset holds them: the Record path sees the same values.
+    recs = [
+        Record(
+            r.id,
+            r.text,
+            SparseVector(r.sparse.indices, tuple(columns_of([r]).values.tolist()), r.sparse.tokens),
+            r.payload,
+        )
+        for r in recs
+    ]
+    from_columns = conn.bulk_actions_columns(columns_of(recs))
+    assert from_columns == conn.bulk_actions(recs)
+    # Not vacuous: the two ids of one token keep the larger weight (keys by token), or both (by id).
+    sparse = next(a for a in from_columns if a["_id"] == "r2")["_source"]["sparse"]
+    assert sparse in ({"alpha": 0.5, "dup": 2.0}, {"1": 0.5, "5": 2.0, "6": 1.0})
+    assert [a["_id"] for a in from_columns] == [f"r{i}" for i in range(8)]
+
+
+def test_columns_take_the_retry_and_failure_paths(conn, engine, sleeps):
+    engine.fail_items("r1", (429, "es_rejected_execution_exception"), (429, "es_rejected_execution_exception"))
+    recs = vocab_records(5)
+    recs[3] = Record("r3", "bad", recs[3].sparse, {"year": "not-a-year"})
+    result = conn.write_columns(columns_of(recs))
+    assert sorted(result.written) == ["r0", "r1", "r2", "r4"]
+    assert list(result.failed) == ["r3"] and "not-a-year" in result.failed["r3"]
+    assert result.retries == 2 and sleeps == [0.01, 0.02]
+    assert bulk_ids(engine) == [["r0", "r1", "r2", "r3", "r4"], ["r1"], ["r1"]]
+    assert conn.count() == 4

@@ -290,3 +290,76 @@ def test_rows_sharing_an_id_are_reported_as_duplicates(encoder, tmp_path):
         assert (report.documents, report.records, report.written) == (4, 3, 3)
         assert list(report.failed) == ["1 (row 4)"] and "row 2 of this dataset" in report.failed["1 (row 4)"]
         assert conn.get(["1"])["1"]["text"] == "text 1"  # the first row is kept
+
+
+def _vocab():
+    from sparsebridge.vectors.vocabulary import Vocabulary
+
+    return Vocabulary(None, "m", tokens=[f"t{i}" for i in range(64)])
+
+
+def test_columns_hold_what_records_hold(tmp_path):
+    """``ingest vectors.parquet`` reads columns (flat arrays, no Record per row): the same rows."""
+    vocab = _vocab()
+    rows = records(range(12))
+    rows.append(Record("unsorted", "u", SparseVector((9, 3, 40), (1.0, 2.0, 0.5), ("a", "b", "c")), {"k": None}))
+    rows.append(Record("empty", "", SparseVector((), (), ()), {}))
+    ds = tmp_path / "v.parquet"
+    with DatasetWriter(ds, dataset_metadata(vocab.metadata, PRODUCER), part_rows=5, row_group_rows=3) as w:
+        for start in range(0, len(rows), 5):  # a part is completed between writes: parts of 5, 5, 4
+            w.write(rows[start : start + 5])
+    data = open_dataset(ds)
+    got = [r for cols in data.columns(vocab, batch_rows=4) for r in cols.records()]
+    want = [r for batch in data.records(vocab, batch_rows=4) for r in batch]
+    assert len(got) == 14 and got == want
+    assert got[0].sparse == SparseVector((0, 1, 2), (0.5, 1.5, 2.5), ("t0", "t1", "t2"))
+    assert next(r for r in got if r.id == "unsorted").sparse.indices == (9, 3, 40)
+    assert [len(c) for c in data.columns(vocab, batch_rows=4)] == [4, 1, 4, 1, 4]  # batches end with each part
+
+
+@pytest.mark.parametrize(
+    ("indices", "values", "message"),
+    [
+        ([3, 7, 3], [1.0, 2.0, 3.0], "indices must be unique"),
+        ([3, 7], [1.0, float("nan")], "must be finite and > 0, got nan"),
+        ([3, 7], [1.0, 0.0], "must be finite and > 0, got 0.0"),
+        ([3, 7], [1.0], "needs as many values and tokens as indices"),
+        ([3, 70], [1.0, 2.0], "token index 70 is outside the vocabulary"),
+    ],
+)
+def test_columns_refuse_a_bad_row_by_id_as_records_do(tmp_path, indices, values, message):
+    from sparsebridge.dataset import META_KEY, schema
+
+    vocab = _vocab()
+    good = {"id": "good", "text": "g", "payload": "{}", "indices": [1, 2], "values": [0.5, 0.25]}
+    bad = {"id": "bad", "text": "b", "payload": "{}", "indices": indices, "values": values}
+    meta = json.dumps(dataset_metadata(vocab.metadata, PRODUCER)).encode()
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([good, good | {"id": "g2"}, bad], schema=schema().with_metadata({META_KEY: meta})), path
+    )
+    data = open_dataset(path)
+    with pytest.raises(DatasetError) as by_records:
+        list(data.records(vocab))
+    with pytest.raises(DatasetError) as by_columns:
+        list(data.columns(vocab))
+    assert str(by_columns.value) == str(by_records.value)
+    assert "row 'bad'" in str(by_columns.value) and message in str(by_columns.value)
+
+
+def test_columns_flag_payloads_json_cannot_carry(tmp_path):
+    """NaN in a payload reads back from the JSON text; the connector then checks payloads one by one."""
+    from sparsebridge.dataset import META_KEY, schema
+
+    vocab = _vocab()
+    meta = json.dumps(dataset_metadata(vocab.metadata, PRODUCER)).encode()
+    rows = [
+        {"id": str(i), "text": "", "payload": p, "indices": [1], "values": [1.0]}
+        for i, p in enumerate(["{}", '{"x": NaN}'])
+    ]
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema().with_metadata({META_KEY: meta})), path)
+    (cols,) = open_dataset(path).columns(vocab)
+    assert cols.payload_constants and cols.payloads[0] == {}
+    plain, flagged = open_dataset(path).columns(vocab, batch_rows=1)  # one row a batch
+    assert not plain.payload_constants and flagged.payload_constants

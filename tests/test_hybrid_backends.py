@@ -257,7 +257,7 @@ def dense_encoder(minilm_path):
 def test_cli_hybrid_true_works_the_same_on_every_backend(
     backend, encoder, dense_encoder, monkeypatch, tmp_path, es_spec, os_spec
 ):
-    import sparsebridge.pipeline
+    import sparsebridge.config.builder
     from click.testing import CliRunner
     from pipeline_support import serve_encoder
     from sparsebridge.cli import main
@@ -265,7 +265,7 @@ def test_cli_hybrid_true_works_the_same_on_every_backend(
     monkeypatch.delenv("SPARSEBRIDGE_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     serve_encoder(monkeypatch, encoder)
-    monkeypatch.setattr(sparsebridge.pipeline, "load_dense_encoder", lambda name, device=None: dense_encoder)
+    monkeypatch.setattr(sparsebridge.config.builder, "load_dense_encoder", lambda name, device=None: dense_encoder)
     corpus = tmp_path / "docs.jsonl"
     rows = [
         {"id": "wing", "text": "the lift of a wing in a slipstream", "lang": "en"},

@@ -190,3 +190,80 @@ def test_ray_encode_workers_run_the_configured_precision(bf16_model, encoder):
     got = [{tokens[i]: v for i, v in zip(r["indices"], r["values"])} for r in table]
     assert got == [pytest.approx(w, rel=1e-6) for w in weights(bf16_model)]
     assert got != [pytest.approx(w, rel=1e-6) for w in weights(encoder)]
+
+
+# -- search with an inference-free model: the query side is read without torch
+
+
+@pytest.fixture(scope="module")
+def free_model(tmp_path_factory, splade_path, data_dir) -> Path:
+    """An inference-free model (the IDF of 200 cranfield documents for queries), saved."""
+    from conftest import save_inference_free_model
+
+    with open(data_dir / "cranfield" / "corpus.jsonl", encoding="utf-8") as src:
+        docs = [json.loads(line)["text"] for line, _ in zip(src, range(200))]
+    return save_inference_free_model(splade_path, docs, tmp_path_factory.mktemp("inference-free") / "model")
+
+
+@pytest.fixture(scope="module")
+def cranfield_queries(data_dir) -> list[str]:
+    with open(data_dir / "cranfield" / "queries.jsonl", encoding="utf-8") as src:
+        return [json.loads(line)["text"] for line in src if line.strip()]
+
+
+def test_static_query_side_is_the_models(free_model, cranfield_queries):
+    """Vectors of all 225 cranfield queries, the vocabulary and the query-side producer fingerprint
+    of the torch-free reader equal the loaded model's."""
+    from sparsebridge import SparseEncoder
+    from sparsebridge.encoders.static_query import StaticQueryEncoder
+    from sparsebridge.vectors.convert import to_sparse_vectors
+    from sparsebridge.vectors.provenance import producer_fingerprint
+
+    model = SparseEncoder(str(free_model), device="cpu")
+    light = StaticQueryEncoder.from_folder(free_model)
+    assert light is not None
+    vocab, light_vocab = Vocabulary.of(model, "m"), Vocabulary.of(light, "m")
+    assert light_vocab.metadata == vocab.metadata and light_vocab.dimension == vocab.dimension
+    want = to_sparse_vectors(model.encode_query(cranfield_queries), vocab)
+    got = to_sparse_vectors(light.encode_query(cranfield_queries), light_vocab)
+    assert got == want and all(v.indices for v in got)
+    assert producer_fingerprint(light, None, "query") == producer_fingerprint(model, None, "query")
+
+
+def test_static_query_reader_declines_other_models(splade_path, tmp_path):
+    from sparsebridge.encoders.static_query import StaticQueryEncoder
+
+    assert StaticQueryEncoder.from_folder(splade_path) is None  # no router: the model is loaded
+    assert StaticQueryEncoder.from_folder(tmp_path) is None  # not a model folder
+
+
+def test_the_builder_reads_the_static_query_side_only_when_it_is_exact(free_model):
+    """Queries-only encoders of an inference-free config skip the model; with max_active_dims (top-k
+    ties are torch's) or a full query side they load it."""
+    from sparsebridge.config.builder import static_query_encoder
+    from sparsebridge.encoders.static_query import StaticQueryEncoder
+
+    model = {"name_or_path": str(free_model), "query_side": "inference-free"}
+    assert isinstance(
+        static_query_encoder(config_from_dict({"model": model}, check_connector=False)), StaticQueryEncoder
+    )
+    for extra in ({"max_active_dims": 8}, {"precision": "bf16"}, {"query_side": "full"}):
+        config = config_from_dict({"model": {**model, **extra}}, check_connector=False)
+        assert static_query_encoder(config) is None, extra
+
+
+def test_search_with_an_inference_free_model_imports_no_torch(cli, tmp_path, corpus, free_model, cranfield_queries):
+    """``search --no-explain`` on an inference-free config runs in a fresh interpreter without torch,
+    transformers or the encoders' modules, and ranks as the loaded model's pipeline does."""
+    from sparsebridge.config import load_config
+    from sparsebridge.index.pipeline import Pipeline
+
+    config = edge_config(tmp_path, "free", f'[model]\nname_or_path = "{free_model}"\nquery_side = "inference-free"\n')
+    cli("ingest", corpus, "--config", config, "-q")
+    queries = cranfield_queries[:3]
+    light = json.loads(run_light(tmp_path, "search", *queries, "--no-explain", "--json", "--config", config))
+    with Pipeline.from_config(load_config(config), show_progress=False) as pipe:  # the model, loaded
+        assert type(pipe.query_encoder).__name__ == "SparseEncoder"
+        want = [r.to_dict() for r in pipe.search(queries, explain=False)]
+    assert light == json.loads(json.dumps(want, default=str))
+    assert all(r["hits"] for r in light)

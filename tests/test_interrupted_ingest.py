@@ -69,7 +69,7 @@ def paused_upsert(self, name, layout, points):
         original(self, name, layout, points[:half])
         done = state["written"] + half
     else:  # before-flush: the whole batch into the write-ahead log, segments not flushed
-        self.flush = False
+        self.flush = "close"  # no flush after this write (the default policy may not flush either)
         original(self, name, layout, points)
         done = state["written"] + len(points)
     sys.stderr.write("\nMARKER " + kind + " " + str(done) + "\n")
@@ -409,3 +409,154 @@ def test_running_a_finished_ingest_again_changes_nothing(vaswani, clean, encoder
     assert after["count"] == before["count"] == VASWANI_DOCS
     assert after["found"] == before["found"] and after["metadata"] == before["metadata"]
     assert same_rankings(top10(workdir, encoder, queries(vaswani)), clean["top10"]) == []
+
+
+# --------------------------------------------------------------------------- ingest from a vector dataset
+#
+# ``sparsebridge ingest vectors.parquet`` writes batches of 1,024 rows and, by default, flushes the
+# Edge segments at most every 10 s: what it reports written is safe because Edge's ``update``
+# appends the operation to its write-ahead log before it returns. The config below sets
+# ``flush_interval = 3600``, so between the shard's creation and the kill no flush happens at all:
+# only the WAL can give back the records. Real vectors: vaswani documents encoded by the packaged
+# model, replicated with new ids (the builder of ``benchmarks/ingest_rate.py``).
+
+DATASET_SOURCE_DOCS = 300
+DATASET_ROWS = 24_000
+
+# Pauses the dataset write path right after Edge's update returned for the batch that crosses
+# ``at`` rows (no flush, nothing else done), says how many rows were written, waits to be killed.
+_PAUSE_AFTER_UPDATE = r"""
+import os, sys, time
+from sparsebridge_qdrant import _edge
+
+at = int(os.environ["SB_FAULT_PAUSE"].split(":")[1])
+original = _edge.EdgeBackend.upsert_columns
+state = {"written": 0}
+
+def paused(self, name, layout, columns, payloads):
+    out = original(self, name, layout, columns, payloads)
+    state["written"] += len(out[0])
+    if state["written"] >= at:
+        sys.stderr.write("\nMARKER after-update " + str(state["written"]) + "\n")
+        sys.stderr.flush()
+        time.sleep(3600)
+    return out
+
+_edge.EdgeBackend.upsert_columns = paused
+from sparsebridge.cli import main
+sys.argv[0] = "sparsebridge"
+main()
+""".replace("MARKER", MARKER)
+
+
+@pytest.fixture(scope="module")
+def vector_dataset(vaswani, tmp_path_factory) -> Path:
+    """vaswani's first documents encoded by ``sparsebridge encode --output``, replicated to
+    ``DATASET_ROWS`` rows with new ids."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from ingest_rate import replicate
+
+    work = tmp_path_factory.mktemp("dataset")
+    encoded = work / "encoded.parquet"
+    proc = subprocess.run(
+        cli_command()
+        + ["encode", str(vaswani), "--output", str(encoded), "--limit", str(DATASET_SOURCE_DOCS), "--quiet"],
+        cwd=work,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=KILL_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = work / "vectors.parquet"
+    replicate(encoded, out, DATASET_ROWS)
+    return out
+
+
+def dataset_rows(path: Path) -> dict[str, dict]:
+    """id -> text and payload of every row, read with pyarrow (not through sparsebridge)."""
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(str(path), format="parquet").to_table(columns=["id", "text", "payload"])
+    return {r["id"]: {"text": r["text"] or "", **json.loads(r["payload"] or "{}")} for r in table.to_pylist()}
+
+
+def write_unflushed_config(workdir: Path) -> Path:
+    config = write_config(workdir)
+    config.write_text(config.read_text(encoding="utf-8") + "flush_interval = 3600\n", encoding="utf-8")
+    return config
+
+
+@pytest.mark.slow
+def test_killed_dataset_ingest_loses_nothing_reported_and_a_rerun_duplicates_nothing(vector_dataset, tmp_path):
+    workdir = tmp_path / "ds"
+    workdir.mkdir()
+    config = write_unflushed_config(workdir)
+    want = dataset_rows(vector_dataset)
+    assert len(want) == DATASET_ROWS
+    ids = sorted(want)
+    observed = []
+    for kill in (Kill("between-writes", after_docs=6000), Kill("after-update", after_docs=12000, pause="after-update")):
+        seen = run_and_kill_dataset(vector_dataset, workdir, config, kill)
+        state = index_state(workdir, ids)
+        observed.append((kill.name, seen, state["count"]))
+        # Everything reported written is there, nothing else, and the kill came before the end.
+        assert seen <= state["count"] < DATASET_ROWS, observed
+        assert state["count"] == len(state["found"]), observed
+        assert all(state["found"][i] == {"text": want[i]["text"], **_payload(want[i])} for i in state["found"])
+    assert observed[0][1] >= 6000 and observed[1][1] >= 12000
+
+    report = run_to_end(vector_dataset, workdir, config, None)
+    assert report["documents"] == report["written"] == DATASET_ROWS and report["failed"] == {}
+    state = index_state(workdir, ids)
+    assert state["count"] == DATASET_ROWS and sorted(state["found"]) == ids  # each id once
+    assert all(state["found"][i] == {"text": want[i]["text"], **_payload(want[i])} for i in ids)
+    again = run_to_end(vector_dataset, workdir, config, None)
+    assert again["written"] == DATASET_ROWS
+    assert index_state(workdir, ids)["count"] == DATASET_ROWS
+
+
+def _payload(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "text"}
+
+
+def run_and_kill_dataset(dataset: Path, workdir: Path, config: Path, kill: Kill) -> int:
+    """Start ``ingest vectors.parquet``, SIGKILL it at ``kill``; returns the rows reported written
+    (the progress bar advances only after a write returned, or the pause marker's count)."""
+    env = child_env()
+    if kill.pause:
+        env["SB_FAULT_PAUSE"] = f"{kill.pause}:{kill.after_docs}"
+        cmd = [sys.executable, "-c", _PAUSE_AFTER_UPDATE]
+    else:
+        cmd = cli_command()
+    proc = subprocess.Popen(
+        cmd + ["ingest", str(dataset), "--config", str(config), "--json"],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    seen = Watched()
+    reader = threading.Thread(target=_watch, args=(proc.stderr, seen), daemon=True)
+    reader.start()
+
+    def reached() -> bool:
+        return seen.paused is not None if kill.pause else seen.progress >= kill.after_docs
+
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    with seen.changed:
+        while not reached() and proc.poll() is None and time.monotonic() < deadline:
+            seen.changed.wait(timeout=0.05)
+        hit, progress, paused = reached(), seen.progress, seen.paused
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    rc = proc.wait(timeout=60)
+    reader.join(timeout=10)
+    proc.stdout.close()
+    proc.stderr.close()
+    tail = "\n".join(seen.text[-15:])
+    assert hit, f"kill point {kill.name!r} was never reached (exit {rc}); stderr tail:\n{tail}"
+    assert rc == -signal.SIGKILL, f"{kill.name}: the ingest ended on its own (exit {rc}) before the kill:\n{tail}"
+    return int(paused.split()[-1]) if paused is not None else progress

@@ -44,8 +44,9 @@ BASE = {
 }
 
 # Modules that import neither torch nor transformers: the connector contract and plugins, the
-# vectors as data, the config and the builder, the index side, the CLI (commands load a model
-# only when they encode).
+# vectors as data, the model layout's names and the torch-free query side of an inference-free
+# model, the config and the builder, the index side, the CLI (commands load a model only when they
+# encode).
 TORCH_FREE = [
     "sparsebridge",
     "sparsebridge.errors",
@@ -63,6 +64,8 @@ TORCH_FREE = [
     "sparsebridge.vectors.cache",
     "sparsebridge.evaluation",
     "sparsebridge.evaluation.ir_metrics",
+    "sparsebridge.encoders.layout",
+    "sparsebridge.encoders.static_query",
     "sparsebridge.config",
     "sparsebridge.config.builder",
     "sparsebridge.index.corpus",

@@ -638,3 +638,96 @@ def test_edge_sigkill_mid_ingest_reopens_cleanly(tmp_path):
     c.write(records)
     assert c.count() == n
     c.close()
+
+
+def columns_of(records: list[Record]):
+    """A batch as a vector dataset's ingest hands it over: flat arrays, float32 weights."""
+    import numpy as np
+    from sparsebridge.connector import RecordColumns
+
+    return RecordColumns(
+        ids=[r.id for r in records],
+        texts=[r.text for r in records],
+        payloads=[dict(r.payload) for r in records],
+        offsets=np.concatenate([[0], np.cumsum([len(r.sparse) for r in records])]).astype(np.int64),
+        indices=np.array([i for r in records for i in r.sparse.indices], dtype=np.uint32),
+        values=np.array([w for r in records for w in r.sparse.values], dtype=np.float32),
+        tokens=np.array([f"tok{i}" for i in range(VOCAB)], dtype=object),
+    )
+
+
+def test_edge_write_columns_stores_what_write_stores(tmp_path):
+    records = make_records(120, dense=False)
+    cols = columns_of(records)
+    # The Record path with the same float32 weights the columns hold.
+    by_records = [
+        Record(
+            r.id,
+            r.text,
+            SparseVector(r.sparse.indices, tuple(columns_of([r]).values.tolist()), r.sparse.tokens),
+            r.payload,
+        )
+        for r in records
+    ]
+    spec = IndexSpec(name="cols", payload_fields={"tag": "keyword"}, metadata=dict(META))
+    stored = []
+    for name, write in (("columns", lambda c: c.write_columns(cols)), ("records", lambda c: c.write(by_records))):
+        c = QdrantConnector(mode="edge", path=str(tmp_path / name), flush="close")
+        c.ensure_index(spec)
+        result = write(c)
+        assert sorted(result.written) == sorted(r.id for r in records) and not result.failed
+        hits = c.search([Query(sparse=r.sparse, filter={"tag": "red"}) for r in records[:10]], SearchOptions(top_k=5))
+        stored.append((c.count(), c.get([r.id for r in records]), [pairs(h) for h in hits], list(c.export([]))))
+        c.close()
+    assert stored[0][0] == 120 and stored[0][1]["doc-3"] == {
+        "tag": "red",
+        "n": 3,
+        "flag": False,
+        "w": 1.5,
+        "text": "document number 3",
+    }
+    assert stored[0][:2] == stored[1][:2]
+    # The engine sums float32 products in no fixed order: scores agree to float32 precision.
+    for a, b in zip(stored[0][2], stored[1][2]):
+        assert_same_ranking(a, b, tol=1e-4)
+    assert sorted((r.id, r.sparse.indices, r.sparse.values) for b in stored[0][3] for r in b) == sorted(
+        (r.id, r.sparse.indices, r.sparse.values) for b in stored[1][3] for r in b
+    )
+
+
+def test_edge_write_columns_names_bad_rows_as_write_does(tmp_path):
+    records = make_records(6, dense=False)
+    cols = columns_of(records)
+    cols.payloads[1] = {"doc_id": "someone else"}  # the reserved id key
+    cols.payloads[2] = {"x": float("nan")}
+    cols.payload_constants = True
+    c = QdrantConnector(mode="edge", path=str(tmp_path / "edge"))
+    c.ensure_index(IndexSpec(name="bad", metadata=dict(META)))
+    result = c.write_columns(cols)
+    assert sorted(result.written) == ["doc-0", "doc-3", "doc-4", "doc-5"]
+    assert "reserved" in result.failed["doc-1"] and "JSON" in result.failed["doc-2"]
+    assert c.count() == 4
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"flush": "sometimes"}, "flush must be 'interval', 'write' (or true), or 'close' (or false), got 'sometimes'"),
+        ({"flush_interval": -1}, "flush_interval must be 0 or more seconds, got -1"),
+        ({"flush_interval": "soon"}, "flush_interval must be a number of seconds, got 'soon'"),
+    ],
+)
+def test_edge_flush_options_are_checked(tmp_path, options, needle):
+    with pytest.raises(ConnectorError) as info:
+        QdrantConnector(mode="edge", path=str(tmp_path / "edge"), **options)
+    assert str(info.value) == needle
+
+
+@pytest.mark.parametrize(
+    ("flush", "policy"), [(True, "write"), ("WRITE", "write"), (False, "close"), ("interval", "interval")]
+)
+def test_edge_flush_policies(tmp_path, flush, policy):
+    c = QdrantConnector(mode="edge", path=str(tmp_path / "edge"), flush=flush)
+    assert c._backend.flush == policy
+    assert QdrantConnector(mode="edge", path=str(tmp_path / "edge"))._backend.flush == "interval"  # the default

@@ -327,15 +327,9 @@ def test_port_in_use_is_one_error_line(tmp_path):
 @pytest.fixture(scope="module")
 def free_model(tmp_path_factory, splade_path, docs):
     """A Router whose query route is a SparseStaticEmbedding (no transformer pass for queries), saved."""
-    from sparsebridge import SparseEncoder
-    from sparsebridge.modules import MLMTransformer, Router, SparseStaticEmbedding, SpladePooling
+    from conftest import save_inference_free_model
 
-    transformer = MLMTransformer(str(splade_path))
-    static = SparseStaticEmbedding.from_corpus(transformer.tokenizer, docs, frozen=True)
-    router = Router.for_query_document([static], [transformer, SpladePooling("max", "relu")])
-    folder = tmp_path_factory.mktemp("inference-free") / "model"
-    SparseEncoder(modules=[router], device="cpu").save(folder)
-    return folder
+    return save_inference_free_model(splade_path, docs, tmp_path_factory.mktemp("inference-free") / "model")
 
 
 def test_inference_free_router_model(tmp_path, free_model, queries, docs):
@@ -480,8 +474,12 @@ def json_path(document, path: str) -> list[list]:
 
 
 def test_engine_connector_bodies_valid_and_served(limited, encoder, specs_dir, queries, docs):
-    from sparsebridge.serve.engines import elasticsearch_inference_endpoint, opensearch_connector
+    from sparsebridge.connector import ModelServer
+    from sparsebridge_elasticsearch.inference import inference_endpoint
+    from sparsebridge_opensearch.ml import ml_connector
     from spec_validation import elasticsearch_validator, opensearch_validator
+
+    server = ModelServer(limited.url, api_key="s3cret-key")
 
     es_spec, os_spec = elasticsearch_validator(specs_dir), opensearch_validator(specs_dir)
     put_custom = json.loads((specs_dir / "elasticsearch" / "elasticsearch-serverless-openapi.json").read_text())[
@@ -490,7 +488,7 @@ def test_engine_connector_bodies_valid_and_served(limited, encoder, specs_dir, q
     for side, texts in (("query", queries[:3]), ("document", docs[:3])):
         want = [dict(pairs) for pairs in encoder.decode(getattr(encoder, f"encode_{side}")(texts, batch_size=32))]
 
-        es_body = elasticsearch_inference_endpoint(limited.url, side, api_key="s3cret-key")
+        es_body = inference_endpoint(server, side)
         assert set(es_body) <= set(put_custom["properties"]) and set(put_custom.get("required", ())) <= set(es_body)
         settings = es_body["service_settings"]
         es_spec.validate(settings, "inference._types.CustomServiceSettings")
@@ -505,7 +503,7 @@ def test_engine_connector_bodies_valid_and_served(limited, encoder, specs_dir, q
         tokens, weights = json_path(answer, parser["token_path"]), json_path(answer, parser["weight_path"])
         assert [dict(zip(t, w)) for t, w in zip(tokens, weights)] == want
 
-        os_body = opensearch_connector(limited.url, side, api_key="s3cret-key")
+        os_body = ml_connector(server, side)
         os_spec.validate(os_body, "request:ml/ml.create_connector")
         (action,) = os_body["actions"]
         # What ML Commons does for a remote model: text_docs -> parameters.texts (the pre-process

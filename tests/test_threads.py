@@ -127,3 +127,19 @@ def test_runnable_others_excludes_our_own_threads(monkeypatch, tmp_path):
     assert threads.runnable_others() == 2.0
     monkeypatch.setattr(threads, "_own_running_threads", lambda: 3)  # our spinning workers are not foreign
     assert threads.runnable_others() == 0.0
+
+
+@pytest.mark.parametrize(("others", "expected"), [(0.0, 2), (1.0, 1)])
+def test_a_count_decided_once_reads_a_window_not_an_instant(two_cores, monkeypatch, others, expected):
+    # A backend's count is fixed when its model compiles (issue 24): a task runnable at that instant
+    # (here: always one, as the look itself might see) must not cost a thread for the process's life;
+    # a core that others keep busy over the whole window must.
+    clock = FakeClock(monkeypatch)
+    monkeypatch.setattr(threads, "runnable_others", lambda: 1.0)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: clock.advance(s, ours=0.0, others=others))
+    assert threads.settled_threads() == expected
+
+
+def test_a_count_decided_once_honours_the_fixed_count(two_cores, monkeypatch):
+    monkeypatch.setenv(threads.ENV_VAR, "3")
+    assert threads.settled_threads() == 3

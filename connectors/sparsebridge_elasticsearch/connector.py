@@ -41,6 +41,14 @@ over shared tokens) comes from a ``bool`` of ``term`` queries, one per token, bo
 weight, which is what ``sparse_vector`` itself builds. Filters go into a ``bool`` filter; a batch of
 queries is one ``_msearch``.
 
+Encoding in the engine (``sparsebridge register``, 8.19+ / 9.1+): two ``custom`` inference
+endpoints call a running ``sparsebridge serve`` (see :mod:`.inference`), named
+``<index>-sparsebridge-query`` / ``-document``; their ids go into the index's ``_meta``
+(``engine_encoding``). A query that carries text is then a ``sparse_vector`` query with
+``inference_id`` + ``query`` (a ``semantic`` query on a ``semantic_text`` field). On request,
+``register`` also creates a new index whose field is ``semantic_text`` on the two endpoints:
+documents written there with their text in that field are encoded by Elasticsearch at ingest.
+
 Options (besides those of :class:`~sparsebridge_lucene_rest.LuceneConnector`):
 ``api_key`` (an encoded key or ``(id, key)``). Secrets never appear in reprs, logs or errors.
 """
@@ -52,8 +60,30 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions
-from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
+from sparsebridge.connector import (
+    ENGINE_ENCODING_KEY,
+    ConnectorError,
+    IndexSpec,
+    ModelServer,
+    Query,
+    Record,
+    RecordColumns,
+    SearchOptions,
+)
+from sparsebridge_lucene_rest import (
+    META_FORMAT,
+    META_KEY,
+    TEXT_FIELD,
+    Layout,
+    LuceneConnector,
+    OptionError,
+    SearchPlan,
+    combine,
+    keyed_rows,
+    missing_client,
+)
+
+from . import inference
 
 MIN_VERSION = (8, 11)
 SPARSE_VECTOR_QUERY_SINCE = (8, 15)
@@ -106,10 +136,7 @@ class ElasticsearchConnector(LuceneConnector):
         try:
             from . import _client
         except ImportError as err:
-            raise ConnectorError(
-                f"the elasticsearch connector needs the 'elasticsearch' package ({err}); "
-                f"install it with: pip install 'sparsebridge[elasticsearch]'"
-            ) from None
+            raise missing_client(self.name, "elasticsearch", err) from None
         return _client
 
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
@@ -158,7 +185,8 @@ class ElasticsearchConnector(LuceneConnector):
         return prop, KEYS_PLAIN if self._has(DOTTED_TOKENS_SINCE) else KEYS_ESCAPED
 
     def _accepted_sparse_types(self) -> tuple[str, ...]:
-        return ("sparse_vector",)
+        # semantic_text: an index made by `register --semantic-index`, searched with query text only.
+        return ("sparse_vector", "semantic_text")
 
     def _default_keys(self, sparse_type: str) -> str:
         return KEYS_PLAIN
@@ -189,6 +217,20 @@ class ElasticsearchConnector(LuceneConnector):
     def _encode_sparse(self, layout: Layout, record: Record) -> dict[str, float]:
         return self._keyed(layout, record.sparse.tokens, record.sparse.values)
 
+    def _encode_sparse_columns(self, layout: Layout, columns: RecordColumns) -> list[dict[str, float]]:
+        offsets, _, values = columns.flat_lists()
+        tokens = self._escaped(columns.tokens) if layout.sparse_keys == KEYS_ESCAPED else columns.tokens
+        return keyed_rows(offsets, tokens[columns.indices].tolist(), values)
+
+    def _escaped(self, tokens: Any) -> Any:
+        """The vocabulary's tokens escaped (:func:`escape_token`), once per vocabulary array."""
+        cached = getattr(self, "_escaped_tokens", None)
+        if cached is None or cached[0] is not tokens:
+            cached = (tokens, tokens.copy())
+            cached[1][:] = [escape_token(t) for t in tokens.tolist()]
+            self._escaped_tokens = cached
+        return cached[1]
+
     def _sparse_query(
         self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
     ) -> tuple[dict[str, Any], float, list[str]]:
@@ -215,6 +257,81 @@ class ElasticsearchConnector(LuceneConnector):
                 }
             }
         return combine(clause, filters), 1.0, notes
+
+    def _text_query(
+        self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
+    ) -> tuple[dict[str, Any], float, list[str]]:
+        assert query.text is not None
+        if layout.sparse_type == "semantic_text":
+            # The field names its own search endpoint.
+            return combine({"semantic": {"field": layout.sparse_field, "query": query.text}}, filters), 1.0, []
+        inner: dict[str, Any] = {
+            "field": layout.sparse_field,
+            "inference_id": self._engine_model(layout, "query"),
+            "query": query.text,
+        }
+        prune, config = self._query_pruning(layout, options.backend_options)
+        inner["prune"] = prune
+        if prune and config is not None:
+            inner["pruning_config"] = config
+        return combine({"sparse_vector": inner}, filters), 1.0, []
+
+    # --- sparsebridge register ---------------------------------------------------------------------
+
+    def _register(self, server: ModelServer, layout: Layout) -> dict[str, str]:
+        if not self._has_index_options():  # the custom service came with 8.19 and 9.1
+            version = ".".join(map(str, self.server_version))
+            raise ConnectorError(
+                f"Elasticsearch {version} at {self.url} has no custom inference service (8.19+ or 9.1+); "
+                f'upgrade, or keep [search] query_encoding = "client"'
+            )
+        created: dict[str, str] = {}
+        for side in ("query", "document"):
+            inference_id = inference.endpoint_id(layout.index, side)
+            body = inference.inference_endpoint(server, side)
+            with self._api(f"create inference endpoint {inference_id!r}"):
+                if self._endpoint_exists(inference_id):
+                    self.client.inference.delete(inference_id=inference_id, task_type=inference.TASK_TYPE)
+                self.client.inference.put_custom(
+                    task_type=inference.TASK_TYPE, custom_inference_id=inference_id, **body
+                )
+            created[side] = inference_id
+        if server.semantic_index:
+            self._create_semantic_index(server.semantic_index, layout, created)
+            created["semantic_index"] = server.semantic_index
+        return created
+
+    def _endpoint_exists(self, inference_id: str) -> bool:
+        try:
+            self.client.inference.get(task_type=inference.TASK_TYPE, inference_id=inference_id)
+        except Exception as exc:
+            if self._status_of(exc) == 404:
+                return False
+            raise
+        return True
+
+    def _create_semantic_index(self, name: str, layout: Layout, ids: dict[str, str]) -> None:
+        """A new index like ``layout``'s, its sparse field ``semantic_text`` on the endpoints."""
+        meta = {k: v for k, v in layout.metadata.items() if k != ENGINE_ENCODING_KEY}
+        meta[ENGINE_ENCODING_KEY] = {"query": ids["query"], "document": ids["document"]}
+        meta[META_KEY] = {
+            "format": META_FORMAT,
+            "sparse_field": layout.sparse_field,
+            "sparse_keys": KEYS_PLAIN,
+            "dense_field": None,
+        }
+        properties = {
+            TEXT_FIELD: {"type": "text"},
+            layout.sparse_field: inference.semantic_text_property(ids["document"], ids["query"]),
+            "payload": {
+                "type": "object",
+                "dynamic": "false",
+                "properties": {k: {"type": t} for k, t in layout.payload_fields.items()},
+            },
+        }
+        body = {"mappings": {"dynamic": "false", "_meta": meta, "properties": properties}}
+        with self._api(f"create semantic_text index {name!r}"):
+            self._call_create(name, body)
 
     @staticmethod
     def _query_pruning(layout: Layout, backend: Mapping[str, Any]) -> tuple[bool, dict[str, Any] | None]:
@@ -309,6 +426,9 @@ class ElasticsearchConnector(LuceneConnector):
 
     def _call_put_mapping(self, index: str, properties: dict[str, Any]) -> None:
         self.client.indices.put_mapping(index=index, properties=properties)
+
+    def _call_put_meta(self, index: str, meta: dict[str, Any]) -> None:
+        self.client.indices.put_mapping(index=index, meta=meta)
 
     def _call_msearch(self, index: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(self.client.msearch(searches=lines).body)

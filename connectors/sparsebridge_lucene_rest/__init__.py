@@ -9,7 +9,7 @@ client. ``sparsebridge_elasticsearch`` and ``sparsebridge_opensearch`` build on 
 
 from __future__ import annotations
 
-from .base import LuceneConnector, SearchPlan
+from .base import LuceneConnector, SearchPlan, keyed_rows
 from .client_options import shared_client_options
 from .dialect import (
     META_FORMAT,
@@ -22,7 +22,7 @@ from .dialect import (
     filter_clauses,
     hit_payload,
 )
-from .errors import OptionError, connection_cause, error_reason, one_line
+from .errors import OptionError, connection_cause, error_reason, missing_client, one_line
 from .redaction import redact, split_credentials
 from .retry import RETRY_STATUSES, backoff_delay
 
@@ -43,6 +43,8 @@ __all__ = [
     "error_reason",
     "filter_clauses",
     "hit_payload",
+    "missing_client",
+    "keyed_rows",
     "one_line",
     "redact",
     "shared_client_options",

@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sparsebridge.connector import (
+    ENGINE_ENCODING_KEY,
     Connector,
     ConnectorError,
     Hit,
     IndexMismatchError,
     IndexSpec,
+    ModelServer,
     Query,
     Record,
+    RecordColumns,
     SearchOptions,
     SearchResult,
     SparseVector,
@@ -47,6 +50,16 @@ from .dialect import (
 from .errors import OptionError, connection_cause, error_reason, one_line
 from .redaction import redact, split_credentials
 from .retry import RETRY_STATUSES, backoff_delay
+
+MODEL_SERVER_REFUSED = (
+    " (the model server refused the engine's call: check [serve] api_key, then run `sparsebridge register` again)"
+)
+
+
+def _model_server_refused(error: Any, status: int | None) -> bool:
+    """Whether an engine error is a remote model's 401 / 403 passed on: the engines' own refusals
+    are security exceptions, a remote model's failures come back as a ``status_exception``."""
+    return status in (401, 403) and isinstance(error, Mapping) and error.get("type") == "status_exception"
 
 
 class LuceneConnector(Connector):
@@ -249,7 +262,53 @@ class LuceneConnector(Connector):
     ) -> tuple[dict[str, Any], float, list[str]]:
         """(query clause incl. filters, score scale applied by the engine, notes)."""
 
+    # --- the engine encodes text (sparsebridge register, query_encoding = "engine") ---------------
+
+    encodes_text: ClassVar[bool] = True
+
+    def _text_query(
+        self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
+    ) -> tuple[dict[str, Any], float, list[str]]:
+        """(query clause incl. filters, score scale, notes) for ``query.text``, encoded by the engine
+        with the query model that ``register_model_server`` recorded in the index metadata."""
+        raise ConnectorError(f"the {self.name} connector cannot send query text")
+
+    def _engine_model(self, layout: Layout, side: str) -> str:
+        """The engine's id of the ``side`` model recorded by :meth:`register_model_server`."""
+        found = (layout.metadata.get(ENGINE_ENCODING_KEY) or {}).get(side)
+        if not found:
+            raise ConnectorError(
+                f"index {layout.index!r} records no {side}-side model of the {self.engine} engine; run "
+                f"`sparsebridge register` (with `sparsebridge serve` running) first"
+            )
+        return str(found)
+
+    @abstractmethod
+    def _register(self, server: ModelServer, layout: Layout) -> dict[str, str]:
+        """Create the engine's objects that call ``server``; returns name -> id, with the ids of
+        the two sides under ``"query"`` and ``"document"``."""
+
+    def register_model_server(self, server: ModelServer) -> dict[str, str]:
+        """Make the engine call ``server`` for the selected index (see the connector contract);
+        the ids are recorded in the index's ``_meta`` under ``engine_encoding``."""
+        layout = self._current()
+        created = self._register(server, layout)
+        mapping = self._mapping_of(layout.index) or {}
+        meta = dict(mapping.get("_meta") or {})
+        record = {"query": created["query"], "document": created["document"], "server": server.url}
+        if server.info_url and server.info_url != server.url:
+            record["info_url"] = server.info_url
+        meta[ENGINE_ENCODING_KEY] = record
+        with self._api(f"record the engine's models in index {layout.index!r}"):
+            self._call_put_meta(layout.index, meta)
+        layout.metadata[ENGINE_ENCODING_KEY] = record
+        return created
+
     # Client calls whose signatures differ between the two clients.
+    @abstractmethod
+    def _call_put_meta(self, index: str, meta: dict[str, Any]) -> None:
+        """Replace the index mapping's ``_meta`` (the engines replace it whole)."""
+
     @abstractmethod
     def _call_exists(self, index: str) -> bool: ...
     @abstractmethod
@@ -280,10 +339,13 @@ class LuceneConnector(Connector):
             return None
         what, status, body = kind
         where = f"{self.engine} at {self.url}"
+        error = body.get("error") if isinstance(body, Mapping) else None
         if what == "connection":
             msg = f"{where}: cannot {action}: {connection_cause(exc)}"
         elif what == "product":
             msg = f"{where}: the server does not identify itself as {self.engine}; check the URL"
+        elif _model_server_refused(error, status):
+            msg = f"{where}: {action} failed (HTTP {status}): {error_reason(error)}{MODEL_SERVER_REFUSED}"
         elif status == 401:
             msg = f"{where}: {action}: authentication failed (HTTP 401); check api_key or username/password"
         elif status == 403:
@@ -561,6 +623,40 @@ class LuceneConnector(Connector):
             actions.append({"_op_type": "index", "_index": layout.index, "_id": rid, "_source": source})
         return actions
 
+    def bulk_actions_columns(self, columns: RecordColumns) -> list[dict[str, Any]]:
+        """:meth:`bulk_actions` of a columnar batch: each ``_source`` built from the batch's flat
+        lists (see :meth:`_encode_sparse_columns`), without a Record per row. A batch with dense
+        vectors or an id given twice goes through :meth:`bulk_actions`."""
+        if columns.dense is not None or len(set(columns.ids)) != len(columns):
+            return self.bulk_actions(columns.records())
+        layout = self._current()
+        field_name, index = layout.sparse_field, layout.index
+        return [
+            {
+                "_op_type": "index",
+                "_index": index,
+                "_id": rid,
+                "_source": {TEXT_FIELD: text, field_name: vector, PAYLOAD_FIELD: dict(payload)},
+            }
+            for rid, text, vector, payload in zip(
+                columns.ids, columns.texts, self._encode_sparse_columns(layout, columns), columns.payloads
+            )
+        ]
+
+    def _encode_sparse_columns(self, layout: Layout, columns: RecordColumns) -> list[dict[str, float]]:
+        """The sparse field's value for every row of ``columns``, as :meth:`_encode_sparse` gives it
+        for one record. This default goes through the records; connectors override it."""
+        return [self._encode_sparse(layout, rec) for rec in columns.records()]
+
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        """:meth:`write` of a columnar batch (the bulk actions from :meth:`bulk_actions_columns`)."""
+        if not len(columns):
+            return WriteResult()
+        layout = self._current()
+        result = self._run_bulk(self.bulk_actions_columns(columns), f"write to index {layout.index!r}")
+        self._after_change(layout.index)
+        return result
+
     def _stream(self, actions: list[dict[str, Any]], **bulk_kwargs: Any) -> Iterable[tuple[bool, dict]]:
         helpers = self._helpers()
         common = dict(chunk_size=self.chunk_size, raise_on_error=False, raise_on_exception=False, **bulk_kwargs)
@@ -736,7 +832,7 @@ class LuceneConnector(Connector):
             filters = filter_clauses(q.filter)
             dense = q.dense
             if dense is not None and layout.dense_field is None:
-                if q.sparse is None:
+                if q.sparse is None and q.text is None:
                     raise ConnectorError(
                         f"query {n} has only a dense vector but index {layout.index!r} has no dense field"
                     )
@@ -753,10 +849,11 @@ class LuceneConnector(Connector):
                     continue
                 # Only the dense leg can match: a hybrid of one leg is that leg's ranking.
                 sparse_clause = None
-            elif q.sparse is not None:
+            elif q.sparse is not None or q.text is not None:
                 # A leg of a hybrid query contributes `candidates` hits, not top_k.
                 leg = dataclasses.replace(options, top_k=options.candidates) if dense_clause is not None else options
-                sparse_clause, scale, extra = self._sparse_query(layout, q, filters, leg)
+                make = self._sparse_query if q.sparse is not None else self._text_query
+                sparse_clause, scale, extra = make(layout, q, filters, leg)
                 notes += extra
             else:
                 sparse_clause, scale = None, 1.0
@@ -851,10 +948,11 @@ class LuceneConnector(Connector):
                 if why is not None:
                     out[p] = why
                     continue
+                hint = MODEL_SERVER_REFUSED if _model_server_refused(sub["error"], status) else ""
                 raise ConnectorError(
                     self._scrub(
                         f"{self.engine} at {self.url}: {action}: query {p} failed (HTTP {status}): "
-                        f"{error_reason(sub['error'])}"
+                        f"{error_reason(sub['error'])}{hint}"
                     )
                 )
             out[p].append(sub)  # type: ignore[union-attr]
@@ -1010,6 +1108,20 @@ class SearchPlan:
     fuse: bool = False
     pipeline: str | None = None
     fallback: SearchPlan | None = None
+
+
+def keyed_rows(offsets: Sequence[int], keys: Sequence[str], weights: Sequence[float]) -> list[dict[str, float]]:
+    """One ``{key: weight}`` per row of flat lists (row ``k`` is ``offsets[k]:offsets[k + 1]``); a key
+    that two ids of a row share keeps the larger weight, as the engine would."""
+    out = []
+    for a, b in zip(offsets, offsets[1:]):
+        row = dict(zip(keys[a:b], weights[a:b]))
+        if len(row) != b - a:
+            row = {}
+            for key, w in zip(keys[a:b], weights[a:b]):
+                row[key] = max(w, row.get(key, 0.0))
+        out.append(row)
+    return out
 
 
 def _fits_9_bits(weight: float) -> bool:

@@ -7,7 +7,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from sparsebridge.connector import ConnectorError
 from sparsebridge.connector.kit import OptionError, one_line  # noqa: F401  (the kit's, re-exported)
+
+
+def missing_client(connector: str, package: str, err: ImportError) -> ConnectorError:
+    """The error of a connector whose engine client library is not installed: names the package
+    and the extra that brings it."""
+    return ConnectorError(
+        f"the {connector} connector needs the {package!r} package ({err}); "
+        f"install it with: pip install 'sparsebridge[{connector}]'"
+    )
+
 
 # --- small pure helpers --------------------------------------------------------------------------
 

@@ -42,7 +42,17 @@ weights), ``"rrf"`` by the ``score-ranker-processor`` (``rank_constant`` = ``rrf
 hybrid query returns the candidates of each leg, fused, and the connector keeps the ``top_k`` best.
 ``_msearch`` takes no per-search pipeline, so each hybrid query is one ``_search`` with
 ``search_pipeline``. ``"dbsf"`` and RRF before 2.19 run the two legs in one ``_msearch`` and fuse
-them on the client, with a note in the result. Options besides the common ones: ``sparse_field_type`` and the SEISMIC
+them on the client, with a note in the result.
+
+Encoding in the engine (``sparsebridge register``; see :mod:`.ml`): per side an ML connector to a
+running ``sparsebridge serve`` and a remote model registered and deployed on it (the deploy task is
+polled until it completes), then a ``sparse_encoding`` ingest pipeline on the document model, set as
+the index's ``default_pipeline`` (documents written without vectors are encoded by OpenSearch). The
+model ids go into the index's ``_meta`` (``engine_encoding``); a query that carries text is then a
+``neural_sparse`` query with ``query_text`` + ``model_id``. rank_features indexes only (SEISMIC
+fields are keyed by token id, which the model's token map is not).
+
+Options besides the common ones: ``sparse_field_type`` and the SEISMIC
 parameters. OpenSearch has no API keys: use ``username``/``password`` (or ``basic_auth``).
 """
 
@@ -53,15 +63,38 @@ import json
 import logging
 import math
 import numbers
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from sparsebridge.connector import ConnectorError, IndexSpec, Query, Record, SearchOptions, WriteResult
-from sparsebridge_lucene_rest import Layout, LuceneConnector, OptionError, SearchPlan, combine
+from sparsebridge.connector import (
+    ConnectorError,
+    IndexSpec,
+    ModelServer,
+    Query,
+    Record,
+    RecordColumns,
+    SearchOptions,
+    WriteResult,
+)
+from sparsebridge_lucene_rest import (
+    TEXT_FIELD,
+    Layout,
+    LuceneConnector,
+    OptionError,
+    SearchPlan,
+    combine,
+    keyed_rows,
+    missing_client,
+)
+
+from . import ml
 
 MIN_VERSION = (2, 14)
 SEISMIC_SINCE = (3, 3)
 SCORE_RANKER_SINCE = (2, 19)  # RRF in a search pipeline
+DEPLOY_TIMEOUT = 120.0  # seconds a remote model's deploy task may take before register gives up
+DEPLOY_POLL = 0.5
 PIPELINE_PREFIX = "sparsebridge-hybrid-"
 QUANTIZATION_META = "seismic_quantization"
 DEFAULT_CEILING_INGEST = 3.0  # OpenSearch's defaults for SEISMIC
@@ -157,10 +190,7 @@ class OpenSearchConnector(LuceneConnector):
         try:
             from . import _client
         except ImportError as err:
-            raise ConnectorError(
-                f"the opensearch connector needs the 'opensearch-py' package ({err}); "
-                f"install it with: pip install 'sparsebridge[opensearch]'"
-            ) from None
+            raise missing_client(self.name, "opensearch-py", err) from None
         return _client
 
     def _check_server(self, client: Any, info: Mapping[str, Any]) -> None:
@@ -280,24 +310,38 @@ class OpenSearchConnector(LuceneConnector):
                 self._derived["max_weight"],
             )
         result = super().write(records)
-        ceilings = self.current_ceilings() if records else None
-        if ceilings is not None:
-            clipped = sum(1 for r in records for w in r.sparse.values if w > ceilings[0])
-            if clipped:
-                # One wording per ceiling, so an ingest of many batches reports it once; the
-                # count of each batch goes to the log.
-                note = (
-                    f"weights above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} were "
-                    f"clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
-                )
-                log.warning(
-                    "index %r: %d weight(s) of this batch: %s",
-                    self._layout.index if self._layout else self._index,
-                    clipped,
-                    note,
-                )
-                result.notes.append(note)
+        if records:
+            self._note_clipped(result, lambda ceiling: sum(1 for r in records for w in r.sparse.values if w > ceiling))
         return result
+
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        if self._pending is not None:  # the index is created from the first batch's weights: see write
+            return self.write(columns.records())
+        result = super().write_columns(columns)
+        if len(columns):
+            self._note_clipped(result, lambda ceiling: int((columns.values > ceiling).sum()))
+        return result
+
+    def _note_clipped(self, result: WriteResult, count_above: Any) -> None:
+        """Say so when the batch had weights above the SEISMIC ingest ceiling (``count_above(ceiling)``)."""
+        ceilings = self.current_ceilings()
+        if ceilings is None:
+            return
+        clipped = count_above(ceilings[0])
+        if clipped:
+            # One wording per ceiling, so an ingest of many batches reports it once; the
+            # count of each batch goes to the log.
+            note = (
+                f"weights above the index's SEISMIC quantization_ceiling_ingest {ceilings[0]:g} were "
+                f"clipped to it by OpenSearch; re-create the index with a higher ceiling to keep them"
+            )
+            log.warning(
+                "index %r: %d weight(s) of this batch: %s",
+                self._layout.index if self._layout else self._index,
+                clipped,
+                note,
+            )
+            result.notes.append(note)
 
     def index_metadata(self) -> dict[str, Any] | None:
         if self._pending is not None:
@@ -356,6 +400,13 @@ class OpenSearchConnector(LuceneConnector):
     def _encode_sparse(self, layout: Layout, record: Record) -> dict[str, float]:
         return self._keyed(layout, record.sparse)
 
+    def _encode_sparse_columns(self, layout: Layout, columns: RecordColumns) -> list[dict[str, float]]:
+        offsets, indices, values = columns.flat_lists()
+        if layout.sparse_keys == KEYS_INDEX:
+            return keyed_rows(offsets, [str(i) for i in indices], values)
+        keys = columns.tokens[columns.indices].tolist()
+        return keyed_rows(offsets, keys, values)
+
     def _sparse_query(
         self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
     ) -> tuple[dict[str, Any], float, list[str]]:
@@ -398,6 +449,71 @@ class OpenSearchConnector(LuceneConnector):
                 f"index {layout.index!r} uses rank_features"
             )
         return combine({"neural_sparse": {layout.sparse_field: inner}}, filters), scale, notes
+
+    def _text_query(
+        self, layout: Layout, query: Query, filters: list[dict[str, Any]], options: SearchOptions
+    ) -> tuple[dict[str, Any], float, list[str]]:
+        assert query.text is not None
+        if layout.sparse_type != "rank_features" or options.backend_options:
+            raise OptionError(
+                f"query text (query_encoding = 'engine') works on rank_features indexes without search "
+                f"options; index {layout.index!r} has a {layout.sparse_type} field"
+            )
+        inner = {"query_text": query.text, "model_id": self._engine_model(layout, "query")}
+        return combine({"neural_sparse": {layout.sparse_field: inner}}, filters), 1.0, []
+
+    # --- sparsebridge register ---------------------------------------------------------------------
+
+    def _register(self, server: ModelServer, layout: Layout) -> dict[str, str]:
+        if layout.sparse_type != "rank_features":
+            raise OptionError(
+                f"register works on rank_features indexes; index {layout.index!r} has a SEISMIC "
+                f"{layout.sparse_type} field, keyed by token id"
+            )
+        if server.semantic_index:
+            raise OptionError(
+                "semantic_text indexes are Elasticsearch's; OpenSearch encodes through an ingest pipeline"
+            )
+        created: dict[str, str] = {}
+        ml_api = self.client.plugins.ml
+        for side in ("query", "document"):
+            name = ml.model_name(layout.index, side)
+            with self._api(f"create the ML connector of model {name!r}"):
+                connector_id = ml_api.create_connector(body=ml.ml_connector(server, side))["connector_id"]
+            with self._api(f"register model {name!r}"):
+                answer = ml_api.register_model(body=ml.remote_model(name, connector_id, side))
+            model_id = answer.get("model_id") or self._await_task(answer["task_id"], f"register model {name!r}")
+            with self._api(f"deploy model {name!r}"):
+                task = ml_api.deploy_model(model_id=model_id)["task_id"]
+            self._await_task(task, f"deploy model {name!r}")
+            created[side] = model_id
+            created[f"{side}_connector"] = connector_id
+        pipeline = ml.pipeline_name(layout.index)
+        with self._api(f"put ingest pipeline {pipeline!r}"):
+            self.client.ingest.put_pipeline(
+                id=pipeline, body=ml.ingest_pipeline(created["document"], layout.sparse_field, TEXT_FIELD)
+            )
+        with self._api(f"set the default pipeline of index {layout.index!r}"):
+            self.client.indices.put_settings(index=layout.index, body={"index": {"default_pipeline": pipeline}})
+        created["ingest_pipeline"] = pipeline
+        return created
+
+    def _await_task(self, task_id: str, action: str) -> str:
+        """Poll an ML task until it completes; its model id. A failed or stuck task is an error."""
+        deadline = time.monotonic() + DEPLOY_TIMEOUT
+        while True:
+            with self._api(f"{action}: read task {task_id!r}"):
+                task = self.client.plugins.ml.get_task(task_id=task_id)
+            state = task.get("state")
+            if state == "COMPLETED":
+                return str(task.get("model_id") or "")
+            if state in ("FAILED", "COMPLETED_WITH_ERROR", "CANCELLED", "EXPIRED"):
+                raise ConnectorError(f"OpenSearch at {self.url}: {action}: task {task_id} {state}: {task.get('error')}")
+            if time.monotonic() > deadline:
+                raise ConnectorError(
+                    f"OpenSearch at {self.url}: {action}: task {task_id} still {state} after {DEPLOY_TIMEOUT:g} s"
+                )
+            time.sleep(DEPLOY_POLL)
 
     # --- hybrid ----------------------------------------------------------------------------------
 
@@ -493,6 +609,9 @@ class OpenSearchConnector(LuceneConnector):
 
     def _call_put_mapping(self, index: str, properties: dict[str, Any]) -> None:
         self.client.indices.put_mapping(index=index, body={"properties": properties})
+
+    def _call_put_meta(self, index: str, meta: dict[str, Any]) -> None:
+        self.client.indices.put_mapping(index=index, body={"_meta": meta})
 
     def _call_msearch(self, index: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(self.client.msearch(body=lines))

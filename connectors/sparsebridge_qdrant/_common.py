@@ -15,7 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparsebridge.connector import ConnectorError, IndexMismatchError, IndexSpec, Query, Record, SearchOptions
+from sparsebridge.connector import (
+    ConnectorError,
+    IndexMismatchError,
+    IndexSpec,
+    Query,
+    Record,
+    RecordColumns,
+    SearchOptions,
+)
 from sparsebridge.connector.filters import Condition, parse_filter  # noqa: F401  (one filter parser for every backend)
 from sparsebridge.connector.kit import OptionError, one_line, redact, redact_url, write_json_atomic  # noqa: F401  (the kit's)
 
@@ -234,6 +242,27 @@ def _prepare(rec: Record, layout: Layout, id_key: str, text_key: str) -> Prepare
         dense=dense,
         payload=payload,
     )
+
+
+def columns_payloads(columns: RecordColumns, id_key: str, text_key: str) -> list[dict[str, Any]] | None:
+    """The payloads of a columnar batch as :func:`prepare_records` would make them (the record's
+    payload plus its id and text); None when the batch needs :func:`prepare_records` itself: an id
+    given twice or empty, a dense vector, an index past uint32, a payload holding NaN or an infinity
+    or using a reserved key. Those cases are rare, and there the record path names each bad row."""
+    ids = columns.ids
+    if columns.dense is not None or columns.payload_constants or len(set(ids)) != len(ids) or "" in ids:
+        return None
+    if len(columns.indices) and int(columns.indices.max()) > MAX_SPARSE_INDEX:
+        return None
+    out = []
+    for rid, text, payload in zip(ids, columns.texts, columns.payloads):
+        if id_key in payload or text_key in payload:
+            return None
+        payload = dict(payload)
+        payload[id_key] = rid
+        payload[text_key] = text
+        out.append(payload)
+    return out
 
 
 # --- queries ---------------------------------------------------------------------------------------

@@ -8,8 +8,13 @@ Layout of the folder (``path``)::
 The sidecar is written (atomically) before the shard exists, and the shard is created in a
 temporary folder and renamed into place, so a crash at any point leaves a collection that either
 does not exist yet or opens cleanly. Writes go to the shard's write-ahead log before ``write()``
-returns, so a killed process loses nothing it was told was written; with ``flush=True`` (default)
-the segments are also flushed to disk after each write, which makes reopening fast.
+returns (Edge's ``update`` appends to it first), so a killed process loses nothing it was told was
+written: the next open replays the log. The log is memory-mapped and not synced by ``update``, so
+a power cut can still take what was not flushed. ``flush`` says when the segments and the log are
+flushed to disk: ``"interval"`` (default) at most every ``flush_interval`` seconds (10) during
+writes, and at close; ``"write"`` (or true) after every write; ``"close"`` (or false) only at close.
+A dataset ingest hands the connector columns (``upsert_columns``): the points are built from the
+batch's flat lists, without a record object per row.
 
 One process at a time: before anything of a collection is opened, created or deleted, the process
 takes an exclusive OS lock (``flock`` through ``portalocker``) on ``<path>/.<collection>.lock``, and
@@ -49,12 +54,13 @@ import os
 import shutil
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sparsebridge.connector import ConnectorError, IndexMismatchError, SearchOptions
+from sparsebridge.connector import ConnectorError, IndexMismatchError, RecordColumns, SearchOptions
 from sparsebridge.connector.durability import fsync_dir
 
 from ._common import (
@@ -66,6 +72,7 @@ from ._common import (
     check_layout,
     engine_rrf_k,
     one_line,
+    point_id,
     write_json_atomic,
 )
 
@@ -378,14 +385,22 @@ class EdgeBackend:
     def __init__(
         self,
         path: str,
-        flush: bool = True,
+        flush: bool | str = "interval",
         lock_timeout: float = 0.0,
+        flush_interval: float = 10.0,
         storage: EdgeStorage | None = None,
     ) -> None:
         _require_edge()
         self.root = os.path.abspath(os.path.expanduser(str(path)))
-        self.flush = bool(flush)
+        self.flush = flush_policy(flush)
         self.storage = storage or EdgeStorage()
+        try:
+            self.flush_interval = float(flush_interval)
+        except (TypeError, ValueError):
+            raise ConnectorError(f"flush_interval must be a number of seconds, got {flush_interval!r}") from None
+        if not self.flush_interval >= 0:
+            raise ConnectorError(f"flush_interval must be 0 or more seconds, got {flush_interval!r}")
+        self._last_flush = time.monotonic()
         try:
             self.lock_timeout = float(lock_timeout)
         except (TypeError, ValueError):
@@ -614,31 +629,64 @@ class EdgeBackend:
     ) -> tuple[list[str], dict[str, str], int]:
         if not points:
             return [], {}, 0
+        return self._upsert_points(name, [p.record_id for p in points], [self._point(layout, p) for p in points])
+
+    def upsert_columns(
+        self, name: str, layout: Layout, columns: RecordColumns, payloads: list[dict[str, Any]]
+    ) -> tuple[list[str], dict[str, str], int]:
+        """Points straight from a columnar batch (see ``QdrantConnector.write_columns``): each
+        sparse vector is a slice of the batch's flat lists, converted once per batch."""
+        if not len(columns):
+            return [], {}, 0
+        offsets, indices, values = columns.flat_lists()
+        field, point, sparse = layout.sparse_field, qe.Point, qe.SparseVector
+        points = [
+            point(id=point_id(rid), vector={field: sparse(indices=indices[a:b], values=values[a:b])}, payload=body)
+            for rid, a, b, body in zip(columns.ids, offsets, offsets[1:], payloads)
+        ]
+        return self._upsert_points(name, columns.ids, points)
+
+    def _upsert_points(
+        self, name: str, record_ids: Sequence[str], points: list[Any]
+    ) -> tuple[list[str], dict[str, str], int]:
+        """One upsert of ``points``; on failure point by point, naming the culprits. Once the
+        engine's ``update`` returns, the operation is in its write-ahead log (see the module
+        docstring), so what is reported written survives a killed process."""
         shard = self._shard(name)
         written: list[str] = []
         failed: dict[str, str] = {}
         try:
-            shard.update(qe.UpdateOperation.upsert_points([self._point(layout, p) for p in points]))
-            written = [p.record_id for p in points]
+            shard.update(qe.UpdateOperation.upsert_points(points))
+            written = list(record_ids)
         except Exception:
             # One bad point fails the whole operation: retry point by point to name the culprits.
-            for p in points:
+            for rid, p in zip(record_ids, points):
                 try:
-                    shard.update(qe.UpdateOperation.upsert_points([self._point(layout, p)]))
-                    written.append(p.record_id)
+                    shard.update(qe.UpdateOperation.upsert_points([p]))
+                    written.append(rid)
                 except Exception as exc:
-                    failed[p.record_id] = one_line(str(exc))
-        if self.flush and written:
-            shard.flush()
+                    failed[rid] = one_line(str(exc))
+        if written:
+            self._after_write(shard)
         return written, failed, 0
+
+    def _after_write(self, shard: Any) -> None:
+        """Flush the segments as the flush policy says: after every write, at most every
+        ``flush_interval`` seconds, or only when the shard closes."""
+        if self.flush == "write":
+            shard.flush()
+        elif self.flush == "interval":
+            now = time.monotonic()
+            if now - self._last_flush >= self.flush_interval:
+                shard.flush()
+                self._last_flush = time.monotonic()
 
     def delete(self, name: str, point_ids: Sequence[str]) -> None:
         if not point_ids:
             return
         shard = self._shard(name)
         shard.update(qe.UpdateOperation.delete_points(list(point_ids)))
-        if self.flush:
-            shard.flush()
+        self._after_write(shard)
 
     def count(self, name: str) -> int:
         return int(self._shard(name).count(qe.CountRequest(exact=True)))
@@ -729,6 +777,17 @@ class EdgeBackend:
         except Exception as exc:
             raise ConnectorError(f"Qdrant Edge scroll of {name!r} failed: {one_line(str(exc))}") from exc
         return [_exported(r.payload, r.vector, layout) for r in records], next_offset
+
+
+FLUSH_POLICIES = {True: "write", "write": "write", "interval": "interval", False: "close", "close": "close"}
+
+
+def flush_policy(value: Any) -> str:
+    """The ``flush`` option as a policy: ``"write"`` (true), ``"interval"`` or ``"close"`` (false)."""
+    key = value.strip().lower() if isinstance(value, str) else value
+    if isinstance(key, bool) or key in ("write", "interval", "close"):
+        return FLUSH_POLICIES[key]
+    raise ConnectorError(f"flush must be 'interval', 'write' (or true), or 'close' (or false), got {value!r}")
 
 
 def _edge_match(value: Any) -> dict[str, Any]:

@@ -8,7 +8,9 @@
     second ``ingest``) gets a one-line ``ConnectorError`` naming the folder and the holder's pid, and
     the holder's files are never touched; with ``lock_timeout`` (seconds, default 0) it waits that
     long for the holder to finish instead. Edge has no read-only open: for concurrent readers and
-    writers use ``mode="server"``.
+    writers use ``mode="server"``. ``flush`` (``"interval"``, default; ``"write"`` / true;
+    ``"close"`` / false) and ``flush_interval`` (seconds, default 10): when the segments are flushed
+    to disk; what ``write`` returns is in the engine's write-ahead log either way (see ``_edge``).
     Storage (see ``_edge``'s docstring; all but ``optimize_mb`` are fixed when a collection is
     created): ``sparse_on_disk`` (default true: the sparse index of optimized segments is
     memory-mapped, not loaded), ``payload_on_disk`` (default true), ``optimize_mb`` (default 64: a
@@ -52,6 +54,7 @@ from sparsebridge.connector import (
     IndexSpec,
     Query,
     Record,
+    RecordColumns,
     SearchOptions,
     SearchResult,
     SparseVector,
@@ -65,6 +68,7 @@ from ._common import (
     QdrantOptionError,
     check_collection_name,
     clean_payload,
+    columns_payloads,
     hit_id,
     normalize_distance,
     plan_queries,
@@ -81,6 +85,7 @@ _BY_MODE = {
     "edge": {
         "path",
         "flush",
+        "flush_interval",
         "lock_timeout",
         "sparse_on_disk",
         "payload_on_disk",
@@ -148,8 +153,9 @@ class QdrantConnector(Connector):
 
             return EdgeBackend(
                 path=options.get("path") or DEFAULT_EDGE_PATH,
-                flush=options.get("flush", True),
+                flush=options.get("flush", "interval"),
                 lock_timeout=options.get("lock_timeout", 0.0),
+                flush_interval=options.get("flush_interval", 10.0),
                 storage=EdgeStorage.from_options(options),
             )
         from ._client import ClientBackend
@@ -218,6 +224,17 @@ class QdrantConnector(Connector):
         points, failed = prepare_records(records, layout, self.id_key, self.text_key)
         written, more_failed, retries = self._backend.upsert(name, layout, points)
         failed.update(more_failed)
+        return WriteResult(written=list(written), failed=failed, retries=retries)
+
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        """A vector dataset's batch: on Edge the points are built from the flat arrays (no Record per
+        row); what the fast path cannot vouch for goes through :meth:`write`, which names bad rows."""
+        name, layout = self._current()
+        upsert_columns = getattr(self._backend, "upsert_columns", None)
+        payloads = None if upsert_columns is None else columns_payloads(columns, self.id_key, self.text_key)
+        if payloads is None:
+            return super().write_columns(columns)
+        written, failed, retries = upsert_columns(name, layout, columns, payloads)
         return WriteResult(written=list(written), failed=failed, retries=retries)
 
     def search(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[SearchResult]:

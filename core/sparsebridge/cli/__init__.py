@@ -9,6 +9,7 @@
     sparsebridge encode "some text" --top-k 10       # JSONL of token weights
     sparsebridge connectors                          # installed backends
     sparsebridge info                                # model summary and sparsity
+    sparsebridge register                            # the engine encodes text through `serve`
 
 Every command takes ``--config`` (default: ``$SPARSEBRIDGE_CONFIG``, else ``./sparsebridge.toml``
 when present, else the built-in defaults) and ``--json``. Progress goes to stderr. A user error
@@ -21,7 +22,7 @@ The frame (``main``, options, error handling) is in ``app.py``; each command gro
 its own, imported here so that it registers with ``main``.
 """
 
-from . import cache, encode, evaluate, info, ingest, search, serve, transfer  # noqa: F401  (register the commands)
+from . import cache, encode, evaluate, info, ingest, register, search, serve, transfer  # noqa: F401  (register the commands)
 from .app import main, printable
 from .ingest import _print_ingest_report, interrupt_line  # noqa: F401  (the ingest report's lines)
 

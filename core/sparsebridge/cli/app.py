@@ -9,13 +9,14 @@ import json
 import re
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .._version import __version__
-from ..config import Config, check_device, load_config
+from ..config import Config, load_config
 from ..errors import SparsebridgeError, SparsebridgeWarning
 
 MAX_LISTED_FAILURES = 20
@@ -123,6 +124,41 @@ def model_change_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+@dataclass(frozen=True)
+class IndexCommand:
+    """What :func:`index_command_options` read: the config (``--config``, with ``--index`` and
+    ``--allow-model-change`` applied), ``--json`` and ``--quiet``."""
+
+    config: Config
+    as_json: bool
+    quiet: bool
+
+
+def index_command_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a command that works on the configured index with the model (ingest, search,
+    eval): ``--index``, ``--allow-model-change``, ``--config``, ``--json`` and ``--quiet``, handed
+    to the command as one :class:`IndexCommand` (keyword ``cmd``)."""
+
+    @functools.wraps(fn)
+    def command(
+        *args: Any,
+        index: str | None,
+        allow_model_change: bool | None,
+        config_path: Path | None,
+        as_json: bool,
+        quiet: bool,
+        **kwargs: Any,
+    ) -> Any:
+        config = _config(config_path, index=index)
+        if allow_model_change:
+            config.ingest.allow_model_change = True
+        return fn(*args, cmd=IndexCommand(config, as_json, quiet), **kwargs)
+
+    for option in (progress_option, common_options, model_change_option, index_option):
+        command = option(command)
+    return command
+
+
 def _config(path: Path | None, *, check_connector: bool = True, index: str | None = None) -> Config:
     config = load_config(path, check_connector=check_connector)
     if index:
@@ -142,7 +178,7 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _pipeline(config: Config, quiet: bool, cache: Any = None) -> Any:
+def _pipeline(config: Config, quiet: bool, cache: Any = None, *, queries_only: bool = False) -> Any:
     from ..config.builder import connector_from_config
 
     # The backend is checked before torch and the models load: an unreachable one fails in a second.
@@ -151,8 +187,11 @@ def _pipeline(config: Config, quiet: bool, cache: Any = None) -> Any:
         connector.check()
         from ..index.pipeline import Pipeline
 
-        _quiet_libraries()
-        return Pipeline.from_config(config, connector=connector, show_progress=not quiet, cache=cache)
+        if not queries_only:  # it imports transformers, which a query-only search may not need
+            _quiet_libraries()
+        return Pipeline.from_config(
+            config, connector=connector, show_progress=not quiet, cache=cache, queries_only=queries_only
+        )
     except BaseException:
         connector.close()
         raise
@@ -181,10 +220,10 @@ def cache_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _encoder(config: Config) -> Any:
-    """The configured sparse encoder, built as the pipeline builds it (device, precision)."""
+    """The configured sparse encoder, from the builder every model load goes through (device,
+    precision)."""
     from ..config.builder import build_sparse_encoder
 
-    check_device(config)
     _quiet_libraries()
     return build_sparse_encoder(config)
 

@@ -9,17 +9,7 @@ import click
 
 from ..config import Config
 from ..index.corpus import InvalidDocument, read_jsonl
-from .app import (
-    _config,
-    _emit_json,
-    _pipeline,
-    common_options,
-    index_option,
-    main,
-    model_change_option,
-    printable,
-    progress_option,
-)
+from .app import IndexCommand, _emit_json, _pipeline, index_command_options, main, printable
 
 
 @main.command(name="eval")
@@ -35,10 +25,7 @@ from .app import (
     is_flag=True,
     help="Also measure what pruning/approximation costs: recall of the exact sparse top 10 in the engine's top 10.",
 )
-@index_option
-@model_change_option
-@common_options
-@progress_option
+@index_command_options
 def eval_cmd(
     beir_dir: Path,
     split: str,
@@ -46,11 +33,7 @@ def eval_cmd(
     per_query: bool,
     no_ingest: bool,
     exact_recall: bool,
-    index: str | None,
-    allow_model_change: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-    quiet: bool,
+    cmd: IndexCommand,
 ) -> None:
     """nDCG@10, MRR@10 and Recall@100 on a BEIR dataset through the configured backend.
 
@@ -63,10 +46,8 @@ def eval_cmd(
     """
     from ..index.corpus import beir_corpus_path
 
-    config = _config(config_path, index=index)
-    if allow_model_change:
-        config.ingest.allow_model_change = True
-    with _pipeline(config, quiet) as pipe:
+    config = cmd.config
+    with _pipeline(config, cmd.quiet) as pipe:
         if recreate:
             pipe.connector.drop()
         elif pipe.exists() and pipe.count() > 0:
@@ -77,7 +58,7 @@ def eval_cmd(
         for figures in (result.get("exact_recall") or {}).values():
             figures.pop("per_query", None)
     result["backend"] = config.backend.connector
-    if as_json:
+    if cmd.as_json:
         _emit_json(result)
         return
     if "ingest" in result:

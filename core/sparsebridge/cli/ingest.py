@@ -13,19 +13,16 @@ from ..index.corpus import open_corpus
 from .app import (
     EXIT_INTERRUPTED,
     MAX_LISTED_FAILURES,
-    _config,
+    IndexCommand,
     _emit_json,
     _index_writer,
     _open_cache,
     _pipeline,
     _quiet_libraries,
     cache_options,
-    common_options,
-    index_option,
+    index_command_options,
     main,
-    model_change_option,
     printable,
-    progress_option,
 )
 
 
@@ -60,10 +57,7 @@ from .app import (
     show_default=True,
     help="With --engine ray: GPUs per actor.",
 )
-@index_option
-@model_change_option
-@common_options
-@progress_option
+@index_command_options
 def ingest(
     corpus: str,
     limit: int | None,
@@ -76,11 +70,7 @@ def ingest(
     address: str | None,
     workers: int,
     gpus_per_worker: float,
-    index: str | None,
-    allow_model_change: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-    quiet: bool,
+    cmd: IndexCommand,
 ) -> None:
     """Encode a corpus and write it to the configured backend.
 
@@ -92,27 +82,25 @@ def ingest(
     """
     from ..vectors.dataset import is_dataset
 
-    config = _config(config_path, index=index)
+    config = cmd.config
     if split_passages is not None:
         config.ingest.split_passages = split_passages
     if batch_size is not None:
         config.model.batch_size = batch_size
-    if allow_model_change:
-        config.ingest.allow_model_change = True
     interrupted = False
     if is_dataset(corpus):
         if limit is not None or engine == "ray":
             raise click.UsageError("--limit and --engine ray apply to text corpora, not to a vector dataset")
-        with _index_writer(config, quiet) as writer:
+        with _index_writer(config, cmd.quiet) as writer:
             report = writer.ingest_dataset(corpus, recreate=recreate)
         name = corpus
     else:
         source = open_corpus(corpus, limit=limit)
         name = source.name
         if engine == "ray":
-            report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, quiet)
+            report = _ingest_with_ray(config, corpus, address, workers, gpus_per_worker, limit, recreate, cmd.quiet)
         else:
-            with _pipeline(config, quiet, _open_cache(no_cache, cache_path)) as pipe:
+            with _pipeline(config, cmd.quiet, _open_cache(no_cache, cache_path)) as pipe:
                 try:
                     report = pipe.ingest(source, recreate=recreate)
                 except IngestInterrupted as exc:
@@ -120,7 +108,7 @@ def ingest(
     data = {"corpus": name, "backend": config.backend.connector, **report.to_dict()}
     if interrupted:
         data["interrupted"] = True
-    if as_json:
+    if cmd.as_json:
         _emit_json(data)
     else:
         _print_ingest_report(report, name, config, interrupted)

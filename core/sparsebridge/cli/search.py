@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import click
 
-from .app import (
-    _SURROGATE,
-    _config,
-    _emit_json,
-    _pipeline,
-    common_options,
-    index_option,
-    main,
-    model_change_option,
-    printable,
-    progress_option,
-)
+from .app import _SURROGATE, IndexCommand, _emit_json, _pipeline, index_command_options, main, printable
 
 
 def _parse_filters(items: Iterable[str]) -> dict[str, Any] | None:
@@ -54,34 +42,42 @@ def _snippet(hit_id: str, payload: dict[str, Any], width: int = 100) -> str:
 @click.option("--top-k", "-k", type=click.IntRange(min=1), default=None, help="Hits per query ([search] top_k).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Payload filter; repeat for more.")
 @click.option("--mode", type=click.Choice(["sparse", "dense", "hybrid"]), default=None, help="Which vectors to use.")
-@click.option("--explain/--no-explain", default=True, show_default=True, help="Show the tokens each hit matched.")
-@index_option
-@model_change_option
-@common_options
-@progress_option
+@click.option(
+    "--explain/--no-explain",
+    default=None,
+    help='Show the tokens each hit matched (default: on, unless [search] query_encoding = "engine").',
+)
+@index_command_options
 def search(
     queries: tuple[str, ...],
     top_k: int | None,
     filters: tuple[str, ...],
     mode: str | None,
-    explain: bool,
-    index: str | None,
-    allow_model_change: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-    quiet: bool,
+    explain: bool | None,
+    cmd: IndexCommand,
 ) -> None:
     """Search the index for one or more QUERIES (one batch request) and print ranked hits."""
     for n, query in enumerate(queries, 1):
         if _SURROGATE.search(query):  # bytes that are not UTF-8 in argv arrive as lone surrogates
             raise click.ClickException(f"query {n} ('{printable(query)}') is not valid UTF-8 text")
-    config = _config(config_path, index=index)
-    if allow_model_change:
-        config.ingest.allow_model_change = True
+    config = cmd.config
     flt = _parse_filters(filters)
-    with _pipeline(config, quiet) as pipe:
-        results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
-    if as_json:
+    if config.search.query_encoding == "engine":
+        # The engine encodes the query text: no sparse model loads here.
+        from ..config.builder import connector_from_config
+        from ..index.engine_search import engine_search
+
+        with connector_from_config(config) as connector:
+            results = engine_search(
+                config, connector, list(queries), top_k=top_k, filter=flt, mode=mode, explain=bool(explain)
+            )
+    else:
+        explain = explain is not False
+        # Without explanations only queries are encoded: an inference-free model needs no torch for them.
+        queries_only = not explain and mode in (None, "sparse")
+        with _pipeline(config, cmd.quiet, queries_only=queries_only) as pipe:
+            results = pipe.search(list(queries), top_k=top_k, filter=flt, explain=explain, mode=mode)
+    if cmd.as_json:
         _emit_json([r.to_dict() for r in results])
         return
     for n, result in enumerate(results):

@@ -30,6 +30,8 @@ an embedded Qdrant Edge index in ``./sparsebridge-data``)::
     rrf_k = 60
     weights = { sparse = 1.0, dense = 1.0 }   # fusion = "linear" only
     dense_model = "packaged:minilm"
+    query_encoding = "client"          # or "engine": the engine encodes query text through
+                                       # `sparsebridge serve` (after `sparsebridge register`)
 
     [serve]                            # sparsebridge serve (see sparsebridge.serve)
     host = "127.0.0.1"                 # loopback unless told otherwise
@@ -81,6 +83,7 @@ else:  # pragma: no cover - Python 3.10
 CONFIG_ENV = "SPARSEBRIDGE_CONFIG"
 DEFAULT_CONFIG_FILE = "sparsebridge.toml"
 QUERY_SIDES = ("full", "inference-free")
+QUERY_ENCODINGS = ("client", "engine")
 PRECISIONS = ("fp32", "bf16", "int8")  # as sparsebridge.precision.PRECISIONS (not imported: it loads torch)
 SECRET_KEYS = frozenset(Connector.secret_options) | {"secret", "client_secret", "aws_secret_access_key"}
 _ENV_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
@@ -231,6 +234,7 @@ class SearchSettings:
     weights: tuple[float, float] = (1.0, 1.0)  # (sparse, dense), for fusion = "linear"
     prefetch_limit: int | None = None
     dense_model: str = DEFAULT_DENSE_MODEL
+    query_encoding: str = "client"  # or "engine": queries go to the engine as text (no model here)
 
 
 @dataclass
@@ -394,6 +398,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *, check_c
         weights=_fusion_weights(search),
         prefetch_limit=search.integer("prefetch_limit", None, minimum=1),
         dense_model=search.string("dense_model", DEFAULT_DENSE_MODEL),
+        query_encoding=search.choice("query_encoding", "client", QUERY_ENCODINGS),
     )
     search.finish()
 
@@ -438,16 +443,24 @@ def _fusion_weights(search: _Section) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _check_connector(b: BackendSettings, source: str, explicit: bool) -> None:
+def connector_class(backend: BackendSettings, source: str, *, explicit: bool = True) -> type[Connector]:
+    """The connector class ``[backend] connector`` names, from the plugin registry (the contract's
+    public side: the config never imports a plugin's modules); a name no installed plugin has is one
+    ConfigError naming the file and the key (``explicit``: the config file names the connector)."""
     from ..connector import plugins
 
-    where = f"{source}: [backend] connector = {b.connector!r}" if explicit else f"default connector {b.connector!r}"
+    name = backend.connector
+    where = f"{source}: [backend] connector = {name!r}" if explicit else f"default connector {name!r}"
     try:
-        cls = plugins.get_connector_class(b.connector)
+        return plugins.get_connector_class(name)
     except plugins.UnknownConnectorError as exc:
         hint = "" if explicit else " (install it with: pip install 'sparsebridge[qdrant]')"
         raise ConfigError(f"{where}: {exc}{hint}") from exc
-    # Keys the connector itself declares secret are hidden too.
+
+
+def _check_connector(b: BackendSettings, source: str, explicit: bool) -> None:
+    cls = connector_class(b, source, explicit=explicit)
+    # Keys the connector class declares secret (its public ``secret_options``) are hidden too.
     for key in cls.secret_options:
         if key in b.options and not isinstance(b.options[key], Secret):
             b.options[key] = Secret(b.options[key])

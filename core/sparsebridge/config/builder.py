@@ -2,14 +2,17 @@
 against ``[model] query_side``), the dense encoder for hybrid search, the vocabulary, and the
 connector.
 
-Every model sparsebridge loads goes through :func:`load_sparse_encoder` /
-:func:`load_dense_encoder`, so ``[model] device`` and ``precision`` (and the thread budget, which
-the encoders take from the environment) apply to the pipeline, ``encode``, ``info`` and the Ray
-workers alike. Importing this module imports no torch: the encoders load on first use.
+Every model sparsebridge loads goes through here: :func:`build_encoders` for the pipeline, the
+``encode`` / ``info`` commands and the server, and a :class:`ModelChoice` (what to load, read from
+the config once, picklable) for the Ray workers, which load their own copy. So ``[model] device``
+and ``precision`` (and the thread budget, which the encoders take from ``SPARSEBRIDGE_NUM_THREADS``
+at encode time) apply to every model load alike. Importing this module imports no torch: the
+encoders load on first use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,118 @@ from ..connector import Connector, ConnectorError
 from ..defaults import resolve_model
 from ..errors import ModelLoadError, SparsebridgeError
 from ..vectors.vocabulary import Vocabulary
-from . import Config, ConfigError
+from . import Config, ConfigError, check_device, connector_class
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model to load and how: what a config says about it, read in one place.
+
+    ``kind`` is ``"sparse"`` (a SparseEncoder, in ``precision``) or ``"dense"`` (the hybrid search
+    model, which runs fp32). Plain data, so it can be shipped to a Ray actor that loads its own copy.
+    """
+
+    name_or_path: str
+    device: str | None = None
+    precision: str = "fp32"
+    kind: str = "sparse"
+
+    def load(self) -> Any:
+        """The loaded encoder."""
+        if self.kind == "dense":
+            return load_dense_encoder(self.name_or_path, self.device)
+        return load_sparse_encoder(self.name_or_path, self.device, self.precision)
+
+
+def sparse_model(config: Config) -> ModelChoice:
+    """The sparse model ``[model]`` names, on its device, in its precision."""
+    m = config.model
+    return ModelChoice(m.name_or_path, m.device, m.precision, "sparse")
+
+
+def dense_model(config: Config) -> ModelChoice | None:
+    """The dense model ``[search] dense_model`` names, on ``[model] device``; None unless
+    ``[search] hybrid`` is on."""
+    if not config.search.hybrid:
+        return None
+    return ModelChoice(config.search.dense_model, config.model.device, kind="dense")
+
+
+@dataclass
+class Encoders:
+    """The loaded encoders of a config, with the ``[model]`` settings that go with them."""
+
+    encoder: Any
+    query_encoder: Any
+    dense_encoder: Any | None
+    model_name: str
+    dense_model_name: str | None
+    batch_size: int
+    max_active_dims: int | None
+    precision: str
+
+    def encoding_options(self) -> dict[str, Any]:
+        """The keywords of :class:`~sparsebridge.index.encoding.Encoding` (and of the Pipeline)."""
+        return {
+            "model_name": self.model_name,
+            "query_encoder": self.query_encoder,
+            "dense_encoder": self.dense_encoder,
+            "dense_model_name": self.dense_model_name,
+            "batch_size": self.batch_size,
+            "max_active_dims": self.max_active_dims,
+        }
+
+
+def build_encoders(
+    config: Config, *, encoder: Any | None = None, dense_encoder: Any | None = None, queries_only: bool = False
+) -> Encoders:
+    """Load what the config names: the sparse model (``encoder`` if given), its query side checked
+    against ``[model] query_side``, and the dense model when ``[search] hybrid`` is on
+    (``dense_encoder`` if given). ``[model] device`` is checked before anything loads.
+
+    ``queries_only``: only queries will be encoded (a search without explanations), so an
+    inference-free model's query side is read without torch (:func:`static_query_encoder`) where it
+    can be, and the model itself is not loaded (nor is ``[model] device`` checked: nothing runs there).
+    """
+    if encoder is None and queries_only and dense_model(config) is None:
+        encoder = static_query_encoder(config)
+        light = encoder is not None
+    else:
+        light = False
+    if not light:
+        check_device(config)
+    if encoder is None:
+        encoder = sparse_model(config).load()
+    query_encoder = load_query_encoder(config.model.query_side, encoder, config)
+    dense = dense_model(config)
+    if dense_encoder is None and dense is not None:
+        dense_encoder = dense.load()
+    return Encoders(
+        encoder=encoder,
+        query_encoder=query_encoder,
+        dense_encoder=dense_encoder,
+        model_name=config.model.name_or_path,
+        dense_model_name=config.search.dense_model if dense_encoder is not None else None,
+        batch_size=config.model.batch_size,
+        max_active_dims=config.model.max_active_dims,
+        precision=config.model.precision,
+    )
+
+
+def static_query_encoder(config: Config) -> Any | None:
+    """The query side of the configured inference-free model, read from its folder without torch
+    (:class:`~sparsebridge.encoders.static_query.StaticQueryEncoder`); None unless ``[model]
+    query_side = "inference-free"``, the precision is fp32, no ``max_active_dims`` is set and the model
+    is a folder of that layout."""
+    from pathlib import Path
+
+    from ..encoders.static_query import StaticQueryEncoder
+
+    m = config.model
+    if m.query_side != "inference-free" or m.precision != "fp32" or m.max_active_dims is not None:
+        return None
+    path = Path(resolve_model(config.model.name_or_path))
+    return StaticQueryEncoder.from_folder(path) if path.is_dir() else None
 
 
 def load_sparse_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Any:
@@ -29,13 +143,9 @@ def load_sparse_encoder(name_or_path: str, device: str | None = None, precision:
 
 
 def build_sparse_encoder(config: Config) -> Any:
-    """The sparse encoder ``[model]`` names, on its device, in its precision."""
-    return load_sparse_encoder(config.model.name_or_path, config.model.device, config.model.precision)
-
-
-def build_dense_encoder(config: Config) -> Any:
-    """The dense encoder ``[search] dense_model`` names, on ``[model] device``."""
-    return load_dense_encoder(config.search.dense_model, config.model.device)
+    """The sparse encoder ``[model]`` names, on its device (checked first), in its precision."""
+    check_device(config)
+    return sparse_model(config).load()
 
 
 def build_vocabulary(config: Config) -> Vocabulary:
@@ -104,6 +214,10 @@ def load_dense_encoder(name_or_path: str, device: str | None = None) -> Any:
 def has_inference_free_queries(encoder: Any) -> bool:
     """Whether ``encoder.encode_query`` skips the transformer: a Router whose query route holds a
     ``SparseStaticEmbedding`` (one weight per vocabulary token, looked up, no forward pass)."""
+    from ..encoders.static_query import StaticQueryEncoder
+
+    if isinstance(encoder, StaticQueryEncoder):
+        return True  # it is the query route of such a model
     from ..encoders.modules import Router, SparseStaticEmbedding
 
     modules = encoder.modules() if hasattr(encoder, "modules") else ()
@@ -153,16 +267,12 @@ def dense_dimension(dense_encoder: Any) -> int:
 def connector_from_config(config: Config) -> Connector:
     """The connector named in ``[backend]``, given its options and the index name (as ``index``,
     so it can count, search and read metadata before or without ``ensure_index``)."""
-    from ..connector import plugins
-
-    where = f"{config.source}: [backend]"
-    try:
-        connector_cls = plugins.get_connector_class(config.backend.connector)
-    except plugins.UnknownConnectorError as exc:
-        raise ConfigError(f"{where} connector = {config.backend.connector!r}: {exc}") from exc
+    connector_cls = connector_class(config.backend, config.source)
     options = config.backend.connector_options()
     options.setdefault("index", config.backend.index)
     try:
         return connector_cls(**options)
     except (TypeError, ValueError, ConnectorError) as exc:
-        raise ConfigError(f"{where} options for connector {config.backend.connector!r}: {exc}") from exc
+        raise ConfigError(
+            f"{config.source}: [backend] options for connector {config.backend.connector!r}: {exc}"
+        ) from exc

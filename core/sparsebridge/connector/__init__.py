@@ -9,6 +9,7 @@ Lifecycle, in the order the pipeline calls it::
     conn.check()                                 # fail fast when the backend does not answer
     conn.ensure_index(spec)                      # create, or check an existing index matches spec
     conn.write(records)                          # upsert a batch; idempotent by Record.id
+    conn.write_columns(columns)                  # the same from a vector dataset's columns (optional)
     conn.search(queries, top_k=10, ...)          # one batch request for many queries
     conn.count(); conn.drop()
     conn.export(vocabulary)                      # every record back, with its vectors
@@ -23,7 +24,13 @@ method of the second that it lacks turns off what depends on it, with a clear er
   ``count()`` can tell) and ``search --explain`` of hits whose text is not in the search payload;
 * ``export(vocabulary)`` (with ``export_quantisation``): ``export``, ``migrate`` (as the source)
   and ``eval --exact-recall``;
-* ``delete(ids)`` is never called by the core; it is there for applications (optional).
+* ``delete(ids)`` is never called by the core; it is there for applications (optional);
+* ``register_model_server(server)``: ``sparsebridge register`` (the engine calls a running
+  ``sparsebridge serve`` to encode text; see :class:`ModelServer`); a connector with it sets
+  ``encodes_text = True`` and then also takes a :class:`Query` that carries ``text`` instead of a
+  sparse vector (``[search] query_encoding = "engine"``), encoded by the engine with the query
+  model recorded under :data:`ENGINE_ENCODING_KEY` in the index metadata. The core refuses
+  ``query_encoding = "engine"`` for a connector whose ``encodes_text`` is False.
 
 The author's helpers (one-line messages, redaction, option errors, atomic writes) are in
 :mod:`sparsebridge.connector.kit`; the contract as tests to subclass is
@@ -160,15 +167,53 @@ Filter = Mapping[str, Any]
 
 @dataclass
 class Query:
-    """One query: its sparse vector, optionally a dense vector for hybrid search, and a filter."""
+    """One query: its sparse vector, optionally a dense vector for hybrid search, and a filter.
+
+    ``text`` instead of ``sparse``: the engine encodes the text itself (only for connectors whose
+    ``encodes_text`` is True; see :meth:`Connector.register_model_server`).
+    """
 
     sparse: SparseVector | None = None
     dense: Sequence[float] | None = None
     filter: Filter | None = None
+    text: str | None = None
 
     def __post_init__(self) -> None:
-        if self.sparse is None and self.dense is None:
-            raise ValueError("a Query needs a sparse vector, a dense vector, or both")
+        if self.sparse is None and self.dense is None and self.text is None:
+            raise ValueError("a Query needs a sparse vector, a dense vector, a text, or a combination")
+        if self.sparse is not None and self.text is not None:
+            raise ValueError("a Query carries a sparse vector or a text for the engine to encode, not both")
+
+
+# Where a connector records, in the index metadata, what its engine calls to encode text:
+# {"query": <the engine's id of the query-side model>, "document": <id>, "server": <url>}.
+ENGINE_ENCODING_KEY = "engine_encoding"
+MODEL_SERVER_SIDES: tuple[str, ...] = ("query", "document")
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """A running ``sparsebridge serve`` as an engine should call it (``sparsebridge register``).
+
+    ``url`` is the server's base URL as the *engine* reaches it (not necessarily as this machine
+    does); ``api_key`` the server's bearer key, if it has one (the engine keeps it as a secret);
+    ``semantic_index`` asks Elasticsearch for a new index of that name whose field is
+    ``semantic_text`` on the registered endpoints (other engines refuse it); ``info_url`` the
+    server's base URL as *this* machine reaches it, when that differs from ``url`` (recorded with
+    the ids, for checking the served model). Routes: see :meth:`route`.
+    """
+
+    url: str
+    api_key: str | None = None
+    semantic_index: str | None = None
+    info_url: str | None = None
+
+    def route(self, side: str, endpoint: str) -> str:
+        """The URL of ``endpoint`` (``"elasticsearch/sparse_embedding"``,
+        ``"opensearch/sparse_encoding"``) on the ``side`` (``"query"`` / ``"document"``) route."""
+        if side not in MODEL_SERVER_SIDES:
+            raise ValueError(f"side must be 'query' or 'document', got {side!r}")
+        return f"{self.url.rstrip('/')}/{side}/{endpoint}"
 
 
 FUSIONS: tuple[str, ...] = ("rrf", "dbsf", "linear")
@@ -340,6 +385,8 @@ class Connector(ABC):
     # written: documents whose exact scores differ by less are ties the engine cannot order (see
     # ``sparsebridge.exact_recall``). Engines that score in float32 default to float32 noise.
     score_rtol: ClassVar[float] = 1e-6
+    # True when the engine can call a model server to encode text (see register_model_server).
+    encodes_text: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)
@@ -357,6 +404,12 @@ class Connector(ABC):
     @abstractmethod
     def write(self, records: Sequence[Record]) -> WriteResult:
         """Upsert a batch of records, keyed by id."""
+
+    def write_columns(self, columns: RecordColumns) -> WriteResult:
+        """Upsert a batch given as columns (see :class:`RecordColumns`), as ``write``
+        would. The vector dataset's ingest calls it; a connector that can build its engine's points
+        from the flat arrays overrides it, the default goes through ``write``."""
+        return self.write(columns.records())
 
     @abstractmethod
     def search(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[SearchResult]:
@@ -412,10 +465,92 @@ class Connector(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement export()")
 
+    def register_model_server(self, server: ModelServer) -> dict[str, str]:
+        """Create in the engine what makes it call ``server`` to encode text, for both sides, and
+        record the ids under :data:`ENGINE_ENCODING_KEY` in the selected index's metadata; returns
+        what was created (name -> id) for the user. Optional: ``sparsebridge register`` calls it,
+        and a connector that has it sets ``encodes_text = True``."""
+        raise NotImplementedError(f"the {self.name} backend cannot call a model server to encode text")
+
     def export_quantisation(self) -> str:
         """How the weights of the last :meth:`export` relate to those written: ``"none"`` (bit for
         bit), or ``"lucene-9bit"`` (Lucene kept 9 significant bits of each weight)."""
         return "none"
+
+
+# --------------------------------------------------------------------------- records as columns
+# A batch of records as columns: the rows of a vector dataset's Arrow record batch, passed to a
+# connector without one Record object per row. The sparse vectors stay as three flat numpy arrays
+# (``offsets``, ``indices``, ``values``: row ``k`` holds ``indices[offsets[k]:offsets[k + 1]]``),
+# so a connector can build its engine's points or bulk bodies straight from them. Whoever builds
+# one has already checked every vector against SparseVector's rules (unique non-negative ids,
+# finite weights > 0); ``records()`` gives the same batch as records, for connectors that only
+# implement ``write``.
+
+
+@dataclass
+class RecordColumns:
+    """``n`` records as columns.
+
+    ``ids``, ``texts`` and ``payloads`` are lists of ``n`` (text ``""`` when there is none, payloads
+    as dicts); ``offsets`` (``n + 1`` int64 from 0), ``indices`` and ``values`` (float32) are the
+    flat sparse vectors; ``tokens`` maps a vocabulary id to its token (a numpy object array, indexed
+    with ``indices``); ``dense`` is None or ``n`` vectors (None for a row without one).
+    ``payload_constants``: some payload holds NaN or an infinity (JSON allows neither), so payloads
+    need checking one by one.
+    """
+
+    ids: list[str]
+    texts: list[str]
+    payloads: list[dict[str, Any]]
+    offsets: Any  # numpy arrays: the connector contract itself does not import numpy
+    indices: Any
+    values: Any
+    tokens: Any
+    dense: Sequence[Any] | None = None
+    payload_constants: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def flat_lists(self) -> tuple[list[int], list[int], list[float]]:
+        """Offsets, indices and values as Python lists (one conversion per batch; a row's vector is
+        then a slice of each)."""
+        return self.offsets.tolist(), self.indices.tolist(), self.values.tolist()
+
+    def records(self) -> list[Record]:
+        """The batch as :class:`Record` objects (token strings from ``tokens``)."""
+        offsets, indices, values = self.flat_lists()
+        names = self.tokens[self.indices].tolist() if len(self.indices) else []
+        out = []
+        for k, rid in enumerate(self.ids):
+            a, b = offsets[k], offsets[k + 1]
+            sparse = SparseVector(tuple(indices[a:b]), tuple(values[a:b]), tuple(names[a:b]))
+            dense = self.dense[k] if self.dense is not None else None
+            out.append(Record(id=rid, text=self.texts[k], sparse=sparse, payload=self.payloads[k], dense=dense))
+        return out
+
+    def take(self, rows: Sequence[int]) -> RecordColumns:
+        """The rows ``rows`` (ascending positions) as a new batch."""
+        import numpy as np
+
+        rows = list(rows)
+        starts, ends = self.offsets[rows], self.offsets[[r + 1 for r in rows]]
+        lengths = ends - starts
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if rows else np.zeros(0, np.int64)
+        return RecordColumns(
+            ids=[self.ids[r] for r in rows],
+            texts=[self.texts[r] for r in rows],
+            payloads=[self.payloads[r] for r in rows],
+            offsets=offsets,
+            indices=self.indices[flat.astype(np.int64)],
+            values=self.values[flat.astype(np.int64)],
+            tokens=self.tokens,
+            dense=[self.dense[r] for r in rows] if self.dense is not None else None,
+            payload_constants=self.payload_constants,
+        )
 
 
 def check_vocabulary(stored: Mapping[str, Any] | None, expected: Mapping[str, Any], index: str) -> None:

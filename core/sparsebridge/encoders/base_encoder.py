@@ -12,6 +12,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..errors import EncodeArgumentError, EncodeInputTypeError
+from .encode_arguments import check_encode_arguments
 from .hub import HubMixin
 from .loading import MODULE_KWARGS_KEY, MODULES_FILE, ST_MODEL_CONFIG, load_modules, resolve_model_path
 from .model_card_data import SentenceTransformerModelCardData
@@ -39,8 +41,6 @@ from .similarity import SimilarityFunction
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "openvino")
-QUERY_PROMPT_NAMES = ("query",)
-DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
 def default_device_name() -> str:
@@ -174,6 +174,27 @@ def _with_prompt(text: str | tuple[str, str], prompt: str) -> str | tuple[str, s
 
 def _input_length(text: str | tuple[str, str]) -> int:
     return sum(map(len, text)) if isinstance(text, tuple) else len(text)
+
+
+@dataclass
+class EncodeCall:
+    """An ``encode`` call past the checks every encoder class starts with (``_start_encode``)."""
+
+    texts: list[str | tuple[str, str]]
+    single: bool
+    prompt: str | None
+    prompt_name: str | None
+    batch_size: int
+    show_progress_bar: bool | None
+    device: Any
+    pool: Any
+    chunk_size: int | None
+    resolved_prompt: str | None = None  # the prompt the texts get in this process
+
+    @property
+    def in_pool(self) -> bool:
+        """Whether the call runs in a pool of processes: ``pool=``, or a non-empty list of devices."""
+        return self.pool is not None or (isinstance(self.device, (list, tuple)) and len(self.device) > 0)
 
 
 class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Sequential):
@@ -359,7 +380,8 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
             )
         self._similarity_fn_name = value
 
-    def _first(self, cls: type) -> Any:
+    def first_module(self, cls: type) -> Any:
+        """The first module of type ``cls`` in the model (nested ones included), or None."""
         for module in self.modules():
             if isinstance(module, cls):
                 return module
@@ -376,7 +398,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         module = self._input_module()
         tokenizer = getattr(module, "tokenizer", None)
         if tokenizer is None:
-            transformer = self._first(Transformer)
+            transformer = self.first_module(Transformer)
             tokenizer = getattr(transformer, "tokenizer", None)
         return tokenizer
 
@@ -405,7 +427,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
     @property
     def transformers_model(self) -> transformers.PreTrainedModel | None:
         """The transformers model inside the first Transformer module, if any."""
-        transformer = self._first(Transformer)
+        transformer = self.first_module(Transformer)
         return None if transformer is None else transformer.model
 
     @property
@@ -565,17 +587,32 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         return self.prompts[name]
 
     def _start_encode(
-        self, inputs: Any, batch_size: int, kwargs: dict[str, Any], pool: Any, device: Any
-    ) -> tuple[list[str | tuple[str, str]], bool, bool]:
-        """The checks every ``encode`` starts with: the inputs as a list (and whether one text was
-        given), a positive batch size, keywords some module takes; and whether the call runs in a
-        pool of processes (``pool=``, or a non-empty list of devices, as in sentence-transformers)."""
+        self,
+        inputs: Any,
+        kwargs: dict[str, Any],
+        prompt: str | None,
+        prompt_name: str | None,
+        batch_size: int,
+        show_progress_bar: bool | None,
+        device: Any,
+        pool: Any,
+        chunk_size: int | None,
+    ) -> EncodeCall:
+        """The start every ``encode`` shares: the inputs as a list (and whether one text was given),
+        a positive batch size, a ``pool`` that ``start_multi_process_pool`` made, keywords some module
+        takes; whether the call runs in a pool of processes (``pool=``, or a non-empty list of
+        devices, as in sentence-transformers); and, in this process, the device (checked, the model
+        moved to it) and the prompt."""
         texts, single = _check_texts(inputs)
         if batch_size <= 0:
             raise EncodeArgumentError(f"batch_size must be a positive integer, got {batch_size}.")
+        check_encode_arguments(pool=pool)
         self._check_encode_kwargs(kwargs)
-        in_pool = pool is not None or (isinstance(device, (list, tuple)) and len(device) > 0)
-        return texts, single, in_pool
+        call = EncodeCall(texts, single, prompt, prompt_name, batch_size, show_progress_bar, device, pool, chunk_size)
+        if not call.in_pool:
+            self._resolve_inference_device(device)
+            call.resolved_prompt = self._resolve_prompt(prompt, prompt_name)
+        return call
 
     def _check_encode_kwargs(self, kwargs: dict[str, Any]) -> None:
         """Refuse keywords no module takes (``task`` and ``processing_kwargs`` are always allowed)."""
@@ -657,10 +694,15 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
                 batches.append(finish(out))
         return order, batches
 
-    def _encode_in_pool(self, texts: list[str], single: bool, **kwargs: Any) -> Any:
+    def _encode_in_pool(self, call: EncodeCall, kwargs: dict[str, Any], **options: Any) -> Any:
+        """``call`` spread over the processes of its pool, with the class's own output ``options``."""
         from .multiprocess import encode_multi_process
 
-        return encode_multi_process(self, texts, single=single, **kwargs)
+        placement = {"pool": call.pool, "devices": call.device, "chunk_size": call.chunk_size}
+        # Each worker runs ``encode`` with the call's own arguments: it resolves the prompt itself.
+        arguments = {"prompt_name": call.prompt_name, "prompt": call.prompt, "batch_size": call.batch_size}
+        arguments["show_progress_bar"] = call.show_progress_bar
+        return encode_multi_process(self, call.texts, single=call.single, **placement, **arguments, **options, **kwargs)
 
     def encode(self, inputs: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         """Encode ``inputs``; each encoder class defines it."""

@@ -15,13 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base_encoder import (
-    DOCUMENT_PROMPT_NAMES,
-    QUERY_PROMPT_NAMES,
-    BaseEncoder,
-    encode_for_task,
-    renamed_kwargs,
-)
+from .base_encoder import BaseEncoder, encode_for_task, renamed_kwargs
+from .layout import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
 from .modules.base import Module
 from .modules.pooling import Pooling
 from .modules.transformer import Transformer
@@ -72,26 +67,18 @@ class DenseEncoder(BaseEncoder):
         """
         if output_value != "sentence_embedding":
             raise ValueError(f"output_value {output_value!r} is not supported; use 'sentence_embedding'")
-        texts, single, in_pool = self._start_encode(inputs, batch_size, kwargs, pool, device)
-        if in_pool:
+        call = self._start_encode(
+            inputs, kwargs, prompt, prompt_name, batch_size, show_progress_bar, device, pool, chunk_size
+        )
+        if call.in_pool:
             return self._encode_in_pool(
-                texts,
-                single,
-                pool=pool,
-                devices=device,
-                chunk_size=chunk_size,
-                prompt_name=prompt_name,
-                prompt=prompt,
-                batch_size=batch_size,
-                show_progress_bar=show_progress_bar,
+                call,
+                kwargs,
                 convert_to_numpy=convert_to_numpy,
                 convert_to_tensor=convert_to_tensor,
                 normalize_embeddings=normalize_embeddings,
                 truncate_dim=truncate_dim,
-                **kwargs,
             )
-        self._resolve_inference_device(device)
-        resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         to_cpu = convert_to_numpy and not convert_to_tensor
 
         def finish(out: torch.Tensor) -> torch.Tensor:
@@ -102,7 +89,9 @@ class DenseEncoder(BaseEncoder):
                 out = F.normalize(out, p=2, dim=-1)
             return out.cpu() if to_cpu else out
 
-        order, batches = self._embed_batches(texts, resolved_prompt, batch_size, show_progress_bar, finish, kwargs)
+        order, batches = self._embed_batches(
+            call.texts, call.resolved_prompt, batch_size, show_progress_bar, finish, kwargs
+        )
         if batches:
             stacked = torch.cat(batches).clone()
             result = torch.empty_like(stacked)
@@ -116,7 +105,7 @@ class DenseEncoder(BaseEncoder):
             out = result.float().numpy() if result.dtype in (torch.bfloat16, torch.float16) else result.numpy()
         else:
             out = list(result.unbind(0))
-        return out[0] if single else out
+        return out[0] if call.single else out
 
     encode_query = encode_for_task(
         encode,

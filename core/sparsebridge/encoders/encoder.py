@@ -14,14 +14,13 @@ from torch import nn
 
 from ..errors import EncodeArgumentError, EncodeInputTypeError
 from .base_encoder import (  # noqa: F401  (re-exported for callers of the older module layout)
-    DOCUMENT_PROMPT_NAMES,
-    QUERY_PROMPT_NAMES,
     BaseEncoder,
     _check_texts,
     encode_for_task,
     renamed_kwargs,
 )
 from .encode_arguments import check_encode_arguments
+from .layout import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
 from .loading import append_csr_head, sparse_checkpoint_modules
 from .model_card_data import SparseEncoderModelCardData
 from .modules.sparse_auto_encoder import SparseAutoEncoder
@@ -170,27 +169,19 @@ class SparseEncoder(BaseEncoder):
         must be ones the modules take (``get_model_kwargs()``), ``task``, or ``processing_kwargs``
         (tokenizer overrides for this call, e.g. ``{"text": {"max_length": 64}}``).
         """
-        check_encode_arguments(max_active_dims, pool)
-        texts, single, in_pool = self._start_encode(inputs, batch_size, kwargs, pool, device)
-        if in_pool:
+        check_encode_arguments(max_active_dims)
+        call = self._start_encode(
+            inputs, kwargs, prompt, prompt_name, batch_size, show_progress_bar, device, pool, chunk_size
+        )
+        if call.in_pool:
             return self._encode_in_pool(
-                texts,
-                single,
-                pool=pool,
-                devices=device,
-                chunk_size=chunk_size,
-                prompt_name=prompt_name,
-                prompt=prompt,
-                batch_size=batch_size,
-                show_progress_bar=show_progress_bar,
+                call,
+                kwargs,
                 convert_to_tensor=convert_to_tensor,
                 convert_to_sparse_tensor=convert_to_sparse_tensor,
                 save_to_cpu=save_to_cpu,
                 max_active_dims=max_active_dims,
-                **kwargs,
             )
-        self._resolve_inference_device(device)
-        resolved_prompt = self._resolve_prompt(prompt, prompt_name)
         max_active_dims = max_active_dims if max_active_dims is not None else self.max_active_dims
         if max_active_dims is not None:
             kwargs["max_active_dims"] = max_active_dims
@@ -207,9 +198,11 @@ class SparseEncoder(BaseEncoder):
                     out = out.to_sparse()
             return out.cpu() if save_to_cpu else out
 
-        order, batches = self._embed_batches(texts, resolved_prompt, batch_size, show_progress_bar, finish, kwargs)
+        texts = call.texts
+        order, batches = self._embed_batches(texts, call.resolved_prompt, batch_size, show_progress_bar, finish, kwargs)
         dim = batches[-1].shape[-1] if batches else (self.get_embedding_dimension() or 0)
         result = _assemble(batches, order, len(texts), dim, convert_to_sparse_tensor, self.device, save_to_cpu)
+        single = call.single
         if not convert_to_tensor:
             rows = list(result.unbind(0)) if len(texts) else []
             return rows[0] if single else rows

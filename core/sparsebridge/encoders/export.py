@@ -39,7 +39,7 @@ def _local_only(push_to_hub: bool, create_pr: bool) -> None:
 def _transformer(model: Any):
     from .modules.transformer import Transformer
 
-    module = model._first(Transformer) if hasattr(model, "_first") else None
+    module = model.first_module(Transformer) if hasattr(model, "first_module") else None
     if module is None or module.transformer_task != "fill-mask":
         raise ExportError("export needs a sparsebridge SparseEncoder with a masked-LM Transformer module")
     return module

@@ -26,6 +26,7 @@ from huggingface_hub.errors import (
 )
 
 from ..errors import ModelLoadError
+from .layout import MODULES_FILE, ST_MODEL_CONFIG
 from .modules import Module
 from .modules.base import read_json
 from .modules.pooling import Pooling
@@ -37,10 +38,8 @@ from .modules.transformer import MLMTransformer, Transformer
 
 logger = logging.getLogger(__name__)
 
-MODULES_FILE = "modules.json"
 # Where load_modules hands the modules.json "kwargs" entries over (in memory only, never saved).
 MODULE_KWARGS_KEY = "_module_kwargs"
-ST_MODEL_CONFIG = "config_sentence_transformers.json"
 # Weights in formats this library never reads; skipping them keeps Hub downloads small.
 _IGNORED_ON_HUB = ["onnx/*", "openvino/*", "*.onnx", "*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*"]
 

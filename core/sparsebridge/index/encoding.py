@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import Config
-from ..config.builder import build_dense_encoder, build_sparse_encoder
+from ..config.builder import build_encoders
 from ..connector import SparseVector
 from ..vectors.cache import EncodeCache
 from ..vectors.convert import dense_rows, to_sparse_vectors
@@ -61,19 +61,10 @@ class Encoding:
 
     @classmethod
     def from_config(cls, config: Config, encoder: Any | None = None, cache: EncodeCache | None = None) -> Encoding:
-        """The encoders the config names (``encoder`` if given, else built), and the dense one
-        when ``[search] hybrid`` is on; batch size and ``max_active_dims`` from ``[model]``."""
-        encoder = encoder if encoder is not None else build_sparse_encoder(config)
-        dense = build_dense_encoder(config) if config.search.hybrid else None
-        return cls(
-            encoder,
-            model_name=config.model.name_or_path,
-            dense_encoder=dense,
-            dense_model_name=config.search.dense_model if dense is not None else None,
-            batch_size=config.model.batch_size,
-            max_active_dims=config.model.max_active_dims,
-            cache=cache,
-        )
+        """The encoders the config names, built by :func:`~sparsebridge.config.builder.build_encoders`
+        (``encoder`` if given, and the dense one when ``[search] hybrid`` is on)."""
+        encoders = build_encoders(config, encoder=encoder)
+        return cls(encoders.encoder, **encoders.encoding_options(), cache=cache)
 
     @property
     def producer(self) -> dict[str, Any]:

@@ -34,14 +34,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, IngestSettings, SearchSettings, check_device, reveal
+from ..config import Config, IngestSettings, SearchSettings, reveal
 from ..config.builder import (
+    build_encoders,
     connector_from_config,
     dense_dimension,
     has_inference_free_queries,  # noqa: F401  (re-exported)
-    load_dense_encoder,
-    load_query_encoder,
-    load_sparse_encoder,
+    load_dense_encoder,  # noqa: F401  (re-exported)
+    load_query_encoder,  # noqa: F401  (re-exported)
+    load_sparse_encoder,  # noqa: F401  (re-exported)
 )
 from ..connector import (
     Connector,
@@ -148,33 +149,28 @@ class Pipeline(IndexWriter, Encoding, Searching, Evaluating):
         dense_encoder: Any | None = None,
         show_progress: bool = True,
         cache: EncodeCache | None = None,
+        queries_only: bool = False,
     ) -> Pipeline:
-        """Build everything the config names (model, query side, backend, dense model if hybrid)."""
+        """Build everything the config names (model, query side, backend, dense model if hybrid).
+
+        ``queries_only``: the pipeline will only encode queries (a search without explanations); an
+        inference-free model's query side is then read without loading the model (see
+        :func:`~sparsebridge.config.builder.build_encoders`)."""
         # The connector first: it is cheap (clients connect lazily), so a wrong option is reported
-        # before seconds go into loading models.
-        check_device(config)
+        # before seconds go into loading models (the builder checks [model] device first).
         if connector is None:
             connector = connector_from_config(config)
         try:
             connector.check()  # an unreachable backend fails in a second, before any model loads
-            if encoder is None:
-                encoder = load_sparse_encoder(config.model.name_or_path, config.model.device, config.model.precision)
-            query_encoder = load_query_encoder(config.model.query_side, encoder, config)
-            if dense_encoder is None and config.search.hybrid:
-                dense_encoder = load_dense_encoder(config.search.dense_model, config.model.device)
+            encoders = build_encoders(config, encoder=encoder, dense_encoder=dense_encoder, queries_only=queries_only)
         except BaseException:
             connector.close()
             raise
         return cls(
-            encoder,
+            encoders.encoder,
             connector,
             config.backend.index,
-            model_name=config.model.name_or_path,
-            query_encoder=query_encoder,
-            dense_encoder=dense_encoder,
-            dense_model_name=config.search.dense_model if dense_encoder is not None else None,
-            batch_size=config.model.batch_size,
-            max_active_dims=config.model.max_active_dims,
+            **encoders.encoding_options(),
             sparse_field=config.backend.sparse_field,
             dense_field=config.backend.dense_field,
             index_options=reveal(config.backend.index_options),

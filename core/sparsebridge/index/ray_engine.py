@@ -129,6 +129,16 @@ def _line_slices(path: Path, lines_per_task: int, limit: int | None) -> list[dic
     return slices
 
 
+def _loaded(model: Any, device: str | None, precision: str, kind: str) -> Any:
+    """An actor's own copy of ``model``: loaded by the builder when it is a name, a folder or a
+    :class:`~sparsebridge.config.builder.ModelChoice`; used as it is when already loaded."""
+    from ..config.builder import ModelChoice
+
+    if isinstance(model, (str, Path)):
+        model = ModelChoice(str(model), device, precision, kind)
+    return model.load() if isinstance(model, ModelChoice) else model
+
+
 def _read_slice(task: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     with open(task["path"], "rb") as fh:
@@ -166,13 +176,10 @@ class _Encode:
         corpus: Mapping[str, Any] | None = None,
         dense_model: Any | None = None,
     ) -> None:
-        from ..config.builder import load_dense_encoder, load_sparse_encoder
         from .encoding import Encoding
 
-        encoder = load_sparse_encoder(model, device, precision) if isinstance(model, (str, Path)) else model
-        dense = None
-        if dense_model is not None:
-            dense = load_dense_encoder(dense_model, device) if isinstance(dense_model, (str, Path)) else dense_model
+        encoder = _loaded(model, device, precision, "sparse")
+        dense = _loaded(dense_model, device, precision, "dense") if dense_model is not None else None
         self.settings = IngestSettings(**corpus["settings"]) if corpus else IngestSettings()
         # The in-process ingest's own preparation and encoding, with no connector: the vectors are
         # those of an in-process ingest by construction.
@@ -306,7 +313,8 @@ def encode_dataset(
     """Encode a dataset's ``text_column`` into sparse vectors, one model per actor.
 
     ``model`` is a model name or folder (``packaged:splade`` too) loaded by each actor (on ``device``,
-    in ``precision``: "fp32", "bf16" or "int8", as ``[model] precision``), or a loaded
+    in ``precision``: "fp32", "bf16" or "int8", as ``[model] precision``), a
+    :class:`~sparsebridge.config.builder.ModelChoice` (``sparse_model(config)``), or a loaded
     :class:`~sparsebridge.SparseEncoder` shipped to them. The result has the columns of the Parquet
     sparse-vector dataset (``id``, ``text``, ``payload`` as JSON, ``indices`` list<uint32>, ``values``
     list<float32>), plus ``error`` (why a row could not be encoded, else null) and ``n``; rows
@@ -593,6 +601,7 @@ def ingest_with_ray(
     afterwards). ``workers`` encode actors each hold one copy of the model (and of the dense model
     when ``[search] hybrid`` is on), with ``gpus_per_worker`` GPUs each.
     """
+    from ..config.builder import dense_model, sparse_model
     from .pipeline import Pipeline
 
     started_here = not ray.is_initialized()
@@ -621,12 +630,11 @@ def ingest_with_ray(
             encoded = ds.map_batches(
                 _Encode,
                 fn_constructor_kwargs={
-                    "model": config.model.name_or_path,
+                    # What to load, as the builder read it from the config: each actor loads its own copy.
+                    "model": sparse_model(config),
+                    "dense_model": dense_model(config),
                     "batch_size": config.model.batch_size,
                     "max_active_dims": config.model.max_active_dims,
-                    "device": config.model.device,
-                    "precision": config.model.precision,
-                    "dense_model": config.search.dense_model if pipe.dense_encoder is not None else None,
                     "corpus": {
                         "settings": _settings_dict(settings),
                         "id_field": plan.id_field,

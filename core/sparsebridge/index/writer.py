@@ -22,6 +22,7 @@ from ..connector import (
     ConnectorError,
     IndexSpec,
     Record,
+    RecordColumns,
     WriteResult,
     check_vector_kinds,
     check_vocabulary,
@@ -134,13 +135,18 @@ class IndexWriter:
             check_vectors_producer(stored, spec.metadata, self.index)
         self.connector.ensure_index(spec)
 
-    def write_records(self, chunks: Iterable[tuple[list[Record], int]], report: IngestReport, progress: Any) -> None:
-        """The one write path: every vector source's records go to the connector here."""
+    def write_records(
+        self, chunks: Iterable[tuple[list[Record] | RecordColumns, int]], report: IngestReport, progress: Any
+    ) -> None:
+        """The one write path: every vector source's records (or columns) go to the connector here."""
         for records, n_docs in chunks:
-            if records:
+            if len(records):
                 started = time.perf_counter()
                 try:
-                    result = self.connector.write(records)
+                    if isinstance(records, RecordColumns):
+                        result = self.connector.write_columns(records)
+                    else:
+                        result = self.connector.write(records)
                 except ConnectorError as exc:
                     raise IngestError(
                         f"writing to index {self.index!r} failed after {report.written} records: {exc}; "
@@ -187,22 +193,26 @@ class IndexWriter:
 
         seen: dict[str, int] = {}  # id -> the row that holds it, as text ingest keeps ids
 
-        def chunks() -> Iterator[tuple[list[Record], int]]:
-            for records in data.records(self.vocab, batch_rows=self.batch_size * 32):
-                kept = []
-                for rec in records:
-                    report.documents += 1
-                    row = report.documents
-                    if rec.id in seen:
+        def chunks() -> Iterator[tuple[RecordColumns, int]]:
+            # Columns, not a Record per row: the connector builds its points from the flat arrays.
+            for cols in data.columns(self.vocab, batch_rows=self.batch_size * 32):
+                first = report.documents + 1
+                dropped = []
+                for k, rid in enumerate(cols.ids):
+                    row = seen.setdefault(rid, first + k)
+                    if row != first + k:
                         # A later row would silently replace the first in the index (an upsert).
-                        report.failed[f"{rec.id} (row {row})"] = (
-                            f"duplicate id {rec.id!r}: row {seen[rec.id]} of this dataset has the same id; it was kept"
+                        report.failed[f"{rid} (row {first + k})"] = (
+                            f"duplicate id {rid!r}: row {row} of this dataset has the same id; it was kept"
                         )
-                        continue
-                    seen[rec.id] = row
-                    kept.append(rec)
-                report.records += len(kept)
-                yield kept, len(records)
+                        dropped.append(k)
+                n_rows = len(cols)
+                report.documents += n_rows
+                if dropped:
+                    gone = set(dropped)
+                    cols = cols.take([k for k in range(n_rows) if k not in gone])
+                report.records += len(cols)
+                yield cols, n_rows
 
         try:
             self.write_records(chunks(), report, progress)

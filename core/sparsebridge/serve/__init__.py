@@ -9,8 +9,9 @@
   engines' remote-model connectors can parse (see the README for the exact bodies).
 
 Files by job: ``schemas`` (request bodies), ``errors`` (TEI's error body), ``service`` (model
-loading and one model pass), ``batching`` (concurrent requests joined into passes), ``auth``,
-``metrics``, ``app`` (the routes), ``server`` (uvicorn, signals).
+loading and one model pass), ``identity`` (the model fingerprints of ``/info``), ``batching``
+(concurrent requests joined into passes), ``auth``, ``metrics``, ``app`` (the routes), ``server``
+(uvicorn, signals).
 """
 
 from __future__ import annotations

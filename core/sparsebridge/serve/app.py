@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
@@ -18,6 +19,7 @@ from ..config import ServeSettings, reveal
 from .auth import check_bearer
 from .batching import Batcher
 from .errors import ApiError, InvalidInput, TooLarge, Unhealthy, error_response
+from .identity import served_identity
 from .metrics import Metrics
 from .schemas import (
     ElasticsearchSparseRequest,
@@ -47,6 +49,7 @@ def create_app(service: ModelService, settings: ServeSettings | None = None) -> 
         inline=service.inline,
     )
     api_key = reveal(settings.api_key)
+    identity: dict[str, Any] = {}  # served_identity(service), at the first /info (it hashes the weights)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,7 +139,9 @@ def create_app(service: ModelService, settings: ServeSettings | None = None) -> 
 
         @app.get(f"{prefix}/info")
         async def info() -> JSONResponse:
-            return JSONResponse(_info(service, settings))
+            if not identity:
+                identity.update(await run_in_threadpool(served_identity, service))
+            return JSONResponse({**_info(service, settings), **identity})
 
         @app.get(f"{prefix}/health")
         async def health() -> Response:
@@ -199,7 +204,8 @@ class Guard:
 
 
 def _info(service: ModelService, settings: ServeSettings) -> dict[str, Any]:
-    """TEI's ``Info`` object (its required keys), plus the dense model's id when there is one."""
+    """TEI's ``Info`` object (its required keys), plus the dense model's id when there is one (the
+    route adds ``producer`` and ``vocab_fingerprint``: :mod:`.identity`)."""
     about = service.info()
     return {
         "model_id": about["model_id"],

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
-from ..encoders.base_encoder import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
+from ..encoders.layout import DOCUMENT_PROMPT_NAMES, QUERY_PROMPT_NAMES
 from .errors import EmptyInput, InvalidInput, NotServed, TooLarge
 
 SIDES = ("query", "document")
@@ -134,22 +134,18 @@ class ModelService:
     def from_config(cls, config: Config) -> ModelService:
         """Load what ``config`` names: the sparse model with its precision, checked against
         ``[model] query_side``, and the dense model when ``[search] hybrid = true``."""
-        from ..config import check_device
-        from ..config.builder import build_dense_encoder, build_sparse_encoder, load_query_encoder
+        from ..config.builder import build_encoders
 
-        check_device(config)
-        encoder = build_sparse_encoder(config)
-        load_query_encoder(config.model.query_side, encoder, config)
-        dense = build_dense_encoder(config) if config.search.hybrid else None
+        encoders = build_encoders(config)
         s = config.serve
         return cls(
-            encoder,
-            model_name=config.model.name_or_path,
-            dense_encoder=dense,
-            dense_model_name=config.search.dense_model if dense is not None else None,
-            batch_size=config.model.batch_size,
-            max_active_dims=config.model.max_active_dims,
-            precision=config.model.precision,
+            encoders.encoder,
+            model_name=encoders.model_name,
+            dense_encoder=encoders.dense_encoder,
+            dense_model_name=encoders.dense_model_name,
+            batch_size=encoders.batch_size,
+            max_active_dims=encoders.max_active_dims,
+            precision=encoders.precision,
             limits=Limits(s.max_client_batch_size, s.max_batch_tokens, s.auto_truncate),
         )
 

@@ -34,7 +34,7 @@ import json
 import os
 import sqlite3
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,19 @@ class EncodeCache:
                 f"or ingest with --no-cache"
             )
 
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Database errors of a read or a write: one the file system causes (read-only, full) stops
+        the writing and the work goes on; any other makes the cache unusable, in one CacheError."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if not _cannot_write(exc):
+                raise self._unusable(exc) from None
+            self._stop_writing(exc)
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+
     def _stop_writing(self, exc: sqlite3.Error) -> None:
         # A write refused by the file system (read-only, full) costs the cache, never the ingest.
         self.writable = False
@@ -214,7 +227,7 @@ class EncodeCache:
             return found
         unique = list(by_hash)
         bad: list[bytes] = []
-        try:
+        with self._guard():
             for start in range(0, len(unique), _CHUNK):
                 part = unique[start : start + _CHUNK]
                 marks = ",".join("?" * len(part))
@@ -235,12 +248,6 @@ class EncodeCache:
                 if self.writable:  # left in a cache we cannot write; they are never served
                     drop = "DELETE FROM entries WHERE producer = ? AND text_hash = ?"
                     self._db.executemany(drop, [(key, b) for b in bad])
-        except sqlite3.OperationalError as exc:
-            if not _cannot_write(exc):
-                raise self._unusable(exc) from None
-            self._stop_writing(exc)
-        except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from None
         return found
 
     @staticmethod
@@ -266,15 +273,8 @@ class EncodeCache:
             rows.append((key, th, ind, vals, _checksum(key, th, ind, vals)))
         if not rows or not self.writable:
             return
-        try:
-            with self._transaction():
-                self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
-        except sqlite3.OperationalError as exc:
-            if not _cannot_write(exc):
-                raise self._unusable(exc) from None
-            self._stop_writing(exc)
-        except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from None
+        with self._guard(), self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
 
     @contextlib.contextmanager
     def _transaction(self) -> Any:

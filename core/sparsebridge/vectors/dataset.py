@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..connector import Record, SparseVector
+from ..connector import Record, RecordColumns, SparseVector
 from ..connector.durability import fsync_dir
 from ..errors import DatasetError
 from .producer import producer_differences, producer_key
@@ -460,9 +460,7 @@ class VectorDataset:
                 "dense": dense[k] if dense is not None else None,
             }
 
-    def records(self, vocab: Vocabulary, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> Iterator[list[Record]]:
-        """Batches of :class:`Record` with token strings from ``vocab`` (checked against the
-        dataset's vocabulary fingerprint). A row that breaks the vector rules names its id."""
+    def _check_vocabulary(self, vocab: Vocabulary) -> None:
         want = vocab.metadata
         for key in ("vocab_size", "vocab_fingerprint"):
             if self.metadata.get(key) != want.get(key):
@@ -471,33 +469,127 @@ class VectorDataset:
                     f"{self.metadata.get('model')!r}) than the configured model ({key} {want.get(key)!r}, model "
                     f"{want.get('model')!r}); configure the model it was encoded with"
                 )
+
+    def records(self, vocab: Vocabulary, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> Iterator[list[Record]]:
+        """Batches of :class:`Record` with token strings from ``vocab`` (checked against the
+        dataset's vocabulary fingerprint). A row that breaks the vector rules names its id."""
+        self._check_vocabulary(vocab)
         for batch in self.batches(batch_rows):
-            out = []
-            high = pc.max(pc.list_flatten(batch.column("indices"))).as_py()
-            tokens = vocab.token_array(int(high or 0) + 1)
-            check_range = high is not None and high >= vocab.dimension  # rows are searched only then
-            for row in self.rows_of(batch):
-                bad = next((i for i in row["indices"] if i >= vocab.dimension), None) if check_range else None
-                if bad is not None:
-                    raise DatasetError(
-                        f"{self.path}: row {row['id']!r}: token index {bad} is outside the vocabulary of the "
-                        f"configured model (ids 0 to {vocab.dimension - 1}); the dataset was not written by it"
-                    )
-                idx = row["indices"]
-                try:
-                    sparse = SparseVector(tuple(idx), tuple(row["values"]), tuple(tokens[idx].tolist()) if idx else ())
-                except ValueError as exc:
-                    raise DatasetError(f"{self.path}: row {row['id']!r}: {exc}") from None
-                out.append(
-                    Record(
-                        id=row["id"],
-                        text=row["text"] or "",
-                        sparse=sparse,
-                        payload=row["payload"],
-                        dense=row["dense"],
-                    )
+            yield self._records_of(batch, vocab)
+
+    def _records_of(self, batch: pa.RecordBatch, vocab: Vocabulary) -> list[Record]:
+        out = []
+        high = pc.max(pc.list_flatten(batch.column("indices"))).as_py()
+        tokens = vocab.token_array(int(high or 0) + 1)
+        check_range = high is not None and high >= vocab.dimension  # rows are searched only then
+        for row in self.rows_of(batch):
+            bad = next((i for i in row["indices"] if i >= vocab.dimension), None) if check_range else None
+            if bad is not None:
+                raise DatasetError(
+                    f"{self.path}: row {row['id']!r}: token index {bad} is outside the vocabulary of the "
+                    f"configured model (ids 0 to {vocab.dimension - 1}); the dataset was not written by it"
                 )
-            yield out
+            idx = row["indices"]
+            try:
+                sparse = SparseVector(tuple(idx), tuple(row["values"]), tuple(tokens[idx].tolist()) if idx else ())
+            except ValueError as exc:
+                raise DatasetError(f"{self.path}: row {row['id']!r}: {exc}") from None
+            out.append(
+                Record(
+                    id=row["id"],
+                    text=row["text"] or "",
+                    sparse=sparse,
+                    payload=row["payload"],
+                    dense=row["dense"],
+                )
+            )
+        return out
+
+    def columns(self, vocab: Vocabulary, batch_rows: int = DEFAULT_ROW_GROUP_ROWS) -> Iterator[RecordColumns]:
+        """The rows as :class:`~sparsebridge.connector.RecordColumns`: what :meth:`records`
+        gives, checked the same way (with numpy over each batch's flat arrays), without a
+        :class:`Record` per row. A batch with a row that breaks the rules is read row by row, which
+        names the row as :meth:`records` does."""
+        self._check_vocabulary(vocab)
+        for batch in self.batches(batch_rows):
+            cols = self._columns_of(batch, vocab)
+            if cols is None:
+                self._records_of(batch, vocab)  # raises, naming the row
+                raise DatasetError(f"{self.path}: a batch of rows could not be read")  # pragma: no cover
+            yield cols
+
+    def _columns_of(self, batch: pa.RecordBatch, vocab: Vocabulary) -> RecordColumns | None:
+        """One batch as columns; None when some row breaks a rule (or a payload is no JSON object)."""
+        offsets, indices = _flat_arrays(batch.column("indices"))
+        value_offsets, values = _flat_arrays(batch.column("values"))
+        if not np.array_equal(offsets, value_offsets):
+            return None
+        if len(values) and not bool(np.all(np.isfinite(values) & (values > 0))):
+            return None
+        if len(indices):
+            if indices.dtype.kind == "i" and int(indices.min()) < 0:
+                return None
+            high = int(indices.max())
+            if high >= vocab.dimension:
+                return None
+            if not _unique_per_row(offsets, indices):
+                return None
+        else:
+            high = 0
+        constants: list[str] = []
+
+        def flag(name: str) -> float:
+            constants.append(name)
+            return float(name)
+
+        decode = json.JSONDecoder(parse_constant=flag).decode
+        payloads: list[Any] = []
+        try:
+            for raw in batch.column("payload").to_pylist():
+                # "{}" is what most rows hold: a new dict without the parser.
+                payloads.append(decode(raw) if raw and raw != "{}" else {})
+        except ValueError:
+            return None
+        if not all(type(p) is dict for p in payloads):
+            return None
+        return RecordColumns(
+            ids=batch.column("id").to_pylist(),
+            texts=[t or "" for t in batch.column("text").to_pylist()],
+            payloads=payloads,
+            offsets=offsets,
+            indices=indices,
+            values=values,
+            tokens=vocab.token_array(high + 1),
+            dense=batch.column("dense").to_pylist() if "dense" in batch.schema.names else None,
+            payload_constants=bool(constants),
+        )
+
+
+def _flat_arrays(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (int64, from 0) and the flat values (numpy) of a list column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    start, end = int(offsets[0]), int(offsets[-1])
+    return offsets - start, column.values.to_numpy(zero_copy_only=False)[start:end]
+
+
+def _unique_per_row(offsets: np.ndarray, indices: np.ndarray) -> bool:
+    """Whether no row repeats an index: strictly ascending rows (what encode writes) are checked at
+    once; only rows that are not are checked one by one."""
+    if len(indices) < 2:
+        return True
+    rising = np.diff(indices.astype(np.int64)) > 0
+    inner = offsets[1:-1]
+    rising[inner[(inner > 0) & (inner < len(indices))] - 1] = True  # across a row boundary: no constraint
+    if bool(rising.all()):
+        return True
+    rows = np.unique(np.searchsorted(offsets, np.flatnonzero(~rising), side="right") - 1)
+    for k in rows.tolist():
+        row = indices[offsets[k] : offsets[k + 1]]
+        if len(np.unique(row)) != len(row):
+            return False
+    return True
 
 
 def _flat(column: pa.Array | pa.ChunkedArray) -> tuple[list[int], Any]:

@@ -197,6 +197,12 @@ def _module_entry(module: Any) -> dict[str, Any]:
     return entry
 
 
+def _module_entries(encoder: Any, side: str) -> list[dict[str, Any]]:
+    # An encoder read without its modules (encoders.static_query) says what they are itself.
+    entries = getattr(encoder, "fingerprint_modules", None)
+    return entries(side) if callable(entries) else [_module_entry(m) for m in _modules_of(encoder, side)]
+
+
 def producer_fingerprint(encoder: Any, max_active_dims: int | None, side: str) -> dict[str, Any]:
     """The fingerprint of what makes ``side``'s vectors (``"document"`` or ``"query"``).
 
@@ -213,7 +219,7 @@ def producer_fingerprint(encoder: Any, max_active_dims: int | None, side: str) -
         "format": FINGERPRINT_FORMAT,
         "side": side,
         "weights": weights_digest(encoder, side),
-        "modules": [_module_entry(m) for m in _modules_of(encoder, side)],
+        "modules": _module_entries(encoder, side),
         "prompt": prompt or "",
         "max_active_dims": int(effective) if effective is not None else None,
     }

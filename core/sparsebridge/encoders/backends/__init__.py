@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import ModelLoadError
-from ..runtime.threads import fixed_threads, runnable_others, usable_cores
+from ..runtime.threads import settled_threads
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,8 @@ __all__ = ["load_runner"]
 
 
 def _threads() -> int:
-    """Intra-op threads for a backend session: fixed if asked, else the cores free at load time."""
-    fixed = fixed_threads()
-    return fixed if fixed is not None else max(1, usable_cores() - round(runnable_others()))
+    """Intra-op threads for a backend session: fixed if asked, else the cores free while it loads."""
+    return settled_threads()
 
 
 def _package_dirs() -> list[str]:

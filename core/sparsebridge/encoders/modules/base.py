@@ -18,9 +18,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
+from ..layout import CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE
 
 
 class Module(nn.Module):

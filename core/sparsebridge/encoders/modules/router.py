@@ -17,10 +17,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from ..layout import ROUTER_CONFIG
 from .base import Module, kwargs_for, read_json, write_json
 from .registry import module_class
-
-ROUTER_CONFIG = "router_config.json"
 
 
 class Router(Module):

@@ -23,11 +23,10 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from ..layout import truncation_limit
 from .base import Module, filter_config, load_module_weights, read_json, save_module_weights
 
 IDF_FILE = "idf.json"
-# Tokenizers without a length limit report a huge sentinel as model_max_length.
-_NO_LIMIT = 1_000_000
 
 
 class SparseStaticEmbedding(Module):
@@ -58,7 +57,7 @@ class SparseStaticEmbedding(Module):
     def _fast_backend(self):
         """A private copy of the Rust tokenizer, configured once (no padding, truncation at the limit),
         so the padding/truncation state that other modules set on the shared tokenizer never leaks in."""
-        limit = self.max_seq_length if isinstance(self.max_seq_length, int) and self.max_seq_length < _NO_LIMIT else 0
+        limit = truncation_limit(self.max_seq_length)
         key = (id(self.tokenizer), limit)
         if self._backend_key != key:
             self._backend = None

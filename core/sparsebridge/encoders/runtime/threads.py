@@ -28,6 +28,9 @@ from ...errors import ConfigError
 ENV_VAR = "SPARSEBRIDGE_NUM_THREADS"
 # Seconds of CPU accounting between two re-measurements of the foreign load.
 WINDOW_S = 0.25
+# Seconds over which a count that is decided once (a backend's, fixed when its model compiles) is
+# measured: long enough that a task runnable for an instant does not cost a thread for a lifetime.
+SETTLE_S = 0.3
 # A core counts as free when less than this share of it is used by others (0.3 + 0.7 rounding).
 _SLACK = 0.3
 _STAT = Path("/proc/stat")
@@ -96,6 +99,32 @@ def runnable_others() -> float:
     return float(max(running - _own_running_threads(), 0))
 
 
+def free_threads(foreign: float, cores: int, cap: int) -> int:
+    """Threads for ``cores`` cores of which others use ``foreign``: at least 1, at most ``cap``."""
+    return max(1, min(cap, int(cores - foreign + _SLACK)))
+
+
+def settled_threads(window_s: float = SETTLE_S) -> int:
+    """A thread count decided once: the fixed one if asked, else the cores others left free over a window.
+
+    The window is what an instantaneous count of runnable tasks lacks: a kernel worker or a process
+    that is exiting, runnable at the moment of a look, would otherwise take a core from a backend
+    for the life of the process (issue 24: the first-run OpenVINO bf16 encode at 0.71x of a
+    prepared one). Off Linux, the instantaneous count.
+    """
+    fixed = fixed_threads()
+    if fixed is not None:
+        return fixed
+    cores = usable_cores()
+    busy0, own0, start = _busy_seconds(), _own_seconds(), time.monotonic()
+    if busy0 is None:
+        return free_threads(runnable_others(), cores, cores)
+    time.sleep(window_s)
+    busy1, own1, wall = _busy_seconds(), _own_seconds(), time.monotonic() - start
+    foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / wall
+    return free_threads(foreign, cores, cores)
+
+
 class ThreadBudget:
     """Sets torch's intra-op thread count to the free cores, re-measured as ``tick`` is called."""
 
@@ -113,8 +142,7 @@ class ThreadBudget:
 
     def _apply(self, foreign: float) -> None:
         self.foreign = foreign
-        free = int(self.cores - foreign + _SLACK)
-        threads = max(1, min(self.cap, free))
+        threads = free_threads(foreign, self.cores, self.cap)
         if threads != self.threads:
             torch.set_num_threads(threads)
             self.threads = threads
