@@ -25,6 +25,25 @@ the owner's files untouched: the engine's own WAL lock is taken only after the o
 a second open that fails on it has already disturbed the running writer's files. Edge has no
 read-only open, so concurrent readers wait or are refused; for concurrent access use a Qdrant server
 (``mode="server"``). Connectors of one process share the lock and the open shard.
+
+Memory at scale. Edge writes every point into an *appendable* segment, whose sparse index is an
+inverted index in RAM (Qdrant's ``MutableRam``) and whose id tracker is in RAM too: about 1.4 KB of
+process memory per vaswani SPLADE document (89 terms), growing with the collection, and loaded in
+full on every open. Edge never optimizes by itself (Qdrant's optimizers are manual there), so
+without help a collection stays in that form. A writer (a connector that called ``ensure_index``)
+therefore runs ``EdgeShard.optimize()`` whenever the appendable segment has grown past
+``optimize_mb`` megabytes on disk, checked every ``_OPTIMIZE_CHECK_S`` seconds from a thread, and
+once more when it closes. The optimizer turns the segment into an immutable one whose sparse index
+is memory-mapped (``sparse_on_disk``, Qdrant's ``on_disk`` sparse index), and merges segments only
+once there are more than ``segment_number`` of them (default 64). Left to Edge's own target (derived
+from the CPU count, 2 here) every optimization merged the whole collection into one segment again,
+so the work and the memory of each grew with the collection; ``max_segment_mb`` did not stop that,
+Qdrant counting a sparse segment's size otherwise than its files. Payloads live in memory-mapped
+files (``payload_on_disk``). So the writer's own memory is about one appendable segment plus one
+optimization, growing by some 0.2 KB per document (what immutable segments still keep in RAM)
+instead of 1.4 KB, and a reader maps the index instead of loading it (``benchmarks/scale.py``). The
+qdrant-edge binding holds the GIL while it optimizes, so the writes of the same process wait for it:
+the optimizer's time is part of the ingest time, never overlapping it.
 """
 
 from __future__ import annotations
@@ -38,6 +57,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sparsebridge.connector import ConnectorError, IndexMismatchError, RecordColumns, SearchOptions
@@ -48,6 +68,7 @@ from ._common import (
     Layout,
     PlannedQuery,
     PreparedPoint,
+    QdrantOptionError,
     check_layout,
     engine_rrf_k,
     one_line,
@@ -59,6 +80,8 @@ SIDECAR = "sparsebridge.json"
 SHARD_DIR = "shard"
 _TMP_PREFIX = ".shard-new-"
 _LOCK_CHECK_INTERVAL_S = 0.2
+_OPTIMIZE_CHECK_S = 1.0
+SEGMENTS_DIR = "segments"
 
 try:  # imported lazily by the connector; kept importable for tools that only read this module
     import qdrant_edge as qe
@@ -141,18 +164,99 @@ class _Held:
         self.lock = lock
         self.shard: Any = None
         self.refs = 0
+        # The background optimizer of a writer (see the module docstring), and the lock that keeps
+        # an optimization and the shard's close apart.
+        self.optimizer: _Optimizer | None = None
+        self.busy = threading.Lock()
 
     def close(self) -> None:
         # The engine lets go of its files first; only then may another process take the lock.
         try:
-            if self.shard is not None:
-                shard, self.shard = self.shard, None
-                try:
-                    shard.flush()
-                finally:
-                    shard.close()
+            optimizer, self.optimizer = self.optimizer, None
+            if optimizer is not None:
+                optimizer.stop()
+            with self.busy:
+                if self.shard is not None:
+                    shard, self.shard = self.shard, None
+                    try:
+                        shard.flush()
+                        if optimizer is not None:
+                            optimizer.run_due(shard)  # what this writer left in the appendable segment
+                    except Exception as exc:  # the binding raises plain Exception
+                        # The points are in the WAL and the appendable segment: nothing is lost, the
+                        # collection is only left unoptimized (the next writer optimizes it).
+                        raise ConnectorError(f"closing Qdrant Edge shard failed: {one_line(str(exc))}") from exc
+                    finally:
+                        shard.close()
         finally:
             self.lock.release()
+
+
+def appendable_bytes(shard_dir: str) -> int:
+    """Bytes on disk of the shard's appendable segments (those whose sparse index is ``MutableRam``)."""
+    root = os.path.join(shard_dir, SEGMENTS_DIR)
+    total = 0
+    try:
+        segments = os.listdir(root)
+    except OSError:
+        return 0
+    for seg in segments:
+        folder = os.path.join(root, seg)
+        try:
+            with open(os.path.join(folder, "segment.json"), encoding="utf-8") as fh:
+                if "MutableRam" not in fh.read():
+                    continue
+        except OSError:
+            continue
+        for base, _dirs, files in os.walk(folder):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.stat(os.path.join(base, f)).st_blocks * 512  # sparse files count as used
+    return total
+
+
+class _Optimizer:
+    """Runs ``EdgeShard.optimize()`` for a writer whenever the appendable segment passes a size."""
+
+    def __init__(self, entry: _Held, shard_dir: str, threshold_bytes: int) -> None:
+        self.entry = entry
+        self.shard_dir = shard_dir
+        self.threshold = threshold_bytes
+        self.runs = 0
+        self.seconds = 0.0
+        self._next_at = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sparsebridge-edge-optimizer", daemon=True)
+        self._thread.start()
+
+    def run_due(self, shard: Any) -> None:
+        """Optimize when the appendable segment has passed the threshold. When the engine finds
+        nothing to do (a collection made with a higher indexing threshold), ask again only after the
+        segment has grown by another threshold, rather than every check."""
+        size = appendable_bytes(self.shard_dir)
+        if size < max(self.threshold, self._next_at):
+            return
+        import time
+
+        start = time.perf_counter()
+        changed = shard.optimize()
+        self.runs += 1
+        self.seconds += time.perf_counter() - start
+        self._next_at = 0 if changed else size + self.threshold
+
+    def _loop(self) -> None:
+        while not self._stop.wait(_OPTIMIZE_CHECK_S):
+            with self.entry.busy:
+                shard = self.entry.shard
+                if shard is None or self._stop.is_set():
+                    continue
+                with contextlib.suppress(Exception):  # a lasting failure surfaces in close()'s own run
+                    self.run_due(shard)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 # One lock (and at most one open EdgeShard) per collection in this process, shared by every
@@ -206,17 +310,90 @@ def _leave(key: str, force: bool = False) -> None:
             entry.close()
 
 
+@dataclass(frozen=True)
+class EdgeStorage:
+    """Where a new Edge collection keeps its parts, and when a writer optimizes it (connector options).
+
+    ``sparse_on_disk`` / ``payload_on_disk``, ``segment_number`` and ``max_segment_mb`` are fixed when
+    the collection is created (they go into the shard's ``edge_config.json``); ``optimize_mb`` applies to whichever
+    process writes. ``optimize_mb=0`` never optimizes: every point stays in the in-RAM appendable
+    segment (Edge's own behaviour).
+    """
+
+    sparse_on_disk: bool = True
+    payload_on_disk: bool = True
+    optimize_mb: float = 64.0
+    max_segment_mb: int | None = None
+    segment_number: int = 64
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> EdgeStorage:
+        """Check and convert the connector options (one line naming the option when one is wrong)."""
+        kwargs: dict[str, Any] = {}
+        for key in ("sparse_on_disk", "payload_on_disk"):
+            if key in options:
+                value = options[key]
+                if not isinstance(value, bool):
+                    raise QdrantOptionError(f"qdrant option {key} must be true or false, got {value!r}")
+                kwargs[key] = value
+        if "optimize_mb" in options:
+            value = options["optimize_mb"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise QdrantOptionError(
+                    f"qdrant option optimize_mb must be a number of megabytes, 0 or more (0: never optimize), "
+                    f"got {value!r}"
+                )
+            kwargs["optimize_mb"] = float(value)
+        if "segment_number" in options:
+            value = options["segment_number"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise QdrantOptionError(f"qdrant option segment_number must be a whole number >= 1, got {value!r}")
+            kwargs["segment_number"] = value
+        if options.get("max_segment_mb") is not None:
+            value = options["max_segment_mb"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise QdrantOptionError(
+                    f"qdrant option max_segment_mb must be a whole number of megabytes >= 1, got {value!r}"
+                )
+            kwargs["max_segment_mb"] = value
+        return cls(**kwargs)
+
+    def edge_config(self, edge: Any, vectors: Any, sparse_field: str) -> Any:
+        """The ``EdgeConfig`` of a new shard."""
+        memory = edge.Memory.Cold if self.payload_on_disk else edge.Memory.Cached
+        # Qdrant indexes (converts) only segments past its indexing threshold, counted in KB of
+        # vectors, which are a part of what the segment holds on disk: a quarter of optimize_mb lets
+        # every segment the writer asks about qualify.
+        optimizers = edge.EdgeOptimizersConfig(
+            default_segment_number=self.segment_number,
+            max_segment_size=self.max_segment_mb * 1024 if self.max_segment_mb is not None else None,
+            indexing_threshold=max(1, int(self.optimize_mb * 1024 / 4)) if self.optimize_mb > 0 else None,
+        )
+        return edge.EdgeConfig(
+            vectors=vectors,
+            sparse_vectors={sparse_field: edge.EdgeSparseVectorParams(on_disk=self.sparse_on_disk)},
+            payload_memory=memory,
+            optimizers=optimizers,
+        )
+
+
 class EdgeBackend:
     """The Edge engine behind :class:`~sparsebridge_qdrant.QdrantConnector` (``mode="edge"``)."""
 
     mode = "edge"
 
     def __init__(
-        self, path: str, flush: bool | str = "interval", lock_timeout: float = 0.0, flush_interval: float = 10.0
+        self,
+        path: str,
+        flush: bool | str = "interval",
+        lock_timeout: float = 0.0,
+        flush_interval: float = 10.0,
+        storage: EdgeStorage | None = None,
     ) -> None:
         _require_edge()
         self.root = os.path.abspath(os.path.expanduser(str(path)))
         self.flush = flush_policy(flush)
+        self.storage = storage or EdgeStorage()
         try:
             self.flush_interval = float(flush_interval)
         except (TypeError, ValueError):
@@ -323,6 +500,7 @@ class EdgeBackend:
             self._create_shard(name, have)
         self._cleanup_tmp(name)
         self.ensure_payload_indexes(name, want.payload_fields)
+        self._start_optimizer(name)
         return have
 
     def create(self, name: str, layout: Layout) -> None:
@@ -334,6 +512,18 @@ class EdgeBackend:
         write_json_atomic(self._sidecar(name), layout.to_json())
         self._create_shard(name, layout)
         self.ensure_payload_indexes(name, layout.payload_fields)
+        self._start_optimizer(name)
+
+    def _start_optimizer(self, name: str) -> None:
+        """A writer's background optimizer (one per collection and process); see the module docstring."""
+        if self.storage.optimize_mb <= 0:
+            return
+        key = self._hold(name)
+        with _OPEN_LOCK:
+            entry = _OPEN[key]
+            if entry.optimizer is None:
+                threshold = int(self.storage.optimize_mb * 2**20)
+                entry.optimizer = _Optimizer(entry, self._shard_dir(name), threshold)
 
     def _create_shard(self, name: str, layout: Layout) -> None:
         edge = _require_edge()
@@ -342,10 +532,7 @@ class EdgeBackend:
             vectors[layout.dense_field] = edge.EdgeVectorParams(
                 size=int(layout.dense_size or 0), distance=getattr(edge.Distance, _DISTANCE[layout.distance])
             )
-        config = edge.EdgeConfig(
-            vectors=vectors or None,
-            sparse_vectors={layout.sparse_field: edge.EdgeSparseVectorParams()},
-        )
+        config = self.storage.edge_config(edge, vectors or None, layout.sparse_field)
         self._cleanup_tmp(name)
         tmp = os.path.join(self._dir(name), f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
@@ -404,6 +591,10 @@ class EdgeBackend:
         try:
             with _OPEN_LOCK:
                 entry = _OPEN[key]
+                optimizer, entry.optimizer = entry.optimizer, None
+            if optimizer is not None:
+                optimizer.stop()
+            with entry.busy, _OPEN_LOCK:
                 shard, entry.shard = entry.shard, None
             if shard is not None:  # every connector of this process loses it: the engine closes first
                 shard.close()

@@ -11,6 +11,12 @@
     writers use ``mode="server"``. ``flush`` (``"interval"``, default; ``"write"`` / true;
     ``"close"`` / false) and ``flush_interval`` (seconds, default 10): when the segments are flushed
     to disk; what ``write`` returns is in the engine's write-ahead log either way (see ``_edge``).
+    Storage (see ``_edge``'s docstring; all but ``optimize_mb`` are fixed when a collection is
+    created): ``sparse_on_disk`` (default true: the sparse index of optimized segments is
+    memory-mapped, not loaded), ``payload_on_disk`` (default true), ``optimize_mb`` (default 64: a
+    writer optimizes whenever the in-RAM appendable segment passes this size on disk, and when it
+    closes; 0 never), ``segment_number`` (default 64: segments are merged only past this many) and
+    ``max_segment_mb`` (Qdrant's ``max_segment_size``; default Edge's).
 ``mode="local"``
     ``qdrant-client``'s local mode (pure Python, brute force): ``path=...`` or ``location=":memory:"``
     (the default). Convenient for tests; about three orders of magnitude slower than Edge.
@@ -76,7 +82,17 @@ DEFAULT_EDGE_PATH = os.path.join(".", "sparsebridge-data", "qdrant-edge")
 
 _COMMON = {"mode", "collection", "index", "id_key", "text_key", "distance"}
 _BY_MODE = {
-    "edge": {"path", "flush", "flush_interval", "lock_timeout"},
+    "edge": {
+        "path",
+        "flush",
+        "flush_interval",
+        "lock_timeout",
+        "sparse_on_disk",
+        "payload_on_disk",
+        "optimize_mb",
+        "segment_number",
+        "max_segment_mb",
+    },
     "local": {"path", "location", "upsert_batch_size"},
     "server": {
         "url",
@@ -133,13 +149,14 @@ class QdrantConnector(Connector):
 
     def _make_backend(self, options: dict[str, Any]) -> Any:
         if self.mode == "edge":
-            from ._edge import EdgeBackend
+            from ._edge import EdgeBackend, EdgeStorage
 
             return EdgeBackend(
                 path=options.get("path") or DEFAULT_EDGE_PATH,
                 flush=options.get("flush", "interval"),
                 lock_timeout=options.get("lock_timeout", 0.0),
                 flush_interval=options.get("flush_interval", 10.0),
+                storage=EdgeStorage.from_options(options),
             )
         from ._client import ClientBackend
 
