@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import Config, ConfigError, reveal
-from ..connector import ENGINE_ENCODING_KEY, Connector, ConnectorError, Filter, Query, SearchOptions
+from ..connector import ENGINE_ENCODING_KEY, Connector, ConnectorError, Filter, Query
 from ..connector.filters import check_filter_fields
 from ..vectors.provenance import check_producers, producer_fingerprint
 from .model_server import check_server_model, server_info
 from .results import QueryResult, SearchHit
-from .search import SEARCH_MODES
+from .search import SEARCH_MODES, search_options
 
 EXPLAIN_NOTE = "no explanation: query_encoding = 'engine' has no model on the client to recompute the token weights"
 
@@ -110,13 +110,7 @@ def engine_search(
         encode = getattr(encoder, "encode_query", None) or encoder.encode_document  # type: ignore[attr-defined]
         dense = list(dense_rows(encode(queries)))
     batch = [Query(text=q if mode != "dense" else None, dense=d, filter=filter) for q, d in zip(queries, dense)]
-    options = SearchOptions(
-        top_k=top_k or settings.top_k,
-        fusion=settings.fusion,  # type: ignore[arg-type]
-        rrf_k=settings.rrf_k,
-        weights=settings.weights,
-        prefetch_limit=settings.prefetch_limit,
-    )
+    options = search_options(settings, top_k)
     notes += [EXPLAIN_NOTE] if explain else []
     return [
         QueryResult(q, [SearchHit(h.id, float(h.score), dict(h.payload or {})) for h in r.hits], notes + list(r.notes))

@@ -5,6 +5,7 @@ index, sent in one batch, and hits explained by the tokens query and document sh
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ..config import ConfigError
 from ..connector import ConnectorError, Filter, Query, SearchOptions, SparseVector, check_vocabulary
@@ -16,6 +17,18 @@ from .results import Explanation, QueryResult, SearchHit, explain_match
 
 TEXT_KEY = "text"
 SEARCH_MODES = ("sparse", "dense", "hybrid")
+
+
+def search_options(settings: Any, top_k: int | None) -> SearchOptions:
+    """The connector's :class:`SearchOptions` from the config's ``[search]`` settings (``top_k``
+    given per call wins): one reading, whether the query is encoded here or by the engine."""
+    return SearchOptions(
+        top_k=top_k or settings.top_k,
+        fusion=settings.fusion,
+        rrf_k=settings.rrf_k,
+        weights=settings.weights,
+        prefetch_limit=settings.prefetch_limit,
+    )
 
 
 class Searching:
@@ -86,14 +99,7 @@ class Searching:
             Query(sparse=s if mode != "dense" else None, dense=d if mode != "sparse" else None, filter=filter)
             for s, d in zip(sparse, dense)
         ]
-        settings = self.search_settings
-        options = SearchOptions(
-            top_k=top_k or settings.top_k,
-            fusion=settings.fusion,  # type: ignore[arg-type]
-            rrf_k=settings.rrf_k,
-            weights=settings.weights,
-            prefetch_limit=settings.prefetch_limit,
-        )
+        options = search_options(self.search_settings, top_k)
         raw = self.connector.search(batch, options)
         results = [
             QueryResult(
