@@ -197,6 +197,18 @@ class EncodeCall:
         return self.pool is not None or (isinstance(self.device, (list, tuple)) and len(self.device) > 0)
 
 
+def first_module(model: nn.Module, cls: type) -> Any:
+    """The first module of type ``cls`` in ``model`` (nested ones included), or None: how the
+    exports and the checkpointing switches find the Hugging Face transformer of any encoder.
+
+    A function, not a method, so that the encoders' public names stay sentence-transformers' own.
+    """
+    for module in model.modules():
+        if isinstance(module, cls):
+            return module
+    return None
+
+
 class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Sequential):
     """A sequence of modules loaded from a model folder or Hub id, or assembled from ``modules``."""
 
@@ -380,13 +392,6 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
             )
         self._similarity_fn_name = value
 
-    def first_module(self, cls: type) -> Any:
-        """The first module of type ``cls`` in the model (nested ones included), or None."""
-        for module in self.modules():
-            if isinstance(module, cls):
-                return module
-        return None
-
     def _input_module(self) -> Module:
         if not len(self):
             raise ValueError(f"this {type(self).__name__} has no modules")
@@ -398,7 +403,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
         module = self._input_module()
         tokenizer = getattr(module, "tokenizer", None)
         if tokenizer is None:
-            transformer = self.first_module(Transformer)
+            transformer = first_module(self, Transformer)
             tokenizer = getattr(transformer, "tokenizer", None)
         return tokenizer
 
@@ -427,7 +432,7 @@ class BaseEncoder(AcceleratePlacementMixin, PeftAdapterMixin, HubMixin, nn.Seque
     @property
     def transformers_model(self) -> transformers.PreTrainedModel | None:
         """The transformers model inside the first Transformer module, if any."""
-        transformer = self.first_module(Transformer)
+        transformer = first_module(self, Transformer)
         return None if transformer is None else transformer.model
 
     @property

@@ -37,9 +37,10 @@ def _local_only(push_to_hub: bool, create_pr: bool) -> None:
 
 
 def _transformer(model: Any):
+    from .base_encoder import first_module
     from .modules.transformer import Transformer
 
-    module = model.first_module(Transformer) if hasattr(model, "first_module") else None
+    module = first_module(model, Transformer) if hasattr(model, "modules") else None
     if module is None or module.transformer_task != "fill-mask":
         raise ExportError("export needs a sparsebridge SparseEncoder with a masked-LM Transformer module")
     return module
