@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cpu_facts import cpu_model_and_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "connectors")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,19 +62,8 @@ def uptime() -> str:
 
 def cpu() -> str:
     """The CPU model and the SIMD flags that matter for the engine."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("sse4_2", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    have = [f for f in wanted if f in flags] or ["none of " + ",".join(wanted)]
-    return f"CPU: {model}; {len(os.sched_getaffinity(0))} usable cores; flags: {' '.join(have)}"
+    model, have = cpu_model_and_flags()
+    return f"CPU: {model}; {len(os.sched_getaffinity(0))} usable cores; flags: {have}"
 
 
 def cli() -> list[str]:

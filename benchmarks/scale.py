@@ -46,6 +46,8 @@ import threading
 import time
 from pathlib import Path
 
+from cpu_facts import cpu_model_and_flags
+
 HERE = Path(__file__).resolve().parent
 COLLECTION = "scale"
 
@@ -58,18 +60,7 @@ def load() -> str:
 
 def machine() -> str:
     """The CPU model, the flags that matter for encoding and search, and the cores."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("sse4_2", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
-    have = " ".join(f for f in wanted if f in flags) or "none of " + ",".join(wanted)
+    model, have = cpu_model_and_flags()
     mem = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])

@@ -32,7 +32,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import re
 import signal
 import socket
@@ -45,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 # The packaged model and the BEIR readers, as the query latency benchmark has them (same folder).
+from cpu_facts import cpu_model_and_flags
 from query_latency import packaged_model, read_jsonl
 
 READY = re.compile(r"listening on (http://\S+)")
@@ -224,22 +224,11 @@ def machine() -> str:
 
     import torch
 
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
-    have = [f for f in wanted if f in flags] or ["none of " + ",".join(wanted)]
+    model, have = cpu_model_and_flags()
     stack = {m: importlib.util.find_spec(m) is not None for m in ("uvloop", "httptools")}
     return (
         f"CPU: {model}; {len(os.sched_getaffinity(0))} usable cores of {os.cpu_count()}; "
-        f"flags: {' '.join(have)}; torch {torch.__version__} CPU capability "
+        f"flags: {have}; torch {torch.__version__} CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}; uvicorn extras: "
         + ", ".join(f"{m} {'installed' if ok else 'absent'}" for m, ok in stack.items())
         + " (absent: uvicorn runs asyncio's loop and h11)"
